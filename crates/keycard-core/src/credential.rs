@@ -1,0 +1,148 @@
+//! Finding the credential a request presents, without allocating: header names of SPEC §5.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+
+use crate::{Method, api_key};
+
+/// The `X-API-Key` header.
+pub const X_API_KEY: &str = "x-api-key";
+
+/// The credential a request presents, borrowed from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented<'a> {
+    /// Nothing recognisable.
+    Nothing,
+    /// An API key (from `X-API-Key`, or `Authorization: Bearer kc_…`).
+    ApiKey(&'a str),
+    /// A bearer token that is not an API key (an OAuth 2.0 access token or a JWT).
+    BearerToken(&'a str),
+    /// A credential header that cannot be parsed (duplicated, not text, unknown scheme);
+    /// `Some(method)` when the method is still recognisable.
+    Malformed(Option<Method>),
+}
+
+impl Presented<'_> {
+    /// The method of the presented credential, if any.
+    pub fn method(&self) -> Option<Method> {
+        match self {
+            Presented::Nothing => None,
+            Presented::ApiKey(_) => Some(Method::ApiKey),
+            // Which of oauth2/jwt is decided by the token verifiers.
+            Presented::BearerToken(_) => None,
+            Presented::Malformed(m) => *m,
+        }
+    }
+
+    /// Whether a bearer-style token was presented (the 401 then says `error="invalid_token"`).
+    pub fn is_token(&self) -> bool {
+        matches!(
+            self,
+            Presented::ApiKey(_)
+                | Presented::BearerToken(_)
+                | Presented::Malformed(Some(Method::ApiKey))
+        )
+    }
+}
+
+/// Reads the credential of a request. `X-API-Key` is looked at first, then `Authorization`.
+/// Query strings are never read: a key in a URL ends up in logs and browser history.
+pub fn presented(headers: &HeaderMap) -> Presented<'_> {
+    if let Some(p) = single(headers, X_API_KEY) {
+        return match p {
+            Ok(v) => Presented::ApiKey(v.trim()),
+            Err(()) => Presented::Malformed(Some(Method::ApiKey)),
+        };
+    }
+    match single(headers, AUTHORIZATION.as_str()) {
+        None => Presented::Nothing,
+        Some(Err(())) => Presented::Malformed(None),
+        Some(Ok(value)) => parse_authorization(value),
+    }
+}
+
+fn parse_authorization(value: &str) -> Presented<'_> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = rest.trim();
+        if token.is_empty() || token.contains(' ') {
+            return Presented::Malformed(None);
+        }
+        if api_key::looks_like_key(token) {
+            Presented::ApiKey(token)
+        } else {
+            Presented::BearerToken(token)
+        }
+    } else {
+        Presented::Malformed(None)
+    }
+}
+
+/// The single value of a header: `None` when absent, `Err` when repeated or not visible ASCII.
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<Result<&'a str, ()>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return Some(Err(()));
+    }
+    Some(first.to_str().map_err(|_| ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn finds_api_keys_in_both_places() {
+        assert_eq!(
+            presented(&headers(&[("x-api-key", "kc_abc")])),
+            Presented::ApiKey("kc_abc")
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Bearer kc_abc")])),
+            Presented::ApiKey("kc_abc")
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "bearer   kc_abc ")])),
+            Presented::ApiKey("kc_abc")
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Bearer eyJ.x.y")])),
+            Presented::BearerToken("eyJ.x.y")
+        );
+    }
+
+    #[test]
+    fn refuses_ambiguous_or_broken_headers() {
+        assert_eq!(presented(&HeaderMap::new()), Presented::Nothing);
+        assert_eq!(
+            presented(&headers(&[("x-api-key", "kc_a"), ("x-api-key", "kc_b")])),
+            Presented::Malformed(Some(Method::ApiKey))
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Bearer")])),
+            Presented::Malformed(None)
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Bearer a b")])),
+            Presented::Malformed(None)
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Foo x")])),
+            Presented::Malformed(None)
+        );
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_bytes(b"kc_\xff").unwrap());
+        assert_eq!(presented(&h), Presented::Malformed(Some(Method::ApiKey)));
+    }
+}

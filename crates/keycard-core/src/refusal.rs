@@ -1,0 +1,103 @@
+//! Why a request is refused. One type inside; the server maps it to HTTP in one place, and
+//! the [`Reason`] goes only to the audit log, never to the client.
+
+use crate::{Method, Principal};
+
+/// The audit `reason` code of a refusal (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The route needs a credential and none of an allowed method was presented.
+    NoCredential,
+    /// A credential was presented in a form that cannot be right (bad checksum, bad syntax).
+    Malformed,
+    /// The credential is well formed but not known.
+    UnknownCredential,
+    /// The credential is past its expiry (or its rotation grace).
+    Expired,
+    /// The credential was revoked.
+    Revoked,
+    /// The subject is disabled.
+    Disabled,
+    /// The presented credential's method is not allowed on the route.
+    MethodNotAllowed,
+    /// The caller is known but lacks a scope the route requires.
+    MissingScope,
+    /// The store could not be read, so nothing can be verified.
+    StoreUnavailable,
+}
+
+impl Reason {
+    /// The short code written to the audit log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoCredential => "no_credential",
+            Reason::Malformed => "malformed",
+            Reason::UnknownCredential => "unknown_credential",
+            Reason::Expired => "expired",
+            Reason::Revoked => "revoked",
+            Reason::Disabled => "disabled",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::MissingScope => "missing_scope",
+            Reason::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// 401: no acceptable proof of identity.
+    Unauthorized {
+        /// Why (audit only).
+        reason: Reason,
+        /// The method of the credential that was presented, if one was recognised.
+        method: Option<Method>,
+        /// The credential id, when the credential was found but is not valid now.
+        credential_id: Option<String>,
+        /// The subject, when known (audit only).
+        subject: Option<String>,
+    },
+    /// 403: the caller proved who it is but lacks a scope the route requires.
+    Forbidden {
+        /// Who the caller is.
+        principal: Principal,
+        /// The first required scope it lacks (audit only).
+        missing: String,
+    },
+    /// 503: the store cannot be read; fail closed.
+    Unavailable {
+        /// The method of the credential that was presented, if one was recognised.
+        method: Option<Method>,
+    },
+}
+
+impl Refusal {
+    /// A 401 with no credential details.
+    pub fn unauthorized(reason: Reason, method: Option<Method>) -> Self {
+        Refusal::Unauthorized {
+            reason,
+            method,
+            credential_id: None,
+            subject: None,
+        }
+    }
+
+    /// The audit reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Refusal::Unauthorized { reason, .. } => *reason,
+            Refusal::Forbidden { .. } => Reason::MissingScope,
+            Refusal::Unavailable { .. } => Reason::StoreUnavailable,
+        }
+    }
+
+    /// The method of the presented credential, if recognised.
+    pub fn method(&self) -> Option<Method> {
+        match self {
+            Refusal::Unauthorized { method, .. } | Refusal::Unavailable { method } => *method,
+            Refusal::Forbidden { principal, .. } => Some(principal.method()),
+        }
+    }
+}

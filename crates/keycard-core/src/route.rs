@@ -1,0 +1,132 @@
+//! Route policy: which requests need which proof. Longest prefix wins; no match is 404.
+
+use crate::{MethodSet, Scopes};
+
+/// What one route asks of a request.
+#[derive(Debug, Clone)]
+pub struct RoutePolicy {
+    /// The path prefix that selects this route (also the audit `route`).
+    pub prefix: String,
+    /// The methods accepted here.
+    pub methods: MethodSet,
+    /// Scopes a request must hold, all of them.
+    pub scopes: Scopes,
+    /// No credential needed (identity headers still stripped).
+    pub public: bool,
+}
+
+/// Routes ordered for longest-prefix matching. `T` is whatever the caller attaches to a
+/// route (the server keeps the upstream there).
+#[derive(Debug, Clone)]
+pub struct RouteTable<T> {
+    routes: Vec<(RoutePolicy, T)>,
+}
+
+impl<T> RouteTable<T> {
+    /// Builds the table; ties on prefix length keep the configured order.
+    pub fn new(mut routes: Vec<(RoutePolicy, T)>) -> Self {
+        routes.sort_by(|a, b| b.0.prefix.len().cmp(&a.0.prefix.len()));
+        Self { routes }
+    }
+
+    /// The route with the longest prefix of `path`.
+    pub fn find(&self, path: &str) -> Option<&(RoutePolicy, T)> {
+        self.routes
+            .iter()
+            .find(|(p, _)| path.starts_with(&p.prefix))
+    }
+
+    /// Every route, longest prefix first.
+    pub fn iter(&self) -> impl Iterator<Item = &(RoutePolicy, T)> {
+        self.routes.iter()
+    }
+}
+
+/// Whether a request path is safe to route: no `.`/`..` segments, literal or percent-encoded
+/// (also behind an encoded `/` or `\`), no control characters or backslashes. An upstream
+/// that normalises `/public/../admin` would otherwise serve a route keycard never checked.
+pub fn path_is_routable(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
+    let bytes = path.as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) => {
+                    decoded.push(v);
+                    i += 3;
+                    continue;
+                }
+                None => return false,
+            }
+        }
+        decoded.push(b);
+        i += 1;
+    }
+    if decoded
+        .iter()
+        .any(|b| *b < 0x20 || *b == 0x7f || *b == b'\\')
+    {
+        return false;
+    }
+    !decoded
+        .split(|b| *b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(prefix: &str) -> RoutePolicy {
+        RoutePolicy {
+            prefix: prefix.into(),
+            methods: MethodSet::all(),
+            scopes: Scopes::empty(),
+            public: false,
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = RouteTable::new(vec![
+            (policy("/"), 0),
+            (policy("/api/"), 1),
+            (policy("/api/admin/"), 2),
+        ]);
+        assert_eq!(t.find("/api/admin/x").map(|r| r.1), Some(2));
+        assert_eq!(t.find("/api/x").map(|r| r.1), Some(1));
+        assert_eq!(t.find("/other").map(|r| r.1), Some(0));
+        let t = RouteTable::new(vec![(policy("/api/"), 1)]);
+        assert!(t.find("/ap").is_none());
+    }
+
+    #[test]
+    fn dot_segments_are_not_routable() {
+        for ok in ["/", "/api/x", "/api/x.y", "/a/..b/c", "/a%20b"] {
+            assert!(path_is_routable(ok), "{ok}");
+        }
+        for bad in [
+            "/public/../api",
+            "/public/..",
+            "/./api",
+            "/public/%2e%2e/api",
+            "/public/%2E./api",
+            "/public%2f..%2fapi",
+            "/p/..%5capi",
+            "/a\\b",
+            "/a%00b",
+            "/bad%zz",
+            "api",
+            "/a%2",
+        ] {
+            assert!(!path_is_routable(bad), "{bad}");
+        }
+    }
+}
