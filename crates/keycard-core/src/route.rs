@@ -25,7 +25,7 @@ pub struct RouteTable<T> {
 impl<T> RouteTable<T> {
     /// Builds the table; ties on prefix length keep the configured order.
     pub fn new(mut routes: Vec<(RoutePolicy, T)>) -> Self {
-        routes.sort_by(|a, b| b.0.prefix.len().cmp(&a.0.prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.0.prefix.len()));
         Self { routes }
     }
 

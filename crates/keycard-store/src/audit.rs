@@ -1,0 +1,90 @@
+//! The audit trail in the store (the server also appends it to a JSON-lines file).
+
+use keycard_core::{AuditEvent, Method, Outcome};
+use sqlx::{QueryBuilder, Row};
+
+use crate::{Store, StoreError, with_pool};
+
+/// Rows per INSERT statement (9 parameters each: well under both engines' limits).
+const BATCH: usize = 500;
+
+/// Filters for reading the audit trail back.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only events at or after this instant (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// Only events of this subject.
+    pub subject: Option<String>,
+    /// Only events with this outcome.
+    pub outcome: Option<Outcome>,
+    /// At most this many (the newest ones), returned oldest first.
+    pub limit: i64,
+}
+
+impl Store {
+    /// Appends events, in one transaction.
+    pub async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in events.chunks(BATCH) {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) ",
+                );
+                qb.push_values(chunk, |mut b, e| {
+                    b.push_bind(e.ts_ms)
+                        .push_bind(e.request_id.as_str())
+                        .push_bind(e.route.as_deref())
+                        .push_bind(e.method.map(Method::as_str))
+                        .push_bind(e.outcome.as_str())
+                        .push_bind(e.reason.as_deref())
+                        .push_bind(e.subject.as_deref())
+                        .push_bind(e.credential_id.as_deref())
+                        .push_bind(e.ip.as_deref());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Reads events back, newest `limit` matching ones, oldest first.
+    pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        with_pool!(self, p => {
+            let mut qb = QueryBuilder::new(
+                "SELECT ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip FROM audit_events WHERE 1 = 1",
+            );
+            if let Some(since) = q.since_ms {
+                qb.push(" AND ts_ms >= ").push_bind(since);
+            }
+            if let Some(subject) = &q.subject {
+                qb.push(" AND subject = ").push_bind(subject.as_str());
+            }
+            if let Some(outcome) = q.outcome {
+                qb.push(" AND outcome = ").push_bind(outcome.as_str());
+            }
+            qb.push(" ORDER BY id DESC LIMIT ").push_bind(q.limit.max(0));
+            let rows = qb.build().fetch_all(p).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in rows.into_iter().rev() {
+                let method: Option<String> = row.try_get("method")?;
+                let outcome: String = row.try_get("outcome")?;
+                out.push(AuditEvent {
+                    ts_ms: row.try_get("ts_ms")?,
+                    request_id: row.try_get("request_id")?,
+                    route: row.try_get("route")?,
+                    method: method.and_then(|m| m.parse().ok()),
+                    outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failure),
+                    reason: row.try_get("reason")?,
+                    subject: row.try_get("subject")?,
+                    credential_id: row.try_get("credential_id")?,
+                    ip: row.try_get("ip")?,
+                });
+            }
+            Ok(out)
+        })
+    }
+}

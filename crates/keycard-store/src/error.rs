@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `store.url` is not a `sqlite://` or `postgres://` URL.
+    #[error("store.url `{0}` is not supported: use sqlite://PATH or postgres://USER@HOST:PORT/DB")]
+    UnsupportedUrl(String),
+    /// The SQLite file's folder could not be created.
+    #[error("cannot create the folder for the SQLite store {path}: {source}")]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The database answered with an error or could not be reached.
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema is newer than this build of keycard understands.
+    #[error(
+        "the store's schema is at version {found}, newer than this keycard knows ({known}); upgrade keycard"
+    )]
+    SchemaTooNew {
+        /// Applied version found.
+        found: i64,
+        /// Latest version this build has.
+        known: i64,
+    },
+    /// No such record (an id given by the operator).
+    #[error("{kind} `{id}` not found")]
+    NotFound {
+        /// What was looked for.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The operation does not apply in the record's state (revoking a revoked key…).
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl StoreError {
+    /// Whether the error means the store cannot be reached or read (fail closed: 503),
+    /// rather than a problem with the request.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Database(_))
+    }
+}

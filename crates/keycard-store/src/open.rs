@@ -1,0 +1,103 @@
+//! Opening a store from `store.url`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::{Backend, Store, StoreError};
+
+/// How long a caller waits for a pooled connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Store {
+    /// Opens (creating and migrating on first use) the store at `url`:
+    /// `sqlite://PATH` (relative paths as given; the caller resolves them) or
+    /// `postgres://…` / `postgresql://…`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let store = Self::connect(url)?;
+        store.ping().await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Builds the pool without touching the database (connections are made on first use).
+    pub fn connect(url: &str) -> Result<Store, StoreError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::UnsupportedUrl(url.to_owned()));
+            }
+            if let Some(dir) = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            let opts = SqliteConnectOptions::new()
+                .filename(path)
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(opts);
+            return Ok(Store {
+                backend: Backend::Sqlite(pool),
+            });
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?.application_name("keycard");
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(opts);
+            return Ok(Store {
+                backend: Backend::Postgres(pool),
+            });
+        }
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A URL with any password replaced, for error messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = url.get(scheme_end + 3..at).unwrap_or("");
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!(
+                    "{}{user}:***{}",
+                    url.get(..scheme_end + 3).unwrap_or(""),
+                    url.get(at..).unwrap_or("")
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_errors() {
+        assert_eq!(redact_url("mysql://u:secret@h/db"), "mysql://u:***@h/db");
+        assert_eq!(redact_url("mysql://h/db"), "mysql://h/db");
+        let e = Store::connect("mysql://u:pw@h/db").unwrap_err().to_string();
+        assert!(!e.contains("pw@"), "{e}");
+    }
+}

@@ -1,0 +1,271 @@
+//! The store's test suite, run on every engine `testing::engines()` names.
+
+use keycard_core::{AuditEvent, Method, Outcome};
+
+use crate::testing::{TempStore, engines};
+use crate::{AuditQuery, ChangeKind, NewApiKey, StoreError};
+
+fn key(id: &str, subject: &str, lookup: u8, now: i64) -> NewApiKey {
+    NewApiKey {
+        id: id.into(),
+        subject: subject.into(),
+        lookup: [lookup; 32],
+        name: Some("label".into()),
+        scopes: "a:read b:write".into(),
+        created_at: now,
+        expires_at: None,
+    }
+}
+
+async fn each_engine<F, Fut>(f: F)
+where
+    F: Fn(TempStore) -> Fut,
+    Fut: std::future::Future<Output = TempStore>,
+{
+    for engine in engines() {
+        let t = TempStore::new(engine)
+            .await
+            .unwrap_or_else(|e| panic!("{engine} store did not open: {e}"));
+        let t = f(t).await;
+        t.cleanup().await;
+    }
+}
+
+#[tokio::test]
+async fn api_key_lifecycle() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        s.create_api_key(&key("key_1", "svc", 1, 100))
+            .await
+            .unwrap();
+        let row = s.find_api_key(&[1; 32]).await.unwrap().unwrap();
+        assert_eq!((row.id.as_str(), row.subject.as_str()), ("key_1", "svc"));
+        assert_eq!(row.scopes, "a:read b:write");
+        assert!(s.find_api_key(&[2; 32]).await.unwrap().is_none());
+
+        // Same lookup twice is refused by the unique index.
+        assert!(
+            s.create_api_key(&key("key_x", "svc", 1, 100))
+                .await
+                .is_err()
+        );
+
+        s.revoke_api_key("key_1", 200).await.unwrap();
+        assert_eq!(s.get_api_key("key_1").await.unwrap().revoked_at, Some(200));
+        assert!(matches!(
+            s.revoke_api_key("key_1", 201).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.revoke_api_key("nope", 201).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rotation_keeps_the_old_key_until_the_grace_ends() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        s.create_api_key(&key("key_old", "svc", 1, 100))
+            .await
+            .unwrap();
+        s.rotate_api_key("key_old", &key("key_new", "svc", 2, 150), 160)
+            .await
+            .unwrap();
+        let old = s.get_api_key("key_old").await.unwrap();
+        assert_eq!((old.expires_at, old.revoked_at), (Some(160), None));
+        let new = s.get_api_key("key_new").await.unwrap();
+        assert_eq!(new.rotated_from.as_deref(), Some("key_old"));
+
+        // Rotating with no grace revokes the old key at once.
+        s.rotate_api_key("key_new", &key("key_3", "svc", 3, 170), 170)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.get_api_key("key_new").await.unwrap().revoked_at,
+            Some(170)
+        );
+        // A revoked or expired key cannot be rotated.
+        assert!(matches!(
+            s.rotate_api_key("key_new", &key("key_4", "svc", 4, 171), 200)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.rotate_api_key("key_old", &key("key_5", "svc", 5, 171), 200)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let listed: Vec<String> = s
+            .list_api_keys(Some("svc"))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
+        assert_eq!(listed, ["key_3", "key_new", "key_old"]);
+        assert!(s.list_api_keys(Some("other")).await.unwrap().is_empty());
+        assert_eq!(s.list_api_keys(None).await.unwrap().len(), 3);
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn change_feed_is_monotonic_and_names_what_changed() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        let start = s.latest_revision().await.unwrap();
+        s.create_api_key(&key("key_1", "svc", 0xab, 100))
+            .await
+            .unwrap();
+        s.revoke_api_key("key_1", 101).await.unwrap();
+        let changes = s.changes_since(start, 100).await.unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(changes.windows(2).all(|w| w[0].revision < w[1].revision));
+        assert!(
+            changes
+                .iter()
+                .all(|c| c.kind == ChangeKind::Credential && c.reference == "ab".repeat(32))
+        );
+        assert_eq!(s.latest_revision().await.unwrap(), changes[1].revision);
+        assert!(
+            s.changes_since(changes[1].revision, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_commit_revisions_in_order() {
+    each_engine(|t| async move {
+        let mut tasks = Vec::new();
+        for i in 0..20u8 {
+            let s = t.store.clone();
+            tasks.push(tokio::spawn(async move {
+                s.create_api_key(&key(&format!("key_{i}"), "svc", i, 100))
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let changes = t.store.changes_since(0, 1000).await.unwrap();
+        let revs: Vec<i64> = changes.iter().map(|c| c.revision).collect();
+        assert_eq!(revs, (1..=20).collect::<Vec<_>>());
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_round_trip_and_filters() {
+    each_engine(|t| async move {
+        let ev = |i: i64, subject: &str, outcome| AuditEvent {
+            ts_ms: 1_000 * i,
+            request_id: format!("r{i}"),
+            route: Some("/api/".into()),
+            method: Some(Method::ApiKey),
+            outcome,
+            reason: None,
+            subject: Some(subject.into()),
+            credential_id: Some("key_1".into()),
+            ip: Some("127.0.0.1".into()),
+        };
+        let events: Vec<AuditEvent> = (1..=1200)
+            .map(|i| {
+                ev(
+                    i,
+                    if i % 2 == 0 { "even" } else { "odd" },
+                    if i % 3 == 0 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
+                )
+            })
+            .collect();
+        t.store.insert_audit(&events).await.unwrap();
+        let all = t
+            .store
+            .query_audit(&AuditQuery {
+                limit: 5000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(all, events);
+        let q = AuditQuery {
+            since_ms: Some(1_190_000),
+            subject: Some("even".into()),
+            outcome: Some(Outcome::Failure),
+            limit: 100,
+        };
+        let got: Vec<String> = t
+            .store
+            .query_audit(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.request_id)
+            .collect();
+        assert_eq!(got, ["r1194", "r1200"]);
+        let newest = t
+            .store
+            .query_audit(&AuditQuery {
+                limit: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            newest
+                .iter()
+                .map(|e| e.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["r1199", "r1200"]
+        );
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrating_twice_is_harmless_and_last_used_only_moves_forward() {
+    each_engine(|t| async move {
+        t.store.migrate().await.unwrap();
+        crate::Store::open(&t.url).await.unwrap().close().await;
+        t.store
+            .create_api_key(&key("key_1", "svc", 1, 100))
+            .await
+            .unwrap();
+        t.store
+            .touch_last_used(&[("key_1".into(), 500)])
+            .await
+            .unwrap();
+        t.store
+            .touch_last_used(&[("key_1".into(), 400)])
+            .await
+            .unwrap();
+        assert_eq!(
+            t.store.get_api_key("key_1").await.unwrap().last_used_at,
+            Some(500)
+        );
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_an_unavailable_error() {
+    let s = crate::Store::connect("postgres://postgres@127.0.0.1:1/none").unwrap();
+    let e = s.find_api_key(&[0; 32]).await.unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+}
