@@ -88,13 +88,12 @@ impl TempStore {
     /// Drops the PostgreSQL database (the SQLite folder goes with the value).
     pub async fn cleanup(self) {
         self.store.close().await;
-        if let (Some(admin), Some(name)) = (self.admin_url, self.db_name) {
-            if let Ok(admin_store) = Store::connect(&admin) {
-                let _ = admin_store
-                    .execute_admin(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-                admin_store.close().await;
-            }
+        if let (Some(admin), Some(name)) = (self.admin_url, self.db_name)
+            && let Ok(admin_store) = Store::connect(&admin)
+        {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = admin_store.execute_admin(&sql).await;
+            admin_store.close().await;
         }
     }
 }
