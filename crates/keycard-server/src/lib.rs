@@ -1,1 +1,184 @@
-//! placeholder
+//! keycard's HTTP side: the listener, the gateway that forwards authenticated requests, the
+//! forward-auth endpoint, the caches kept honest by the store's change feed, and the audit
+//! writer.
+//!
+//! [`start`] wires it all from a validated [`Settings`]; the `keycard` binary calls it for
+//! `serve` and `quickstart`.
+//!
+//! What it does not do: parse command lines, or decide anything about a credential itself
+//! (that is `keycard-core`).
+#![deny(missing_docs)]
+
+pub mod answer;
+pub mod app;
+pub mod audit;
+pub mod authn;
+pub mod body;
+pub mod cache;
+mod clock;
+pub mod config;
+pub mod feed;
+pub mod forwarded;
+pub mod identity;
+pub mod listener;
+pub mod master_key;
+pub mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keycard_store::{Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use clock::{now_millis, now_secs};
+pub use config::{ConfigError, Settings};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The master key.
+    #[error(transparent)]
+    MasterKey(#[from] master_key::MasterKeyFileError),
+    /// The store could not be opened or migrated.
+    #[error("cannot open the store (store.url): {0}")]
+    Store(#[from] StoreError),
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr} (server.listen): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The audit file could not be opened.
+    #[error("cannot open the audit file (audit.file): {0}")]
+    Audit(std::io::Error),
+    /// The upstream client could not be built.
+    #[error("cannot build the upstream client: {0}")]
+    Client(std::io::Error),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    conn_shutdown: watch::Sender<bool>,
+    bg_shutdown: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+    store: Store,
+    authn: authn::Authenticator,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, writes the audit events still queued.
+    pub async fn shutdown(self) {
+        let _ = self.conn_shutdown.send(true);
+        let _ = self.accept.await;
+        let _ = self.bg_shutdown.send(true);
+        for t in self.background {
+            let _ = t.await;
+        }
+        let _ = self
+            .store
+            .touch_last_used(&self.authn.cache().take_last_used())
+            .await;
+        self.store.close().await;
+    }
+}
+
+/// Opens the store (creating and migrating it), loads the master key, binds the listener
+/// and starts serving.
+pub async fn start(settings: &Settings) -> Result<Running, StartError> {
+    let master = master_key::load_or_create(&settings.master_key_file)?;
+    let store = Store::open(&settings.store_url).await?;
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+
+    let (conn_shutdown, conn_rx) = watch::channel(false);
+    let (bg_shutdown, bg_rx) = watch::channel(false);
+    let mut background = Vec::new();
+
+    let revision = store.latest_revision().await?;
+    let cache = Arc::new(cache::CredentialCache::default());
+    let feed_state = Arc::new(feed::FeedState::new(revision));
+    background.push(tokio::spawn(feed::follow(
+        store.clone(),
+        cache.clone(),
+        feed_state.clone(),
+        bg_rx.clone(),
+    )));
+
+    let (sink, writer) = audit::channel();
+    let out = audit::open_target(&settings.audit)
+        .await
+        .map_err(StartError::Audit)?;
+    background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
+
+    let authn = authn::Authenticator::new(
+        master.keyed_hasher(),
+        store.clone(),
+        cache.clone(),
+        feed_state,
+    );
+    background.push(tokio::spawn(housekeeping(store.clone(), cache, bg_rx)));
+
+    let client = proxy::client().map_err(StartError::Client)?;
+    let app = Arc::new(app::App::new(
+        settings,
+        authn.clone(),
+        sink,
+        client,
+        store.clone(),
+    ));
+    let accept = tokio::spawn(listener::serve(listener, app, conn_rx));
+    tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
+    Ok(Running {
+        local_addr,
+        conn_shutdown,
+        bg_shutdown,
+        accept,
+        background,
+        store,
+        authn,
+    })
+}
+
+/// Periodic chores: write `last_used_at` in batches, prune old change-feed rows.
+async fn housekeeping(
+    store: Store,
+    cache: Arc<cache::CredentialCache>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut flush = tokio::time::interval(Duration::from_secs(15));
+    let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = flush.tick() => {
+                let uses = cache.take_last_used();
+                if let Err(e) = store.touch_last_used(&uses).await {
+                    tracing::debug!(error = %e, "could not record last use; will not retry");
+                }
+            }
+            _ = prune.tick() => {
+                if let Err(e) = store.prune_changes(now_secs() - 86_400).await {
+                    tracing::debug!(error = %e, "could not prune the change feed");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! The audit writer. The request path hands an event to an unbounded queue and moves on;
+//! one task appends batches to the audit file and inserts them into the store. Events the
+//! store refuses (it is away) are kept and retried, so none is lost while it returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use keycard_core::AuditEvent;
+use keycard_store::Store;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::AuditTarget;
+
+/// Events kept for the store while it is away, at most. Beyond it the oldest are dropped
+/// from the store's copy (they are still in the audit file) and counted in the log.
+const MAX_RETRY: usize = 1_000_000;
+const BATCH: usize = 4096;
+
+/// Where the request path drops events. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditSink {
+    tx: mpsc::UnboundedSender<AuditEvent>,
+    depth: Arc<AtomicUsize>,
+}
+
+impl AuditSink {
+    /// Queues an event; never blocks.
+    pub fn record(&self, event: AuditEvent) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(event).is_err() {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("audit writer has stopped; an audit event could not be queued");
+        }
+    }
+
+    /// Events queued and not yet written.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+/// The writer's half.
+#[derive(Debug)]
+pub struct AuditWriter {
+    rx: mpsc::UnboundedReceiver<AuditEvent>,
+    depth: Arc<AtomicUsize>,
+}
+
+/// A connected sink and writer.
+pub fn channel() -> (AuditSink, AuditWriter) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let depth = Arc::new(AtomicUsize::new(0));
+    (
+        AuditSink {
+            tx,
+            depth: depth.clone(),
+        },
+        AuditWriter { rx, depth },
+    )
+}
+
+/// Opens the audit file for appending (0600 when created).
+pub async fn open_target(
+    target: &AuditTarget,
+) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin>> {
+    match target {
+        AuditTarget::Stdout => Ok(Box::new(tokio::io::stdout())),
+        AuditTarget::File(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(dir).await?;
+            }
+            let mut o = tokio::fs::OpenOptions::new();
+            o.create(true).append(true);
+            #[cfg(unix)]
+            o.mode(0o600);
+            Ok(Box::new(o.open(path).await?))
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Writes events until `shutdown` turns true, then drains what is queued and returns.
+    pub async fn run(
+        mut self,
+        mut out: Box<dyn AsyncWrite + Send + Unpin>,
+        store: Store,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut batch: Vec<AuditEvent> = Vec::with_capacity(BATCH);
+        let mut retry: Vec<AuditEvent> = Vec::new();
+        let mut line = Vec::with_capacity(64 * 1024);
+        let mut stopping = false;
+        loop {
+            if !stopping {
+                tokio::select! {
+                    n = self.rx.recv_many(&mut batch, BATCH) => if n == 0 { stopping = true },
+                    _ = shutdown.changed() => stopping = true,
+                    _ = tokio::time::sleep(Duration::from_secs(1)), if !retry.is_empty() => {}
+                }
+            }
+            if stopping {
+                while let Ok(e) = self.rx.try_recv() {
+                    batch.push(e);
+                }
+            }
+            self.depth.fetch_sub(batch.len(), Ordering::Relaxed);
+            if !batch.is_empty() {
+                line.clear();
+                for e in &batch {
+                    if serde_json::to_writer(&mut line, e).is_ok() {
+                        line.push(b'\n');
+                    }
+                }
+                if let Err(e) = async {
+                    out.write_all(&line).await?;
+                    out.flush().await
+                }
+                .await
+                {
+                    tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");
+                }
+            }
+            retry.append(&mut batch);
+            if !retry.is_empty() {
+                match tokio::time::timeout(Duration::from_secs(5), store.insert_audit(&retry)).await
+                {
+                    Ok(Ok(())) => retry.clear(),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, queued = retry.len(), "audit events not yet in the store; will retry")
+                    }
+                    Err(_) => {
+                        tracing::warn!(queued = retry.len(), "audit insert timed out; will retry")
+                    }
+                }
+                if retry.len() > MAX_RETRY {
+                    let excess = retry.len() - MAX_RETRY;
+                    retry.drain(..excess);
+                    tracing::error!(
+                        dropped = excess,
+                        "audit retry buffer full: oldest events kept only in the audit file"
+                    );
+                }
+            }
+            if stopping {
+                if !retry.is_empty() {
+                    // One last try at shutdown.
+                    if let Ok(Ok(())) =
+                        tokio::time::timeout(Duration::from_secs(5), store.insert_audit(&retry))
+                            .await
+                    {
+                        retry.clear();
+                    } else {
+                        tracing::error!(
+                            lost = retry.len(),
+                            "store unreachable at shutdown: these events are only in the audit file"
+                        );
+                    }
+                }
+                return;
+            }
+        }
+    }
+}

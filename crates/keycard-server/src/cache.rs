@@ -1,0 +1,191 @@
+//! Verification material cached in memory, so the request path touches no disk: positive
+//! and negative entries keyed by the credential's lookup handle, dropped by the change feed.
+//!
+//! A store read races with invalidation: a read that started before a change could insert
+//! stale material after the change was applied. Every invalidation bumps a generation, and
+//! an entry is inserted only if the generation did not move while it was read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use keycard_core::api_key::ApiKeyRecord;
+
+/// How many entries before the cache starts over (bounds memory under a flood of unknown keys).
+const MAX_ENTRIES: usize = 200_000;
+/// `last_used_at` is recorded at most this often per credential.
+const LAST_USED_EVERY_SECS: i64 = 60;
+
+/// A cached API key.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// What the verifier needs.
+    pub record: ApiKeyRecord,
+    last_used: AtomicI64,
+}
+
+/// A cache answer.
+#[derive(Debug, Clone)]
+pub enum Cached {
+    /// The key exists.
+    Known(Arc<KeyEntry>),
+    /// The store had no such key.
+    Unknown,
+}
+
+/// The credential cache.
+#[derive(Debug, Default)]
+pub struct CredentialCache {
+    api_keys: RwLock<HashMap<[u8; 32], Cached>>,
+    generation: AtomicU64,
+    pending_last_used: Mutex<Vec<(String, i64)>>,
+}
+
+impl CredentialCache {
+    /// The current generation; pass it back to [`CredentialCache::insert_api_key`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A cached answer for `handle`.
+    pub fn api_key(&self, handle: &[u8; 32]) -> Option<Cached> {
+        self.api_keys.read().ok()?.get(handle).cloned()
+    }
+
+    /// Caches what the store said, unless an invalidation happened since `generation`.
+    pub fn insert_api_key(
+        &self,
+        handle: [u8; 32],
+        record: Option<ApiKeyRecord>,
+        generation: u64,
+    ) -> Cached {
+        let value = match record {
+            Some(record) => Cached::Known(Arc::new(KeyEntry {
+                record,
+                last_used: AtomicI64::new(0),
+            })),
+            None => Cached::Unknown,
+        };
+        if let Ok(mut map) = self.api_keys.write() {
+            // Checked under the write lock: invalidations also take it.
+            if self.generation.load(Ordering::Acquire) == generation {
+                if map.len() >= MAX_ENTRIES {
+                    map.clear();
+                }
+                map.insert(handle, value.clone());
+            }
+        }
+        value
+    }
+
+    /// Drops the entry of one credential.
+    pub fn invalidate_handle(&self, handle: &[u8; 32]) {
+        if let Ok(mut map) = self.api_keys.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            map.remove(handle);
+        }
+    }
+
+    /// Drops every entry of a subject (and every negative entry: cheap to refill).
+    pub fn invalidate_subject(&self, subject: &str) {
+        if let Ok(mut map) = self.api_keys.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            map.retain(|_, v| matches!(v, Cached::Known(e) if &*e.record.subject != subject));
+        }
+    }
+
+    /// Drops everything (after the change feed lost track).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.api_keys.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            map.clear();
+        }
+    }
+
+    /// Notes a successful use; queues a `last_used_at` write at most once a minute per key.
+    pub fn mark_used(&self, entry: &KeyEntry, now: i64) {
+        let last = entry.last_used.load(Ordering::Relaxed);
+        if now - last >= LAST_USED_EVERY_SECS
+            && entry
+                .last_used
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            && let Ok(mut pending) = self.pending_last_used.lock()
+        {
+            pending.push((entry.record.id.to_string(), now));
+        }
+    }
+
+    /// Takes the queued `last_used_at` writes.
+    pub fn take_last_used(&self) -> Vec<(String, i64)> {
+        self.pending_last_used
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
+    /// How many entries are cached.
+    pub fn len(&self) -> usize {
+        self.api_keys.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keycard_core::Scopes;
+
+    fn rec(subject: &str) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: "key_1".into(),
+            subject: subject.into(),
+            scopes: Scopes::empty(),
+            expires_at: None,
+            revoked_at: None,
+            subject_disabled: false,
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_an_invalidation_is_not_cached() {
+        let c = CredentialCache::default();
+        let g = c.generation();
+        c.invalidate_handle(&[1; 32]);
+        c.insert_api_key([1; 32], Some(rec("a")), g);
+        assert!(c.api_key(&[1; 32]).is_none());
+        c.insert_api_key([1; 32], Some(rec("a")), c.generation());
+        assert!(matches!(c.api_key(&[1; 32]), Some(Cached::Known(_))));
+    }
+
+    #[test]
+    fn subject_invalidation_drops_its_keys_and_negatives() {
+        let c = CredentialCache::default();
+        c.insert_api_key([1; 32], Some(rec("a")), c.generation());
+        c.insert_api_key([2; 32], Some(rec("b")), c.generation());
+        c.insert_api_key([3; 32], None, c.generation());
+        c.invalidate_subject("a");
+        assert!(c.api_key(&[1; 32]).is_none() && c.api_key(&[3; 32]).is_none());
+        assert!(c.api_key(&[2; 32]).is_some());
+    }
+
+    #[test]
+    fn last_used_is_queued_once_a_minute() {
+        let c = CredentialCache::default();
+        let Cached::Known(e) = c.insert_api_key([1; 32], Some(rec("a")), 0) else {
+            panic!()
+        };
+        c.mark_used(&e, 1_000);
+        c.mark_used(&e, 1_030);
+        c.mark_used(&e, 1_060);
+        assert_eq!(
+            c.take_last_used(),
+            vec![("key_1".into(), 1_000), ("key_1".into(), 1_060)]
+        );
+        assert!(c.take_last_used().is_empty());
+    }
+}

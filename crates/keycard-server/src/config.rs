@@ -1,0 +1,579 @@
+//! Configuration (SPEC §3): the TOML file parses into `deny_unknown_fields` structs, then
+//! validates into [`Settings`], the form the program uses. Every error names the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use ipnet::IpNet;
+use keycard_core::route::RoutePolicy;
+use keycard_core::{Method, MethodSet, Scopes, parse_duration};
+use serde::Deserialize;
+
+/// Why a configuration was refused. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file (or `<built-in defaults>`).
+        path: String,
+        /// The parser's message, with line and key.
+        message: String,
+    },
+    /// A value that parsed but is not acceptable.
+    #[error("config file {path}: `{key}`: {message}")]
+    Invalid {
+        /// The file (or `<built-in defaults>`).
+        path: String,
+        /// The key, such as `routes[1].upstream`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    secrets: RawSecrets,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    // Sections of SPEC §3 that later features implement. Accepted by name so the error can
+    // say what is missing, rather than "unknown field".
+    limits: Option<toml::Value>,
+    tokens: Option<toml::Value>,
+    digest: Option<toml::Value>,
+    hmac: Option<toml::Value>,
+    jwt: Option<toml::Value>,
+    mtls: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    realm: Option<String>,
+    upstream_timeout: Option<String>,
+    tls: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecrets {
+    master_key_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: String,
+    upstream: Option<String>,
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    rate_limit: Option<String>,
+    #[serde(default)]
+    public: bool,
+    upstream_timeout: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The folder relative paths were resolved against.
+    pub base_dir: PathBuf,
+    /// `server.listen`.
+    pub listen: SocketAddr,
+    /// `server.public_url`, without a trailing slash.
+    pub public_url: String,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `server.realm`: the realm of `Bearer` (and later `Basic`) challenges.
+    pub realm: String,
+    /// `store.url`, with a relative SQLite path resolved.
+    pub store_url: String,
+    /// `secrets.master_key_file`, resolved.
+    pub master_key_file: PathBuf,
+    /// `audit.file`.
+    pub audit: AuditTarget,
+    /// `routes`, in configured order.
+    pub routes: Vec<RouteSettings>,
+}
+
+/// Where audit events go besides the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// `"-"`: standard output.
+    Stdout,
+    /// A JSON-lines file, appended to.
+    File(PathBuf),
+}
+
+/// One validated route.
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// What it asks of a request.
+    pub policy: RoutePolicy,
+    /// Where the gateway forwards it (none: forward-auth only).
+    pub upstream: Option<Upstream>,
+    /// How long to wait for the upstream's response headers.
+    pub upstream_timeout: Duration,
+}
+
+/// An upstream base URL, split for fast request building.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http` or `https`.
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+    /// A path that replaces the route prefix (nginx `proxy_pass` with a URI); empty: the
+    /// request path is forwarded as it is.
+    pub base_path: String,
+}
+
+const DEFAULTS: &str = "<built-in defaults>";
+
+impl Settings {
+    /// Loads `path`, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_toml(&text, &base, &path.display().to_string())
+    }
+
+    /// The built-in defaults, with relative paths against `base_dir`.
+    pub fn defaults(base_dir: &Path) -> Result<Settings, ConfigError> {
+        Self::from_toml("", base_dir, DEFAULTS)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, base_dir: &Path, origin: &str) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Validator { origin, base_dir }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.origin.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v).map_err(|e| self.err(key, e.to_string())),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
+        for (name, present) in [
+            ("limits", raw.limits.is_some()),
+            ("tokens", raw.tokens.is_some()),
+            ("digest", raw.digest.is_some()),
+            ("hmac", raw.hmac.is_some()),
+            ("jwt", raw.jwt.is_some()),
+            ("mtls", raw.mtls.is_some()),
+            ("server.tls", raw.server.tls.is_some()),
+        ] {
+            if present {
+                return Err(self.err(
+                    name,
+                    "this section is not supported by this build of keycard yet; remove it",
+                ));
+            }
+        }
+        let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            self.err(
+                "server.listen",
+                format!("`{listen_text}` is not an address such as 127.0.0.1:8080"),
+            )
+        })?;
+        let public_url = match raw.server.public_url {
+            Some(u) => {
+                let uri: Uri = u
+                    .parse()
+                    .map_err(|_| self.err("server.public_url", "not a URL"))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none()
+                {
+                    return Err(self.err(
+                        "server.public_url",
+                        "must be an absolute http:// or https:// URL",
+                    ));
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        let mut trusted_proxies = Vec::new();
+        for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
+            let net = p
+                .parse::<IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("`{p}` is not a CIDR such as 10.0.0.0/8"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+        let realm = raw.server.realm.unwrap_or_else(|| "keycard".to_owned());
+        if realm.is_empty()
+            || realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            return Err(self.err(
+                "server.realm",
+                "must be printable ASCII without quotes or backslashes",
+            ));
+        }
+        let default_timeout = self.duration(
+            "server.upstream_timeout",
+            raw.server.upstream_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
+
+        let store_url = self.store_url(
+            raw.store
+                .url
+                .as_deref()
+                .unwrap_or("sqlite://keycard-data/keycard.db"),
+        )?;
+        let master_key_file = self.path(
+            raw.secrets
+                .master_key_file
+                .as_deref()
+                .unwrap_or("keycard-data/master.key"),
+        );
+        let audit = match raw
+            .audit
+            .file
+            .as_deref()
+            .unwrap_or("keycard-data/audit.jsonl")
+        {
+            "-" => AuditTarget::Stdout,
+            "" => {
+                return Err(self.err(
+                    "audit.file",
+                    "must be a file path, or \"-\" for standard output",
+                ));
+            }
+            f => AuditTarget::File(self.path(f)),
+        };
+
+        let mut routes = Vec::new();
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            routes.push(self.route(i, r, default_timeout)?);
+        }
+        for (i, r) in routes.iter().enumerate() {
+            if routes
+                .iter()
+                .take(i)
+                .any(|o| o.policy.prefix == r.policy.prefix)
+            {
+                return Err(self.err(
+                    format!("routes[{i}].prefix"),
+                    format!("`{}` is configured twice", r.policy.prefix),
+                ));
+            }
+        }
+        Ok(Settings {
+            base_dir: self.base_dir.to_path_buf(),
+            listen,
+            public_url,
+            trusted_proxies,
+            realm,
+            store_url,
+            master_key_file,
+            audit,
+            routes,
+        })
+    }
+
+    fn store_url(&self, url: &str) -> Result<String, ConfigError> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(self.err("store.url", "sqlite:// needs a file path"));
+            }
+            return Ok(format!("sqlite://{}", self.path(path).display()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(url.to_owned());
+        }
+        Err(self.err(
+            "store.url",
+            "use sqlite://PATH or postgres://USER@HOST:PORT/DB",
+        ))
+    }
+
+    fn route(
+        &self,
+        i: usize,
+        r: RawRoute,
+        default_timeout: Duration,
+    ) -> Result<RouteSettings, ConfigError> {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if !r.prefix.starts_with('/') || !keycard_core::route::path_is_routable(&r.prefix) {
+            return Err(self.err(
+                key("prefix"),
+                "must start with `/` and contain no `.` or `..` segments",
+            ));
+        }
+        if r.prefix.starts_with("/_keycard/") {
+            return Err(self.err(
+                key("prefix"),
+                "/_keycard/ is keycard's own; choose another prefix",
+            ));
+        }
+        if r.rate_limit.is_some() {
+            return Err(self.err(
+                key("rate_limit"),
+                "rate limits are not supported by this build of keycard yet; remove it",
+            ));
+        }
+        let methods = match r.methods {
+            None => MethodSet::all(),
+            Some(list) => {
+                let mut set = MethodSet::empty();
+                for (j, m) in list.iter().enumerate() {
+                    let m: Method = m.parse().map_err(|e: keycard_core::UnknownMethod| {
+                        self.err(format!("routes[{i}].methods[{j}]"), e.to_string())
+                    })?;
+                    set.insert(m);
+                }
+                if set.is_empty() && !r.public {
+                    return Err(self.err(
+                        key("methods"),
+                        "an empty list lets nobody in; list methods or set public = true",
+                    ));
+                }
+                set
+            }
+        };
+        let scopes =
+            Scopes::from_list(&r.scopes).map_err(|e| self.err(key("scopes"), e.to_string()))?;
+        if r.public && !scopes.is_empty() {
+            return Err(self.err(key("scopes"), "a public route cannot require scopes"));
+        }
+        let upstream = match r.upstream {
+            None => None,
+            Some(u) => Some(parse_upstream(&u).map_err(|m| self.err(key("upstream"), m))?),
+        };
+        let upstream_timeout = self.duration(
+            &key("upstream_timeout"),
+            r.upstream_timeout.as_deref(),
+            default_timeout,
+        )?;
+        if upstream_timeout.is_zero() {
+            return Err(self.err(key("upstream_timeout"), "must be more than 0s"));
+        }
+        Ok(RouteSettings {
+            policy: RoutePolicy {
+                prefix: r.prefix,
+                methods,
+                scopes,
+                public: r.public,
+            },
+            upstream,
+            upstream_timeout,
+        })
+    }
+}
+
+/// Parses `http://host:port[/path]` or `https://…`.
+pub fn parse_upstream(text: &str) -> Result<Upstream, String> {
+    let uri: Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+    let scheme = uri.scheme().cloned().ok_or("needs http:// or https://")?;
+    if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+        return Err("needs http:// or https://".into());
+    }
+    let authority = uri.authority().cloned().ok_or("needs a host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    let path = uri.path();
+    let base_path = if path == "/" || path.is_empty() {
+        String::new()
+    } else {
+        path.to_owned()
+    };
+    Ok(Upstream {
+        scheme,
+        authority,
+        base_path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, Path::new("/etc/kc"), "k.toml")
+    }
+
+    #[test]
+    fn defaults_resolve_against_the_folder() {
+        let s = load("").unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url, "http://127.0.0.1:8080");
+        assert_eq!(s.store_url, "sqlite:///etc/kc/keycard-data/keycard.db");
+        assert_eq!(
+            s.master_key_file,
+            PathBuf::from("/etc/kc/keycard-data/master.key")
+        );
+        assert_eq!(
+            s.audit,
+            AuditTarget::File(PathBuf::from("/etc/kc/keycard-data/audit.jsonl"))
+        );
+    }
+
+    #[test]
+    fn a_full_route() {
+        let s = load(
+            r#"
+            [server]
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            [store]
+            url = "postgres://u@h:5432/db"
+            [audit]
+            file = "-"
+            [[routes]]
+            prefix = "/api/"
+            upstream = "http://127.0.0.1:9000/v1"
+            methods = ["api_key"]
+            scopes = ["orders:read"]
+            upstream_timeout = "5s"
+            "#,
+        )
+        .unwrap();
+        let r = &s.routes[0];
+        assert!(
+            r.policy.methods.contains(Method::ApiKey) && !r.policy.methods.contains(Method::Basic)
+        );
+        assert_eq!(r.policy.scopes.as_str(), "orders:read");
+        assert_eq!(r.upstream.as_ref().unwrap().base_path, "/v1");
+        assert_eq!(r.upstream_timeout, Duration::from_secs(5));
+        assert_eq!(s.trusted_proxies.len(), 2);
+        assert_eq!(s.audit, AuditTarget::Stdout);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server]\nbogus = 1", "bogus"),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nmethods = [\"telepathy\"]",
+                "routes[0].methods[0]",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nscopes = [\"a b\"]",
+                "routes[0].scopes",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nupstream = \"ftp://x\"",
+                "routes[0].upstream",
+            ),
+            ("[[routes]]\nprefix = \"a\"", "routes[0].prefix"),
+            (
+                "[[routes]]\nprefix = \"/a/\"\n[[routes]]\nprefix = \"/a/\"",
+                "routes[1].prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nrate_limit = \"5/s\"",
+                "routes[0].rate_limit",
+            ),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nupstream_timeout = \"soon\"",
+                "routes[0].upstream_timeout",
+            ),
+            ("[store]\nurl = \"mysql://x\"", "store.url"),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
+                "server.trusted_proxies[0]",
+            ),
+            ("[limits]\nfailed_auth = \"10/min\"", "limits"),
+            ("routes = 5", "routes"),
+        ];
+        for (text, key) in cases {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("k.toml"), "{text:?} gave {e}");
+        }
+    }
+}

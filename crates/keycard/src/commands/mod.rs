@@ -1,0 +1,124 @@
+//! Acting on a parsed command line.
+
+mod audit;
+mod key;
+mod serve;
+
+use std::path::{Path, PathBuf};
+
+use keycard_core::{MasterKey, parse_duration};
+use keycard_server::{ConfigError, Settings, master_key};
+use keycard_store::{Store, StoreError};
+
+use crate::cli::{Cli, Command};
+
+/// An error for the operator: what went wrong and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad config file (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A bad flag value (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The store refused or could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The master key.
+    #[error(transparent)]
+    MasterKey(#[from] master_key::MasterKeyFileError),
+    /// The server could not start.
+    #[error(transparent)]
+    Start(#[from] keycard_server::StartError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// The process exit code: 2 for configuration and usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let json = cli.json;
+    match cli.command {
+        Command::EchoUpstream { listen } => crate::echo::run_until_signal(listen).await,
+        Command::Quickstart { listen, dir } => serve::quickstart(listen, &dir, json).await,
+        Command::Serve => serve::serve(&load_settings(cli.config.as_deref())?).await,
+        Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
+        Command::Audit(args) => {
+            audit::run(&load_settings(cli.config.as_deref())?, args, json).await
+        }
+    }
+}
+
+/// `--config`, else `$KEYCARD_CONFIG` (clap reads it into `--config`), else `./keycard.toml`
+/// if present, else the built-in defaults.
+fn load_settings(config: Option<&Path>) -> Result<Settings, CliError> {
+    if let Some(path) = config {
+        return Ok(Settings::load(path)?);
+    }
+    let local = PathBuf::from("keycard.toml");
+    if local.exists() {
+        return Ok(Settings::load(&local)?);
+    }
+    Ok(Settings::defaults(Path::new("."))?)
+}
+
+/// Opens the store the settings name (creating it on first use).
+async fn open_store(settings: &Settings) -> Result<Store, CliError> {
+    Ok(Store::open(&settings.store_url).await?)
+}
+
+fn master(settings: &Settings) -> Result<MasterKey, CliError> {
+    Ok(master_key::load_or_create(&settings.master_key_file)?)
+}
+
+/// A `DUR` flag, in seconds.
+fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
+    let d = parse_duration(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
+    i64::try_from(d.as_secs())
+        .map_err(|_| CliError::Usage(format!("{flag}: `{value}` is too long")))
+}
+
+/// Subject names: 1–200 characters, no control characters (they travel in headers, logs
+/// and audit events).
+fn check_subject(name: &str) -> Result<(), CliError> {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(CliError::Usage(format!(
+            "--subject: `{}` is not a valid subject name (1-200 characters, no control characters)",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

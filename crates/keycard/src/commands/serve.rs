@@ -1,0 +1,136 @@
+//! `keycard serve` and `keycard quickstart`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use keycard_core::{Scopes, api_key, new_id};
+use keycard_server::{Settings, now_secs};
+use keycard_store::NewApiKey;
+use serde::Serialize;
+
+use super::{CliError, master, open_store};
+
+/// `keycard serve`: runs until Ctrl-C or SIGTERM, then drains.
+pub async fn serve(settings: &Settings) -> Result<(), CliError> {
+    let running = keycard_server::start(settings).await?;
+    super::wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests in flight and writing the audit queue");
+    running.shutdown().await;
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Example {
+    method: &'static str,
+    description: &'static str,
+    command: String,
+}
+
+#[derive(Serialize)]
+struct QuickstartInfo {
+    listen: String,
+    upstream: String,
+    dir: String,
+    config: String,
+    examples: Vec<Example>,
+}
+
+/// `keycard quickstart`: an echo upstream, a config in DIR, one working credential per
+/// method built so far, and a ready command for each.
+pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| CliError::Other(format!("cannot create {}: {e}", dir.display())))?;
+    let upstream = crate::echo::spawn(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| CliError::Other("address".into()))?,
+    )
+    .await?;
+    let config_path = dir.join("keycard.toml");
+    let config = format!(
+        "# Written by `keycard quickstart` (rewritten on every run: the echo upstream's port changes).\n\
+         # Use it with the CLI: keycard --config {cfg} key list\n\
+         [server]\nlisten = \"{listen}\"\n\n\
+         # Paths below resolve against this file's folder.\n\
+         [store]\nurl = \"sqlite://keycard-data/keycard.db\"\n\n\
+         [secrets]\nmaster_key_file = \"keycard-data/master.key\"\n\n\
+         [audit]\nfile = \"keycard-data/audit.jsonl\"\n\n\
+         [[routes]]\nprefix = \"/api/\"\nupstream = \"http://{upstream}\"\n\n\
+         [[routes]]\nprefix = \"/public/\"\nupstream = \"http://{upstream}\"\npublic = true\n",
+        cfg = config_path.display(),
+    );
+    std::fs::write(&config_path, config)
+        .map_err(|e| CliError::Other(format!("cannot write {}: {e}", config_path.display())))?;
+    let settings = Settings::load(&config_path)?;
+
+    // One demo credential per method.
+    let store = open_store(&settings).await?;
+    let hasher = master(&settings)?.keyed_hasher();
+    let key = api_key::generate().map_err(|e| CliError::Other(e.to_string()))?;
+    let scopes = Scopes::from_list(["demo:read"]).map_err(|e| CliError::Other(e.to_string()))?;
+    store
+        .create_api_key(&NewApiKey {
+            id: new_id("key").map_err(|e| CliError::Other(e.to_string()))?,
+            subject: "demo".into(),
+            lookup: api_key::lookup_handle(&hasher, key.expose_secret()),
+            name: Some("quickstart".into()),
+            scopes: scopes.as_str().to_owned(),
+            created_at: now_secs(),
+            expires_at: None,
+        })
+        .await?;
+    store.close().await;
+
+    let running = keycard_server::start(&settings).await?;
+    let base = format!("http://{}", running.local_addr);
+    let examples = vec![
+        Example {
+            method: "api_key",
+            description: "API key in the X-API-Key header",
+            command: format!(
+                "curl -s -H 'X-API-Key: {}' {base}/api/hello",
+                key.expose_secret()
+            ),
+        },
+        Example {
+            method: "none",
+            description: "a public route: no credential needed",
+            command: format!("curl -s {base}/public/hello"),
+        },
+    ];
+    let info = QuickstartInfo {
+        listen: running.local_addr.to_string(),
+        upstream: format!("http://{upstream}"),
+        dir: dir.display().to_string(),
+        config: config_path.display().to_string(),
+        examples,
+    };
+    if as_json {
+        // One line, so a script can read it while the server runs.
+        println!(
+            "{}",
+            serde_json::to_string(&info).map_err(|e| CliError::Other(e.to_string()))?
+        );
+    } else {
+        println!("keycard quickstart is serving on {base}");
+        println!(
+            "  upstream: built-in echo server at {} (answers with the request it received, as JSON)",
+            info.upstream
+        );
+        println!("  data and config: {}", info.dir);
+        println!();
+        for e in &info.examples {
+            println!("# {} ({})", e.description, e.method);
+            println!("{}", e.command);
+            println!();
+        }
+        println!("Try the same request without the key, or with a changed key: 401.");
+        println!("See who called: keycard --config {} audit", info.config);
+        println!("Press Ctrl-C to stop.");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    super::wait_for_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
