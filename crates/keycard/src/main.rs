@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(cli: &cli::Cli) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = if cli.command.is_server() {
         "info"
@@ -41,6 +42,7 @@ fn init_logging(cli: &cli::Cli) {
     let filter = EnvFilter::try_from_env("KEYCARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

@@ -1,1 +1,20 @@
+//! keycard's integration tests: real `keycard` processes, a real upstream, real PostgreSQL
+//! (when `KEYCARD_TEST_POSTGRES_URL` is set), real nginx and curl.
 
+// Test code: a failed unwrap or index is a failed test, which is what we want.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+mod api_keys;
+mod cli;
+mod forward_auth;
+mod gateway;
+mod outage;
+mod quickstart;
+mod revocation;

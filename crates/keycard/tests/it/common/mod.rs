@@ -1,0 +1,229 @@
+//! Helpers for the integration tests: a real `keycard` process, a real upstream, an HTTP
+//! client, throw-away stores, and a TCP proxy that can cut the store off.
+
+#![allow(dead_code)]
+
+pub mod http;
+pub mod tcp_proxy;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+pub use keycard_store::testing::{TempStore, engines, postgres_admin_url};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_keycard")
+}
+
+/// A keycard config folder and, once started, a `keycard serve` process.
+pub struct Keycard {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub store_url: String,
+    procs: Vec<Proc>,
+}
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Keycard {
+    /// A config with `store_url` (SQLite in the folder when `None`) and `extra` TOML
+    /// (routes and the like) appended.
+    pub fn new(store_url: Option<&str>, extra: &str) -> Keycard {
+        let dir = tempfile::tempdir().unwrap();
+        let store_url = store_url.map(str::to_owned).unwrap_or_else(|| {
+            format!("sqlite://{}", dir.path().join("data/keycard.db").display())
+        });
+        let config = dir.path().join("keycard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{store_url}\"\n\n[secrets]\nmaster_key_file = \"data/master.key\"\n\n[audit]\nfile = \"data/audit.jsonl\"\n\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        Keycard {
+            dir,
+            config,
+            store_url,
+            procs: Vec::new(),
+        }
+    }
+
+    /// Runs a CLI command against this config.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&self.config).args(args);
+        cmd.env_remove("KEYCARD_MASTER_KEY");
+        cmd.output().unwrap()
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "keycard {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `key create --json`; returns (id, key).
+    pub fn create_key(&self, subject: &str, scopes: &[&str], extra: &[&str]) -> (String, String) {
+        let mut args = vec!["key", "create", "--subject", subject, "--json"];
+        for s in scopes {
+            args.push("--scope");
+            args.push(s);
+        }
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&self.cli_ok(&args)).unwrap();
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Starts one more `keycard serve` on this config; returns its address.
+    pub fn start(&mut self) -> SocketAddr {
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env_remove("KEYCARD_MASTER_KEY")
+            .env("KEYCARD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("keycard is serving") {
+                    let addr = line
+                        .split("listen=")
+                        .nth(1)
+                        .and_then(|s| s.split_whitespace().next())
+                        .map(str::to_owned);
+                    let _ = tx.send(addr);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Some(a)) => a.parse().unwrap(),
+            _ => {
+                let _ = child.kill();
+                panic!("keycard did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        self.procs.push(Proc { child, addr, log });
+        addr
+    }
+
+    /// The address of instance `i`.
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.procs[i].addr
+    }
+
+    /// `http://ADDR{path}` on instance 0.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr(0))
+    }
+
+    /// The log lines of instance `i` so far.
+    pub fn log(&self, i: usize) -> Vec<String> {
+        self.procs[i].log.lock().unwrap().clone()
+    }
+
+    /// Stops every instance with SIGTERM (graceful: the audit queue is written) and waits.
+    pub fn stop(&mut self) {
+        for p in &mut self.procs {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(p.child.id().to_string())
+                .status();
+        }
+        for p in &mut self.procs {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = p.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        self.procs.clear();
+    }
+
+    /// The folder's path.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for Keycard {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
+/// A route block for the config.
+pub fn route(prefix: &str, upstream: &str, extra: &str) -> String {
+    format!("[[routes]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+}
+
+/// Polls `check` every 20 ms until it is true or `within` passes; returns how long it took.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Every file under `dir`, read as bytes.
+pub fn all_bytes_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(b) = std::fs::read(&p) {
+                out.push((p, b));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}

@@ -1,0 +1,73 @@
+//! A real upstream for tests: echoes the request as JSON; `/slow…` answers after 5 s.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// Starts the upstream on a free port; returns its base URL.
+pub async fn start() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path().contains("/slow") {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut headers = serde_json::Map::new();
+    for (k, v) in &parts.headers {
+        headers.insert(
+            k.as_str().to_owned(),
+            serde_json::Value::String(v.to_str().unwrap_or("<binary>").to_owned()),
+        );
+    }
+    let doc = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sha": format!("{:x}", body.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))),
+    });
+    let mut r = Response::new(Full::new(Bytes::from(doc.to_string())));
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert("x-upstream-hop", http::HeaderValue::from_static("yes"));
+    r.headers_mut().insert(
+        "connection",
+        http::HeaderValue::from_static("x-upstream-hop"),
+    );
+    Ok(r)
+}
