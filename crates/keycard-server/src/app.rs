@@ -51,7 +51,6 @@ pub struct App {
     trusted_proxies: Vec<ipnet::IpNet>,
     authn: Authenticator,
     audit: AuditSink,
-    client: UpstreamClient,
     store: Store,
     request_prefix: String,
     request_counter: AtomicU64,
@@ -59,13 +58,7 @@ pub struct App {
 
 impl App {
     /// Assembles the application.
-    pub fn new(
-        settings: &Settings,
-        authn: Authenticator,
-        audit: AuditSink,
-        client: UpstreamClient,
-        store: Store,
-    ) -> Self {
+    pub fn new(settings: &Settings, authn: Authenticator, audit: AuditSink, store: Store) -> Self {
         let routes = settings
             .routes
             .iter()
@@ -91,21 +84,25 @@ impl App {
             trusted_proxies: settings.trusted_proxies.clone(),
             authn,
             audit,
-            client,
             store,
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
         }
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// Answers one request; `client` is the calling worker's upstream pool.
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        client: &UpstreamClient,
+    ) -> Response<Body> {
         match req.uri().path().strip_prefix("/_keycard/") {
             Some("health") => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
             Some("ready") => self.ready().await,
             Some("verify") => self.forward_auth(req, conn).await,
             Some(_) => answer::not_found(),
-            None => self.gateway(req, conn).await,
+            None => self.gateway(req, conn, client).await,
         }
     }
 
@@ -126,7 +123,12 @@ impl App {
         }
     }
 
-    async fn gateway(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    async fn gateway(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        client: &UpstreamClient,
+    ) -> Response<Body> {
         let path = req.uri().path();
         if !path_is_routable(path) {
             return answer::bad_request();
@@ -163,7 +165,7 @@ impl App {
             Ok(r) => r,
             Err(_) => return answer::bad_request(),
         };
-        match tokio::time::timeout(target.timeout, self.client.request(up)).await {
+        match tokio::time::timeout(target.timeout, client.request(up)).await {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
                 resp.map(Body::Upstream)

@@ -35,10 +35,13 @@ pub struct Authenticator {
     store: Store,
     cache: Arc<CredentialCache>,
     feed: Arc<FeedState>,
+    store_runtime: tokio::runtime::Handle,
 }
 
 impl Authenticator {
     /// An authenticator over `store`, with the cache that the feed follower keeps honest.
+    /// Store reads run on the runtime current here (the main one), whichever worker asks.
+    /// Call from within a Tokio runtime.
     pub fn new(
         hasher: KeyedHasher,
         store: Store,
@@ -50,6 +53,7 @@ impl Authenticator {
             store,
             cache,
             feed,
+            store_runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -108,15 +112,18 @@ impl Authenticator {
             Some(c) => c,
             None => {
                 let generation = self.cache.generation();
-                let row = match tokio::time::timeout(
-                    STORE_READ_TIMEOUT,
-                    self.store.find_api_key(&handle),
-                )
-                .await
-                {
-                    Ok(Ok(row)) => row,
-                    Ok(Err(e)) => {
+                let store = self.store.clone();
+                let read = self
+                    .store_runtime
+                    .spawn(async move { store.find_api_key(&handle).await });
+                let row = match tokio::time::timeout(STORE_READ_TIMEOUT, read).await {
+                    Ok(Ok(Ok(row))) => row,
+                    Ok(Ok(Err(e))) => {
                         tracing::warn!(error = %e, "store read failed during verification");
+                        return Err(Refusal::Unavailable { method });
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "store read task failed during verification");
                         return Err(Refusal::Unavailable { method });
                     }
                     Err(_) => {

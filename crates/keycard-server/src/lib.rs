@@ -136,14 +136,9 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     );
     background.push(tokio::spawn(housekeeping(store.clone(), cache, bg_rx)));
 
-    let client = proxy::client().map_err(StartError::Client)?;
-    let app = Arc::new(app::App::new(
-        settings,
-        authn.clone(),
-        sink,
-        client,
-        store.clone(),
-    ));
+    // Fail early where the upstream client cannot be built (each worker builds its own).
+    proxy::client().map_err(StartError::Client)?;
+    let app = Arc::new(app::App::new(settings, authn.clone(), sink, store.clone()));
     let accept = tokio::spawn(listener::serve(listener, app, conn_rx));
     tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {

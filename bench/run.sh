@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Throughput and latency of keycard beside its peers, measured in one run on this machine:
+#   1. the upstream directly (nginx answering a fixed 200),
+#   2. nginx `proxy_pass` to it with no authentication at all (the bar to meet),
+#   3. keycard, a route that needs no credential (its own pass-through cost),
+#   4. keycard, a route that needs an API key.
+# Usage: bench/run.sh [DURATION] [CONNECTIONS]      (defaults: 10s, 64)
+# Needs: wrk and nginx (Debian: apt-get install wrk nginx-light). Loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10s}
+CONNS=${2:-64}
+THREADS=2
+NGINX=${NGINX:-/usr/sbin/nginx}
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+
+cargo build --release -q -p keycard
+KC=target/release/keycard
+WORK=$(mktemp -d)
+trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(free_port); PX=$(free_port); KP=$(free_port)
+
+nginx_conf() { # name workers body
+  mkdir -p "$WORK/$1"
+  cat > "$WORK/$1/nginx.conf" <<CONF
+worker_processes $2;
+pid $WORK/$1.pid;
+error_log $WORK/$1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
+  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
+  keepalive_requests 1000000;
+  $3
+}
+CONF
+  "$NGINX" -e "$WORK/$1/error.log" -c "$WORK/$1/nginx.conf"
+}
+nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 '{\"ok\":true}'; } }"
+nginx_conf proxy auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$PX; location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://app; } }"
+
+cat > "$WORK/keycard.toml" <<CONF
+[server]
+listen = "127.0.0.1:$KP"
+[[routes]]
+prefix = "/public/"
+upstream = "http://127.0.0.1:$UP"
+public = true
+[[routes]]
+prefix = "/api/"
+upstream = "http://127.0.0.1:$UP"
+methods = ["api_key"]
+CONF
+KEY=$($KC --config "$WORK/keycard.toml" key create --subject bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
+KC_PID=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KP/_keycard/health" >/dev/null && break; sleep 0.1; done
+curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/x" >/dev/null || { echo "keycard did not answer"; cat "$WORK/keycard.log"; exit 1; }
+
+run() { # label url [header]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t$THREADS -c$CONNS -d"$DURATION" --latency -H "$3" "$2"); else out=$(wrk -t$THREADS -c$CONNS -d"$DURATION" --latency "$2"); fi
+  local rps p50 p99 errs
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errs=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%s|%s|%s|%s|%s\n' "$1" "$rps" "$p50" "$p99" "${errs:-0}"
+}
+wrk -t1 -c8 -d2s -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/warm" >/dev/null
+
+RESULTS=$(
+  run "upstream directly"              "http://127.0.0.1:$UP/x"
+  run "nginx proxy_pass, no auth"      "http://127.0.0.1:$PX/x"
+  run "keycard, public route"          "http://127.0.0.1:$KP/public/x"
+  run "keycard, API key"               "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
+)
+python3 - "$RESULTS" "$CONNS" "$DURATION" <<'PY'
+import sys
+rows=[l.split('|') for l in sys.argv[1].strip().splitlines()]
+conns, dur = sys.argv[2], sys.argv[3]
+def ms(s):
+    s=s.strip()
+    for suf,f in (('us',0.001),('ms',1.0),('s',1000.0)):
+        if s.endswith(suf): return float(s[:-len(suf)])*f
+    return float('nan')
+print(f"wrk -t2 -c{conns} -d{dur}, HTTP/1.1 keep-alive, loopback, 2 cores shared by all processes\n")
+print("| target | requests/s | p50 | p99 | non-2xx |")
+print("|---|---:|---:|---:|---:|")
+for label,rps,p50,p99,errs in rows:
+    print(f"| {label} | {float(rps):,.0f} | {p50} | {p99} | {errs} |")
+r={label:(float(rps),ms(p99)) for label,rps,p50,p99,errs in rows}
+kpub, kkey = r["keycard, public route"], r["keycard, API key"]
+ngx, up = r["nginx proxy_pass, no auth"], r["upstream directly"]
+print()
+print(f"API key / keycard pass-through throughput: {kkey[0]/kpub[0]:.2f}x (target >= 0.9x)")
+print(f"API key / nginx proxy_pass throughput:     {kkey[0]/ngx[0]:.2f}x (goal >= 1.0x)")
+print(f"p99 added by keycard with an API key:      {kkey[1]-up[1]:.2f} ms (target < 1 ms)")
+PY
