@@ -11,7 +11,6 @@ use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use keycard_core::route::{RoutePolicy, RouteTable, path_is_routable};
 use keycard_core::{AuditEvent, Outcome, Principal, Refusal};
-use keycard_store::Store;
 
 use crate::answer;
 use crate::audit::AuditSink;
@@ -51,14 +50,13 @@ pub struct App {
     trusted_proxies: Vec<ipnet::IpNet>,
     authn: Authenticator,
     audit: AuditSink,
-    store: Store,
     request_prefix: String,
     request_counter: AtomicU64,
 }
 
 impl App {
     /// Assembles the application.
-    pub fn new(settings: &Settings, authn: Authenticator, audit: AuditSink, store: Store) -> Self {
+    pub fn new(settings: &Settings, authn: Authenticator, audit: AuditSink) -> Self {
         let routes = settings
             .routes
             .iter()
@@ -84,7 +82,6 @@ impl App {
             trusted_proxies: settings.trusted_proxies.clone(),
             authn,
             audit,
-            store,
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
         }
@@ -112,10 +109,7 @@ impl App {
     }
 
     async fn ready(&self) -> Response<Body> {
-        let store_ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.store.ping()).await,
-            Ok(Ok(()))
-        );
+        let store_ok = self.authn.store_answers(Duration::from_secs(2)).await;
         if store_ok && self.authn.feed_is_fresh() {
             answer::json(StatusCode::OK, r#"{"status":"ready"}"#)
         } else {

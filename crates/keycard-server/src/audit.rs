@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use keycard_core::AuditEvent;
 use keycard_store::Store;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use std::io::Write;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::AuditTarget;
@@ -65,20 +65,25 @@ pub fn channel() -> (AuditSink, AuditWriter) {
 }
 
 /// Opens the audit file for appending (0600 when created).
-pub async fn open_target(
-    target: &AuditTarget,
-) -> std::io::Result<Box<dyn AsyncWrite + Send + Unpin>> {
+///
+/// Plain blocking writes: one append of a batch every [`GATHER`] from a background task is
+/// a page-cache copy of a few hundred kilobytes at most, cheaper than handing each batch to
+/// a blocking-pool thread.
+pub fn open_target(target: &AuditTarget) -> std::io::Result<Box<dyn Write + Send>> {
     match target {
-        AuditTarget::Stdout => Ok(Box::new(tokio::io::stdout())),
+        AuditTarget::Stdout => Ok(Box::new(std::io::stdout())),
         AuditTarget::File(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(dir).await?;
+                std::fs::create_dir_all(dir)?;
             }
-            let mut o = tokio::fs::OpenOptions::new();
+            let mut o = std::fs::OpenOptions::new();
             o.create(true).append(true);
             #[cfg(unix)]
-            o.mode(0o600);
-            Ok(Box::new(o.open(path).await?))
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(0o600);
+            }
+            Ok(Box::new(o.open(path)?))
         }
     }
 }
@@ -87,7 +92,7 @@ impl AuditWriter {
     /// Writes events until `shutdown` turns true, then drains what is queued and returns.
     pub async fn run(
         mut self,
-        mut out: Box<dyn AsyncWrite + Send + Unpin>,
+        mut out: Box<dyn Write + Send>,
         store: Store,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -128,12 +133,7 @@ impl AuditWriter {
                         line.push(b'\n');
                     }
                 }
-                if let Err(e) = async {
-                    out.write_all(&line).await?;
-                    out.flush().await
-                }
-                .await
-                {
+                if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
                     tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");
                 }
             }

@@ -146,6 +146,15 @@ impl Authenticator {
         }
     }
 
+    /// Whether the store answers within `within`. Runs on the main runtime, like every store
+    /// call: a pooled connection must never belong to a worker's runtime, which ends first
+    /// at shutdown.
+    pub async fn store_answers(&self, within: Duration) -> bool {
+        let store = self.store.clone();
+        let ping = self.store_runtime.spawn(async move { store.ping().await });
+        matches!(tokio::time::timeout(within, ping).await, Ok(Ok(Ok(()))))
+    }
+
     /// The cache (for the last-used flusher).
     pub fn cache(&self) -> &Arc<CredentialCache> {
         &self.cache

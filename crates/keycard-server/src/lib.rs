@@ -123,9 +123,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     )));
 
     let (sink, writer) = audit::channel();
-    let out = audit::open_target(&settings.audit)
-        .await
-        .map_err(StartError::Audit)?;
+    let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
     background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
 
     let authn = authn::Authenticator::new(
@@ -138,7 +136,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
 
     // Fail early where the upstream client cannot be built (each worker builds its own).
     proxy::client().map_err(StartError::Client)?;
-    let app = Arc::new(app::App::new(settings, authn.clone(), sink, store.clone()));
+    let app = Arc::new(app::App::new(settings, authn.clone(), sink));
     let accept = tokio::spawn(listener::serve(listener, app, conn_rx));
     tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {

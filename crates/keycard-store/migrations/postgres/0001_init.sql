@@ -47,4 +47,3 @@ CREATE TABLE audit_events (
     ip            TEXT
 );
 CREATE INDEX audit_events_ts ON audit_events(ts_ms);
-CREATE INDEX audit_events_subject ON audit_events(subject, ts_ms);

@@ -37,8 +37,10 @@ CREATE TABLE changes (
     at       INTEGER NOT NULL
 );
 
+-- Append-only; rowid order is insertion order (no AUTOINCREMENT: nothing is deleted
+-- and re-used ids would not matter). One index: most reads are by time.
 CREATE TABLE audit_events (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            INTEGER PRIMARY KEY,
     ts_ms         INTEGER NOT NULL,
     request_id    TEXT NOT NULL,
     route         TEXT,
@@ -50,4 +52,3 @@ CREATE TABLE audit_events (
     ip            TEXT
 );
 CREATE INDEX audit_events_ts ON audit_events(ts_ms);
-CREATE INDEX audit_events_subject ON audit_events(subject, ts_ms);
