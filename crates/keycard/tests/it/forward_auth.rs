@@ -112,16 +112,7 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     }
     let app = upstream::start().await;
     let mut kc = Keycard::new(None, ROUTES);
-    let cfg = std::fs::read_to_string(&kc.config).unwrap();
-    std::fs::write(
-        &kc.config,
-        cfg.replacen(
-            "[server]\n",
-            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
-            1,
-        ),
-    )
-    .unwrap();
+    kc.trust_proxies("127.0.0.1/32");
     let kc_addr = kc.start();
     let (_, key) = kc.create_key("svc", &["read"], &[]);
 

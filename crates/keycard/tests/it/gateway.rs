@@ -107,16 +107,7 @@ async fn trusted_proxies_may_set_forwarded_headers() {
     let up = upstream::start().await;
     let mut kc = Keycard::new(None, &format!("{}\n{}", "", route("/api/", &up, "")));
     // Prepend the server section: the test client (127.0.0.1) is a trusted proxy here.
-    let cfg = std::fs::read_to_string(&kc.config).unwrap();
-    std::fs::write(
-        &kc.config,
-        cfg.replacen(
-            "[server]\n",
-            "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
-            1,
-        ),
-    )
-    .unwrap();
+    kc.trust_proxies("127.0.0.0/8");
     kc.start();
     let (_, key) = kc.create_key("svc", &[], &[]);
     let r = Http::new()

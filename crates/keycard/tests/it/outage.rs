@@ -10,22 +10,9 @@ use crate::common::{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_unreachable_means_503_and_service_resumes_when_it_returns() {
-    let Some(admin) = postgres_admin_url() else {
-        eprintln!("note: KEYCARD_TEST_POSTGRES_URL is not set; the store outage test is skipped");
+    let Some((temp, proxy, mut kc)) = behind_a_proxy().await else {
         return;
     };
-    let temp = TempStore::new("postgres")
-        .await
-        .expect("PostgreSQL is configured but does not answer");
-    // Route keycard's store connections through a proxy the test can cut.
-    let pg_addr: SocketAddr = host_port(&admin).parse().unwrap();
-    let proxy = TcpProxy::start(pg_addr).await;
-    let url = temp
-        .url
-        .replacen(&host_port(&admin), &proxy.addr.to_string(), 1);
-    let up = upstream::start().await;
-    let mut kc = Keycard::new(Some(&url), &route("/api/", &up, ""));
-    kc.start();
     let http = Http::new();
     let (_, cached) = kc.create_key("svc", &[], &[]);
     let (_, uncached) = kc.create_key("svc", &[], &[]);
@@ -93,21 +80,9 @@ async fn postgres_unreachable_means_503_and_service_resumes_when_it_returns() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_store_port_is_never_a_200() {
     // The proxy is cut before keycard's first store read of this key.
-    let Some(admin) = postgres_admin_url() else {
-        eprintln!("note: KEYCARD_TEST_POSTGRES_URL is not set; skipped");
+    let Some((temp, proxy, mut kc)) = behind_a_proxy().await else {
         return;
     };
-    let temp = TempStore::new("postgres")
-        .await
-        .expect("PostgreSQL is configured but does not answer");
-    let pg_addr: SocketAddr = host_port(&admin).parse().unwrap();
-    let proxy = TcpProxy::start(pg_addr).await;
-    let url = temp
-        .url
-        .replacen(&host_port(&admin), &proxy.addr.to_string(), 1);
-    let up = upstream::start().await;
-    let mut kc = Keycard::new(Some(&url), &route("/api/", &up, ""));
-    kc.start();
     let (_, key) = kc.create_key("svc", &[], &[]);
     proxy.cut();
     let http = Http::new();
@@ -120,6 +95,27 @@ async fn a_dead_store_port_is_never_a_200() {
     }
     kc.stop();
     temp.cleanup().await;
+}
+
+/// A keycard on a fresh PostgreSQL database reached through a proxy the test can cut,
+/// with an `/api/` route. `None` (and a note) when PostgreSQL is not configured.
+async fn behind_a_proxy() -> Option<(TempStore, TcpProxy, Keycard)> {
+    let Some(admin) = postgres_admin_url() else {
+        eprintln!("note: KEYCARD_TEST_POSTGRES_URL is not set; the store outage tests are skipped");
+        return None;
+    };
+    let temp = TempStore::new("postgres")
+        .await
+        .expect("PostgreSQL is configured but does not answer");
+    let pg_addr: SocketAddr = host_port(&admin).parse().unwrap();
+    let proxy = TcpProxy::start(pg_addr).await;
+    let url = temp
+        .url
+        .replacen(&host_port(&admin), &proxy.addr.to_string(), 1);
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(Some(&url), &route("/api/", &up, ""));
+    kc.start();
+    Some((temp, proxy, kc))
 }
 
 /// `host:port` of a postgres URL, as an IP address for the proxy.

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Keycard, TempStore, all_bytes_under, contains, engines, eventually, http::Http, route, upstream,
+    Keycard, TempStore, all_bytes_under, contains, engines, eventually, http::Http, route,
+    store_for, upstream,
 };
 
 async fn status(http: &Http, url: &str, key: &str) -> u16 {
@@ -14,14 +15,7 @@ async fn status(http: &Http, url: &str, key: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_revoked_with_the_cli_is_refused_within_one_second() {
     for engine in engines() {
-        let temp = match engine {
-            "postgres" => Some(
-                TempStore::new("postgres")
-                    .await
-                    .expect("PostgreSQL is configured but does not answer"),
-            ),
-            _ => None,
-        };
+        let temp = store_for(engine).await;
         let up = upstream::start().await;
         let mut kc = Keycard::new(
             temp.as_ref().map(|t| t.url.as_str()),
@@ -99,14 +93,7 @@ async fn a_second_instance_on_the_same_postgres_sees_the_revocation_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_key_text_in_the_store_or_the_audit_log() {
     for engine in engines() {
-        let temp = match engine {
-            "postgres" => Some(
-                TempStore::new("postgres")
-                    .await
-                    .expect("PostgreSQL is configured but does not answer"),
-            ),
-            _ => None,
-        };
+        let temp = store_for(engine).await;
         let up = upstream::start().await;
         let mut kc = Keycard::new(
             temp.as_ref().map(|t| t.url.as_str()),

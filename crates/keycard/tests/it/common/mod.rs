@@ -93,6 +93,17 @@ impl Keycard {
         )
     }
 
+    /// Adds `server.trusted_proxies` to the config (before `start`).
+    pub fn trust_proxies(&self, cidr: &str) {
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let cfg = cfg.replacen(
+            "[server]\n",
+            &format!("[server]\ntrusted_proxies = [\"{cidr}\"]\n"),
+            1,
+        );
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+
     /// Starts one more `keycard serve` on this config; returns its address.
     pub fn start(&mut self) -> SocketAddr {
         let mut child = Command::new(bin())
@@ -182,6 +193,19 @@ impl Drop for Keycard {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+    }
+}
+
+/// A throw-away PostgreSQL store for `engine == "postgres"`, else `None` (SQLite in the
+/// keycard's own folder). Fails when PostgreSQL is configured but does not answer.
+pub async fn store_for(engine: &str) -> Option<TempStore> {
+    match engine {
+        "postgres" => Some(
+            TempStore::new("postgres")
+                .await
+                .expect("PostgreSQL is configured but does not answer"),
+        ),
+        _ => None,
     }
 }
 
