@@ -14,6 +14,36 @@ pub fn rfc3339_millis(unix_millis: i64) -> String {
     format_parts(date, secs_of_day, Some(ms))
 }
 
+/// Appends `rfc3339_millis(unix_millis)` to `out` without allocating (years 0–9999).
+pub fn write_rfc3339_millis(out: &mut Vec<u8>, unix_millis: i64) {
+    let secs = unix_millis.div_euclid(1000);
+    let ms = unix_millis.rem_euclid(1000);
+    let ((y, m, d), sod) = split(secs);
+    if !(0..=9999).contains(&y) {
+        out.extend_from_slice(rfc3339_millis(unix_millis).as_bytes());
+        return;
+    }
+    let digits = |out: &mut Vec<u8>, v: i64, n: u32| {
+        for i in (0..n).rev() {
+            out.push(b'0' + ((v / 10i64.pow(i)) % 10) as u8);
+        }
+    };
+    digits(out, y, 4);
+    out.push(b'-');
+    digits(out, i64::from(m), 2);
+    out.push(b'-');
+    digits(out, i64::from(d), 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, (sod / 60) % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, ms, 3);
+    out.push(b'Z');
+}
+
 fn split(unix_secs: i64) -> ((i64, u32, u32), i64) {
     let days = unix_secs.div_euclid(86_400);
     (civil_from_days(days), unix_secs.rem_euclid(86_400))
@@ -55,5 +85,16 @@ mod tests {
             "2026-11-28T12:17:41.042Z"
         );
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        for ms in [
+            0,
+            1_795_868_261_042,
+            951_782_400_999,
+            -1,
+            253_402_300_800_000,
+        ] {
+            let mut out = Vec::new();
+            write_rfc3339_millis(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), rfc3339_millis(ms));
+        }
     }
 }

@@ -129,9 +129,7 @@ impl AuditWriter {
             if !batch.is_empty() {
                 line.clear();
                 for e in &batch {
-                    if serde_json::to_writer(&mut line, e).is_ok() {
-                        line.push(b'\n');
-                    }
+                    e.write_json_line(&mut line);
                 }
                 if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
                     tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");

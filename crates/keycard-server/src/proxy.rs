@@ -79,26 +79,31 @@ pub fn upstream_request(
     principal: Option<&Principal>,
     ctx: &ForwardContext<'_>,
 ) -> Result<Request<Incoming>, http::Error> {
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    let pq = if upstream.base_path.is_empty() {
-        pq.to_owned()
+    let path_and_query = if upstream.base_path.is_empty() {
+        // Already validated by the server's parser: reuse it (a reference-count bump).
+        match req.uri().path_and_query() {
+            Some(pq) => pq.clone(),
+            None => http::uri::PathAndQuery::from_static("/"),
+        }
     } else {
         // nginx `proxy_pass http://host/base/`: the matched prefix is replaced by the base.
-        format!(
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let joined = format!(
             "{}{}",
             upstream.base_path,
             pq.get(ctx.prefix.len()..).unwrap_or("")
-        )
+        );
+        http::uri::PathAndQuery::try_from(joined)?
     };
-    let uri = Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query(pq)
-        .build()?;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    let uri = Uri::from_parts(parts).map_err(http::Error::from)?;
     let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
