@@ -42,12 +42,20 @@ impl<T> RouteTable<T> {
     }
 }
 
-/// Whether a request path is safe to route: no `.`/`..` segments, literal or percent-encoded
-/// (also behind an encoded `/` or `\`), no control characters or backslashes. An upstream
-/// that normalises `/public/../admin` would otherwise serve a route keycard never checked.
+/// Whether a request path is safe to route. Refused: `.`/`..` segments and empty segments
+/// (`//`), literal or percent-encoded (also behind an encoded `/` or `\`); percent-encoded
+/// unreserved characters (`%61` for `a`: RFC 3986 §2.3 says they are equivalent and should
+/// not be encoded); control characters and backslashes.
+///
+/// Routes match the path as sent. An upstream that decodes `/%61pi/`, merges `//api/` or
+/// normalises `/public/../api/` would otherwise serve `/api/` through a route keycard never
+/// checked for it (a public catch-all, say).
 pub fn path_is_routable(path: &str) -> bool {
     if !path.starts_with('/') {
         return false;
+    }
+    if !path.contains('%') {
+        return segments_are_safe(path.as_bytes());
     }
     let bytes = path.as_bytes();
     let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
@@ -58,6 +66,9 @@ pub fn path_is_routable(path: &str) -> bool {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                    return false;
+                }
                 Some(v) => {
                     decoded.push(v);
                     i += 3;
@@ -69,15 +80,20 @@ pub fn path_is_routable(path: &str) -> bool {
         decoded.push(b);
         i += 1;
     }
-    if decoded
-        .iter()
-        .any(|b| *b < 0x20 || *b == 0x7f || *b == b'\\')
-    {
+    segments_are_safe(&decoded)
+}
+
+fn segments_are_safe(path: &[u8]) -> bool {
+    if path.iter().any(|b| *b < 0x20 || *b == 0x7f || *b == b'\\') {
         return false;
     }
-    !decoded
-        .split(|b| *b == b'/')
-        .any(|seg| seg == b"." || seg == b"..")
+    let inner = path.strip_prefix(b"/").unwrap_or(path);
+    let inner = inner.strip_suffix(b"/").unwrap_or(inner);
+    // `/` alone is the one path whose only segment may be empty.
+    inner.is_empty()
+        || !inner
+            .split(|b| *b == b'/')
+            .any(|seg| seg.is_empty() || seg == b"." || seg == b"..")
 }
 
 #[cfg(test)]
@@ -109,7 +125,16 @@ mod tests {
 
     #[test]
     fn dot_segments_are_not_routable() {
-        for ok in ["/", "/api/x", "/api/x.y", "/a/..b/c", "/a%20b"] {
+        for ok in [
+            "/",
+            "/api/",
+            "/api/x",
+            "/api/x.y",
+            "/a/..b/c",
+            "/a%20b",
+            "/a%2Fb",
+            "/caf%C3%A9",
+        ] {
             assert!(path_is_routable(ok), "{ok}");
         }
         for bad in [
@@ -122,6 +147,14 @@ mod tests {
             "/p/..%5capi",
             "/a\\b",
             "/a%00b",
+            // Encoded unreserved characters and empty segments dodge prefix matching.
+            "/%61pi/x",
+            "/ap%69/x",
+            "/api%2dv2/x",
+            "//api/x",
+            "/public//api",
+            "/a/%2Fapi",
+            "/x%7e",
             "/bad%zz",
             "api",
             "/a%2",

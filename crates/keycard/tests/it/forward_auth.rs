@@ -84,6 +84,12 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         400
     );
     assert_eq!(
+        http.get(&verify, &[("x-forwarded-uri", "/public/%61dmin/x")])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
         http.get(&verify, &[("x-forwarded-uri", "/elsewhere")])
             .await
             .status,

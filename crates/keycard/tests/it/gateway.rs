@@ -39,6 +39,11 @@ async fn routing_longest_prefix_unknown_and_unsafe_paths() {
     ] {
         assert_eq!(http.get(&kc.url(p), &[]).await.status, 400, "{p}");
     }
+    // Encoded unreserved characters and empty segments would let an upstream that decodes or
+    // merges them serve /api/ through another route: refused.
+    for p in ["/%61pi/x", "//api/x", "/public//api/x", "/public/%2Fapi/x"] {
+        assert_eq!(http.get(&kc.url(p), &[]).await.status, 400, "{p}");
+    }
     // nginx-style prefix replacement when the upstream has a path.
     let r = http.get(&kc.url("/v1/things?a=b"), &k).await;
     assert_eq!(r.json()["path"], "/inner/things");
