@@ -17,6 +17,10 @@ pub enum Presented<'a> {
     ApiKey(&'a str),
     /// A bearer token that is not an API key (an OAuth 2.0 access token or a JWT).
     BearerToken(&'a str),
+    /// `Authorization: Basic <token68>` (RFC 7617); the token68, still encoded.
+    Basic(&'a str),
+    /// `Authorization: Digest <auth-params>` (RFC 7616); the parameters, still unparsed.
+    Digest(&'a str),
     /// A credential header that cannot be parsed (duplicated, not text, unknown scheme);
     /// `Some(method)` when the method is still recognisable.
     Malformed(Option<Method>),
@@ -30,6 +34,8 @@ impl Presented<'_> {
             Presented::ApiKey(_) => Some(Method::ApiKey),
             // Which of oauth2/jwt is decided by the token verifiers.
             Presented::BearerToken(_) => None,
+            Presented::Basic(_) => Some(Method::Basic),
+            Presented::Digest(_) => Some(Method::Digest),
             Presented::Malformed(m) => *m,
         }
     }
@@ -74,6 +80,14 @@ fn parse_authorization(value: &str) -> Presented<'_> {
         } else {
             Presented::BearerToken(token)
         }
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let token = rest.trim();
+        if token.is_empty() || token.contains(' ') {
+            return Presented::Malformed(Some(Method::Basic));
+        }
+        Presented::Basic(token)
+    } else if scheme.eq_ignore_ascii_case("digest") {
+        Presented::Digest(rest.trim())
     } else {
         Presented::Malformed(None)
     }
@@ -123,6 +137,26 @@ mod tests {
     }
 
     #[test]
+    fn finds_basic_and_digest() {
+        assert_eq!(
+            presented(&headers(&[(
+                "authorization",
+                "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+            )])),
+            Presented::Basic("QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(
+            presented(&headers(&[(
+                "authorization",
+                "digest  username=\"a\", nc=00000001"
+            )])),
+            Presented::Digest("username=\"a\", nc=00000001")
+        );
+        assert!(!Presented::Basic("x").is_token());
+        assert_eq!(Presented::Digest("").method(), Some(Method::Digest));
+    }
+
+    #[test]
     fn refuses_ambiguous_or_broken_headers() {
         assert_eq!(presented(&HeaderMap::new()), Presented::Nothing);
         assert_eq!(
@@ -140,6 +174,10 @@ mod tests {
         assert_eq!(
             presented(&headers(&[("authorization", "Foo x")])),
             Presented::Malformed(None)
+        );
+        assert_eq!(
+            presented(&headers(&[("authorization", "Basic a b")])),
+            Presented::Malformed(Some(Method::Basic))
         );
         let mut h = HeaderMap::new();
         h.insert("x-api-key", HeaderValue::from_bytes(b"kc_\xff").unwrap());

@@ -39,9 +39,57 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
     Ok(total)
 }
 
+/// A rate such as `10/min`: `count` events per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    /// Events allowed per window (at least 1).
+    pub count: u32,
+    /// The window.
+    pub per: Duration,
+}
+
+/// Why a rate string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rate `{0}`: write a count and a unit, such as 10/min, 100/s or 1000/h")]
+pub struct InvalidRate(pub String);
+
+/// Parses `10/min`, `100/s`, `1000/h`, `5000/d`, or a count per duration (`20/30s`).
+pub fn parse_rate(text: &str) -> Result<Rate, InvalidRate> {
+    let err = || InvalidRate(text.to_owned());
+    let (count, unit) = text.trim().split_once('/').ok_or_else(err)?;
+    let count: u32 = count.trim().parse().map_err(|_| err())?;
+    let per = match unit.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => parse_duration(other).map_err(|_| err())?,
+    };
+    if count == 0 || per.is_zero() {
+        return Err(err());
+    }
+    Ok(Rate { count, per })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(
+            parse_rate("10/min"),
+            Ok(Rate {
+                count: 10,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(parse_rate(" 100 / s ").unwrap().per, Duration::from_secs(1));
+        assert_eq!(parse_rate("20/30s").unwrap().per, Duration::from_secs(30));
+        for bad in ["", "10", "0/min", "10/0s", "x/min", "10/fortnight", "-1/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_the_spec_forms() {

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -62,6 +63,20 @@ impl MasterKey {
         KeyedHasher(self.derive_hmac_key(b"keycard/v1/keyed-hash"))
     }
 
+    /// The HMAC key that makes Digest nonces unforgeable (RFC 7616 nonces carry their own MAC).
+    pub fn nonce_key(&self) -> hmac::Key {
+        self.derive_hmac_key(b"keycard/v1/digest-nonce")
+    }
+
+    /// The sealer for secrets the server must read back (Digest hashes, later HMAC keys, TOTP
+    /// seeds and signing keys).
+    pub fn sealer(&self) -> Sealer {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keycard").extract(self.0.expose_secret());
+        let info = [b"keycard/v1/seal".as_slice()];
+        let key = prk.expand(&info, &AES_256_GCM).map(UnboundKey::from);
+        Sealer(key.ok().map(LessSafeKey::new))
+    }
+
     fn derive_hmac_key(&self, info: &[u8]) -> hmac::Key {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"keycard").extract(self.0.expose_secret());
         let info = [info];
@@ -79,17 +94,85 @@ impl fmt::Debug for MasterKey {
     }
 }
 
+/// Why a sealed secret could not be opened or made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The blob was not sealed by this master key for this context, or was altered.
+    #[error("a sealed secret could not be opened (wrong master key, or altered)")]
+    Open,
+    /// Sealing failed (random source or key setup).
+    #[error("a secret could not be sealed")]
+    Seal,
+}
+
+/// AES-256-GCM under a key derived from the master key. A sealed blob is
+/// `version (1) || nonce (12) || ciphertext || tag (16)`; the context (for example the user
+/// name a Digest hash belongs to) is authenticated, so a blob moved to another row fails.
+pub struct Sealer(Option<LessSafeKey>);
+
+const SEAL_VERSION: u8 = 1;
+
+impl Sealer {
+    /// Seals `plaintext` for `context`.
+    pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let key = self.0.as_ref().ok_or(SealError::Seal)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::fill(&mut nonce).map_err(|_| SealError::Seal)?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce);
+        let mut body = plaintext.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context),
+            &mut body,
+        )
+        .map_err(|_| SealError::Seal)?;
+        out.extend_from_slice(&body);
+        body.iter_mut().for_each(|b| *b = 0);
+        Ok(out)
+    }
+
+    /// Opens a blob sealed for `context`.
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Result<SecretBytes, SealError> {
+        let key = self.0.as_ref().ok_or(SealError::Open)?;
+        let (version, rest) = sealed.split_first().ok_or(SealError::Open)?;
+        if *version != SEAL_VERSION || rest.len() < NONCE_LEN + AES_256_GCM.tag_len() {
+            return Err(SealError::Open);
+        }
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)?;
+        let mut body = body.to_vec();
+        let len = key
+            .open_in_place(nonce, Aad::from(context), &mut body)
+            .map_err(|_| SealError::Open)?
+            .len();
+        body.truncate(len);
+        Ok(SecretBytes::new(body))
+    }
+}
+
+impl fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealer([redacted])")
+    }
+}
+
 /// A domain (what kind of secret is hashed), so equal secrets of two kinds never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashDomain {
     /// API keys.
     ApiKey,
+    /// A verified (user, password) pair of HTTP Basic, remembered for a short time.
+    BasicPair,
 }
 
 impl HashDomain {
     const fn label(self) -> &'static [u8] {
         match self {
             HashDomain::ApiKey => b"api_key\0",
+            HashDomain::BasicPair => b"basic_pair\0",
         }
     }
 }
@@ -172,6 +255,33 @@ mod tests {
             a.hash(HashDomain::ApiKey, b"same"),
             b.hash(HashDomain::ApiKey, b"same")
         );
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_key_and_context() {
+        let k = MasterKey::generate().unwrap();
+        let sealer = k.sealer();
+        let blob = sealer.seal(b"user:alice", b"ha1 material").unwrap();
+        assert!(!blob.windows(3).any(|w| w == b"ha1"));
+        assert_eq!(
+            sealer.open(b"user:alice", &blob).unwrap().expose_secret(),
+            b"ha1 material"
+        );
+        assert_eq!(sealer.open(b"user:bob", &blob), Err(SealError::Open));
+        let other = MasterKey::generate().unwrap().sealer();
+        assert_eq!(other.open(b"user:alice", &blob), Err(SealError::Open));
+        let mut tampered = blob.clone();
+        if let Some(last) = tampered.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(sealer.open(b"user:alice", &tampered), Err(SealError::Open));
+        assert_eq!(
+            sealer.open(b"user:alice", &blob[..10]),
+            Err(SealError::Open)
+        );
+        assert_eq!(sealer.open(b"user:alice", &[]), Err(SealError::Open));
+        // Fresh nonce each time.
+        assert_ne!(blob, sealer.seal(b"user:alice", b"ha1 material").unwrap());
     }
 
     #[test]

@@ -23,21 +23,26 @@
 
 pub mod api_key;
 pub mod audit;
+pub mod basic;
 pub mod credential;
+pub mod digest;
 mod duration;
 mod keys;
 mod method;
+pub mod password;
 mod principal;
 mod refusal;
 pub mod route;
 mod scope;
 mod secret;
 pub mod time;
+pub mod user;
 
 pub use audit::{AuditEvent, Outcome};
-pub use duration::{InvalidDuration, parse_duration};
+pub use duration::{InvalidDuration, InvalidRate, Rate, parse_duration, parse_rate};
 pub use keys::{
-    HashDomain, KeyedHasher, MASTER_KEY_LEN, MasterKey, MasterKeyError, new_id, random_base62,
+    HashDomain, KeyedHasher, MASTER_KEY_LEN, MasterKey, MasterKeyError, SealError, Sealer, new_id,
+    random_base62,
 };
 pub use method::{Method, MethodSet, UnknownMethod};
 pub use principal::Principal;

@@ -25,6 +25,19 @@ pub enum Reason {
     MissingScope,
     /// The store could not be read, so nothing can be verified.
     StoreUnavailable,
+    /// The user is known but the password (or Digest response) is wrong.
+    BadPassword,
+    /// A Digest nonce this server minted, but expired (the client is told `stale=true`).
+    StaleNonce,
+    /// A Digest nonce this server did not mint (forged MAC or wrong shape), or a realm or
+    /// opaque value that is not this server's.
+    BadNonce,
+    /// A Digest (nonce, nc) pair seen before, or an nc that did not grow.
+    Replay,
+    /// The Digest response names another request-target than the request's.
+    UriMismatch,
+    /// Too many failed attempts from this client: the failed-attempt throttle.
+    TooManyFailures,
 }
 
 impl Reason {
@@ -40,6 +53,12 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::MissingScope => "missing_scope",
             Reason::StoreUnavailable => "store_unavailable",
+            Reason::BadPassword => "bad_password",
+            Reason::StaleNonce => "stale_nonce",
+            Reason::BadNonce => "bad_nonce",
+            Reason::Replay => "replay",
+            Reason::UriMismatch => "uri_mismatch",
+            Reason::TooManyFailures => "too_many_failures",
         }
     }
 }
@@ -71,6 +90,17 @@ pub enum Refusal {
         /// The method of the credential that was presented, if one was recognised.
         method: Option<Method>,
     },
+    /// 429: the failed-attempt throttle bites for this client.
+    Throttled {
+        /// The method of the credential that was presented, if one was recognised.
+        method: Option<Method>,
+        /// The subject named by the attempt, when known (audit only).
+        subject: Option<String>,
+        /// Attempts allowed per window.
+        limit: u32,
+        /// Seconds until the window passes.
+        retry_after_secs: u64,
+    },
 }
 
 impl Refusal {
@@ -90,13 +120,16 @@ impl Refusal {
             Refusal::Unauthorized { reason, .. } => *reason,
             Refusal::Forbidden { .. } => Reason::MissingScope,
             Refusal::Unavailable { .. } => Reason::StoreUnavailable,
+            Refusal::Throttled { .. } => Reason::TooManyFailures,
         }
     }
 
     /// The method of the presented credential, if recognised.
     pub fn method(&self) -> Option<Method> {
         match self {
-            Refusal::Unauthorized { method, .. } | Refusal::Unavailable { method } => *method,
+            Refusal::Unauthorized { method, .. }
+            | Refusal::Unavailable { method }
+            | Refusal::Throttled { method, .. } => *method,
             Refusal::Forbidden { principal, .. } => Some(principal.method()),
         }
     }

@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::header::HeaderName;
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderName};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use keycard_core::route::{RoutePolicy, RouteTable, path_is_routable};
-use keycard_core::{AuditEvent, Outcome, Principal, Refusal};
+use keycard_core::{AuditEvent, MasterKey, Outcome, Principal, Refusal};
 
-use crate::answer;
+use crate::answer::{self, Challenger};
 use crate::audit::AuditSink;
-use crate::authn::Authenticator;
+use crate::authn::{Authenticator, RequestFacts};
 use crate::body::Body;
 use crate::clock::now_millis;
 use crate::config::{RouteSettings, Settings, Upstream};
@@ -26,6 +28,12 @@ use crate::proxy::{ForwardContext, UpstreamClient, upstream_request};
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 /// `X-Original-URI` (nginx `auth_request` examples).
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// `X-Forwarded-Method` (forward-auth: the original request's method).
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+/// `Authentication-Info` (RFC 7615), carrying Digest's `rspauth`.
+const AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("authentication-info");
+/// The largest request body read to check a Digest `qop=auth-int` credential.
+const MAX_AUTH_INT_BODY: usize = 8 * 1024 * 1024;
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +54,7 @@ struct Target {
 #[derive(Debug)]
 pub struct App {
     routes: RouteTable<Target>,
-    realm: String,
+    challenger: Challenger,
     trusted_proxies: Vec<ipnet::IpNet>,
     authn: Authenticator,
     audit: AuditSink,
@@ -56,7 +64,12 @@ pub struct App {
 
 impl App {
     /// Assembles the application.
-    pub fn new(settings: &Settings, authn: Authenticator, audit: AuditSink) -> Self {
+    pub fn new(
+        settings: &Settings,
+        master: &MasterKey,
+        authn: Authenticator,
+        audit: AuditSink,
+    ) -> Self {
         let routes = settings
             .routes
             .iter()
@@ -78,7 +91,7 @@ impl App {
             .collect();
         Self {
             routes: RouteTable::new(routes),
-            realm: settings.realm.clone(),
+            challenger: Challenger::new(settings, master),
             trusted_proxies: settings.trusted_proxies.clone(),
             authn,
             audit,
@@ -134,18 +147,49 @@ impl App {
             // A forward-auth-only route: nothing to forward to.
             return answer::not_found();
         };
-        let attempt = self.authn.authenticate(policy, req.headers()).await;
-        let request_id = self.next_request_id();
         let peer = conn.peer.ip();
         let peer_trusted = is_trusted(&self.trusted_proxies, peer);
+        let ip = if policy.public {
+            peer
+        } else {
+            client_ip(&self.trusted_proxies, peer, req.headers())
+        };
+        // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
+        let (req, body) = if !policy.public && wants_body(req.headers()) {
+            let (parts, incoming) = req.into_parts();
+            let bytes = match read_body(incoming).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let req = Request::from_parts(parts, Body::Full(Full::new(bytes.clone())));
+            (req, Some(bytes))
+        } else {
+            (req.map(Body::Upstream), None)
+        };
+        let attempt = {
+            let facts = RequestFacts {
+                method: req.method().as_str(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map(|pq| pq.as_str())
+                    .unwrap_or("/"),
+                headers: req.headers(),
+                ip,
+                body: body.as_deref(),
+            };
+            self.authn.authenticate(policy, &facts).await
+        };
+        let request_id = self.next_request_id();
         if !policy.public {
-            let ip = client_ip(&self.trusted_proxies, peer, req.headers());
             self.record(&request_id, policy, ip, &attempt.result);
         }
         let principal = match attempt.result {
             Ok(p) => p,
             Err(refusal) => {
-                return answer::refusal(&refusal, policy, &self.realm, attempt.token_presented);
+                return self
+                    .challenger
+                    .refusal(&refusal, policy, attempt.token_presented);
             }
         };
         let ctx = ForwardContext {
@@ -162,6 +206,7 @@ impl App {
         match tokio::time::timeout(target.timeout, client.request(up)).await {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
+                set_authentication_info(resp.headers_mut(), attempt.authentication_info);
                 resp.map(Body::Upstream)
             }
             Ok(Err(e)) => {
@@ -176,8 +221,10 @@ impl App {
     }
 
     async fn forward_auth(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
-        let headers = req.headers();
-        let Some(original) = original_path(headers) else {
+        let Some(target) = original_target(req.headers()) else {
+            return answer::bad_request();
+        };
+        let Some(original) = target_path(&target) else {
             return answer::bad_request();
         };
         if !path_is_routable(&original) {
@@ -186,10 +233,33 @@ impl App {
         let Some((policy, _)) = self.routes.find(&original) else {
             return answer::not_found();
         };
-        let attempt = self.authn.authenticate(policy, headers).await;
+        let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        let (parts, incoming) = req.into_parts();
+        // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
+        // auth-int credential is checked against an empty body.
+        let body = if !policy.public && wants_body(&parts.headers) {
+            match read_body(incoming).await {
+                Ok(b) => Some(b),
+                Err(r) => return r,
+            }
+        } else {
+            None
+        };
+        let method = parts
+            .headers
+            .get(X_FORWARDED_METHOD)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| parts.method.as_str());
+        let facts = RequestFacts {
+            method,
+            target: &target,
+            headers: &parts.headers,
+            ip,
+            body: body.as_deref(),
+        };
+        let attempt = self.authn.authenticate(policy, &facts).await;
         let request_id = self.next_request_id();
         if !policy.public {
-            let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), headers);
             self.record(&request_id, policy, ip, &attempt.result);
         }
         match attempt.result {
@@ -198,9 +268,12 @@ impl App {
                 if let Some(p) = principal {
                     identity::set_identity(r.headers_mut(), &p);
                 }
+                set_authentication_info(r.headers_mut(), attempt.authentication_info);
                 r
             }
-            Err(refusal) => answer::refusal(&refusal, policy, &self.realm, attempt.token_presented),
+            Err(refusal) => self
+                .challenger
+                .refusal(&refusal, policy, attempt.token_presented),
         }
     }
 
@@ -232,6 +305,9 @@ impl App {
                         credential_id,
                         ..
                     } => (Outcome::Failure, subject.clone(), credential_id.clone()),
+                    Refusal::Throttled { subject, .. } => {
+                        (Outcome::Throttled, subject.clone(), None)
+                    }
                     _ => (Outcome::Failure, None, None),
                 };
                 (
@@ -257,13 +333,48 @@ impl App {
     }
 }
 
-/// The original request's path, from `X-Forwarded-Uri` or `X-Original-URI`.
-fn original_path(headers: &HeaderMap) -> Option<String> {
+/// The original request-target, from `X-Forwarded-Uri` or `X-Original-URI`, as sent.
+fn original_target(headers: &HeaderMap) -> Option<String> {
     let value = headers
         .get(X_FORWARDED_URI)
         .or_else(|| headers.get(X_ORIGINAL_URI))?;
-    let uri: Uri = value.to_str().ok()?.parse().ok()?;
+    Some(value.to_str().ok()?.to_owned())
+}
+
+/// The path of a request-target.
+fn target_path(target: &str) -> Option<String> {
+    let uri: Uri = target.parse().ok()?;
     Some(uri.path().to_owned())
+}
+
+/// Whether the credential is a Digest one that may sign the body (`qop=auth-int`). A cheap
+/// look: a false positive only reads a body that did not need reading.
+fn wants_body(headers: &HeaderMap) -> bool {
+    headers.get(AUTHORIZATION).is_some_and(|v| {
+        let b = v.as_bytes();
+        b.len() > 7
+            && b.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"digest "))
+            && b.windows(8).any(|w| w.eq_ignore_ascii_case(b"auth-int"))
+    })
+}
+
+/// Reads a request body of at most [`MAX_AUTH_INT_BODY`] bytes; 413 beyond, 400 if broken.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+    match Limited::new(body, MAX_AUTH_INT_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(answer::json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"error":"payload_too_large"}"#,
+        )),
+        Err(_) => Err(answer::bad_request()),
+    }
+}
+
+fn set_authentication_info(headers: &mut HeaderMap, info: Option<String>) {
+    if let Some(v) = info.and_then(|i| HeaderValue::from_str(&i).ok()) {
+        headers.insert(AUTHENTICATION_INFO, v);
+    }
 }
 
 /// Shared handle.

@@ -1,23 +1,48 @@
 //! The authentication step every shape shares (gateway, forward-auth, and later the tower
-//! layer): find the presented credential, verify it with material from the cache (the store
-//! on a miss), then check the route's scopes.
+//! layer): the failed-attempt throttle, then the presented credential verified with material
+//! from the cache (the store on a miss), then the route's scopes.
+//!
+//! Basic and Digest live in `basic.rs` and `digest.rs` as further `impl Authenticator` blocks.
 
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
 use keycard_core::api_key::{self, ApiKeyRecord};
 use keycard_core::credential::{self, Presented};
+use keycard_core::digest::{HashAlg, NonceKey};
 use keycard_core::route::RoutePolicy;
-use keycard_core::{KeyedHasher, Method, Principal, Reason, Refusal, Scopes};
-use keycard_store::{ApiKeyRow, Store};
+use keycard_core::user::{DigestSecrets, UserRecord};
+use keycard_core::{KeyedHasher, MasterKey, Method, Principal, Reason, Refusal, Scopes, Sealer};
+use keycard_store::{ApiKeyRow, Store, StoreError, UserRow};
+use tokio::sync::Semaphore;
 
-use crate::cache::{Cached, CredentialCache};
+use crate::cache::{Cached, CachedUser, CredentialCache};
 use crate::clock::{now_millis, now_secs};
+use crate::config::{DigestSettings, Settings};
 use crate::feed::FeedState;
+use crate::replay::NonceCounts;
+use crate::throttle::{Throttle, Verdict};
 
 /// How long a cache miss may wait for the store before the request fails closed.
 const STORE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the verifiers need to know about a request besides its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The request method (for forward-auth: `X-Forwarded-Method`).
+    pub method: &'a str,
+    /// The request-target as the client sent it (path and query), for Digest's `uri`.
+    pub target: &'a str,
+    /// The request headers (the credential is read from them).
+    pub headers: &'a HeaderMap,
+    /// The client's address (after trusted proxies), for the throttle.
+    pub ip: IpAddr,
+    /// The request body, read only when a Digest `qop=auth-int` credential needs it.
+    pub body: Option<&'a [u8]>,
+}
 
 /// The outcome of one authentication attempt.
 #[derive(Debug)]
@@ -26,62 +51,128 @@ pub struct Attempt {
     pub result: Result<Option<Principal>, Refusal>,
     /// Whether a bearer-style credential was presented (shapes the 401 challenge).
     pub token_presented: bool,
+    /// The `Authentication-Info` value of a verified Digest request (RFC 7616 §3.5).
+    pub authentication_info: Option<String>,
+}
+
+/// Key material for the password methods.
+pub(crate) struct PasswordKeys {
+    pub(crate) sealer: Sealer,
+    pub(crate) nonce_key: NonceKey,
+    pub(crate) opaque: String,
+    /// An argon2id hash of a random password: unknown users are verified against it, so
+    /// they cost the same time as known ones.
+    pub(crate) dummy_hash: String,
+    /// A random HA1 per hash, for Digest requests naming unknown users.
+    pub(crate) dummy_ha1: [String; 3],
+}
+
+impl std::fmt::Debug for PasswordKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PasswordKeys([redacted])")
+    }
 }
 
 /// Verifies credentials against cached material.
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    hasher: KeyedHasher,
+    pub(crate) hasher: KeyedHasher,
     store: Store,
-    cache: Arc<CredentialCache>,
+    pub(crate) cache: Arc<CredentialCache>,
     feed: Arc<FeedState>,
     store_runtime: tokio::runtime::Handle,
+    pub(crate) keys: Arc<PasswordKeys>,
+    pub(crate) digest: Arc<DigestSettings>,
+    pub(crate) throttle: Arc<Throttle>,
+    pub(crate) nonce_counts: Arc<NonceCounts>,
+    /// Bounds concurrent argon2id verifications (each takes 19 MiB).
+    hash_permits: Arc<Semaphore>,
 }
+
+/// Why the authenticator could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot prepare password verification: {0}")]
+pub struct AuthnSetupError(String);
 
 impl Authenticator {
     /// An authenticator over `store`, with the cache that the feed follower keeps honest.
-    /// Store reads run on the runtime current here (the main one), whichever worker asks.
-    /// Call from within a Tokio runtime.
+    /// Store reads and password hashing run on the runtime current here (the main one),
+    /// whichever worker asks. Call from within a Tokio runtime.
     pub fn new(
-        hasher: KeyedHasher,
+        master: &MasterKey,
+        settings: &Settings,
         store: Store,
         cache: Arc<CredentialCache>,
         feed: Arc<FeedState>,
-    ) -> Self {
-        Self {
-            hasher,
+    ) -> Result<Self, AuthnSetupError> {
+        let nonce_key = NonceKey::new(master.nonce_key());
+        let dummy_hash =
+            keycard_core::password::dummy_hash().map_err(|e| AuthnSetupError(e.to_string()))?;
+        let noise = keycard_core::random_base62(32).map_err(|e| AuthnSetupError(e.to_string()))?;
+        let dummy_ha1 = HashAlg::ALL
+            .map(|h| keycard_core::digest::ha1(h, "\u{0}", &settings.digest.realm, &noise));
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Self {
+            hasher: master.keyed_hasher(),
             store,
             cache,
             feed,
             store_runtime: tokio::runtime::Handle::current(),
-        }
+            keys: Arc::new(PasswordKeys {
+                sealer: master.sealer(),
+                opaque: nonce_key.opaque(),
+                nonce_key,
+                dummy_hash,
+                dummy_ha1,
+            }),
+            digest: Arc::new(settings.digest.clone()),
+            throttle: Arc::new(Throttle::new(settings.failed_auth)),
+            nonce_counts: Arc::new(NonceCounts::default()),
+            hash_permits: Arc::new(Semaphore::new(cores.max(2))),
+        })
     }
 
-    /// Authenticates a request with `headers` against `policy`.
-    pub async fn authenticate(&self, policy: &RoutePolicy, headers: &HeaderMap) -> Attempt {
+    /// Authenticates a request against `policy`.
+    pub async fn authenticate(&self, policy: &RoutePolicy, req: &RequestFacts<'_>) -> Attempt {
+        let mut attempt = Attempt {
+            result: Ok(None),
+            token_presented: false,
+            authentication_info: None,
+        };
         if policy.public {
-            return Attempt {
-                result: Ok(None),
-                token_presented: false,
-            };
+            return attempt;
         }
-        let presented = credential::presented(headers);
-        let token_presented = presented.is_token();
-        let result = self
-            .verify(policy, presented)
-            .await
+        let presented = credential::presented(req.headers);
+        attempt.token_presented = presented.is_token();
+        let now_ms = now_millis();
+        if let Verdict::Throttled { retry_after_secs } = self.throttle.check_ip(req.ip, now_ms) {
+            attempt.result = Err(self.throttled(presented.method(), retry_after_secs));
+            return attempt;
+        }
+        let mut claimed = None;
+        let verified = self
+            .verify(policy, presented, req, now_ms, &mut claimed, &mut attempt)
+            .await;
+        if let Err(Refusal::Unauthorized { reason, .. }) = &verified
+            && counts_as_failure(*reason)
+        {
+            self.throttle
+                .record_failure(req.ip, claimed.as_deref(), now_ms);
+        }
+        attempt.result = verified
             .and_then(|p| check_scopes(p, &policy.scopes))
             .map(Some);
-        Attempt {
-            result,
-            token_presented,
-        }
+        attempt
     }
 
     async fn verify(
         &self,
         policy: &RoutePolicy,
         presented: Presented<'_>,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        claimed: &mut Option<String>,
+        attempt: &mut Attempt,
     ) -> Result<Principal, Refusal> {
         if let Some(m) = presented.method()
             && !policy.methods.contains(m)
@@ -97,40 +188,164 @@ impl Authenticator {
                 Err(Refusal::unauthorized(Reason::UnknownCredential, None))
             }
             Presented::ApiKey(key) => self.verify_api_key(key).await,
+            Presented::Basic(token) => self.verify_basic(token, req, now_ms, claimed).await,
+            Presented::Digest(params) => {
+                let (result, info) = self.verify_digest(params, req, now_ms, claimed).await;
+                attempt.authentication_info = info;
+                result
+            }
         }
+    }
+
+    pub(crate) fn throttled(&self, method: Option<Method>, retry_after_secs: u64) -> Refusal {
+        Refusal::Throttled {
+            method,
+            subject: None,
+            limit: self.throttle.limit(),
+            retry_after_secs,
+        }
+    }
+
+    /// Refuses when `subject` at `ip` has used up its failed attempts.
+    pub(crate) fn check_subject_throttle(
+        &self,
+        subject: &str,
+        ip: IpAddr,
+        now_ms: i64,
+        method: Option<Method>,
+    ) -> Result<(), Refusal> {
+        match self.throttle.check_subject(subject, ip, now_ms) {
+            Verdict::Allow => Ok(()),
+            Verdict::Throttled { retry_after_secs } => {
+                Err(self.throttled(method, retry_after_secs))
+            }
+        }
+    }
+
+    /// Cached material is only as good as the feed that keeps it honest.
+    pub(crate) fn require_fresh(&self, method: Option<Method>) -> Result<(), Refusal> {
+        if self.feed.is_fresh(now_millis()) {
+            Ok(())
+        } else {
+            Err(Refusal::Unavailable { method })
+        }
+    }
+
+    /// Runs a store read on the main runtime with a deadline; any failure fails closed.
+    pub(crate) async fn read_store<T, F, Fut>(
+        &self,
+        method: Option<Method>,
+        read: F,
+    ) -> Result<T, Refusal>
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.store_runtime.spawn(read(self.store.clone()));
+        match tokio::time::timeout(STORE_READ_TIMEOUT, task).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "store read failed during verification");
+                Err(Refusal::Unavailable { method })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "store read task failed during verification");
+                Err(Refusal::Unavailable { method })
+            }
+            Err(_) => {
+                tracing::warn!("store read timed out during verification");
+                Err(Refusal::Unavailable { method })
+            }
+        }
+    }
+
+    /// Runs slow work (argon2id) on the main runtime's blocking pool, a few at a time.
+    pub(crate) async fn run_slow<T, F>(&self, method: Option<Method>, work: F) -> Result<T, Refusal>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let Ok(_permit) = self.hash_permits.acquire().await else {
+            return Err(Refusal::Unavailable { method });
+        };
+        self.store_runtime
+            .spawn_blocking(work)
+            .await
+            .map_err(|_| Refusal::Unavailable { method })
+    }
+
+    /// The user `name` (cache, else store); `None` when there is no such user.
+    pub(crate) async fn user(
+        &self,
+        name: &str,
+        method: Option<Method>,
+    ) -> Result<Option<Arc<UserRecord>>, Refusal> {
+        match self.cache.user(name) {
+            Some(CachedUser::Known(u)) => return Ok(Some(u)),
+            Some(CachedUser::Unknown) => return Ok(None),
+            None => {}
+        }
+        let generation = self.cache.generation();
+        let owned = name.to_owned();
+        let row = self
+            .read_store(method, |store| async move { store.find_user(&owned).await })
+            .await?;
+        let record = row.and_then(|r| self.user_record(r));
+        Ok(match self.cache.insert_user(name, record, generation) {
+            CachedUser::Known(u) => Some(u),
+            CachedUser::Unknown => None,
+        })
+    }
+
+    fn user_record(&self, r: UserRow) -> Option<UserRecord> {
+        let scopes = match Scopes::parse(&r.scopes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(user = %r.name, error = %e, "stored scopes are invalid; user refused");
+                return None;
+            }
+        };
+        let digest = match r.digest_sealed.as_deref() {
+            None => None,
+            Some(sealed) => match DigestSecrets::open(&self.keys.sealer, &r.name, sealed) {
+                Ok(s) if s.realm() == self.digest.realm => Some(s),
+                Ok(s) => {
+                    tracing::warn!(user = %r.name, stored_realm = s.realm(), realm = %self.digest.realm,
+                        "the user's Digest hash is for another realm; set the password again to use Digest");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(user = %r.name, error = %e, "cannot open the user's Digest hash (another master key?)");
+                    None
+                }
+            },
+        };
+        Some(UserRecord {
+            name: r.name.into(),
+            password_id: r.password_id.into(),
+            password_hash: r.password_hash,
+            scopes,
+            disabled: r.disabled_at.is_some(),
+            digest,
+        })
     }
 
     async fn verify_api_key(&self, key: &str) -> Result<Principal, Refusal> {
         let method = Some(Method::ApiKey);
         api_key::check_format(key).map_err(|r| Refusal::unauthorized(r, method))?;
-        // Cached material is only as good as the feed that keeps it honest.
-        if !self.feed.is_fresh(now_millis()) {
-            return Err(Refusal::Unavailable { method });
-        }
+        self.require_fresh(method)?;
         let handle = api_key::lookup_handle(&self.hasher, key);
         let cached = match self.cache.api_key(&handle) {
             Some(c) => c,
             None => {
                 let generation = self.cache.generation();
-                let store = self.store.clone();
-                let read = self
-                    .store_runtime
-                    .spawn(async move { store.find_api_key(&handle).await });
-                let row = match tokio::time::timeout(STORE_READ_TIMEOUT, read).await {
-                    Ok(Ok(Ok(row))) => row,
-                    Ok(Ok(Err(e))) => {
-                        tracing::warn!(error = %e, "store read failed during verification");
-                        return Err(Refusal::Unavailable { method });
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "store read task failed during verification");
-                        return Err(Refusal::Unavailable { method });
-                    }
-                    Err(_) => {
-                        tracing::warn!("store read timed out during verification");
-                        return Err(Refusal::Unavailable { method });
-                    }
-                };
+                let row = self
+                    .read_store(
+                        method,
+                        |store| async move { store.find_api_key(&handle).await },
+                    )
+                    .await?;
                 let record = row.and_then(record_from_row);
                 self.cache.insert_api_key(handle, record, generation)
             }
@@ -164,6 +379,28 @@ impl Authenticator {
     pub fn feed_is_fresh(&self) -> bool {
         self.feed.is_fresh(now_millis())
     }
+
+    /// Drops expired throttle windows, nonce counts and verified passwords (on a timer).
+    pub fn prune(&self) {
+        let now = now_millis();
+        self.throttle.prune(now);
+        self.nonce_counts.prune(now);
+        self.cache.prune_verified(now);
+    }
+}
+
+/// Failures that the throttle counts: a credential was presented and was wrong. A request
+/// without one (the first leg of Digest), an expired nonce (Digest's normal retry) and
+/// a method the route does not take are not guesses.
+fn counts_as_failure(reason: Reason) -> bool {
+    !matches!(
+        reason,
+        Reason::NoCredential
+            | Reason::StaleNonce
+            | Reason::MethodNotAllowed
+            | Reason::StoreUnavailable
+            | Reason::TooManyFailures
+    )
 }
 
 fn check_scopes(p: Principal, required: &Scopes) -> Result<Principal, Refusal> {

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use keycard_core::api_key::ApiKeyRecord;
+use keycard_core::digest::HashAlg;
+use keycard_core::user::UserRecord;
 
 /// How many entries before the cache starts over (bounds memory under a flood of unknown keys).
 const MAX_ENTRIES: usize = 200_000;
@@ -33,10 +35,32 @@ pub enum Cached {
     Unknown,
 }
 
+/// A cached user.
+#[derive(Debug, Clone)]
+pub enum CachedUser {
+    /// The user exists.
+    Known(Arc<UserRecord>),
+    /// The store had no such user.
+    Unknown,
+}
+
+/// A (user, password) pair that argon2id verified, remembered under its keyed hash.
+#[derive(Debug, Clone)]
+struct VerifiedPair {
+    user: Arc<UserRecord>,
+    until_ms: i64,
+}
+
+/// userhash (per hash function) → user name, for Digest clients that send `userhash=true`.
+type UserhashIndex = HashMap<(HashAlg, String), Arc<str>>;
+
 /// The credential cache.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     api_keys: RwLock<HashMap<[u8; 32], Cached>>,
+    users: RwLock<HashMap<Box<str>, CachedUser>>,
+    verified: RwLock<HashMap<[u8; 32], VerifiedPair>>,
+    userhashes: RwLock<Option<Arc<UserhashIndex>>>,
     generation: AtomicU64,
     pending_last_used: Mutex<Vec<(String, i64)>>,
 }
@@ -78,6 +102,86 @@ impl CredentialCache {
         value
     }
 
+    /// A cached answer for user `name`.
+    pub fn user(&self, name: &str) -> Option<CachedUser> {
+        self.users.read().ok()?.get(name).cloned()
+    }
+
+    /// Caches what the store said about user `name`, unless an invalidation happened since
+    /// `generation`.
+    pub fn insert_user(
+        &self,
+        name: &str,
+        record: Option<UserRecord>,
+        generation: u64,
+    ) -> CachedUser {
+        let value = match record {
+            Some(r) => CachedUser::Known(Arc::new(r)),
+            None => CachedUser::Unknown,
+        };
+        if let Ok(mut map) = self.users.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(name.into(), value.clone());
+        }
+        value
+    }
+
+    /// The user a recently verified (user, password) pair belongs to.
+    pub fn verified_pair(&self, pair: &[u8; 32], now_ms: i64) -> Option<Arc<UserRecord>> {
+        let map = self.verified.read().ok()?;
+        let v = map.get(pair)?;
+        (v.until_ms > now_ms).then(|| v.user.clone())
+    }
+
+    /// Remembers a verified pair until `until_ms`, unless an invalidation happened since
+    /// `generation`.
+    pub fn insert_verified_pair(
+        &self,
+        pair: [u8; 32],
+        user: Arc<UserRecord>,
+        until_ms: i64,
+        generation: u64,
+    ) {
+        if let Ok(mut map) = self.verified.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if map.len() >= MAX_ENTRIES {
+                map.retain(|_, v| v.until_ms > until_ms - 1);
+                if map.len() >= MAX_ENTRIES {
+                    map.clear();
+                }
+            }
+            map.insert(pair, VerifiedPair { user, until_ms });
+        }
+    }
+
+    /// The userhash index, if built since the last change.
+    pub fn userhashes(&self) -> Option<Arc<UserhashIndex>> {
+        self.userhashes.read().ok()?.clone()
+    }
+
+    /// Keeps a freshly built userhash index, unless an invalidation happened since `generation`.
+    pub fn set_userhashes(&self, index: UserhashIndex, generation: u64) -> Arc<UserhashIndex> {
+        let index = Arc::new(index);
+        if let Ok(mut slot) = self.userhashes.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            *slot = Some(index.clone());
+        }
+        index
+    }
+
+    /// Drops expired verified pairs (on a timer).
+    pub fn prune_verified(&self, now_ms: i64) {
+        if let Ok(mut map) = self.verified.write() {
+            map.retain(|_, v| v.until_ms > now_ms);
+        }
+    }
+
     /// Drops the entry of one credential.
     pub fn invalidate_handle(&self, handle: &[u8; 32]) {
         if let Ok(mut map) = self.api_keys.write() {
@@ -86,19 +190,48 @@ impl CredentialCache {
         }
     }
 
-    /// Drops every entry of a subject (and every negative entry: cheap to refill).
+    /// Drops every entry of a subject (and every negative entry: cheap to refill): its
+    /// keys, its user record, its verified passwords, and the userhash index.
     pub fn invalidate_subject(&self, subject: &str) {
-        if let Ok(mut map) = self.api_keys.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        // The generation moves first and the write locks are held while entries go, so a
+        // read that began before this cannot insert what it read afterwards.
+        let keys = self.api_keys.write();
+        let users = self.users.write();
+        let verified = self.verified.write();
+        let hashes = self.userhashes.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = keys {
             map.retain(|_, v| matches!(v, Cached::Known(e) if &*e.record.subject != subject));
+        }
+        if let Ok(mut map) = users {
+            map.retain(|_, v| matches!(v, CachedUser::Known(u) if &*u.name != subject));
+        }
+        if let Ok(mut map) = verified {
+            map.retain(|_, v| &*v.user.name != subject);
+        }
+        if let Ok(mut slot) = hashes {
+            *slot = None;
         }
     }
 
     /// Drops everything (after the change feed lost track).
     pub fn clear(&self) {
-        if let Ok(mut map) = self.api_keys.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        let keys = self.api_keys.write();
+        let users = self.users.write();
+        let verified = self.verified.write();
+        let hashes = self.userhashes.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = keys {
             map.clear();
+        }
+        if let Ok(mut map) = users {
+            map.clear();
+        }
+        if let Ok(mut map) = verified {
+            map.clear();
+        }
+        if let Ok(mut slot) = hashes {
+            *slot = None;
         }
     }
 
@@ -171,6 +304,37 @@ mod tests {
         c.invalidate_subject("a");
         assert!(c.api_key(&[1; 32]).is_none() && c.api_key(&[3; 32]).is_none());
         assert!(c.api_key(&[2; 32]).is_some());
+    }
+
+    fn user(name: &str) -> UserRecord {
+        UserRecord {
+            name: name.into(),
+            password_id: "pwd_1".into(),
+            password_hash: String::new(),
+            scopes: Scopes::empty(),
+            disabled: false,
+            digest: None,
+        }
+    }
+
+    #[test]
+    fn verified_pairs_expire_and_go_with_their_user() {
+        let c = CredentialCache::default();
+        let g = c.generation();
+        c.insert_verified_pair([1; 32], Arc::new(user("alice")), 1_000, g);
+        c.insert_verified_pair([2; 32], Arc::new(user("bob")), 1_000, g);
+        c.insert_user("alice", Some(user("alice")), g);
+        assert!(c.verified_pair(&[1; 32], 999).is_some());
+        assert!(c.verified_pair(&[1; 32], 1_000).is_none(), "expired");
+        c.invalidate_subject("alice");
+        assert!(c.verified_pair(&[1; 32], 0).is_none());
+        assert!(c.user("alice").is_none());
+        assert!(c.verified_pair(&[2; 32], 0).is_some());
+        // A verification that raced the change is not remembered.
+        c.insert_verified_pair([1; 32], Arc::new(user("alice")), 1_000, g);
+        assert!(c.verified_pair(&[1; 32], 0).is_none());
+        c.clear();
+        assert!(c.verified_pair(&[2; 32], 0).is_none());
     }
 
     #[test]

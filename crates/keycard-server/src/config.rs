@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use http::Uri;
 use ipnet::IpNet;
+use keycard_core::digest::Algorithm;
 use keycard_core::route::RoutePolicy;
-use keycard_core::{Method, MethodSet, Scopes, parse_duration};
+use keycard_core::{Method, MethodSet, Rate, Scopes, parse_duration, parse_rate};
 use serde::Deserialize;
 
 /// Why a configuration was refused. The message names the file and the key.
@@ -56,11 +57,13 @@ struct RawConfig {
     audit: RawAudit,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    digest: RawDigest,
     // Sections of SPEC §3 that later features implement. Accepted by name so the error can
     // say what is missing, rather than "unknown field".
-    limits: Option<toml::Value>,
     tokens: Option<toml::Value>,
-    digest: Option<toml::Value>,
     hmac: Option<toml::Value>,
     jwt: Option<toml::Value>,
     mtls: Option<toml::Value>,
@@ -76,6 +79,21 @@ struct RawServer {
     realm: Option<String>,
     upstream_timeout: Option<String>,
     tls: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    redis_url: Option<String>,
+    failed_auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDigest {
+    realm: Option<String>,
+    algorithms: Option<Vec<String>>,
+    nonce_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +149,21 @@ pub struct Settings {
     pub audit: AuditTarget,
     /// `routes`, in configured order.
     pub routes: Vec<RouteSettings>,
+    /// `limits.failed_auth`: failed attempts allowed per client IP (and per subject and IP).
+    pub failed_auth: Rate,
+    /// `[digest]`.
+    pub digest: DigestSettings,
+}
+
+/// `[digest]`: HTTP Digest (RFC 7616).
+#[derive(Debug, Clone)]
+pub struct DigestSettings {
+    /// `digest.realm`: part of every stored Digest hash (changing it needs new passwords).
+    pub realm: String,
+    /// `digest.algorithms`, SHA-256 first when listed: one challenge each.
+    pub algorithms: Vec<Algorithm>,
+    /// `digest.nonce_ttl`.
+    pub nonce_ttl: Duration,
 }
 
 /// Where audit events go besides the store.
@@ -234,9 +267,8 @@ impl Validator<'_> {
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
         for (name, present) in [
-            ("limits", raw.limits.is_some()),
+            ("limits.redis_url", raw.limits.redis_url.is_some()),
             ("tokens", raw.tokens.is_some()),
-            ("digest", raw.digest.is_some()),
             ("hmac", raw.hmac.is_some()),
             ("jwt", raw.jwt.is_some()),
             ("mtls", raw.mtls.is_some()),
@@ -285,17 +317,10 @@ impl Validator<'_> {
                 })?;
             trusted_proxies.push(net);
         }
-        let realm = raw.server.realm.unwrap_or_else(|| "keycard".to_owned());
-        if realm.is_empty()
-            || realm
-                .bytes()
-                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
-        {
-            return Err(self.err(
-                "server.realm",
-                "must be printable ASCII without quotes or backslashes",
-            ));
-        }
+        let realm = self.realm("server.realm", raw.server.realm)?;
+        let failed_auth = parse_rate(raw.limits.failed_auth.as_deref().unwrap_or("10/min"))
+            .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
+        let digest = self.digest(raw.digest)?;
         let default_timeout = self.duration(
             "server.upstream_timeout",
             raw.server.upstream_timeout.as_deref(),
@@ -356,6 +381,67 @@ impl Validator<'_> {
             master_key_file,
             audit,
             routes,
+            failed_auth,
+            digest,
+        })
+    }
+
+    fn realm(&self, key: &str, value: Option<String>) -> Result<String, ConfigError> {
+        let realm = value.unwrap_or_else(|| "keycard".to_owned());
+        if realm.is_empty()
+            || realm.len() > 200
+            || realm
+                .bytes()
+                .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+        {
+            return Err(self.err(
+                key,
+                "must be 1-200 printable ASCII characters without quotes or backslashes",
+            ));
+        }
+        Ok(realm)
+    }
+
+    fn digest(&self, raw: RawDigest) -> Result<DigestSettings, ConfigError> {
+        let realm = self.realm("digest.realm", raw.realm)?;
+        let names = raw.algorithms.unwrap_or_else(|| vec!["SHA-256".to_owned()]);
+        let mut algorithms: Vec<Algorithm> = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let a = Algorithm::parse(name).ok_or_else(|| {
+                self.err(
+                    format!("digest.algorithms[{i}]"),
+                    format!(
+                        "`{name}` is not one of SHA-256, SHA-512-256, MD5 (or their -sess variants)"
+                    ),
+                )
+            })?;
+            if !algorithms.contains(&a) {
+                algorithms.push(a);
+            }
+        }
+        if algorithms.is_empty() {
+            return Err(self.err(
+                "digest.algorithms",
+                "list at least one algorithm, such as [\"SHA-256\"]",
+            ));
+        }
+        // SHA-256 is offered first when listed: clients that take the first challenge use it.
+        if let Some(i) = algorithms.iter().position(|a| *a == Algorithm::SHA256) {
+            let a = algorithms.remove(i);
+            algorithms.insert(0, a);
+        }
+        let nonce_ttl = self.duration(
+            "digest.nonce_ttl",
+            raw.nonce_ttl.as_deref(),
+            Duration::from_secs(300),
+        )?;
+        if nonce_ttl < Duration::from_secs(1) || nonce_ttl > Duration::from_secs(86_400) {
+            return Err(self.err("digest.nonce_ttl", "must be between 1s and 1d"));
+        }
+        Ok(DigestSettings {
+            realm,
+            algorithms,
+            nonce_ttl,
         })
     }
 
@@ -534,6 +620,22 @@ mod tests {
     }
 
     #[test]
+    fn digest_and_limits() {
+        let s = load("").unwrap();
+        assert_eq!(s.failed_auth.count, 10);
+        assert_eq!(s.digest.algorithms, vec![Algorithm::SHA256]);
+        assert_eq!(s.digest.realm, "keycard");
+        assert_eq!(s.digest.nonce_ttl, Duration::from_secs(300));
+        let s = load(
+            "[digest]\nrealm = \"api\"\nalgorithms = [\"MD5\", \"SHA-256-sess\", \"SHA-256\", \"MD5\"]\nnonce_ttl = \"30s\"\n[limits]\nfailed_auth = \"3/s\"",
+        )
+        .unwrap();
+        let names: Vec<String> = s.digest.algorithms.iter().map(|a| a.name()).collect();
+        assert_eq!(names, ["SHA-256", "MD5", "SHA-256-sess"]);
+        assert_eq!(s.failed_auth.per, Duration::from_secs(1));
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
@@ -568,7 +670,13 @@ mod tests {
                 "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",
                 "server.trusted_proxies[0]",
             ),
-            ("[limits]\nfailed_auth = \"10/min\"", "limits"),
+            ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            ("[limits]\nredis_url = \"redis://x\"", "limits.redis_url"),
+            ("[digest]\nalgorithms = [\"SHA-1\"]", "digest.algorithms[0]"),
+            ("[digest]\nalgorithms = []", "digest.algorithms"),
+            ("[digest]\nnonce_ttl = \"0s\"", "digest.nonce_ttl"),
+            ("[digest]\nrealm = \"a\\\"b\"", "digest.realm"),
+            ("[digest]\nqop = \"auth\"", "qop"),
             ("routes = 5", "routes"),
         ];
         for (text, key) in cases {

@@ -13,16 +13,20 @@ pub mod answer;
 pub mod app;
 pub mod audit;
 pub mod authn;
+mod basic;
 pub mod body;
 pub mod cache;
 mod clock;
 pub mod config;
+mod digest;
 pub mod feed;
 pub mod forwarded;
 pub mod identity;
 pub mod listener;
 pub mod master_key;
 pub mod proxy;
+pub mod replay;
+pub mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +64,9 @@ pub enum StartError {
     /// The upstream client could not be built.
     #[error("cannot build the upstream client: {0}")]
     Client(std::io::Error),
+    /// Password verification could not be prepared.
+    #[error(transparent)]
+    Authn(authn::AuthnSetupError),
 }
 
 /// A running server.
@@ -126,17 +133,17 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
     background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
 
-    let authn = authn::Authenticator::new(
-        master.keyed_hasher(),
+    let authn = authn::Authenticator::new(&master, settings, store.clone(), cache, feed_state)
+        .map_err(StartError::Authn)?;
+    background.push(tokio::spawn(housekeeping(
         store.clone(),
-        cache.clone(),
-        feed_state,
-    );
-    background.push(tokio::spawn(housekeeping(store.clone(), cache, bg_rx)));
+        authn.clone(),
+        bg_rx,
+    )));
 
     // Fail early where the upstream client cannot be built (each worker builds its own).
     proxy::client().map_err(StartError::Client)?;
-    let app = Arc::new(app::App::new(settings, authn.clone(), sink));
+    let app = Arc::new(app::App::new(settings, &master, authn.clone(), sink));
     let accept = tokio::spawn(listener::serve(listener, app, conn_rx));
     tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
@@ -153,10 +160,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
 /// Periodic chores: write `last_used_at` in batches, prune old change-feed rows.
 async fn housekeeping(
     store: Store,
-    cache: Arc<cache::CredentialCache>,
+    authn: authn::Authenticator,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let cache = authn.cache().clone();
     let mut flush = tokio::time::interval(Duration::from_secs(15));
+    let mut sweep = tokio::time::interval(Duration::from_secs(30));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -166,6 +175,7 @@ async fn housekeeping(
                     tracing::debug!(error = %e, "could not record last use; will not retry");
                 }
             }
+            _ = sweep.tick() => authn.prune(),
             _ = prune.tick() => {
                 if let Err(e) = store.prune_changes(now_secs() - 86_400).await {
                     tracing::debug!(error = %e, "could not prune the change feed");

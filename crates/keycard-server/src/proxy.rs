@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Uri, Version};
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use keycard_core::Principal;
 
+use crate::body::Body;
 use crate::config::Upstream;
 use crate::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 use crate::identity;
 
 /// The upstream client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Incoming>;
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,11 +74,11 @@ pub struct ForwardContext<'a> {
 /// Turns the client's request into the upstream's: new URI, cleaned headers, identity set.
 /// `Err` when the URI cannot be built (answered 400).
 pub fn upstream_request(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     upstream: &Upstream,
     principal: Option<&Principal>,
     ctx: &ForwardContext<'_>,
-) -> Result<Request<Incoming>, http::Error> {
+) -> Result<Request<Body>, http::Error> {
     let path_and_query = if upstream.base_path.is_empty() {
         // Already validated by the server's parser: reuse it (a reference-count bump).
         match req.uri().path_and_query() {

@@ -21,6 +21,7 @@ mod migrate;
 mod open;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod users;
 
 use sqlx::{PgPool, SqlitePool};
 
@@ -28,6 +29,7 @@ pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditQuery;
 pub use changes::{Change, ChangeKind};
 pub use error::StoreError;
+pub use users::{NewUser, UserRow};
 
 /// The store: a pool on one of the two engines.
 #[derive(Clone, Debug)]

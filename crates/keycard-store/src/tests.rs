@@ -3,7 +3,7 @@
 use keycard_core::{AuditEvent, Method, Outcome};
 
 use crate::testing::{TempStore, engines};
-use crate::{AuditQuery, ChangeKind, NewApiKey, StoreError};
+use crate::{AuditQuery, ChangeKind, NewApiKey, NewUser, StoreError};
 
 fn key(id: &str, subject: &str, lookup: u8, now: i64) -> NewApiKey {
     NewApiKey {
@@ -60,6 +60,102 @@ async fn api_key_lifecycle() {
             s.revoke_api_key("nope", 201).await,
             Err(StoreError::NotFound { .. })
         ));
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn user_lifecycle_and_feed() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        let before = s.latest_revision().await.unwrap();
+        let new = NewUser {
+            name: "jürgen".into(),
+            password_id: "pwd_1".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            digest_sealed: Some(vec![1, 2, 3]),
+            scopes: "a:read".into(),
+            created_at: 100,
+        };
+        s.create_user(&new).await.unwrap();
+        let u = s.get_user("jürgen").await.unwrap();
+        assert_eq!(u.password_id, "pwd_1");
+        assert_eq!(u.digest_sealed.as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!(
+            (u.created_at, u.password_changed_at, u.disabled_at),
+            (100, 100, None)
+        );
+        assert!(
+            !format!("{u:?}").contains("argon2id"),
+            "Debug hides the hash"
+        );
+        assert!(matches!(
+            s.create_user(&new).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // A service subject's name is taken too, and a service is not a user.
+        s.create_api_key(&key("key_1", "svc", 1, 100))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.create_user(&NewUser {
+                name: "svc".into(),
+                ..new.clone()
+            })
+            .await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(s.find_user("svc").await.unwrap().is_none());
+        assert_eq!(
+            s.digest_user_names().await.unwrap(),
+            vec!["jürgen".to_owned()]
+        );
+
+        s.set_password("jürgen", "pwd_2", "$argon2id$new", None, 200)
+            .await
+            .unwrap();
+        let u = s.get_user("jürgen").await.unwrap();
+        assert_eq!(
+            (u.password_id.as_str(), u.password_hash.as_str()),
+            ("pwd_2", "$argon2id$new")
+        );
+        assert_eq!((u.digest_sealed, u.password_changed_at), (None, 200));
+        assert!(s.digest_user_names().await.unwrap().is_empty());
+        assert!(matches!(
+            s.set_password("nobody", "p", "h", None, 1).await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        s.set_subject_disabled("jürgen", true, 300).await.unwrap();
+        s.set_subject_disabled("jürgen", true, 301).await.unwrap();
+        assert_eq!(s.get_user("jürgen").await.unwrap().disabled_at, Some(300));
+        s.set_subject_disabled("svc", true, 300).await.unwrap();
+        assert!(
+            s.find_api_key(&[1; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .subject_disabled
+        );
+        s.set_subject_disabled("jürgen", false, 400).await.unwrap();
+        assert_eq!(s.get_user("jürgen").await.unwrap().disabled_at, None);
+        assert!(matches!(
+            s.set_subject_disabled("nobody", true, 1).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(s.list_users().await.unwrap().len(), 1);
+
+        let changes = s.changes_since(before, 100).await.unwrap();
+        let subjects: Vec<_> = changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Subject)
+            .map(|c| c.reference.as_str())
+            .collect();
+        assert_eq!(
+            subjects,
+            ["jürgen", "jürgen", "jürgen", "jürgen", "svc", "jürgen"]
+        );
         t
     })
     .await;

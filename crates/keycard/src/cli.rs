@@ -40,6 +40,9 @@ pub enum Command {
     /// API keys: create, list, revoke, rotate.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Read the audit trail (newest last).
     #[command(
         after_help = "Examples:\n  keycard audit --since 1h --outcome failure\n  keycard audit --subject billing --json"
@@ -107,6 +110,48 @@ pub enum KeyCommand {
         #[arg(long, value_name = "DUR", default_value = "0s")]
         grace: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is kept only as an argon2id hash.
+    #[command(
+        after_help = "Examples:\n  keycard user add alice --scope orders:read        # prompts for the password\n  printf '%s' \"$PW\" | keycard user add bob --password-stdin --digest"
+    )]
+    Add {
+        /// The user name.
+        name: String,
+        /// Read the password from standard input (one trailing newline is dropped).
+        #[arg(long)]
+        password_stdin: bool,
+        /// A scope the user's requests hold (repeat for several).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Also allow HTTP Digest: stores the RFC 7616 hash, sealed with the master key
+        /// (opt-in: that hash is password-equivalent).
+        #[arg(long)]
+        digest: bool,
+    },
+    /// Change a user's password (takes effect everywhere within a second).
+    Passwd {
+        /// The user name.
+        name: String,
+        /// Read the password from standard input (one trailing newline is dropped).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable a subject: all its credentials are refused within a second.
+    Disable {
+        /// The user (or service) name.
+        name: String,
+    },
+    /// Enable a disabled subject again.
+    Enable {
+        /// The user (or service) name.
+        name: String,
+    },
+    /// List users (never their passwords).
+    List,
 }
 
 #[derive(Debug, Args)]

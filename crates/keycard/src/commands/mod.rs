@@ -3,6 +3,7 @@
 mod audit;
 mod key;
 mod serve;
+mod user;
 
 use std::path::{Path, PathBuf};
 
@@ -53,6 +54,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quickstart { listen, dir } => serve::quickstart(listen, &dir, json).await,
         Command::Serve => serve::serve(&load_settings(cli.config.as_deref())?).await,
         Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
+        Command::User(cmd) => user::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Audit(args) => {
             audit::run(&load_settings(cli.config.as_deref())?, args, json).await
         }
@@ -91,9 +93,13 @@ fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
 /// Subject names: 1–200 characters, no control characters (they travel in headers, logs
 /// and audit events).
 fn check_subject(name: &str) -> Result<(), CliError> {
+    check_name("--subject", name)
+}
+
+fn check_name(what: &str, name: &str) -> Result<(), CliError> {
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(CliError::Usage(format!(
-            "--subject: `{}` is not a valid subject name (1-200 characters, no control characters)",
+            "{what}: `{}` is not a valid subject name (1-200 characters, no control characters)",
             name.escape_debug()
         )));
     }

@@ -44,10 +44,17 @@ impl Keycard {
             format!("sqlite://{}", dir.path().join("data/keycard.db").display())
         });
         let config = dir.path().join("keycard.toml");
+        // Tests that send many wrong credentials must not meet the failed-attempt throttle;
+        // the throttle's own tests configure `[limits]` themselves.
+        let limits = if extra.contains("[limits]") {
+            ""
+        } else {
+            "[limits]\nfailed_auth = \"100000/min\"\n\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{store_url}\"\n\n[secrets]\nmaster_key_file = \"data/master.key\"\n\n[audit]\nfile = \"data/audit.jsonl\"\n\n{extra}\n"
+                "[server]\nlisten = \"127.0.0.1:0\"\n\n[store]\nurl = \"{store_url}\"\n\n[secrets]\nmaster_key_file = \"data/master.key\"\n\n[audit]\nfile = \"data/audit.jsonl\"\n\n{limits}{extra}\n"
             ),
         )
         .unwrap();

@@ -1,0 +1,68 @@
+//! HTTP Basic (RFC 7617) against users' argon2id hashes. argon2id is slow on purpose, so a
+//! verified (user, password) pair is remembered under its keyed hash for [`PAIR_TTL_MS`]
+//! and forgotten at once when the user changes (the change feed drops it on every instance).
+
+use keycard_core::{HashDomain, Method, Principal, Reason, Refusal, SecretString, basic};
+
+use crate::authn::{Authenticator, RequestFacts};
+
+/// How long a verified (user, password) pair is remembered.
+pub const PAIR_TTL_MS: i64 = 60_000;
+
+impl Authenticator {
+    pub(crate) async fn verify_basic(
+        &self,
+        token: &str,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+        claimed: &mut Option<String>,
+    ) -> Result<Principal, Refusal> {
+        let method = Some(Method::Basic);
+        let creds =
+            basic::decode(token).ok_or_else(|| Refusal::unauthorized(Reason::Malformed, method))?;
+        *claimed = Some(creds.user.clone());
+        self.check_subject_throttle(&creds.user, req.ip, now_ms, method)?;
+        self.require_fresh(method)?;
+
+        let pair = self.pair_handle(&creds.user, &creds.password);
+        if let Some(user) = self.cache.verified_pair(&pair, now_ms) {
+            return user.principal(Method::Basic);
+        }
+        let generation = self.cache.generation();
+        let user = self.user(&creds.user, method).await?;
+        // Unknown users are checked against a dummy hash: the same work, the same time.
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => self.keys.dummy_hash.clone(),
+        };
+        let password = creds.password;
+        let matches = self
+            .run_slow(method, move || {
+                keycard_core::password::verify(&hash, password.expose_secret().as_bytes())
+            })
+            .await?;
+        match user {
+            Some(u) if matches => {
+                self.cache
+                    .insert_verified_pair(pair, u.clone(), now_ms + PAIR_TTL_MS, generation);
+                u.principal(Method::Basic)
+            }
+            Some(u) => Err(Refusal::Unauthorized {
+                reason: Reason::BadPassword,
+                method,
+                credential_id: Some(u.password_id.to_string()),
+                subject: Some(u.name.to_string()),
+            }),
+            None => Err(Refusal::unauthorized(Reason::UnknownCredential, method)),
+        }
+    }
+
+    /// The keyed hash of a (user, password) pair; a NUL cannot occur in either (control
+    /// characters are refused), so it separates them unambiguously.
+    fn pair_handle(&self, user: &str, password: &SecretString) -> [u8; 32] {
+        // Zeroized when dropped, like the password itself.
+        let buf = SecretString::new(format!("{user}\u{0}{}", password.expose_secret()));
+        self.hasher
+            .hash(HashDomain::BasicPair, buf.expose_secret().as_bytes())
+    }
+}

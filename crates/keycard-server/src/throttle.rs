@@ -1,0 +1,297 @@
+//! The failed-attempt throttle (`limits.failed_auth`, SPEC §3): failures are counted per
+//! client IP and per (subject, client IP) across all methods, in fixed windows that start
+//! at the first failure. Once a key has used up its window, every attempt under it — right
+//! password or not — is answered 429 until the window passes.
+//!
+//! In-process and shared by all workers (sharded mutexes, never held across an await).
+//! IPv6 clients are counted per /64: one host usually holds a whole /64.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use keycard_core::Rate;
+
+const SHARDS: usize = 16;
+/// Most keys tracked; beyond it, expired windows are pruned at once, and if that is not
+/// enough, new keys are throttled outright (fail closed under a flood of addresses).
+const MAX_KEYS: usize = 1_000_000;
+
+/// A client address as the throttle counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    V4(u32),
+    /// The /64 prefix.
+    V6(u64),
+}
+
+impl From<IpAddr> for Client {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Client::V4(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Client::V4(u32::from(v4)),
+                None => Client::V6((u128::from(v6) >> 64) as u64),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Ip(Client),
+    SubjectIp(Box<str>, Client),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start_ms: i64,
+    failures: u32,
+}
+
+/// Whether an attempt may go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go ahead.
+    Allow,
+    /// Refuse with 429; retry after this many seconds (at least 1).
+    Throttled {
+        /// Seconds until the window passes.
+        retry_after_secs: u64,
+    },
+}
+
+/// The throttle.
+#[derive(Debug)]
+pub struct Throttle {
+    rate: Rate,
+    shards: Vec<Mutex<HashMap<Key, Window>>>,
+    keys: AtomicUsize,
+    hasher: RandomState,
+}
+
+impl Throttle {
+    /// A throttle allowing `rate.count` failures per `rate.per`.
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            keys: AtomicUsize::new(0),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Failures allowed per window.
+    pub fn limit(&self) -> u32 {
+        self.rate.count
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.rate.per.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn shard(&self, key: &Key) -> Option<&Mutex<HashMap<Key, Window>>> {
+        self.shards
+            .get((self.hasher.hash_one(key) as usize) % SHARDS)
+    }
+
+    /// Whether the client at `ip` may attempt now (checked before any verification).
+    pub fn check_ip(&self, ip: IpAddr, now_ms: i64) -> Verdict {
+        // The common case — nobody is failing — costs one atomic load.
+        if self.keys.load(Ordering::Relaxed) == 0 {
+            return Verdict::Allow;
+        }
+        self.check(&Key::Ip(ip.into()), now_ms)
+    }
+
+    /// Whether the client at `ip` may attempt as `subject` now.
+    pub fn check_subject(&self, subject: &str, ip: IpAddr, now_ms: i64) -> Verdict {
+        if self.keys.load(Ordering::Relaxed) == 0 {
+            return Verdict::Allow;
+        }
+        self.check(&Key::SubjectIp(subject.into(), ip.into()), now_ms)
+    }
+
+    fn check(&self, key: &Key, now_ms: i64) -> Verdict {
+        let Some(shard) = self.shard(key) else {
+            return Verdict::Allow;
+        };
+        let Ok(map) = shard.lock() else {
+            return Verdict::Throttled {
+                retry_after_secs: 1,
+            };
+        };
+        match map.get(key) {
+            Some(w) if w.failures >= self.rate.count => {
+                let ends = w.start_ms.saturating_add(self.window_ms());
+                if ends > now_ms {
+                    let ms = u64::try_from(ends - now_ms).unwrap_or(1000);
+                    Verdict::Throttled {
+                        retry_after_secs: ms.div_ceil(1000).max(1),
+                    }
+                } else {
+                    Verdict::Allow
+                }
+            }
+            _ => Verdict::Allow,
+        }
+    }
+
+    /// Counts a failed attempt from `ip` (and as `subject`, when one was named).
+    pub fn record_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) {
+        let client = Client::from(ip);
+        self.bump(Key::Ip(client), now_ms);
+        if let Some(s) = subject {
+            self.bump(Key::SubjectIp(s.into(), client), now_ms);
+        }
+    }
+
+    fn bump(&self, key: Key, now_ms: i64) {
+        if self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
+            self.prune(now_ms);
+        }
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let Ok(mut map) = shard.lock() else {
+            return;
+        };
+        let window = self.window_ms();
+        match map.get_mut(&key) {
+            Some(w) if w.start_ms.saturating_add(window) > now_ms => {
+                w.failures = w.failures.saturating_add(1);
+            }
+            Some(w) => {
+                *w = Window {
+                    start_ms: now_ms,
+                    failures: 1,
+                };
+            }
+            None => {
+                if self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
+                    // Still full after pruning: keep counting nothing new rather than grow.
+                    return;
+                }
+                map.insert(
+                    key,
+                    Window {
+                        start_ms: now_ms,
+                        failures: 1,
+                    },
+                );
+                self.keys.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Drops windows that have passed (run on a timer, and when full).
+    pub fn prune(&self, now_ms: i64) {
+        let window = self.window_ms();
+        for shard in &self.shards {
+            if let Ok(mut map) = shard.lock() {
+                let before = map.len();
+                map.retain(|_, w| w.start_ms.saturating_add(window) > now_ms);
+                self.keys.fetch_sub(before - map.len(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many keys are tracked.
+    pub fn len(&self) -> usize {
+        self.keys.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t() -> Throttle {
+        Throttle::new(Rate {
+            count: 10,
+            per: Duration::from_secs(60),
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_eleventh_attempt_waits_for_the_window() {
+        let t = t();
+        let a = ip("10.0.0.1");
+        for i in 0..10 {
+            assert_eq!(t.check_ip(a, 1000 + i), Verdict::Allow, "attempt {i}");
+            t.record_failure(a, Some("alice"), 1000 + i);
+        }
+        assert_eq!(
+            t.check_ip(a, 2000),
+            Verdict::Throttled {
+                retry_after_secs: 59
+            }
+        );
+        assert!(matches!(
+            t.check_subject("alice", a, 2000),
+            Verdict::Throttled { .. }
+        ));
+        // Another address is unaffected; the window passes.
+        assert_eq!(t.check_ip(ip("10.0.0.2"), 2000), Verdict::Allow);
+        assert_eq!(t.check_ip(a, 61_000), Verdict::Allow);
+        t.record_failure(a, None, 61_000);
+        assert_eq!(t.check_ip(a, 61_001), Verdict::Allow, "a new window began");
+    }
+
+    #[test]
+    fn per_subject_counts_only_that_subject() {
+        let t = t();
+        let a = ip("10.0.0.1");
+        for i in 0..10 {
+            t.record_failure(a, Some("alice"), i);
+        }
+        assert!(matches!(
+            t.check_subject("alice", a, 20),
+            Verdict::Throttled { .. }
+        ));
+        assert_eq!(t.check_subject("bob", ip("10.0.0.9"), 20), Verdict::Allow);
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
+        let t = t();
+        for i in 0..10 {
+            t.record_failure(ip(&format!("2001:db8::{i:x}")), None, 0);
+        }
+        assert!(matches!(
+            t.check_ip(ip("2001:db8::ffff:1"), 1),
+            Verdict::Throttled { .. }
+        ));
+        assert_eq!(t.check_ip(ip("2001:db8:0:1::1"), 1), Verdict::Allow);
+        for _ in 0..10 {
+            t.record_failure(ip("::ffff:10.1.1.1"), None, 0);
+        }
+        assert!(matches!(
+            t.check_ip(ip("10.1.1.1"), 1),
+            Verdict::Throttled { .. }
+        ));
+    }
+
+    #[test]
+    fn prune_forgets_passed_windows() {
+        let t = t();
+        t.record_failure(ip("10.0.0.1"), Some("a"), 0);
+        assert_eq!(t.len(), 2);
+        t.prune(30_000);
+        assert_eq!(t.len(), 2);
+        t.prune(60_000);
+        assert!(t.is_empty());
+    }
+}
