@@ -16,5 +16,6 @@ mod cli;
 mod forward_auth;
 mod gateway;
 mod outage;
+mod passwords;
 mod quickstart;
 mod revocation;

@@ -24,6 +24,15 @@ impl Resp {
             .map(|v| v.to_str().unwrap().to_owned())
     }
 
+    /// Every value of a header.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// The upstream echo's view of a request header.
     pub fn upstream_header(&self, name: &str) -> Option<String> {
         self.json()["headers"][name].as_str().map(str::to_owned)
@@ -39,6 +48,16 @@ impl Http {
     pub fn new() -> Self {
         Http {
             client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A client whose connections come from `local` (127.0.0.2, 127.0.0.3, … are all
+    /// loopback): another client address for the throttle.
+    pub fn bound(local: std::net::IpAddr) -> Self {
+        let mut c = HttpConnector::new();
+        c.set_local_address(Some(local));
+        Http {
+            client: Client::builder(TokioExecutor::new()).build(c),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod http;
 pub mod tcp_proxy;
+pub mod tools;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -72,6 +73,40 @@ impl Keycard {
         cmd.arg("--config").arg(&self.config).args(args);
         cmd.env_remove("KEYCARD_MASTER_KEY");
         cmd.output().unwrap()
+    }
+
+    /// Runs a CLI command with `input` on its standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("KEYCARD_MASTER_KEY")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `user add NAME --password-stdin` with `extra` flags; must succeed.
+    pub fn add_user(&self, name: &str, password: &str, extra: &[&str]) {
+        let mut args = vec!["user", "add", name, "--password-stdin"];
+        args.extend_from_slice(extra);
+        let out = self.cli_stdin(&args, &format!("{password}\n"));
+        assert!(
+            out.status.success(),
+            "user add {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Runs a CLI command that must succeed; returns stdout.

@@ -55,6 +55,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         "query": parts.uri.query(),
         "version": format!("{:?}", parts.version),
         "headers": headers,
+        "body": if body.len() <= 4096 { Some(String::from_utf8_lossy(&body)) } else { None },
         "body_len": body.len(),
         "body_sha": format!("{:x}", body.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(*b)))),
     });
