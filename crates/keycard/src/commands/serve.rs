@@ -3,12 +3,17 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use keycard_core::{Scopes, api_key, new_id};
+use keycard_core::password::check_policy;
+use keycard_core::{Scopes, SecretString, api_key, new_id, random_base62};
 use keycard_server::{Settings, now_secs};
-use keycard_store::NewApiKey;
+use keycard_store::{NewApiKey, NewUser, Store};
 use serde::Serialize;
 
+use super::user::{hash_and_seal, new_password_id};
 use super::{CliError, master, open_store};
+
+/// The quickstart's demo user (Basic and Digest).
+const DEMO_USER: &str = "alice";
 
 /// `keycard serve`: runs until Ctrl-C or SIGTERM, then drains.
 pub async fn serve(settings: &Settings) -> Result<(), CliError> {
@@ -79,6 +84,7 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             expires_at: None,
         })
         .await?;
+    let password = demo_user(&settings, &store, &scopes).await?;
     store.close().await;
 
     let running = keycard_server::start(&settings).await?;
@@ -90,6 +96,22 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             command: format!(
                 "curl -s -H 'X-API-Key: {}' {base}/api/hello",
                 key.expose_secret()
+            ),
+        },
+        Example {
+            method: "basic",
+            description: "HTTP Basic with the demo user's password",
+            command: format!(
+                "curl -s -u '{DEMO_USER}:{}' {base}/api/hello",
+                password.expose_secret()
+            ),
+        },
+        Example {
+            method: "digest",
+            description: "HTTP Digest (SHA-256; curl answers the challenge)",
+            command: format!(
+                "curl -s --digest -u '{DEMO_USER}:{}' {base}/api/hello",
+                password.expose_secret()
             ),
         },
         Example {
@@ -133,4 +155,38 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
     super::wait_for_signal().await;
     running.shutdown().await;
     Ok(())
+}
+
+/// Creates the demo user with a fresh random password (or gives it one when a previous run
+/// made it), with Digest enabled.
+async fn demo_user(
+    settings: &Settings,
+    store: &Store,
+    scopes: &Scopes,
+) -> Result<SecretString, CliError> {
+    let password = loop {
+        let p = SecretString::new(random_base62(20).map_err(|e| CliError::Other(e.to_string()))?);
+        if check_policy(DEMO_USER, p.expose_secret()).is_ok() {
+            break p;
+        }
+    };
+    let (hash, sealed) = hash_and_seal(settings, DEMO_USER, &password, true).await?;
+    let id = new_password_id()?;
+    if store.find_user(DEMO_USER).await?.is_some() {
+        store
+            .set_password(DEMO_USER, &id, &hash, sealed.as_deref(), now_secs())
+            .await?;
+    } else {
+        store
+            .create_user(&NewUser {
+                name: DEMO_USER.into(),
+                password_id: id,
+                password_hash: hash,
+                digest_sealed: sealed,
+                scopes: scopes.as_str().to_owned(),
+                created_at: now_secs(),
+            })
+            .await?;
+    }
+    Ok(password)
 }

@@ -143,7 +143,7 @@ fn check_user_name(name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-fn new_password_id() -> Result<String, CliError> {
+pub(super) fn new_password_id() -> Result<String, CliError> {
     new_id("pwd").map_err(|e| CliError::Other(e.to_string()))
 }
 
@@ -175,7 +175,7 @@ fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
 
 /// The argon2id hash (on a blocking thread: it takes tens of milliseconds and 19 MiB), and
 /// for `digest` the sealed RFC 7616 secrets.
-async fn hash_and_seal(
+pub(super) async fn hash_and_seal(
     settings: &Settings,
     name: &str,
     pw: &SecretString,

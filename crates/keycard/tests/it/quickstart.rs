@@ -6,11 +6,18 @@ use std::process::{Command, Stdio};
 use crate::common::bin;
 
 #[test]
-fn every_printed_command_works() {
+fn every_printed_command_works_on_every_run() {
     let dir = tempfile::tempdir().unwrap();
+    // A second run on the same folder finds its demo data and still works.
+    for _ in 0..2 {
+        run_once(dir.path());
+    }
+}
+
+fn run_once(dir: &std::path::Path) {
     let mut child = Command::new(bin())
         .args(["quickstart", "--listen", "127.0.0.1:0", "--json", "--dir"])
-        .arg(dir.path().join("demo"))
+        .arg(dir.join("demo"))
         .env_remove("KEYCARD_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -23,7 +30,9 @@ fn every_printed_command_works() {
     let info: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let examples = info["examples"].as_array().unwrap();
-    assert!(examples.iter().any(|e| e["method"] == "api_key"));
+    for m in ["api_key", "basic", "digest"] {
+        assert!(examples.iter().any(|e| e["method"] == m), "no {m} example");
+    }
     let mut failures = Vec::new();
     for e in examples {
         let cmd = e["command"].as_str().unwrap();
