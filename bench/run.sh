@@ -3,7 +3,10 @@
 #   1. the upstream directly (nginx answering a fixed 200),
 #   2. nginx `proxy_pass` to it with no authentication at all (the bar to meet),
 #   3. keycard, a route that needs no credential (its own pass-through cost),
-#   4. keycard, a route that needs an API key.
+#   4. keycard, a route that needs an API key,
+#   5. keycard, a route that needs HTTP Basic (argon2id hashes; verified pairs cached),
+#   6. keycard, a route that needs HTTP Digest (SHA-256, replay-checked), and the API-key route
+#      again, both driven by the bench loadgen in closed loop (wrk cannot answer challenges).
 # Then latency at a constant rate below saturation (RATE req/s over the same connections,
 # measured from each request's intended send time: no coordinated omission).
 # Each saturated measurement is repeated ROUNDS times, interleaved, and the median kept:
@@ -62,12 +65,25 @@ public = true
 prefix = "/api/"
 upstream = "http://127.0.0.1:$UP"
 methods = ["api_key"]
+[[routes]]
+prefix = "/basic/"
+upstream = "http://127.0.0.1:$UP"
+methods = ["basic"]
+[[routes]]
+prefix = "/digest/"
+upstream = "http://127.0.0.1:$UP"
+methods = ["digest"]
 CONF
 KEY=$($KC --config "$WORK/keycard.toml" key create --subject bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+PASSWORD=bench-password-$RANDOM-$RANDOM
+printf '%s\n' "$PASSWORD" | $KC --config "$WORK/keycard.toml" user add benchuser --password-stdin --digest >/dev/null
+BASIC="Authorization: Basic $(printf 'benchuser:%s' "$PASSWORD" | base64 -w0)"
 KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
 KC_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KP/_keycard/health" >/dev/null && break; sleep 0.1; done
 curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/x" >/dev/null || { echo "keycard did not answer"; cat "$WORK/keycard.log"; exit 1; }
+curl -sf -H "$BASIC" "http://127.0.0.1:$KP/basic/x" >/dev/null || { echo "Basic failed"; exit 1; }
+curl -sf --digest -u "benchuser:$PASSWORD" "http://127.0.0.1:$KP/digest/x" >/dev/null || { echo "Digest failed"; exit 1; }
 
 run() { # label url [header]
   local out
@@ -81,15 +97,23 @@ run() { # label url [header]
 }
 wrk -t1 -c8 -d2s -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/warm" >/dev/null
 
+SECS=${DURATION%s}
+closed() { # label url header -> label|rps|p50|p99|errors, from the loadgen in closed loop
+  local d
+  d=$($LOADGEN "$2" 0 "$CONNS" "$SECS" "$3")
+  python3 -c 'import json,sys; d=json.loads(sys.argv[2]); print("%s|%s|%sms|%sms|%s" % (sys.argv[1], d["rps"], d["p50_ms"], d["p99_ms"], d["errors"]))' "$1" "$d"
+}
 RESULTS=$(
   for _ in $(seq 1 "$ROUNDS"); do
     run "upstream directly"              "http://127.0.0.1:$UP/x"
     run "nginx proxy_pass, no auth"      "http://127.0.0.1:$PX/x"
     run "keycard, public route"          "http://127.0.0.1:$KP/public/x"
     run "keycard, API key"               "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
+    run "keycard, Basic"                 "http://127.0.0.1:$KP/basic/x" "$BASIC"
+    closed "keycard, API key (loadgen)"  "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
+    closed "keycard, Digest (loadgen)"   "http://127.0.0.1:$KP/digest/x" "digest:benchuser:$PASSWORD"
   done
 )
-SECS=${DURATION%s}
 LATENCY=$(
   printf 'upstream directly|'; $LOADGEN "http://127.0.0.1:$UP/x" "$RATE" "$CONNS" "$SECS"
   printf 'keycard, public route|'; $LOADGEN "http://127.0.0.1:$KP/public/x" "$RATE" "$CONNS" "$SECS"
@@ -124,6 +148,10 @@ print()
 print(f"API key / keycard pass-through throughput: {kkey[0]/kpub[0]:.2f}x (target >= 0.9x)")
 print(f"API key / nginx proxy_pass throughput:     {kkey[0]/ngx[0]:.2f}x (goal >= 1.0x)")
 print(f"p99 added under saturation (queueing):     {kkey[1]-up[1]:.2f} ms")
+kb = r["keycard, Basic"]
+print(f"Basic (argon2id) / API key throughput:      {kb[0]/kkey[0]:.2f}x (target >= 0.9x)")
+kd, kl = r["keycard, Digest (loadgen)"], r["keycard, API key (loadgen)"]
+print(f"Digest (replay-checked) / API key, loadgen: {kd[0]/kl[0]:.2f}x")
 import json
 lat={}
 for line in sys.argv[4].strip().splitlines():

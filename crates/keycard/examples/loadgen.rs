@@ -4,7 +4,13 @@
 //! (no coordinated omission). Loopback use only.
 //!
 //! `cargo run --release --example loadgen -- URL RATE CONNECTIONS SECONDS [HEADER: VALUE]`
-//! prints one JSON line: {"sent","ok","errors","rate","p50_ms","p90_ms","p99_ms","p999_ms","max_ms"}.
+//! prints one JSON line: {"sent","ok","errors","rate","rps","p50_ms","p90_ms","p99_ms","p999_ms","max_ms"}.
+//!
+//! `RATE` 0 is a closed loop (each connection sends its next request as soon as the last
+//! one is answered, like wrk): `rps` is then the throughput. `digest:USER:PASSWORD` in
+//! place of a header answers HTTP Digest (SHA-256, `qop=auth`) challenges: one challenge per
+//! connection, then a fresh response per request with a growing nonce count, as curl and
+//! browsers do.
 
 // A benchmark tool: failing loudly on a bad argument is the right behaviour.
 #![allow(
@@ -32,17 +38,30 @@ async fn main() {
     let rate: f64 = args[2].parse().expect("RATE");
     let conns: usize = args[3].parse().expect("CONNECTIONS");
     let secs: f64 = args[4].parse().expect("SECONDS");
-    let header = args.get(5).map(|h| {
+    let digest = args
+        .get(5)
+        .and_then(|h| h.strip_prefix("digest:"))
+        .map(|up| {
+            let (u, p) = up.split_once(':').expect("digest:USER:PASSWORD");
+            (u.to_owned(), p.to_owned())
+        });
+    let header = args.get(5).filter(|_| digest.is_none()).map(|h| {
         let (k, v) = h.split_once(':').expect("HEADER: VALUE");
         (k.trim().to_owned(), v.trim().to_owned())
     });
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
-    let interval = Duration::from_secs_f64(conns as f64 / rate);
+    let closed_loop = rate <= 0.0;
+    let interval = if closed_loop {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(conns as f64 / rate)
+    };
     let start = Instant::now() + Duration::from_millis(100);
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for i in 0..conns {
-        let (url, addr, header) = (url.clone(), addr.clone(), header.clone());
+        let (url, addr, header, digest) =
+            (url.clone(), addr.clone(), header.clone(), digest.clone());
         // Spread the connections' schedules evenly over one interval.
         let first = start + interval.mul_f64(i as f64 / conns as f64);
         tasks.push(tokio::spawn(async move {
@@ -56,22 +75,41 @@ async fn main() {
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let mut errors = 0u64;
-            let mut due = first;
+            let mut due = if closed_loop { start } else { first };
+            let target = url.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+            let mut client = digest.map(|(u, p)| DigestClient {
+                user: u,
+                password: p,
+                challenge: None,
+                nc: 0,
+                cnonce: format!("c{i}"),
+            });
             while due < end {
                 tokio::time::sleep_until(due.into()).await;
-                let mut b = Request::builder()
-                    .uri(url.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-                    .header("host", &addr);
+                if closed_loop {
+                    due = Instant::now();
+                }
+                let mut b = Request::builder().uri(target.as_str()).header("host", &addr);
                 if let Some((k, v)) = &header {
                     b = b.header(k.as_str(), v.as_str());
+                }
+                if let Some(c) = client.as_mut().and_then(|c| c.authorization(&target)) {
+                    b = b.header("authorization", c);
                 }
                 let req = b.body(Empty::<Bytes>::new()).unwrap();
                 match send.send_request(req).await {
                     Ok(resp) => {
                         let ok = resp.status().is_success();
+                        let fresh = match (&mut client, resp.status().as_u16()) {
+                            (Some(c), 401) => c.learn(resp.headers()),
+                            _ => false,
+                        };
                         let _ = resp.into_body().collect().await;
                         if ok {
                             lat.push(due.elapsed());
+                        } else if fresh {
+                            // A challenge answered (the first, or a stale nonce): retry now.
+                            continue;
                         } else {
                             errors += 1;
                         }
@@ -99,8 +137,9 @@ async fn main() {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     };
+    let rps = all.len() as f64 / secs;
     println!(
-        "{{\"sent\":{},\"ok\":{},\"errors\":{},\"rate\":{},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
+        "{{\"sent\":{},\"ok\":{},\"errors\":{},\"rate\":{},\"rps\":{rps:.0},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"max_ms\":{:.3}}}",
         all.len() as u64 + errors,
         all.len(),
         errors,
@@ -113,4 +152,60 @@ async fn main() {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     );
+}
+
+/// An HTTP Digest client (RFC 7616, SHA-256, `qop=auth`).
+struct DigestClient {
+    user: String,
+    password: String,
+    /// (realm, nonce, opaque) of the last challenge.
+    challenge: Option<(String, String, String)>,
+    nc: u32,
+    cnonce: String,
+}
+
+impl DigestClient {
+    fn param(c: &str, name: &str) -> Option<String> {
+        let start = c.find(&format!("{name}=\""))? + name.len() + 2;
+        let rest = &c[start..];
+        Some(rest[..rest.find('"')?].to_owned())
+    }
+
+    /// Takes the first SHA-256 Digest challenge of a 401; `true` if one was found.
+    fn learn(&mut self, headers: &hyper::HeaderMap) -> bool {
+        let Some(c) = headers
+            .get_all("www-authenticate")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("Digest ") && c.contains("algorithm=SHA-256,"))
+        else {
+            return false;
+        };
+        let fresh = Self::param(c, "nonce");
+        if fresh.is_none() || self.challenge.as_ref().map(|c| Some(&c.1)) == Some(fresh.as_ref()) {
+            return false;
+        }
+        self.challenge = Some((
+            Self::param(c, "realm").unwrap_or_default(),
+            fresh.unwrap_or_default(),
+            Self::param(c, "opaque").unwrap_or_default(),
+        ));
+        self.nc = 0;
+        true
+    }
+
+    fn authorization(&mut self, uri: &str) -> Option<String> {
+        use keycard_core::digest::HashAlg;
+        let (realm, nonce, opaque) = self.challenge.as_ref()?;
+        self.nc += 1;
+        let h = |s: &str| HashAlg::Sha256.hex(&[s.as_bytes()]);
+        let ha1 = h(&format!("{}:{realm}:{}", self.user, self.password));
+        let ha2 = h(&format!("GET:{uri}"));
+        let nc = format!("{:08x}", self.nc);
+        let response = h(&format!("{ha1}:{nonce}:{nc}:{}:auth:{ha2}", self.cnonce));
+        Some(format!(
+            r#"Digest username="{}", realm="{realm}", nonce="{nonce}", uri="{uri}", algorithm=SHA-256, qop=auth, nc={nc}, cnonce="{}", response="{response}", opaque="{opaque}""#,
+            self.user, self.cnonce
+        ))
+    }
 }
