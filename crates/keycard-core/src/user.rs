@@ -78,8 +78,8 @@ impl DigestSecrets {
     }
 }
 
-/// A user as the verifiers see it.
-#[derive(Debug, Clone)]
+/// A user as the verifiers see it. `Debug` leaves out the password hash.
+#[derive(Clone)]
 pub struct UserRecord {
     /// The user name (the subject).
     pub name: Arc<str>,
@@ -93,6 +93,18 @@ pub struct UserRecord {
     pub disabled: bool,
     /// The Digest secrets, for users added with `--digest`.
     pub digest: Option<DigestSecrets>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("password_id", &self.password_id)
+            .field("scopes", &self.scopes)
+            .field("disabled", &self.disabled)
+            .field("digest", &self.digest.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserRecord {
@@ -155,6 +167,8 @@ mod tests {
         };
         let p = u.principal(Method::Basic).unwrap();
         assert_eq!((p.subject(), p.credential_id()), ("alice", "pwd_1"));
+        u.password_hash = "$argon2id$secret-hash".into();
+        assert!(!format!("{u:?}").contains("argon2id"));
         u.disabled = true;
         assert_eq!(
             u.principal(Method::Digest).unwrap_err().reason(),

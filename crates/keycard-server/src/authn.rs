@@ -87,6 +87,8 @@ pub struct Authenticator {
     pub(crate) nonce_counts: Arc<NonceCounts>,
     /// Bounds concurrent argon2id verifications (each takes 19 MiB).
     hash_permits: Arc<Semaphore>,
+    /// Single-flight gates for Basic verifications of the same pair.
+    pub(crate) pair_gates: Arc<crate::basic::PairGates>,
 }
 
 /// Why the authenticator could not be built.
@@ -129,6 +131,7 @@ impl Authenticator {
             throttle: Arc::new(Throttle::new(settings.failed_auth)),
             nonce_counts: Arc::new(NonceCounts::default()),
             hash_permits: Arc::new(Semaphore::new(cores.max(2))),
+            pair_gates: Arc::default(),
         })
     }
 

@@ -2,6 +2,9 @@
 //! verified (user, password) pair is remembered under its keyed hash for [`PAIR_TTL_MS`]
 //! and forgotten at once when the user changes (the change feed drops it on every instance).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use keycard_core::{HashDomain, Method, Principal, Reason, Refusal, SecretString, basic};
 
 use crate::authn::{Authenticator, RequestFacts};
@@ -25,6 +28,26 @@ impl Authenticator {
         self.require_fresh(method)?;
 
         let pair = self.pair_handle(&creds.user, &creds.password);
+        if let Some(user) = self.cache.verified_pair(&pair, now_ms) {
+            return user.principal(Method::Basic);
+        }
+        // One argon2id run per pair at a time: when a remembered pair expires under load,
+        // the other requests with it wait for that run instead of each hashing again.
+        let gate = self.pair_gates.gate(pair);
+        let held = gate.lock().await;
+        let result = self.verify_pair(pair, creds, method).await;
+        drop(held);
+        self.pair_gates.release(&pair, gate);
+        result
+    }
+
+    async fn verify_pair(
+        &self,
+        pair: [u8; 32],
+        creds: basic::BasicCredentials,
+        method: Option<Method>,
+    ) -> Result<Principal, Refusal> {
+        let now_ms = crate::clock::now_millis();
         if let Some(user) = self.cache.verified_pair(&pair, now_ms) {
             return user.principal(Method::Basic);
         }
@@ -64,5 +87,28 @@ impl Authenticator {
         let buf = SecretString::new(format!("{user}\u{0}{}", password.expose_secret()));
         self.hasher
             .hash(HashDomain::BasicPair, buf.expose_secret().as_bytes())
+    }
+}
+
+/// Per-pair gates for single-flight verification (one argon2id run per pair at a time).
+#[derive(Debug, Default)]
+pub(crate) struct PairGates(Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>);
+
+impl PairGates {
+    fn gate(&self, pair: [u8; 32]) -> Arc<tokio::sync::Mutex<()>> {
+        match self.0.lock() {
+            Ok(mut map) => map.entry(pair).or_default().clone(),
+            // A poisoned map only loses the single-flight, never a check.
+            Err(_) => Arc::default(),
+        }
+    }
+
+    fn release(&self, pair: &[u8; 32], gate: Arc<tokio::sync::Mutex<()>>) {
+        if let Ok(mut map) = self.0.lock() {
+            // Ours and the map's: nobody else waits on it.
+            if Arc::strong_count(&gate) <= 2 {
+                map.remove(pair);
+            }
+        }
     }
 }

@@ -139,7 +139,7 @@ pub struct Settings {
     pub public_url: String,
     /// `server.trusted_proxies`.
     pub trusted_proxies: Vec<IpNet>,
-    /// `server.realm`: the realm of `Bearer` (and later `Basic`) challenges.
+    /// `server.realm`: the realm of `Bearer` and `Basic` challenges.
     pub realm: String,
     /// `store.url`, with a relative SQLite path resolved.
     pub store_url: String,

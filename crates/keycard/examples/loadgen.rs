@@ -76,7 +76,11 @@ async fn main() {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut due = if closed_loop { start } else { first };
-            let target = url.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+            let target = url
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_owned();
             let mut client = digest.map(|(u, p)| DigestClient {
                 user: u,
                 password: p,
@@ -89,7 +93,9 @@ async fn main() {
                 if closed_loop {
                     due = Instant::now();
                 }
-                let mut b = Request::builder().uri(target.as_str()).header("host", &addr);
+                let mut b = Request::builder()
+                    .uri(target.as_str())
+                    .header("host", &addr);
                 if let Some((k, v)) = &header {
                     b = b.header(k.as_str(), v.as_str());
                 }

@@ -331,6 +331,33 @@ print(json.dumps([r.status_code, r.request.headers["Authorization"]]))
     }
     kc.stop();
 
+    // curl --digest with MD5: a server that offers only MD5.
+    if tools::curl() {
+        let up = upstream::start().await;
+        let mut md5 = Keycard::new(
+            None,
+            &format!(
+                "[digest]\nalgorithms = [\"MD5\"]\n\n{}",
+                route("/api/", &up, "")
+            ),
+        );
+        md5.add_user("alice", ALICE_PW, &["--digest"]);
+        md5.start();
+        let (out, err) = curl(&[
+            "--digest",
+            "-v",
+            "-u",
+            &format!("alice:{ALICE_PW}"),
+            "-d",
+            "md5 body",
+            &md5.url("/api/x"),
+        ]);
+        assert!(err.contains("algorithm=MD5"), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["headers"]["x-keycard-method"], "digest");
+        assert_eq!(v["body"], "md5 body");
+    }
+
     // The same MD5 credential where only SHA-256 is configured: refused.
     let up = upstream::start().await;
     let mut strict = Keycard::new(None, &route("/api/", &up, ""));
