@@ -27,6 +27,7 @@ pub mod basic;
 pub mod credential;
 pub mod digest;
 mod duration;
+pub mod jwt;
 mod keys;
 mod method;
 pub mod password;

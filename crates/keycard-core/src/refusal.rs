@@ -38,6 +38,30 @@ pub enum Reason {
     UriMismatch,
     /// Too many failed attempts from this client: the failed-attempt throttle.
     TooManyFailures,
+    /// A token longer than any legitimate one, refused before decoding.
+    TokenTooLarge,
+    /// A token whose JSON repeats a key.
+    DuplicateKey,
+    /// A JWT with `alg: none`.
+    AlgNone,
+    /// A JWT whose `alg` is not its key's.
+    AlgMismatch,
+    /// A JWT header naming key material elsewhere (`jku`, `x5u`, `jwk`, `x5c`).
+    ForeignKeyHeader,
+    /// A JWT with a `crit` extension keycard does not implement.
+    UnknownCrit,
+    /// A JWT `kid` with characters no key id needs.
+    BadKid,
+    /// A JWT `kid` the issuer's key set does not hold.
+    UnknownKid,
+    /// A signature that does not verify.
+    BadSignature,
+    /// A JWT before its `nbf` (or `iat`).
+    NotYetValid,
+    /// A JWT from another issuer.
+    WrongIssuer,
+    /// A JWT for another audience.
+    WrongAudience,
 }
 
 impl Reason {
@@ -59,6 +83,18 @@ impl Reason {
             Reason::Replay => "replay",
             Reason::UriMismatch => "uri_mismatch",
             Reason::TooManyFailures => "too_many_failures",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::DuplicateKey => "duplicate_key",
+            Reason::AlgNone => "alg_none",
+            Reason::AlgMismatch => "alg_mismatch",
+            Reason::ForeignKeyHeader => "foreign_key_header",
+            Reason::UnknownCrit => "unknown_crit",
+            Reason::BadKid => "bad_kid",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::BadSignature => "bad_signature",
+            Reason::NotYetValid => "not_yet_valid",
+            Reason::WrongIssuer => "wrong_issuer",
+            Reason::WrongAudience => "wrong_audience",
         }
     }
 }
