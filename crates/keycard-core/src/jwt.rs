@@ -17,7 +17,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::{InvalidScope, Reason, Scopes};
+use crate::{InvalidScope, Method, Principal, Reason, Scopes};
 
 /// The longest token accepted; anything longer is refused before decoding.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -115,7 +115,8 @@ impl JwtError {
     pub fn reason(self) -> Reason {
         match self {
             JwtError::TooLarge => Reason::TokenTooLarge,
-            JwtError::Jwe | JwtError::Malformed | JwtError::BadClaims => Reason::Malformed,
+            JwtError::Jwe => Reason::Jwe,
+            JwtError::Malformed | JwtError::BadClaims => Reason::Malformed,
             JwtError::DuplicateKey => Reason::DuplicateKey,
             JwtError::AlgNone => Reason::AlgNone,
             JwtError::AlgMismatch => Reason::AlgMismatch,
@@ -295,6 +296,45 @@ pub struct Verified {
     pub jti: Option<String>,
     /// The `kid` of the key that verified it.
     pub kid: Option<String>,
+}
+
+impl Verified {
+    /// The principal of a request that presented this token from `issuer`; its credential
+    /// id is the token's `jti`, else the issuer (SPEC §5).
+    pub fn principal(&self, issuer: &str) -> Principal {
+        Principal::new(
+            self.subject.as_str().into(),
+            Method::Jwt,
+            self.scopes.clone(),
+            self.jti.as_deref().unwrap_or(issuer).into(),
+        )
+    }
+}
+
+/// Whether a bearer token has the shape of a JWT (three or five dot-separated parts).
+pub fn looks_like_jwt(token: &str) -> bool {
+    let dots = token.bytes().filter(|b| *b == b'.').count();
+    dots == 2 || dots == 4
+}
+
+/// The unverified `iss` of a token, to choose the issuer whose keys verify it. Nothing
+/// else may be trusted before [`verify`].
+pub fn peek_issuer(token: &str) -> Result<String, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::TooLarge);
+    }
+    if token.bytes().filter(|b| *b == b'.').count() == 4 {
+        return Err(JwtError::Jwe);
+    }
+    let payload = token.split('.').nth(1).ok_or(JwtError::Malformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|_| JwtError::Malformed)?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed)?;
+    v.get("iss")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(JwtError::WrongIssuer)
 }
 
 /// A JSON object that refuses duplicate keys (RFC 8725 §3.1 parsers must not guess).

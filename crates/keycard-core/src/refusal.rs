@@ -60,6 +60,8 @@ pub enum Reason {
     NotYetValid,
     /// A JWT from another issuer.
     WrongIssuer,
+    /// An encrypted JWT (JWE): not accepted.
+    Jwe,
     /// A JWT for another audience.
     WrongAudience,
 }
@@ -94,6 +96,7 @@ impl Reason {
             Reason::BadSignature => "bad_signature",
             Reason::NotYetValid => "not_yet_valid",
             Reason::WrongIssuer => "wrong_issuer",
+            Reason::Jwe => "jwe",
             Reason::WrongAudience => "wrong_audience",
         }
     }

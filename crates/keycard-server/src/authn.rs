@@ -13,6 +13,7 @@ use http::HeaderMap;
 use keycard_core::api_key::{self, ApiKeyRecord};
 use keycard_core::credential::{self, Presented};
 use keycard_core::digest::{HashAlg, NonceKey};
+use keycard_core::jwt::{self, JwtError};
 use keycard_core::route::RoutePolicy;
 use keycard_core::user::{DigestSecrets, UserRecord};
 use keycard_core::{KeyedHasher, MasterKey, Method, Principal, Reason, Refusal, Scopes, Sealer};
@@ -23,6 +24,8 @@ use crate::cache::{Cached, CachedUser, CredentialCache};
 use crate::clock::{now_millis, now_secs};
 use crate::config::{DigestSettings, Settings};
 use crate::feed::FeedState;
+use crate::jwks::{self, Issuers};
+use crate::proxy::UpstreamClient;
 use crate::replay::NonceCounts;
 use crate::throttle::{Throttle, Verdict};
 
@@ -89,6 +92,10 @@ pub struct Authenticator {
     hash_permits: Arc<Semaphore>,
     /// Single-flight gates for Basic verifications of the same pair.
     pub(crate) pair_gates: Arc<crate::basic::PairGates>,
+    /// External JWT issuers and their keys.
+    issuers: Arc<Issuers>,
+    /// The HTTP client that fetches JWKS URLs (on the main runtime).
+    jwks_client: UpstreamClient,
 }
 
 /// Why the authenticator could not be built.
@@ -106,6 +113,8 @@ impl Authenticator {
         store: Store,
         cache: Arc<CredentialCache>,
         feed: Arc<FeedState>,
+        issuers: Arc<Issuers>,
+        jwks_client: UpstreamClient,
     ) -> Result<Self, AuthnSetupError> {
         let nonce_key = NonceKey::new(master.nonce_key());
         let dummy_hash =
@@ -132,6 +141,8 @@ impl Authenticator {
             nonce_counts: Arc::new(NonceCounts::default()),
             hash_permits: Arc::new(Semaphore::new(cores.max(2))),
             pair_gates: Arc::default(),
+            issuers,
+            jwks_client,
         })
     }
 
@@ -185,8 +196,17 @@ impl Authenticator {
         match presented {
             Presented::Nothing => Err(Refusal::unauthorized(Reason::NoCredential, None)),
             Presented::Malformed(m) => Err(Refusal::unauthorized(Reason::Malformed, m)),
-            // Tokens keycard issues and external JWTs are verified by later features; until
-            // then a bearer token that is not an API key is unknown.
+            // Access tokens keycard issues come with the OAuth feature; until then a bearer
+            // token that is neither an API key nor a JWT is unknown.
+            Presented::BearerToken(t) if jwt::looks_like_jwt(t) => {
+                if !policy.methods.contains(Method::Jwt) {
+                    return Err(Refusal::unauthorized(
+                        Reason::MethodNotAllowed,
+                        Some(Method::Jwt),
+                    ));
+                }
+                self.verify_jwt(t).await
+            }
             Presented::BearerToken(_) => {
                 Err(Refusal::unauthorized(Reason::UnknownCredential, None))
             }
@@ -332,6 +352,38 @@ impl Authenticator {
             disabled: r.disabled_at.is_some(),
             digest,
         })
+    }
+
+    async fn verify_jwt(&self, token: &str) -> Result<Principal, Refusal> {
+        let method = Some(Method::Jwt);
+        let refuse = |e: JwtError| Refusal::unauthorized(e.reason(), method);
+        let iss = jwt::peek_issuer(token).map_err(refuse)?;
+        let Some(issuer) = self.issuers.find(&iss) else {
+            return Err(refuse(JwtError::WrongIssuer));
+        };
+        let now = now_secs();
+        let verified = match jwt::verify(token, &issuer.keys(), &issuer.rules, now) {
+            // Keys rotated at the issuer: refetch (at most once per 30 s), then try again.
+            Err(JwtError::UnknownKid) if issuer.may_force_refetch(now_millis()) => {
+                let (i, client) = (issuer.clone(), self.jwks_client.clone());
+                let _ = self
+                    .store_runtime
+                    .spawn(async move { jwks::refresh(&i, &client).await })
+                    .await;
+                jwt::verify(token, &issuer.keys(), &issuer.rules, now)
+            }
+            other => other,
+        };
+        verified
+            .map(|v| v.principal(&issuer.settings.issuer))
+            .map_err(refuse)
+    }
+
+    /// Refetches JWKS URLs whose cache time has passed (on a timer).
+    pub async fn refresh_jwks(&self) {
+        if !self.issuers.is_empty() {
+            self.issuers.refresh_due(&self.jwks_client).await;
+        }
     }
 
     async fn verify_api_key(&self, key: &str) -> Result<Principal, Refusal> {

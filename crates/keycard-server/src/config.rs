@@ -65,7 +65,8 @@ struct RawConfig {
     // say what is missing, rather than "unknown field".
     tokens: Option<toml::Value>,
     hmac: Option<toml::Value>,
-    jwt: Option<toml::Value>,
+    #[serde(default)]
+    jwt: RawJwt,
     mtls: Option<toml::Value>,
 }
 
@@ -94,6 +95,26 @@ struct RawDigest {
     realm: Option<String>,
     algorithms: Option<Vec<String>>,
     nonce_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    #[serde(default)]
+    issuers: Vec<RawIssuer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    issuer: String,
+    jwks_url: Option<String>,
+    jwks_file: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    leeway: Option<String>,
+    subject_claim: Option<String>,
+    scopes_claim: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +174,34 @@ pub struct Settings {
     pub failed_auth: Rate,
     /// `[digest]`.
     pub digest: DigestSettings,
+    /// `[[jwt.issuers]]`: external issuers whose JWTs the `jwt` method accepts.
+    pub jwt_issuers: Vec<JwtIssuerSettings>,
+}
+
+/// One `[[jwt.issuers]]` entry.
+#[derive(Debug, Clone)]
+pub struct JwtIssuerSettings {
+    /// `issuer`: the `iss` tokens must carry.
+    pub issuer: String,
+    /// Where its keys come from.
+    pub jwks: JwksSource,
+    /// `audiences`: `aud` must hold one of them.
+    pub audiences: Vec<String>,
+    /// `leeway` for `exp`, `nbf`, `iat` (default 30 s).
+    pub leeway: Duration,
+    /// `subject_claim` (default `sub`).
+    pub subject_claim: String,
+    /// `scopes_claim` (default `scope`, else `scp`).
+    pub scopes_claim: Option<String>,
+}
+
+/// `jwks_file` or `jwks_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// A local JWKS file, read at start.
+    File(PathBuf),
+    /// A JWKS URL, fetched and cached.
+    Url(Uri),
 }
 
 /// `[digest]`: HTTP Digest (RFC 7616).
@@ -270,7 +319,6 @@ impl Validator<'_> {
             ("limits.redis_url", raw.limits.redis_url.is_some()),
             ("tokens", raw.tokens.is_some()),
             ("hmac", raw.hmac.is_some()),
-            ("jwt", raw.jwt.is_some()),
             ("mtls", raw.mtls.is_some()),
             ("server.tls", raw.server.tls.is_some()),
         ] {
@@ -321,6 +369,17 @@ impl Validator<'_> {
         let failed_auth = parse_rate(raw.limits.failed_auth.as_deref().unwrap_or("10/min"))
             .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
         let digest = self.digest(raw.digest)?;
+        let mut jwt_issuers = Vec::new();
+        for (i, r) in raw.jwt.issuers.into_iter().enumerate() {
+            let issuer = self.jwt_issuer(i, r)?;
+            if jwt_issuers
+                .iter()
+                .any(|o: &JwtIssuerSettings| o.issuer == issuer.issuer)
+            {
+                return Err(self.err(format!("jwt.issuers[{i}].issuer"), "configured twice"));
+            }
+            jwt_issuers.push(issuer);
+        }
         let default_timeout = self.duration(
             "server.upstream_timeout",
             raw.server.upstream_timeout.as_deref(),
@@ -383,6 +442,48 @@ impl Validator<'_> {
             routes,
             failed_auth,
             digest,
+            jwt_issuers,
+        })
+    }
+
+    fn jwt_issuer(&self, i: usize, r: RawIssuer) -> Result<JwtIssuerSettings, ConfigError> {
+        let key = |k: &str| format!("jwt.issuers[{i}].{k}");
+        if r.issuer.is_empty() {
+            return Err(self.err(key("issuer"), "must not be empty"));
+        }
+        let jwks = match (r.jwks_url, r.jwks_file) {
+            (Some(u), None) => {
+                let uri: Uri = u
+                    .parse()
+                    .map_err(|_| self.err(key("jwks_url"), "not a URL"))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none()
+                {
+                    return Err(self.err(key("jwks_url"), "must be an http:// or https:// URL"));
+                }
+                JwksSource::Url(uri)
+            }
+            (None, Some(f)) => JwksSource::File(self.path(&f)),
+            _ => {
+                return Err(self.err(key("jwks_url"), "set exactly one of jwks_url and jwks_file"));
+            }
+        };
+        if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
+            return Err(self.err(
+                key("audiences"),
+                "list the audiences (`aud`) tokens must be for (RFC 8725 §3.9)",
+            ));
+        }
+        let leeway = self.duration(&key("leeway"), r.leeway.as_deref(), Duration::from_secs(30))?;
+        if leeway > Duration::from_secs(300) {
+            return Err(self.err(key("leeway"), "at most 5m"));
+        }
+        Ok(JwtIssuerSettings {
+            issuer: r.issuer,
+            jwks,
+            audiences: r.audiences,
+            leeway,
+            subject_claim: r.subject_claim.unwrap_or_else(|| "sub".to_owned()),
+            scopes_claim: r.scopes_claim,
         })
     }
 
@@ -671,6 +772,18 @@ mod tests {
                 "server.trusted_proxies[0]",
             ),
             ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            (
+                "[[jwt.issuers]]\nissuer = \"i\"\naudiences = [\"a\"]",
+                "jwt.issuers[0].jwks_url",
+            ),
+            (
+                "[[jwt.issuers]]\nissuer = \"i\"\njwks_file = \"k.json\"",
+                "jwt.issuers[0].audiences",
+            ),
+            (
+                "[[jwt.issuers]]\nissuer = \"i\"\njwks_url = \"ftp://x/\"\naudiences = [\"a\"]",
+                "jwt.issuers[0].jwks_url",
+            ),
             ("[limits]\nredis_url = \"redis://x\"", "limits.redis_url"),
             ("[digest]\nalgorithms = [\"SHA-1\"]", "digest.algorithms[0]"),
             ("[digest]\nalgorithms = []", "digest.algorithms"),

@@ -22,6 +22,7 @@ mod digest;
 pub mod feed;
 pub mod forwarded;
 pub mod identity;
+pub mod jwks;
 pub mod listener;
 pub mod master_key;
 pub mod proxy;
@@ -67,6 +68,9 @@ pub enum StartError {
     /// Password verification could not be prepared.
     #[error(transparent)]
     Authn(authn::AuthnSetupError),
+    /// A `jwt.issuers` JWKS file cannot be used.
+    #[error(transparent)]
+    Jwks(jwks::JwksFileError),
 }
 
 /// A running server.
@@ -133,8 +137,22 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
     background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
 
-    let authn = authn::Authenticator::new(&master, settings, store.clone(), cache, feed_state)
-        .map_err(StartError::Authn)?;
+    let jwks_client = proxy::client().map_err(StartError::Client)?;
+    let issuers = Arc::new(
+        jwks::Issuers::load(&settings.jwt_issuers, &jwks_client)
+            .await
+            .map_err(StartError::Jwks)?,
+    );
+    let authn = authn::Authenticator::new(
+        &master,
+        settings,
+        store.clone(),
+        cache,
+        feed_state,
+        issuers,
+        jwks_client,
+    )
+    .map_err(StartError::Authn)?;
     background.push(tokio::spawn(housekeeping(
         store.clone(),
         authn.clone(),
@@ -166,6 +184,7 @@ async fn housekeeping(
     let cache = authn.cache().clone();
     let mut flush = tokio::time::interval(Duration::from_secs(15));
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
+    let mut jwks_tick = tokio::time::interval(Duration::from_secs(10));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -176,6 +195,7 @@ async fn housekeeping(
                 }
             }
             _ = sweep.tick() => authn.prune(),
+            _ = jwks_tick.tick() => authn.refresh_jwks().await,
             _ = prune.tick() => {
                 if let Err(e) = store.prune_changes(now_secs() - 86_400).await {
                     tracing::debug!(error = %e, "could not prune the change feed");

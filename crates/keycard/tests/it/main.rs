@@ -15,6 +15,7 @@ mod api_keys;
 mod cli;
 mod forward_auth;
 mod gateway;
+mod jwt;
 mod outage;
 mod passwords;
 mod quickstart;

@@ -28,3 +28,11 @@ fn available(what: &str, cmd: &mut Command) -> bool {
     }
     ok
 }
+
+/// Whether `python3` with PyJWT and cryptography runs.
+pub fn python_pyjwt() -> bool {
+    available(
+        "python3 with pyjwt and cryptography",
+        Command::new("python3").args(["-c", "import jwt, cryptography"]),
+    )
+}

@@ -1,0 +1,195 @@
+//! The `jwt` method against tokens signed by an independent library (PyJWT + cryptography):
+//! ES256, EdDSA and RS256 with a JWKS file and a JWKS URL; every attack of RFC 8725 refused
+//! with the same 401 and its own audit reason; keys rotated at the issuer picked up.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::http::{Http, Resp};
+use crate::common::{Keycard, eventually, route, tools, upstream};
+
+const FILE_ISS: &str = "https://idp-file.test/";
+const URL_ISS: &str = "https://idp-url.test/";
+const AUD: &str = "orders-api";
+
+fn tokens(iss: &str) -> serde_json::Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/py/jwt_tokens.py");
+    let out = Command::new("python3")
+        .args([script, iss, AUD, &now.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn bearer(http: &Http, kc: &Keycard, token: &str) -> Resp {
+    http.get(
+        &kc.url("/api/orders"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pyjwt_tokens_verify_and_every_attack_is_refused() {
+    if !tools::python_pyjwt() {
+        return;
+    }
+    let file_side = tokens(FILE_ISS);
+    let url_side = tokens(URL_ISS);
+    let jwks_doc = Arc::new(Mutex::new(url_side["jwks"].to_string()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let jwks_url = upstream::serve_json(jwks_doc.clone(), hits.clone()).await;
+    let up = upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, file_side["jwks"].to_string()).unwrap();
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[[jwt.issuers]]\nissuer = \"{FILE_ISS}\"\njwks_file = \"{}\"\naudiences = [\"{AUD}\"]\n\n\
+             [[jwt.issuers]]\nissuer = \"{URL_ISS}\"\njwks_url = \"{jwks_url}/jwks.json\"\naudiences = [\"{AUD}\"]\n\n{}",
+            jwks_file.display(),
+            route("/api/", &up, "methods = [\"jwt\", \"api_key\"]")
+        ),
+    );
+    kc.start();
+    let http = Http::new();
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once at start");
+
+    for side in [&file_side, &url_side] {
+        for alg in ["ES256", "EdDSA", "RS256"] {
+            let r = bearer(&http, &kc, side["good"][alg].as_str().unwrap()).await;
+            assert_eq!(r.status, 200, "{alg}: {:?}", r.body);
+            assert_eq!(
+                r.upstream_header("x-keycard-method").as_deref(),
+                Some("jwt")
+            );
+            assert_eq!(
+                r.upstream_header("x-keycard-subject").as_deref(),
+                Some("partner-svc")
+            );
+            assert_eq!(
+                r.upstream_header("x-keycard-credential").as_deref(),
+                Some("tok-1")
+            );
+            assert_eq!(
+                r.upstream_header("x-keycard-scopes").as_deref(),
+                Some("orders:read")
+            );
+        }
+    }
+
+    let expected = [
+        ("alg_none", "alg_none"),
+        ("alg_None", "alg_none"),
+        ("hs256_with_public_key", "alg_mismatch"),
+        ("embedded_jwk", "foreign_key_header"),
+        ("jku", "foreign_key_header"),
+        ("x5u", "foreign_key_header"),
+        ("unknown_crit", "unknown_crit"),
+        ("unknown_kid", "unknown_kid"),
+        ("kid_path", "bad_kid"),
+        ("kid_sql", "bad_kid"),
+        ("expired", "expired"),
+        ("not_yet_valid", "not_yet_valid"),
+        ("wrong_iss", "wrong_issuer"),
+        ("wrong_aud", "wrong_audience"),
+        ("missing_aud", "wrong_audience"),
+        ("tampered_payload", "bad_signature"),
+        ("tampered_header", "bad_signature"),
+        ("empty_signature", "bad_signature"),
+        ("truncated_signature", "bad_signature"),
+        ("zero_signature", "bad_signature"),
+        ("too_large", "token_too_large"),
+        ("jwe", "jwe"),
+        ("duplicate_claims", "duplicate_key"),
+    ];
+    let bad = file_side["bad"].as_object().unwrap();
+    assert_eq!(bad.len(), expected.len());
+    let mut shapes = Vec::new();
+    for (name, _) in expected {
+        let r = bearer(&http, &kc, bad[name].as_str().unwrap()).await;
+        assert_eq!(r.status, 401, "{name}");
+        shapes.push((name, r.header_all("www-authenticate"), r.body.clone()));
+    }
+    for (name, challenges, body) in &shapes {
+        assert_eq!(
+            (challenges, body),
+            (&shapes[0].1, &shapes[0].2),
+            "{name} answers differently"
+        );
+    }
+    assert!(shapes[0].1[0].contains(r#"error="invalid_token""#));
+    // The jku/x5u addresses were never fetched, and the JWKS URL not more than allowed.
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // Each refusal's reason, in order, in the audit log.
+    let audit_file = kc.path("data/audit.jsonl");
+    let n = expected.len();
+    let reasons = eventually(Duration::from_secs(3), || {
+        let audit = std::fs::read_to_string(&audit_file).unwrap_or_default();
+        async move {
+            audit
+                .lines()
+                .filter(|l| l.contains(r#""outcome":"failure""#))
+                .count()
+                >= n
+        }
+    })
+    .await;
+    assert!(reasons.is_some());
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
+    let got: Vec<String> = audit
+        .lines()
+        .filter(|l| l.contains(r#""outcome":"failure""#))
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["method"], "jwt", "{l}");
+            v["reason"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let want: Vec<&str> = expected.iter().map(|(_, r)| *r).collect();
+    assert_eq!(got, want);
+
+    // Keys rotated at the issuer: a new kid is fetched on first sight, without a restart.
+    *jwks_doc.lock().unwrap() = url_side["jwks_rotated"].to_string();
+    let r = bearer(&http, &kc, url_side["rotated"].as_str().unwrap()).await;
+    assert_eq!(r.status, 200, "rotated key");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // Unknown kids do not hammer the issuer: at most one refetch per 30 s.
+    for _ in 0..5 {
+        let r = bearer(&http, &kc, url_side["bad"]["unknown_kid"].as_str().unwrap()).await;
+        assert_eq!(r.status, 401);
+    }
+    assert!(hits.load(Ordering::SeqCst) <= 3);
+    kc.stop();
+}
+
+#[test]
+fn a_broken_jwks_file_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, "{\"keys\": [{\"kty\": \"oct\", \"k\": \"AAAA\"}]}").unwrap();
+    let kc = Keycard::new(
+        None,
+        &format!(
+            "[[jwt.issuers]]\nissuer = \"{FILE_ISS}\"\njwks_file = \"{}\"\naudiences = [\"{AUD}\"]\n",
+            jwks.display()
+        ),
+    );
+    let out = kc.cli(&["serve"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no usable signature key"), "{err}");
+}
