@@ -36,6 +36,7 @@ mod refusal;
 pub mod route;
 mod scope;
 mod secret;
+pub mod signing;
 pub mod time;
 pub mod user;
 

@@ -1,0 +1,247 @@
+//! keycard's own signing keys and the tokens it mints: ES256 (default), EdDSA (Ed25519) or
+//! RS256 (2048-bit), each with a `kid`; private keys leave this module only as PKCS#8 DER in
+//! a [`SecretBytes`] (for sealing at rest); the public half as a JWK for
+//! `/.well-known/jwks.json`. Access tokens follow RFC 9068 (`typ: at+jwt`).
+
+use std::fmt;
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::KeySize;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
+    RsaKeyPair, RsaPublicKeyComponents,
+};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::SecretBytes;
+use crate::jwt::Alg;
+
+/// Why a key could not be made, loaded or used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SigningError {
+    /// Key generation or signing failed in the crypto library.
+    #[error("the signing key could not be generated or used")]
+    Crypto,
+    /// Stored key material that does not parse for its algorithm.
+    #[error("stored signing key material is invalid")]
+    BadKey,
+}
+
+enum Pair {
+    Ec(EcdsaKeyPair),
+    Ed(Ed25519KeyPair),
+    Rsa(RsaKeyPair),
+}
+
+/// A private signing key with its `kid`.
+pub struct SigningKey {
+    kid: String,
+    alg: Alg,
+    pair: Pair,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SigningKey {
+    /// A fresh key for `alg`.
+    pub fn generate(alg: Alg, kid: String) -> Result<Self, SigningError> {
+        let pair = match alg {
+            Alg::Es256 => Pair::Ec(
+                EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| SigningError::Crypto)?,
+            ),
+            Alg::EdDsa => Pair::Ed(Ed25519KeyPair::generate().map_err(|_| SigningError::Crypto)?),
+            Alg::Rs256 => {
+                Pair::Rsa(RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| SigningError::Crypto)?)
+            }
+        };
+        Ok(Self { kid, alg, pair })
+    }
+
+    /// The private key as PKCS#8 DER, to be sealed before it is stored.
+    pub fn to_pkcs8(&self) -> Result<SecretBytes, SigningError> {
+        let der = match &self.pair {
+            Pair::Ec(k) => k.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
+            Pair::Ed(k) => k.to_pkcs8().map(|d| d.as_ref().to_vec()),
+            Pair::Rsa(k) => k.as_der().map(|d| d.as_ref().to_vec()),
+        }
+        .map_err(|_| SigningError::Crypto)?;
+        Ok(SecretBytes::new(der))
+    }
+
+    /// A key from PKCS#8 DER made by [`SigningKey::to_pkcs8`].
+    pub fn from_pkcs8(alg: Alg, kid: String, der: &[u8]) -> Result<Self, SigningError> {
+        let pair = match alg {
+            Alg::Es256 => Pair::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der)
+                    .map_err(|_| SigningError::BadKey)?,
+            ),
+            Alg::EdDsa => {
+                Pair::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(|_| SigningError::BadKey)?)
+            }
+            Alg::Rs256 => Pair::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|_| SigningError::BadKey)?),
+        };
+        Ok(Self { kid, alg, pair })
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm.
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    /// The public key as a JWK with `kid`, `alg` and `use: sig` (RFC 7517).
+    pub fn public_jwk(&self) -> Value {
+        let b = |x: &[u8]| URL_SAFE_NO_PAD.encode(x);
+        let (kid, alg) = (&self.kid, self.alg.as_str());
+        match &self.pair {
+            Pair::Ec(k) => {
+                let p = k.public_key().as_ref();
+                let (x, y) = (
+                    p.get(1..33).unwrap_or_default(),
+                    p.get(33..65).unwrap_or_default(),
+                );
+                json!({"kty":"EC","crv":"P-256","x":b(x),"y":b(y),"kid":kid,"alg":alg,"use":"sig"})
+            }
+            Pair::Ed(k) => {
+                json!({"kty":"OKP","crv":"Ed25519","x":b(k.public_key().as_ref()),"kid":kid,"alg":alg,"use":"sig"})
+            }
+            Pair::Rsa(k) => {
+                let c = RsaPublicKeyComponents::<Vec<u8>>::from(k.public_key());
+                json!({"kty":"RSA","n":b(&c.n),"e":b(&c.e),"kid":kid,"alg":alg,"use":"sig"})
+            }
+        }
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningError> {
+        let rng = SystemRandom::new();
+        match &self.pair {
+            Pair::Ec(k) => k
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| SigningError::Crypto),
+            Pair::Ed(k) => Ok(k.sign(message).as_ref().to_vec()),
+            Pair::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map_err(|_| SigningError::Crypto)?;
+                Ok(sig)
+            }
+        }
+    }
+
+    /// A compact JWS of `claims` with header `{"alg", "typ", "kid"}`.
+    pub fn sign_jwt<C: Serialize>(&self, typ: &str, claims: &C) -> Result<String, SigningError> {
+        let header = json!({"alg": self.alg.as_str(), "typ": typ, "kid": self.kid});
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let p =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).map_err(|_| SigningError::Crypto)?);
+        let input = format!("{h}.{p}");
+        let sig = self.sign(input.as_bytes())?;
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
+    }
+}
+
+/// The claims of an RFC 9068 access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessTokenClaims {
+    /// The issuer (`server.public_url`).
+    pub iss: String,
+    /// The subject (user, or the client for client credentials).
+    pub sub: String,
+    /// The audience (resource).
+    pub aud: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at, Unix seconds.
+    pub iat: i64,
+    /// A unique id.
+    pub jti: String,
+    /// The OAuth client.
+    pub client_id: String,
+    /// Space-separated scopes.
+    pub scope: String,
+}
+
+/// Mints an RFC 9068 access token (`typ: at+jwt`).
+pub fn mint_access_token(
+    key: &SigningKey,
+    claims: &AccessTokenClaims,
+) -> Result<String, SigningError> {
+    key.sign_jwt("at+jwt", claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwt::{self, KeySet, Rules};
+
+    #[test]
+    fn minted_tokens_verify_against_the_published_jwk_for_every_algorithm() {
+        for alg in [Alg::Es256, Alg::EdDsa, Alg::Rs256] {
+            let key = SigningKey::generate(alg, format!("kid-{}", alg.as_str())).unwrap();
+            // Through PKCS#8 and back, as the store will.
+            let der = key.to_pkcs8().unwrap();
+            let key =
+                SigningKey::from_pkcs8(alg, key.kid().to_owned(), der.expose_secret()).unwrap();
+            let jwks = json!({"keys": [key.public_jwk()]}).to_string();
+            assert!(!jwks.contains("\"d\""), "no private part published");
+            let keys = KeySet::from_json(&jwks).unwrap();
+            let claims = AccessTokenClaims {
+                iss: "http://127.0.0.1:8080".into(),
+                sub: "alice".into(),
+                aud: "orders-api".into(),
+                exp: 1_800_000_600,
+                iat: 1_800_000_000,
+                jti: "at_1".into(),
+                client_id: "cli".into(),
+                scope: "orders:read".into(),
+            };
+            let t = mint_access_token(&key, &claims).unwrap();
+            let header: Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(t.split('.').next().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(header["typ"], "at+jwt");
+            assert_eq!(header["alg"], alg.as_str());
+            let rules = Rules {
+                issuer: claims.iss.clone(),
+                audiences: vec!["orders-api".into()],
+                leeway_secs: 0,
+                subject_claim: "sub".into(),
+                scopes_claim: None,
+            };
+            let v = jwt::verify(&t, &keys, &rules, 1_800_000_100).unwrap();
+            assert_eq!(
+                (v.subject.as_str(), v.jti.as_deref()),
+                ("alice", Some("at_1"))
+            );
+        }
+        assert_eq!(
+            SigningKey::from_pkcs8(Alg::Es256, "k".into(), b"junk").unwrap_err(),
+            SigningError::BadKey
+        );
+        let ed = SigningKey::generate(Alg::EdDsa, "e".into()).unwrap();
+        let der = ed.to_pkcs8().unwrap();
+        assert!(SigningKey::from_pkcs8(Alg::Es256, "e".into(), der.expose_secret()).is_err());
+        assert!(!format!("{ed:?}").contains(&format!("{:?}", der.expose_secret())));
+    }
+}
