@@ -43,7 +43,8 @@ impl Alg {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// Parses a JOSE name.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "ES256" => Some(Alg::Es256),
             "EdDSA" => Some(Alg::EdDsa),

@@ -60,6 +60,7 @@ pub struct App {
     audit: AuditSink,
     request_prefix: String,
     request_counter: AtomicU64,
+    published: crate::own_keys::Published,
 }
 
 impl App {
@@ -97,6 +98,7 @@ impl App {
             audit,
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
+            published: crate::own_keys::Published::new(master.sealer()),
         }
     }
 
@@ -107,6 +109,9 @@ impl App {
         conn: ConnInfo,
         client: &UpstreamClient,
     ) -> Response<Body> {
+        if req.uri().path() == "/.well-known/jwks.json" {
+            return self.jwks().await;
+        }
         match req.uri().path().strip_prefix("/_keycard/") {
             Some("health") => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
             Some("ready") => self.ready().await,
@@ -119,6 +124,28 @@ impl App {
     fn next_request_id(&self) -> String {
         let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:x}", self.request_prefix)
+    }
+
+    /// `/.well-known/jwks.json`: keycard's public signing keys (RFC 7517).
+    async fn jwks(&self) -> Response<Body> {
+        let doc = match self.published.cached() {
+            Some(d) => d,
+            None => match self.authn.published_signing_keys().await {
+                Ok(rows) => self.published.rebuild(&rows),
+                Err(_) => return answer::unavailable(),
+            },
+        };
+        let mut r = Response::new(Body::from_bytes(doc));
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/jwk-set+json"),
+        );
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        r
     }
 
     async fn ready(&self) -> Response<Body> {

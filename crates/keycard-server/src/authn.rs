@@ -379,6 +379,17 @@ impl Authenticator {
             .map_err(refuse)
     }
 
+    /// keycard's own published signing keys (for `/.well-known/jwks.json`).
+    pub(crate) async fn published_signing_keys(
+        &self,
+    ) -> Result<Vec<keycard_store::SigningKeyRow>, Refusal> {
+        let now = now_secs();
+        self.read_store(None, move |store| async move {
+            store.published_signing_keys(now).await
+        })
+        .await
+    }
+
     /// Refetches JWKS URLs whose cache time has passed (on a timer).
     pub async fn refresh_jwks(&self) {
         if !self.issuers.is_empty() {

@@ -61,9 +61,10 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     digest: RawDigest,
+    #[serde(default)]
+    tokens: RawTokens,
     // Sections of SPEC §3 that later features implement. Accepted by name so the error can
     // say what is missing, rather than "unknown field".
-    tokens: Option<toml::Value>,
     hmac: Option<toml::Value>,
     #[serde(default)]
     jwt: RawJwt,
@@ -95,6 +96,14 @@ struct RawDigest {
     realm: Option<String>,
     algorithms: Option<Vec<String>>,
     nonce_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    algorithm: Option<String>,
+    access_token_ttl: Option<String>,
+    refresh_token_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,6 +185,19 @@ pub struct Settings {
     pub digest: DigestSettings,
     /// `[[jwt.issuers]]`: external issuers whose JWTs the `jwt` method accepts.
     pub jwt_issuers: Vec<JwtIssuerSettings>,
+    /// `[tokens]`: keycard's own tokens.
+    pub tokens: TokenSettings,
+}
+
+/// `[tokens]`.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// `algorithm` of new signing keys (ES256 default, EdDSA, RS256).
+    pub algorithm: keycard_core::jwt::Alg,
+    /// `access_token_ttl` (default 10m): also how long a retired key stays published.
+    pub access_token_ttl: Duration,
+    /// `refresh_token_ttl` (default 30d).
+    pub refresh_token_ttl: Duration,
 }
 
 /// One `[[jwt.issuers]]` entry.
@@ -317,7 +339,6 @@ impl Validator<'_> {
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
         for (name, present) in [
             ("limits.redis_url", raw.limits.redis_url.is_some()),
-            ("tokens", raw.tokens.is_some()),
             ("hmac", raw.hmac.is_some()),
             ("mtls", raw.mtls.is_some()),
             ("server.tls", raw.server.tls.is_some()),
@@ -369,6 +390,7 @@ impl Validator<'_> {
         let failed_auth = parse_rate(raw.limits.failed_auth.as_deref().unwrap_or("10/min"))
             .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
         let digest = self.digest(raw.digest)?;
+        let tokens = self.tokens(raw.tokens)?;
         let mut jwt_issuers = Vec::new();
         for (i, r) in raw.jwt.issuers.into_iter().enumerate() {
             let issuer = self.jwt_issuer(i, r)?;
@@ -443,6 +465,38 @@ impl Validator<'_> {
             failed_auth,
             digest,
             jwt_issuers,
+            tokens,
+        })
+    }
+
+    fn tokens(&self, raw: RawTokens) -> Result<TokenSettings, ConfigError> {
+        let name = raw.algorithm.as_deref().unwrap_or("ES256");
+        let algorithm = keycard_core::jwt::Alg::parse(name).ok_or_else(|| {
+            self.err(
+                "tokens.algorithm",
+                format!("`{name}` is not one of ES256, EdDSA, RS256"),
+            )
+        })?;
+        let access_token_ttl = self.duration(
+            "tokens.access_token_ttl",
+            raw.access_token_ttl.as_deref(),
+            Duration::from_secs(600),
+        )?;
+        let refresh_token_ttl = self.duration(
+            "tokens.refresh_token_ttl",
+            raw.refresh_token_ttl.as_deref(),
+            Duration::from_secs(30 * 86_400),
+        )?;
+        if access_token_ttl.is_zero() || access_token_ttl > Duration::from_secs(86_400) {
+            return Err(self.err("tokens.access_token_ttl", "must be between 1s and 1d"));
+        }
+        if refresh_token_ttl.is_zero() {
+            return Err(self.err("tokens.refresh_token_ttl", "must be more than 0s"));
+        }
+        Ok(TokenSettings {
+            algorithm,
+            access_token_ttl,
+            refresh_token_ttl,
         })
     }
 
@@ -772,6 +826,11 @@ mod tests {
                 "server.trusted_proxies[0]",
             ),
             ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            ("[tokens]\nalgorithm = \"HS256\"", "tokens.algorithm"),
+            (
+                "[tokens]\naccess_token_ttl = \"0s\"",
+                "tokens.access_token_ttl",
+            ),
             (
                 "[[jwt.issuers]]\nissuer = \"i\"\naudiences = [\"a\"]",
                 "jwt.issuers[0].jwks_url",

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod jwks;
 pub mod listener;
 pub mod master_key;
+pub mod own_keys;
 pub mod proxy;
 pub mod replay;
 pub mod throttle;
@@ -68,6 +69,9 @@ pub enum StartError {
     /// Password verification could not be prepared.
     #[error(transparent)]
     Authn(authn::AuthnSetupError),
+    /// keycard's signing key could not be made or read.
+    #[error(transparent)]
+    SigningKey(own_keys::OwnKeyError),
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
     Jwks(jwks::JwksFileError),
@@ -137,6 +141,9 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
     background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
 
+    own_keys::ensure_key(&store, &master.sealer(), &settings.tokens)
+        .await
+        .map_err(StartError::SigningKey)?;
     let jwks_client = proxy::client().map_err(StartError::Client)?;
     let issuers = Arc::new(
         jwks::Issuers::load(&settings.jwt_issuers, &jwks_client)

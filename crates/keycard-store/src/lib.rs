@@ -19,6 +19,7 @@ mod changes;
 mod error;
 mod migrate;
 mod open;
+mod signing_keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod users;
@@ -29,6 +30,7 @@ pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditQuery;
 pub use changes::{Change, ChangeKind};
 pub use error::StoreError;
+pub use signing_keys::SigningKeyRow;
 pub use users::{NewUser, UserRow};
 
 /// The store: a pool on one of the two engines.

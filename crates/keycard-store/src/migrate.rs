@@ -5,10 +5,18 @@ use crate::{Backend, Store, StoreError, with_pool};
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_users.sql")),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_signing_keys.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_users.sql")),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_signing_keys.sql"),
+    ),
 ];
 
 impl Store {

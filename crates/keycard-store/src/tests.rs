@@ -162,6 +162,38 @@ async fn user_lifecycle_and_feed() {
 }
 
 #[tokio::test]
+async fn signing_keys_rotate_and_stay_published_until_their_tokens_expire() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        let key = |kid: &str, at: i64| crate::SigningKeyRow {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            sealed: vec![1, 2],
+            created_at: at,
+            retired_at: None,
+            publish_until: None,
+        };
+        assert!(s.published_signing_keys(0).await.unwrap().is_empty());
+        assert!(s.add_signing_key(&key("a", 100), 0, true).await.unwrap());
+        assert!(
+            !s.add_signing_key(&key("x", 101), 0, true).await.unwrap(),
+            "one current key"
+        );
+        assert!(s.add_signing_key(&key("b", 200), 800, false).await.unwrap());
+        let kids = |v: Vec<crate::SigningKeyRow>| v.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+        assert_eq!(
+            kids(s.published_signing_keys(300).await.unwrap()),
+            ["b", "a"]
+        );
+        let a = &s.published_signing_keys(300).await.unwrap()[1];
+        assert_eq!((a.retired_at, a.publish_until), (Some(200), Some(800)));
+        assert_eq!(kids(s.published_signing_keys(800).await.unwrap()), ["b"]);
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn rotation_keeps_the_old_key_until_the_grace_ends() {
     each_engine(|t| async move {
         let s = &t.store;

@@ -43,6 +43,9 @@ pub enum Command {
     /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// keycard's own JWT signing keys.
+    #[command(subcommand, name = "signing-key")]
+    SigningKey(SigningKeyCommand),
     /// Read the audit trail (newest last).
     #[command(
         after_help = "Examples:\n  keycard audit --since 1h --outcome failure\n  keycard audit --subject billing --json"
@@ -110,6 +113,13 @@ pub enum KeyCommand {
         #[arg(long, value_name = "DUR", default_value = "0s")]
         grace: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Make a new current signing key (`tokens.algorithm`); the old one stays published in
+    /// /.well-known/jwks.json until the tokens it signed have expired (`access_token_ttl`).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

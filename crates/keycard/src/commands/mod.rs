@@ -3,6 +3,7 @@
 mod audit;
 mod key;
 mod serve;
+mod signing_key;
 mod user;
 
 use std::path::{Path, PathBuf};
@@ -54,6 +55,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Quickstart { listen, dir } => serve::quickstart(listen, &dir, json).await,
         Command::Serve => serve::serve(&load_settings(cli.config.as_deref())?).await,
         Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
+        Command::SigningKey(cmd) => {
+            signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
+        }
         Command::User(cmd) => user::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Audit(args) => {
             audit::run(&load_settings(cli.config.as_deref())?, args, json).await

@@ -193,3 +193,113 @@ fn a_broken_jwks_file_stops_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no usable signature key"), "{err}");
 }
+
+/// Mints an access token with the current key in the store, as the OAuth endpoints will.
+async fn mint_with_stored_key(kc: &Keycard, sub: &str) -> String {
+    use keycard_core::signing::{AccessTokenClaims, mint_access_token};
+    let store = keycard_store::Store::open(&kc.store_url).await.unwrap();
+    let rows = store
+        .published_signing_keys(keycard_server::now_secs())
+        .await
+        .unwrap();
+    let current = rows.iter().find(|r| r.retired_at.is_none()).unwrap();
+    let master = keycard_server::master_key::load_or_create(&kc.path("data/master.key")).unwrap();
+    let key = keycard_server::own_keys::open_key(current, &master.sealer()).unwrap();
+    store.close().await;
+    let now = keycard_server::now_secs();
+    mint_access_token(
+        &key,
+        &AccessTokenClaims {
+            iss: "http://keycard.test".into(),
+            sub: sub.into(),
+            aud: AUD.into(),
+            exp: now + 300,
+            iat: now,
+            jti: format!("at_{sub}"),
+            client_id: "cli".into(),
+            scope: "orders:read".into(),
+        },
+    )
+    .unwrap()
+}
+
+fn pyjwt_verify(jwks_url: &str, token: &str) -> String {
+    let script = r#"
+import sys, jwt
+client = jwt.PyJWKClient(sys.argv[1])
+key = client.get_signing_key_from_jwt(sys.argv[2])
+claims = jwt.decode(sys.argv[2], key.key, algorithms=["ES256", "EdDSA", "RS256"],
+                    audience="orders-api", issuer="http://keycard.test")
+assert jwt.get_unverified_header(sys.argv[2])["typ"] == "at+jwt"
+print(claims["sub"])
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, jwks_url, token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "PyJWT refused keycard's token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pyjwt_verifies_keycard_tokens_against_its_jwks_across_a_rotation() {
+    if !tools::python_pyjwt() {
+        return;
+    }
+    let mut kc = Keycard::new(None, "");
+    kc.start();
+    let http = Http::new();
+    let url = kc.url("/.well-known/jwks.json");
+    let r = http.get(&url, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/jwk-set+json")
+    );
+    let doc = r.json();
+    let keys = doc["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["alg"], "ES256");
+    assert_eq!(keys[0]["use"], "sig");
+    assert!(keys[0].get("d").is_none(), "no private part published");
+    let first_kid = keys[0]["kid"].as_str().unwrap().to_owned();
+
+    let old = mint_with_stored_key(&kc, "alice").await;
+    assert_eq!(pyjwt_verify(&url, &old), "alice");
+
+    let out: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["signing-key", "rotate", "--json"])).unwrap();
+    assert_eq!(out["previous"], first_kid.as_str());
+    let new_kid = out["kid"].as_str().unwrap().to_owned();
+    let both = eventually(Duration::from_secs(5), || {
+        let (http, url, new_kid) = (http.clone(), url.clone(), new_kid.clone());
+        async move {
+            let doc = http.get(&url, &[]).await.json();
+            let kids: Vec<&str> = doc["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|k| k["kid"].as_str())
+                .collect();
+            kids.len() == 2 && kids[0] == new_kid
+        }
+    })
+    .await;
+    assert!(
+        both.is_some(),
+        "the new key is published, the old one still too"
+    );
+    let new = mint_with_stored_key(&kc, "bob").await;
+    assert!(new.contains('.'));
+    assert_eq!(pyjwt_verify(&url, &new), "bob");
+    assert_eq!(
+        pyjwt_verify(&url, &old),
+        "alice",
+        "tokens of the retired key still verify"
+    );
+    kc.stop();
+}
