@@ -34,6 +34,9 @@ const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-meth
 const AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("authentication-info");
 /// The largest request body read to check a Digest `qop=auth-int` credential.
 const MAX_AUTH_INT_BODY: usize = 8 * 1024 * 1024;
+/// How many such bodies may be read at once (bounds memory at 16 × 8 MiB: the body is read
+/// before the credential is checked). Beyond it: 503 with `Retry-After`.
+const AUTH_INT_READS: usize = 16;
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +64,7 @@ pub struct App {
     request_prefix: String,
     request_counter: AtomicU64,
     published: crate::own_keys::Published,
+    body_reads: tokio::sync::Semaphore,
 }
 
 impl App {
@@ -99,6 +103,7 @@ impl App {
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
             published: crate::own_keys::Published::new(master.sealer()),
+            body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
         }
     }
 
@@ -182,7 +187,15 @@ impl App {
             client_ip(&self.trusted_proxies, peer, req.headers())
         };
         // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
-        let (req, body) = if !policy.public && wants_body(req.headers()) {
+        let reading = if !policy.public && wants_body(req.headers()) {
+            match self.body_reads.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => return answer::unavailable(),
+            }
+        } else {
+            None
+        };
+        let (req, body) = if reading.is_some() {
             let (parts, incoming) = req.into_parts();
             let bytes = match read_body(incoming).await {
                 Ok(b) => b,
@@ -207,6 +220,7 @@ impl App {
             };
             self.authn.authenticate(policy, &facts).await
         };
+        drop(reading);
         let request_id = self.next_request_id();
         if !policy.public {
             self.record(&request_id, policy, ip, &attempt.result);
@@ -264,7 +278,15 @@ impl App {
         let (parts, incoming) = req.into_parts();
         // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
         // auth-int credential is checked against an empty body.
-        let body = if !policy.public && wants_body(&parts.headers) {
+        let reading = if !policy.public && wants_body(&parts.headers) {
+            match self.body_reads.try_acquire() {
+                Ok(p) => Some(p),
+                Err(_) => return answer::unavailable(),
+            }
+        } else {
+            None
+        };
+        let body = if reading.is_some() {
             match read_body(incoming).await {
                 Ok(b) => Some(b),
                 Err(r) => return r,

@@ -1001,3 +1001,47 @@ async fn forward_auth_checks_digest_against_the_original_request() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_int_body_reads_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(None, &route("/api/", &up, ""));
+    kc.start();
+    let addr = kc.addr(0);
+    // 16 clients announce a body for an auth-int credential and never send it: each holds
+    // one of the 16 body-reading slots.
+    let head = "POST /api/x HTTP/1.1\r\nHost: k\r\nContent-Length: 1000000\r\n\
+                Authorization: Digest username=\"a\", qop=auth-int\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    // Once they go, reading works again (the request is then refused for its credential).
+    drop(held);
+    let ok = eventually(Duration::from_secs(3), || async move {
+        let r = Http::new()
+            .send(
+                Method::POST,
+                &format!("http://{addr}/api/x"),
+                &[("authorization", "Digest username=\"a\", qop=auth-int")],
+                &b"x"[..],
+            )
+            .await;
+        r.status == 401
+    })
+    .await;
+    assert!(ok.is_some());
+}
