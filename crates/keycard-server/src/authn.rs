@@ -452,6 +452,7 @@ impl Authenticator {
         self.throttle.prune(now);
         self.nonce_counts.prune(now);
         self.cache.prune_verified(now);
+        self.pair_gates.sweep();
     }
 }
 

@@ -111,4 +111,39 @@ impl PairGates {
             }
         }
     }
+
+    /// Drops gates nobody holds (a request cancelled mid-verification skips `release`).
+    pub(crate) fn sweep(&self) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, g| Arc::strong_count(g) > 1);
+        }
+    }
+
+    /// How many gates exist.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gates_of_cancelled_verifications_are_swept() {
+        let gates = PairGates::default();
+        let g = gates.gate([1; 32]);
+        let waiter = gates.gate([1; 32]);
+        gates.release(&[1; 32], waiter);
+        assert_eq!(gates.len(), 1, "still held by the first");
+        // The first is cancelled: it never calls release.
+        drop(g);
+        gates.sweep();
+        assert_eq!(gates.len(), 0);
+        let kept = gates.gate([2; 32]);
+        gates.sweep();
+        assert_eq!(gates.len(), 1, "a held gate stays");
+        drop(kept);
+    }
 }

@@ -78,6 +78,10 @@ async fn user_lifecycle_and_feed() {
             scopes: "a:read".into(),
             created_at: 100,
         };
+        assert!(
+            !format!("{new:?}").contains("argon2id"),
+            "Debug hides the hash"
+        );
         s.create_user(&new).await.unwrap();
         let u = s.get_user("jürgen").await.unwrap();
         assert_eq!(u.password_id, "pwd_1");

@@ -6,8 +6,8 @@ use sqlx::Row;
 use crate::changes::{ChangeKind, record_changes};
 use crate::{Store, StoreError, with_pool};
 
-/// A user to create.
-#[derive(Debug, Clone)]
+/// A user to create. `Debug` leaves out the hash and the sealed secrets.
+#[derive(Clone)]
 pub struct NewUser {
     /// The user name (a subject name).
     pub name: String,
@@ -21,6 +21,18 @@ pub struct NewUser {
     pub scopes: String,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("name", &self.name)
+            .field("password_id", &self.password_id)
+            .field("digest", &self.digest_sealed.is_some())
+            .field("scopes", &self.scopes)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A stored user.
