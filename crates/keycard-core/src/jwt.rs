@@ -5,7 +5,6 @@
 //!
 //! Pure: the caller passes the issuer's key set (parsed from a JWKS), the rules and `now`.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use aws_lc_rs::signature::{
@@ -109,6 +108,9 @@ pub enum JwtError {
     /// The subject claim is missing or not a string, or the scopes claim is invalid.
     #[error("bad claims")]
     BadClaims,
+    /// Not an access token (`typ` is not `at+jwt`): an ID token, say (RFC 9068 §4).
+    #[error("not an access token")]
+    WrongType,
 }
 
 impl JwtError {
@@ -130,6 +132,7 @@ impl JwtError {
             JwtError::NotYetValid => Reason::NotYetValid,
             JwtError::WrongIssuer => Reason::WrongIssuer,
             JwtError::WrongAudience => Reason::WrongAudience,
+            JwtError::WrongType => Reason::WrongTokenType,
         }
     }
 }
@@ -387,6 +390,34 @@ fn kid_is_sane(kid: &str) -> bool {
 /// Verifies a compact JWS from an issuer whose keys are `keys`, under `rules`, at `now`
 /// (Unix seconds).
 pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: i64) -> Result<Verified, JwtError> {
+    let (_, claims, kid) = verify_signed(token, keys, rules, now)?;
+    check_audience(&claims, |a| rules.audiences.iter().any(|w| w == a))?;
+    let subject = claims
+        .get(&rules.subject_claim)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or(JwtError::BadClaims)?
+        .to_owned();
+    let scopes = scopes_of(&claims, rules).map_err(|_| JwtError::BadClaims)?;
+    Ok(Verified {
+        subject,
+        scopes,
+        jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+        kid,
+    })
+}
+
+/// A token's header, its claims, and the `kid` of the key that verified it.
+pub(crate) type Checked = (Map<String, Value>, Map<String, Value>, Option<String>);
+
+/// The header and claims of a token whose signature, `exp`, `nbf`, `iat` and `iss` were
+/// checked (everything but the audience), with the `kid` of the key that verified it.
+pub(crate) fn verify_signed(
+    token: &str,
+    keys: &KeySet,
+    rules: &Rules,
+    now: i64,
+) -> Result<Checked, JwtError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwtError::TooLarge);
     }
@@ -455,19 +486,7 @@ pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: i64) -> Result<Ver
     }
     let claims = json_object(p)?;
     check_claims(&claims, rules, now)?;
-    let subject = claims
-        .get(&rules.subject_claim)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or(JwtError::BadClaims)?
-        .to_owned();
-    let scopes = scopes_of(&claims, rules).map_err(|_| JwtError::BadClaims)?;
-    Ok(Verified {
-        subject,
-        scopes,
-        jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
-        kid: key.kid.clone(),
-    })
+    Ok((header, claims, key.kid.clone()))
 }
 
 fn num(claims: &Map<String, Value>, k: &str) -> Result<Option<i64>, JwtError> {
@@ -500,19 +519,30 @@ fn check_claims(claims: &Map<String, Value>, rules: &Rules, now: i64) -> Result<
     if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
         return Err(JwtError::WrongIssuer);
     }
-    let auds: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
-    let wanted: HashSet<&str> = rules.audiences.iter().map(String::as_str).collect();
-    if !auds.iter().any(|a| wanted.contains(a)) {
-        return Err(JwtError::WrongAudience);
-    }
     Ok(())
 }
 
-fn scopes_of(claims: &Map<String, Value>, rules: &Rules) -> Result<Scopes, InvalidScope> {
+/// Whether one of the token's audiences is accepted by `accept`.
+pub(crate) fn check_audience(
+    claims: &Map<String, Value>,
+    accept: impl Fn(&str) -> bool,
+) -> Result<(), JwtError> {
+    let ok = match claims.get("aud") {
+        Some(Value::String(a)) => accept(a),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).any(accept),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(JwtError::WrongAudience)
+    }
+}
+
+pub(crate) fn scopes_of(
+    claims: &Map<String, Value>,
+    rules: &Rules,
+) -> Result<Scopes, InvalidScope> {
     let v = match &rules.scopes_claim {
         Some(c) => claims.get(c),
         None => claims.get("scope").or_else(|| claims.get("scp")),

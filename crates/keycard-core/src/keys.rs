@@ -68,6 +68,11 @@ impl MasterKey {
         self.derive_hmac_key(b"keycard/v1/digest-nonce")
     }
 
+    /// The HMAC key that signs login sessions and CSRF tokens of the authorization pages.
+    pub fn session_key(&self) -> hmac::Key {
+        self.derive_hmac_key(b"keycard/v1/session")
+    }
+
     /// The sealer for secrets the server must read back (Digest hashes, later HMAC keys, TOTP
     /// seeds and signing keys).
     pub fn sealer(&self) -> Sealer {
@@ -166,6 +171,12 @@ pub enum HashDomain {
     ApiKey,
     /// A verified (user, password) pair of HTTP Basic, remembered for a short time.
     BasicPair,
+    /// OAuth client secrets.
+    ClientSecret,
+    /// OAuth authorization codes.
+    AuthCode,
+    /// OAuth refresh tokens.
+    RefreshToken,
 }
 
 impl HashDomain {
@@ -173,6 +184,9 @@ impl HashDomain {
         match self {
             HashDomain::ApiKey => b"api_key\0",
             HashDomain::BasicPair => b"basic_pair\0",
+            HashDomain::ClientSecret => b"client_secret\0",
+            HashDomain::AuthCode => b"auth_code\0",
+            HashDomain::RefreshToken => b"refresh_token\0",
         }
     }
 }

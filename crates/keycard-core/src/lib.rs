@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod access_token;
 pub mod api_key;
 pub mod audit;
 pub mod basic;
@@ -31,6 +32,7 @@ pub mod jwt;
 mod keys;
 mod method;
 pub mod password;
+pub mod pkce;
 mod principal;
 mod refusal;
 pub mod route;
@@ -38,6 +40,7 @@ mod scope;
 mod secret;
 pub mod signing;
 pub mod time;
+pub mod totp;
 pub mod user;
 
 pub use audit::{AuditEvent, Outcome};

@@ -64,6 +64,12 @@ pub enum Reason {
     Jwe,
     /// A JWT for another audience.
     WrongAudience,
+    /// A token of keycard's that is not an access token (an ID token presented as one).
+    WrongTokenType,
+    /// A TOTP code that is wrong, or was used before.
+    BadTotp,
+    /// A PKCE `code_verifier` that does not answer the code's challenge.
+    BadCodeVerifier,
 }
 
 impl Reason {
@@ -98,6 +104,9 @@ impl Reason {
             Reason::WrongIssuer => "wrong_issuer",
             Reason::Jwe => "jwe",
             Reason::WrongAudience => "wrong_audience",
+            Reason::WrongTokenType => "wrong_token_type",
+            Reason::BadTotp => "bad_totp",
+            Reason::BadCodeVerifier => "bad_code_verifier",
         }
     }
 }

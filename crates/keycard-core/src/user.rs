@@ -78,6 +78,26 @@ impl DigestSecrets {
     }
 }
 
+fn totp_context(user: &str) -> Vec<u8> {
+    let mut c = b"totp-seed\0".to_vec();
+    c.extend_from_slice(user.as_bytes());
+    c
+}
+
+/// Seals a TOTP seed for storage in `user`'s row.
+pub fn seal_totp_seed(sealer: &Sealer, user: &str, seed: &[u8]) -> Result<Vec<u8>, SealError> {
+    sealer.seal(&totp_context(user), seed)
+}
+
+/// Opens a TOTP seed sealed for `user`.
+pub fn open_totp_seed(
+    sealer: &Sealer,
+    user: &str,
+    sealed: &[u8],
+) -> Result<SecretBytes, SealError> {
+    sealer.open(&totp_context(user), sealed)
+}
+
 /// A user as the verifiers see it. `Debug` leaves out the password hash.
 #[derive(Clone)]
 pub struct UserRecord {
@@ -93,6 +113,8 @@ pub struct UserRecord {
     pub disabled: bool,
     /// The Digest secrets, for users added with `--digest`.
     pub digest: Option<DigestSecrets>,
+    /// The TOTP seed, for users enrolled with `keycard user totp`.
+    pub totp_seed: Option<SecretBytes>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -103,6 +125,7 @@ impl std::fmt::Debug for UserRecord {
             .field("scopes", &self.scopes)
             .field("disabled", &self.disabled)
             .field("digest", &self.digest.is_some())
+            .field("totp", &self.totp_seed.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -164,6 +187,7 @@ mod tests {
             scopes: Scopes::parse("a").unwrap(),
             disabled: false,
             digest: None,
+            totp_seed: None,
         };
         let p = u.principal(Method::Basic).unwrap();
         assert_eq!((p.subject(), p.credential_id()), ("alice", "pwd_1"));

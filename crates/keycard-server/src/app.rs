@@ -63,8 +63,8 @@ pub struct App {
     audit: AuditSink,
     request_prefix: String,
     request_counter: AtomicU64,
-    published: crate::own_keys::Published,
     body_reads: tokio::sync::Semaphore,
+    oauth: crate::oauth::OAuth,
 }
 
 impl App {
@@ -98,12 +98,12 @@ impl App {
             routes: RouteTable::new(routes),
             challenger: Challenger::new(settings, master),
             trusted_proxies: settings.trusted_proxies.clone(),
-            authn,
-            audit,
+            authn: authn.clone(),
+            audit: audit.clone(),
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
-            published: crate::own_keys::Published::new(master.sealer()),
             body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
+            oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
         }
     }
 
@@ -116,6 +116,13 @@ impl App {
     ) -> Response<Body> {
         if req.uri().path() == "/.well-known/jwks.json" {
             return self.jwks().await;
+        }
+        if crate::oauth::OAuth::owns(req.uri().path()) {
+            let caller = crate::oauth::Caller {
+                ip: client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers()),
+                tls: conn.tls,
+            };
+            return self.oauth.handle(req, caller).await;
         }
         match req.uri().path().strip_prefix("/_keycard/") {
             Some("health") => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
@@ -133,12 +140,13 @@ impl App {
 
     /// `/.well-known/jwks.json`: keycard's public signing keys (RFC 7517).
     async fn jwks(&self) -> Response<Body> {
-        let doc = match self.published.cached() {
-            Some(d) => d,
-            None => match self.authn.published_signing_keys().await {
-                Ok(rows) => self.published.rebuild(&rows),
+        let doc = if self.authn.keyring.is_fresh() {
+            self.authn.keyring.current().doc.clone()
+        } else {
+            match self.authn.refresh_keys().await {
+                Ok(state) => state.doc.clone(),
                 Err(_) => return answer::unavailable(),
-            },
+            }
         };
         let mut r = Response::new(Body::from_bytes(doc));
         let h = r.headers_mut();

@@ -96,6 +96,10 @@ pub struct Authenticator {
     issuers: Arc<Issuers>,
     /// The HTTP client that fetches JWKS URLs (on the main runtime).
     jwks_client: UpstreamClient,
+    /// keycard's own signing keys (to mint and verify its tokens).
+    pub(crate) keyring: Arc<crate::own_keys::Keyring>,
+    /// `server.public_url`: the `iss` of keycard's tokens.
+    pub(crate) issuer: Arc<str>,
 }
 
 /// Why the authenticator could not be built.
@@ -143,6 +147,8 @@ impl Authenticator {
             pair_gates: Arc::default(),
             issuers,
             jwks_client,
+            keyring: Arc::new(crate::own_keys::Keyring::new(master.sealer())),
+            issuer: settings.public_url.as_str().into(),
         })
     }
 
@@ -196,8 +202,21 @@ impl Authenticator {
         match presented {
             Presented::Nothing => Err(Refusal::unauthorized(Reason::NoCredential, None)),
             Presented::Malformed(m) => Err(Refusal::unauthorized(Reason::Malformed, m)),
-            // Access tokens keycard issues come with the OAuth feature; until then a bearer
-            // token that is neither an API key nor a JWT is unknown.
+            // keycard's own access tokens (`iss` is its public URL) are the `oauth2` method;
+            // other JWTs come from configured external issuers.
+            Presented::BearerToken(t)
+                if jwt::looks_like_jwt(t)
+                    && jwt::peek_issuer(t).is_ok_and(|i| *i == *self.issuer) =>
+            {
+                if !policy.methods.contains(Method::Oauth2) {
+                    return Err(Refusal::unauthorized(
+                        Reason::MethodNotAllowed,
+                        Some(Method::Oauth2),
+                    ));
+                }
+                let path = req.target.split('?').next().unwrap_or("/");
+                self.verify_oauth2(t, path).await
+            }
             Presented::BearerToken(t) if jwt::looks_like_jwt(t) => {
                 if !policy.methods.contains(Method::Jwt) {
                     return Err(Refusal::unauthorized(
@@ -344,7 +363,22 @@ impl Authenticator {
                 }
             },
         };
+        let totp_seed = match r.totp_sealed.as_deref() {
+            None => None,
+            Some(sealed) => {
+                match keycard_core::user::open_totp_seed(&self.keys.sealer, &r.name, sealed) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        // Fail closed: a user whose second factor cannot be read cannot log in
+                        // to the pages (Basic and Digest never asked for it).
+                        tracing::error!(user = %r.name, error = %e, "cannot open the user's TOTP seed (another master key?)");
+                        Some(keycard_core::SecretBytes::new(Vec::new()))
+                    }
+                }
+            }
+        };
         Some(UserRecord {
+            totp_seed,
             name: r.name.into(),
             password_id: r.password_id.into(),
             password_hash: r.password_hash,
@@ -388,6 +422,13 @@ impl Authenticator {
             store.published_signing_keys(now).await
         })
         .await
+    }
+
+    /// Re-reads keycard's signing keys from the store (on a timer, and when the JWKS
+    /// document is asked for and stale).
+    pub async fn refresh_keys(&self) -> Result<Arc<crate::own_keys::KeyState>, Refusal> {
+        let rows = self.published_signing_keys().await?;
+        Ok(self.keyring.rebuild(&rows))
     }
 
     /// Refetches JWKS URLs whose cache time has passed (on a timer).
@@ -452,6 +493,7 @@ impl Authenticator {
         self.throttle.prune(now);
         self.nonce_counts.prune(now);
         self.cache.prune_verified(now);
+        self.cache.prune_revoked(now / 1000);
         self.pair_gates.sweep();
     }
 }

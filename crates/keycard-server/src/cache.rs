@@ -13,6 +13,8 @@ use keycard_core::api_key::ApiKeyRecord;
 use keycard_core::digest::HashAlg;
 use keycard_core::user::UserRecord;
 
+use crate::oauth::ClientRecord;
+
 /// How many entries before the cache starts over (bounds memory under a flood of unknown keys).
 const MAX_ENTRIES: usize = 200_000;
 /// `last_used_at` is recorded at most this often per credential.
@@ -63,6 +65,11 @@ pub struct CredentialCache {
     userhashes: RwLock<Option<Arc<UserhashIndex>>>,
     generation: AtomicU64,
     pending_last_used: Mutex<Vec<(String, i64)>>,
+    /// OAuth clients by `client_id` (`None`: the store has no such client).
+    clients: RwLock<HashMap<Box<str>, Option<Arc<ClientRecord>>>>,
+    /// Access tokens revoked before expiry: `jti` → `exp`. Not a cache: the feed adds to it
+    /// and [`CredentialCache::replace_revoked`] reloads it whole; `clear` leaves it.
+    revoked: RwLock<HashMap<Box<str>, i64>>,
 }
 
 impl CredentialCache {
@@ -214,8 +221,74 @@ impl CredentialCache {
         }
     }
 
+    /// A cached client: `Some(None)` when the store has no such client.
+    pub fn client(&self, client_id: &str) -> Option<Option<Arc<ClientRecord>>> {
+        self.clients.read().ok()?.get(client_id).cloned()
+    }
+
+    /// Caches what the store said about a client, unless an invalidation happened since
+    /// `generation`.
+    pub fn insert_client(
+        &self,
+        client_id: &str,
+        record: Option<ClientRecord>,
+        generation: u64,
+    ) -> Option<Arc<ClientRecord>> {
+        let value = record.map(Arc::new);
+        if let Ok(mut map) = self.clients.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(client_id.into(), value.clone());
+        }
+        value
+    }
+
+    /// Drops a client's entry.
+    pub fn invalidate_client(&self, client_id: &str) {
+        if let Ok(mut map) = self.clients.write() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            map.remove(client_id);
+        }
+    }
+
+    /// Whether the access token `jti` was revoked.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        // A poisoned lock cannot say "not revoked".
+        self.revoked.read().map_or(true, |m| m.contains_key(jti))
+    }
+
+    /// Notes a revoked access token until its `exp`.
+    pub fn add_revoked(&self, jti: &str, exp: i64) {
+        if let Ok(mut m) = self.revoked.write() {
+            m.insert(jti.into(), exp);
+        }
+    }
+
+    /// Replaces the revoked set with what the store holds.
+    pub fn replace_revoked(&self, rows: Vec<(String, i64)>) {
+        if let Ok(mut m) = self.revoked.write() {
+            *m = rows
+                .into_iter()
+                .map(|(j, e)| (j.into_boxed_str(), e))
+                .collect();
+        }
+    }
+
+    /// Forgets revoked tokens past their expiry (they fail on `exp` anyway).
+    pub fn prune_revoked(&self, now: i64) {
+        if let Ok(mut m) = self.revoked.write() {
+            m.retain(|_, exp| *exp >= now);
+        }
+    }
+
     /// Drops everything (after the change feed lost track).
     pub fn clear(&self) {
+        if let Ok(mut map) = self.clients.write() {
+            map.clear();
+        }
         let keys = self.api_keys.write();
         let users = self.users.write();
         let verified = self.verified.write();
@@ -314,6 +387,7 @@ mod tests {
             scopes: Scopes::empty(),
             disabled: false,
             digest: None,
+            totp_seed: None,
         }
     }
 

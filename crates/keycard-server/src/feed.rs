@@ -88,6 +88,15 @@ pub async fn follow(
             // Revisions are contiguous; a hole means rows were pruned while we were away.
             let gap = changes.first().is_some_and(|c| c.revision != since + 1);
             if lost_track || gap {
+                // The revoked-token set is not a cache: reload it whole, or stay lost.
+                match store.revoked_tokens(crate::clock::now_secs()).await {
+                    Ok(rows) => cache.replace_revoked(rows),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reload revoked tokens; still refusing");
+                        lost_track = true;
+                        break;
+                    }
+                }
                 cache.clear();
                 if lost_track {
                     tracing::info!("change feed readable again; cache cleared");
@@ -101,6 +110,13 @@ pub async fn follow(
                         None => cache.clear(),
                     },
                     ChangeKind::Subject => cache.invalidate_subject(&c.reference),
+                    ChangeKind::Client => cache.invalidate_client(&c.reference),
+                    ChangeKind::Token => match parse_revoked(&c.reference) {
+                        Some((jti, exp)) => cache.add_revoked(jti, exp),
+                        None => {
+                            tracing::error!(reference = %c.reference, "unreadable token revocation in the change feed")
+                        }
+                    },
                 }
             }
             if let Some(last) = changes.last() {
@@ -112,6 +128,12 @@ pub async fn follow(
             }
         }
     }
+}
+
+/// `"{jti} {exp}"`.
+fn parse_revoked(s: &str) -> Option<(&str, i64)> {
+    let (jti, exp) = s.rsplit_once(' ')?;
+    Some((jti, exp.parse().ok()?))
 }
 
 fn parse_hex32(s: &str) -> Option<[u8; 32]> {
@@ -134,6 +156,16 @@ mod tests {
         assert_eq!(parse_hex32(&"ab".repeat(32)), Some([0xab; 32]));
         assert_eq!(parse_hex32("ab"), None);
         assert_eq!(parse_hex32(&"zz".repeat(32)), None);
+    }
+
+    #[test]
+    fn revocation_references() {
+        assert_eq!(
+            parse_revoked("at_1 1800000000"),
+            Some(("at_1", 1_800_000_000))
+        );
+        assert_eq!(parse_revoked("at_1"), None);
+        assert_eq!(parse_revoked("at_1 x"), None);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod identity;
 pub mod jwks;
 pub mod listener;
 pub mod master_key;
+pub mod oauth;
 pub mod own_keys;
 pub mod proxy;
 pub mod replay;
@@ -129,6 +130,8 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
 
     let revision = store.latest_revision().await?;
     let cache = Arc::new(cache::CredentialCache::default());
+    // After the revision: a revocation made since is in the feed.
+    cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
     let feed_state = Arc::new(feed::FeedState::new(revision));
     background.push(tokio::spawn(feed::follow(
         store.clone(),
@@ -160,6 +163,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         jwks_client,
     )
     .map_err(StartError::Authn)?;
+    authn.keyring.rebuild(
+        &store
+            .published_signing_keys(now_secs())
+            .await
+            .map_err(StartError::Store)?,
+    );
     background.push(tokio::spawn(housekeeping(
         store.clone(),
         authn.clone(),
@@ -193,6 +202,7 @@ async fn housekeeping(
     let mut sweep = tokio::time::interval(Duration::from_secs(30));
     let mut jwks_tick = tokio::time::interval(Duration::from_secs(10));
     let mut prune = tokio::time::interval(Duration::from_secs(3600));
+    let mut keys_tick = tokio::time::interval(Duration::from_millis(1500));
     loop {
         tokio::select! {
             _ = flush.tick() => {
@@ -203,9 +213,17 @@ async fn housekeeping(
             }
             _ = sweep.tick() => authn.prune(),
             _ = jwks_tick.tick() => authn.refresh_jwks().await,
+            _ = keys_tick.tick() => {
+                if authn.refresh_keys().await.is_err() {
+                    tracing::debug!("could not re-read the signing keys; keeping the last ones");
+                }
+            }
             _ = prune.tick() => {
                 if let Err(e) = store.prune_changes(now_secs() - 86_400).await {
                     tracing::debug!(error = %e, "could not prune the change feed");
+                }
+                if let Err(e) = store.prune_oauth(now_secs()).await {
+                    tracing::debug!(error = %e, "could not prune expired OAuth codes and grants");
                 }
             }
             _ = shutdown.changed() => return,

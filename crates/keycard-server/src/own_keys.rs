@@ -2,10 +2,10 @@
 //! and published at `/.well-known/jwks.json` (current key and retired keys whose tokens may
 //! still be valid).
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use keycard_core::jwt::Alg;
+use keycard_core::jwt::{Alg, KeySet};
 use keycard_core::signing::SigningKey;
 use keycard_core::{Sealer, new_id};
 use keycard_store::{SigningKeyRow, Store, StoreError};
@@ -87,44 +87,84 @@ pub async fn ensure_key(
     Ok(())
 }
 
-/// The JWKS document, re-read from the store at most every [`REFRESH_MS`].
+/// What keycard's signing keys are right now: the JWKS document, the same keys for
+/// verifying its own tokens, and the key that signs new ones.
 #[derive(Debug)]
-pub struct Published {
-    doc: RwLock<(i64, Bytes)>,
+pub struct KeyState {
+    /// `/.well-known/jwks.json`.
+    pub doc: Bytes,
+    /// The published keys, to verify keycard's own tokens.
+    pub keys: KeySet,
+    /// The current (newest unretired) key.
+    pub signer: Option<Arc<SigningKey>>,
+    loaded_ms: i64,
+}
+
+/// The signing keys, re-read from the store at most every [`REFRESH_MS`] (a rotation by
+/// the CLI or another instance shows within that).
+#[derive(Debug)]
+pub struct Keyring {
+    state: RwLock<Arc<KeyState>>,
     sealer: Sealer,
 }
 
-impl Published {
-    /// Starts empty; the first request reads the store.
+impl Keyring {
+    /// Starts empty; [`Keyring::rebuild`] fills it.
     pub fn new(sealer: Sealer) -> Self {
         Self {
-            doc: RwLock::new((i64::MIN, Bytes::new())),
+            state: RwLock::new(Arc::new(KeyState {
+                doc: Bytes::from_static(br#"{"keys":[]}"#),
+                keys: KeySet::default(),
+                signer: None,
+                loaded_ms: i64::MIN,
+            })),
             sealer,
         }
     }
 
-    /// The current document, if it is fresh.
-    pub fn cached(&self) -> Option<Bytes> {
-        let d = self.doc.read().ok()?;
-        (now_millis().saturating_sub(d.0) < REFRESH_MS).then(|| d.1.clone())
+    /// The keys as last read.
+    pub fn current(&self) -> Arc<KeyState> {
+        match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
     }
 
-    /// Builds the document from `rows` and keeps it.
-    pub fn rebuild(&self, rows: &[SigningKeyRow]) -> Bytes {
-        let keys: Vec<serde_json::Value> = rows
-            .iter()
-            .filter_map(|r| match open_key(r, &self.sealer) {
-                Ok(k) => Some(k.public_jwk()),
+    /// Whether the keys were read within [`REFRESH_MS`].
+    pub fn is_fresh(&self) -> bool {
+        now_millis().saturating_sub(self.current().loaded_ms) < REFRESH_MS
+    }
+
+    /// Rebuilds from the stored `rows` and keeps the result.
+    pub fn rebuild(&self, rows: &[SigningKeyRow]) -> Arc<KeyState> {
+        let mut jwks = Vec::with_capacity(rows.len());
+        let mut signer: Option<(i64, SigningKey)> = None;
+        for r in rows {
+            match open_key(r, &self.sealer) {
+                Ok(k) => {
+                    jwks.push(k.public_jwk());
+                    if r.retired_at.is_none()
+                        && signer.as_ref().is_none_or(|(at, _)| r.created_at >= *at)
+                    {
+                        signer = Some((r.created_at, k));
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "a stored signing key cannot be opened; not published");
-                    None
                 }
-            })
-            .collect();
-        let doc = Bytes::from(serde_json::json!({ "keys": keys }).to_string());
-        if let Ok(mut d) = self.doc.write() {
-            *d = (now_millis(), doc.clone());
+            }
         }
-        doc
+        let text = serde_json::json!({ "keys": jwks }).to_string();
+        let keys = KeySet::from_json(&text).unwrap_or_default();
+        let state = Arc::new(KeyState {
+            doc: Bytes::from(text),
+            keys,
+            signer: signer.map(|(_, k)| Arc::new(k)),
+            loaded_ms: now_millis(),
+        });
+        if let Ok(mut s) = self.state.write() {
+            *s = state.clone();
+        }
+        state
     }
 }

@@ -12,6 +12,10 @@ pub enum ChangeKind {
     Credential,
     /// A subject changed (disabled, enabled, password…); `reference` is its name.
     Subject,
+    /// An OAuth client changed (revoked); `reference` is its `client_id`.
+    Client,
+    /// An access token was revoked before its expiry; `reference` is `"{jti} {exp}"`.
+    Token,
 }
 
 impl ChangeKind {
@@ -19,6 +23,8 @@ impl ChangeKind {
         match self {
             ChangeKind::Credential => "credential",
             ChangeKind::Subject => "subject",
+            ChangeKind::Client => "client",
+            ChangeKind::Token => "token",
         }
     }
 
@@ -26,6 +32,8 @@ impl ChangeKind {
         match s {
             "credential" => Some(ChangeKind::Credential),
             "subject" => Some(ChangeKind::Subject),
+            "client" => Some(ChangeKind::Client),
+            "token" => Some(ChangeKind::Token),
             _ => None,
         }
     }

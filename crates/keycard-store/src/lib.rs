@@ -18,6 +18,7 @@ mod audit;
 mod changes;
 mod error;
 mod migrate;
+mod oauth;
 mod open;
 mod signing_keys;
 #[cfg(any(test, feature = "testing"))]
@@ -30,6 +31,7 @@ pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditQuery;
 pub use changes::{Change, ChangeKind};
 pub use error::StoreError;
+pub use oauth::{ClientRow, CodeRow, GrantRow, Issued, Redeemed, Rotated};
 pub use signing_keys::SigningKeyRow;
 pub use users::{NewUser, UserRow};
 

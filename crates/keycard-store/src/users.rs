@@ -54,6 +54,8 @@ pub struct UserRow {
     pub disabled_at: Option<i64>,
     /// Unix seconds of the last password change.
     pub password_changed_at: i64,
+    /// The sealed TOTP seed, when enrolled.
+    pub totp_sealed: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -65,6 +67,7 @@ impl std::fmt::Debug for UserRow {
             .field("digest", &self.digest_sealed.is_some())
             .field("created_at", &self.created_at)
             .field("disabled_at", &self.disabled_at)
+            .field("totp", &self.totp_sealed.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +76,7 @@ macro_rules! select {
     ($tail:literal) => {
         concat!(
             "SELECT name, scopes, password_id, password_hash, digest_sealed, created_at, ",
-            "disabled_at, password_changed_at FROM subjects ",
+            "disabled_at, password_changed_at, totp_sealed FROM subjects ",
             "WHERE kind = 'user' AND password_hash IS NOT NULL ",
             $tail
         )
@@ -92,6 +95,7 @@ macro_rules! row_to_user {
             created_at: row.try_get("created_at")?,
             disabled_at: row.try_get("disabled_at")?,
             password_changed_at: row.try_get("password_changed_at")?,
+            totp_sealed: row.try_get("totp_sealed")?,
         }
     }};
 }

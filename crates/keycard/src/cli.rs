@@ -43,6 +43,9 @@ pub enum Command {
     /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// OAuth 2.0 clients of keycard's authorization server: create, list, revoke.
+    #[command(subcommand)]
+    Client(ClientCommand),
     /// keycard's own JWT signing keys.
     #[command(subcommand, name = "signing-key")]
     SigningKey(SigningKeyCommand),
@@ -162,6 +165,61 @@ pub enum UserCommand {
     },
     /// List users (never their passwords).
     List,
+    /// Enrol a user in TOTP (RFC 6238): prints the otpauth:// URI and the base32 secret for
+    /// an authenticator app; the login page then asks for a code. Replaces an earlier seed.
+    Totp {
+        /// The user name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. A confidential client's secret is printed once; keycard keeps only
+    /// a keyed hash of it. Public clients (apps that cannot keep a secret) must use PKCE,
+    /// as every client does.
+    #[command(after_help = "Examples:
+  keycard client create billing-worker --grant client_credentials --scope orders:read
+  keycard client create web --redirect-uri https://app.example.com/callback --scope openid --scope orders:read
+  keycard client create cli --public --redirect-uri http://127.0.0.1/callback --scope openid")]
+    Create {
+        /// The client_id.
+        client_id: String,
+        /// A public client: no secret (native and browser apps).
+        #[arg(long)]
+        public: bool,
+        /// A redirect URI, matched exactly (repeat for several); for http://127.0.0.1 and
+        /// http://[::1] any port matches (RFC 8252).
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// A grant type it may use: authorization_code, refresh_token, client_credentials
+        /// (repeat; default: authorization_code and refresh_token with a redirect URI,
+        /// else client_credentials).
+        #[arg(long = "grant", value_name = "G")]
+        grants: Vec<String>,
+        /// A scope it may ask for (repeat for several).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// How it authenticates at the token endpoint.
+        #[arg(long, value_name = "METHOD", value_parser = ["client_secret_basic", "client_secret_post", "tls_client_auth", "self_signed_tls_client_auth"])]
+        auth: Option<String>,
+        /// The client certificate (tls_client_auth / self_signed_tls_client_auth).
+        #[arg(long, value_name = "FILE.pem")]
+        cert: Option<std::path::PathBuf>,
+        /// The certificate subject DN (tls_client_auth).
+        #[arg(long, value_name = "DN")]
+        tls_subject_dn: Option<String>,
+        /// A first-party client: users are not asked for consent.
+        #[arg(long)]
+        first_party: bool,
+    },
+    /// List clients (never their secrets).
+    List,
+    /// Revoke a client: its refresh tokens stop at once and its access tokens within a second.
+    Revoke {
+        /// The client_id.
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Args)]

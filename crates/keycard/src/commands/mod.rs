@@ -1,6 +1,7 @@
 //! Acting on a parsed command line.
 
 mod audit;
+mod client;
 mod key;
 mod serve;
 mod signing_key;
@@ -57,6 +58,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::SigningKey(cmd) => {
             signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
+        }
+        Command::Client(cmd) => {
+            client::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }
         Command::User(cmd) => user::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Audit(args) => {

@@ -12,10 +12,12 @@
 mod common;
 
 mod api_keys;
+mod chromium;
 mod cli;
 mod forward_auth;
 mod gateway;
 mod jwt;
+mod oauth;
 mod outage;
 mod passwords;
 mod quickstart;

@@ -36,3 +36,23 @@ pub fn python_pyjwt() -> bool {
         Command::new("python3").args(["-c", "import jwt, cryptography"]),
     )
 }
+
+/// Whether `python3` with Authlib, PyJWT, pyotp and requests runs.
+pub fn python_authlib() -> bool {
+    available(
+        "python3 with authlib, pyjwt, pyotp and requests",
+        Command::new("python3").args(["-c", "import authlib, jwt, pyotp, requests, cryptography"]),
+    )
+}
+
+/// Whether Chromium and Playwright (`npm ci` in `browser_dir`) are installed.
+pub fn chromium_playwright(browser_dir: &std::path::Path) -> bool {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    available(
+        "chromium and node with playwright-core (npm ci in tests/it/browser)",
+        Command::new("node").current_dir(browser_dir).args([
+            "-e",
+            &format!("require('fs').accessSync('{chromium}'); require.resolve('playwright-core')"),
+        ]),
+    )
+}

@@ -1,0 +1,777 @@
+//! The token endpoint (RFC 6749 §3.2, RFC 7636 §4.5, RFC 9700), introspection (RFC 7662),
+//! revocation (RFC 7009) and userinfo (OIDC Core §5.3); and the `oauth2` method of the
+//! gateway, which verifies keycard's own access tokens without touching the store.
+
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
+use keycard_core::access_token::{self, AccessToken, IdTokenClaims};
+use keycard_core::jwt::{self, JwtError};
+use keycard_core::signing::{AccessTokenClaims, SigningKey, mint_access_token};
+use keycard_core::{HashDomain, Method, Outcome, Principal, Reason, Refusal, Scopes, new_id};
+use keycard_store::{GrantRow, Issued, Redeemed, Rotated};
+use serde_json::json;
+
+use super::clients::ClientError;
+use super::{
+    Caller, ClientRecord, FormError, OAuth, Params, json_answer, oauth_error, put, read_form,
+};
+use crate::authn::Authenticator;
+use crate::body::Body;
+use crate::clock::now_secs;
+
+const TOKEN: &str = "/oauth2/token";
+
+impl OAuth {
+    pub(super) async fn token(
+        &self,
+        req: http::Request<Incoming>,
+        caller: Caller,
+    ) -> Response<Body> {
+        let (parts, form) = match read_form(req).await {
+            Ok(f) => f,
+            Err(FormError::Method) => return super::method_not_allowed("POST"),
+            Err(FormError::Invalid) => {
+                return invalid_request("the body must be a form without repeated parameters");
+            }
+        };
+        let grant = match form.get("grant_type") {
+            None => return invalid_request("grant_type is required"),
+            Some(g @ ("authorization_code" | "client_credentials" | "refresh_token")) => g,
+            // No password grant, no implicit, no device or token exchange (RFC 9700 §2.4).
+            Some(_) => {
+                return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None);
+            }
+        };
+        let client = match self
+            .authn
+            .authenticate_client(&parts.headers, &form, caller.ip, true)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return self.client_error(e, caller),
+        };
+        if !client.allows_grant(grant) {
+            return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
+        }
+        match grant {
+            "client_credentials" => self.client_credentials(&client, &form, caller),
+            "authorization_code" => self.authorization_code(&client, &form, caller).await,
+            _ => self.refresh(&client, &form, caller).await,
+        }
+    }
+
+    fn client_error(&self, e: ClientError, caller: Caller) -> Response<Body> {
+        match e {
+            ClientError::Malformed => invalid_request("send client credentials one way only"),
+            ClientError::Unavailable => unavailable(),
+            ClientError::Throttled(retry) => {
+                self.record(
+                    TOKEN,
+                    Outcome::Throttled,
+                    Some(Reason::TooManyFailures),
+                    None,
+                    None,
+                    caller.ip,
+                );
+                crate::answer::too_many_requests(self.authn.throttle.limit(), retry)
+            }
+            ClientError::Refused(reason, client_id) => {
+                self.record(
+                    TOKEN,
+                    Outcome::Failure,
+                    Some(reason),
+                    client_id.as_deref(),
+                    client_id.as_deref(),
+                    caller.ip,
+                );
+                let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+                if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.realm)) {
+                    r.headers_mut().insert(WWW_AUTHENTICATE, v);
+                }
+                r
+            }
+        }
+    }
+
+    fn client_credentials(
+        &self,
+        client: &ClientRecord,
+        form: &Params,
+        caller: Caller,
+    ) -> Response<Body> {
+        if client.is_public() {
+            return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
+        }
+        let scopes = match super::scope_param(form.get("scope")) {
+            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+            Ok(None) => client.scopes.clone(),
+            Ok(Some(s)) if super::subset(&s, &client.scopes) => s,
+            Ok(Some(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+        };
+        let Ok(audience) = self.audience(form.get("resource")) else {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", None);
+        };
+        let now = now_secs();
+        let Some(key) = self.authn.keyring.current().signer.clone() else {
+            return unavailable();
+        };
+        let Ok(jti) = new_id("at") else {
+            return unavailable();
+        };
+        let Ok(access_token) = self.mint(
+            &key,
+            &client.client_id,
+            &client.client_id,
+            &scopes,
+            &audience,
+            jti,
+            now,
+        ) else {
+            return unavailable();
+        };
+        self.record(
+            TOKEN,
+            Outcome::Success,
+            None,
+            Some(&client.client_id),
+            Some(&client.client_id),
+            caller.ip,
+        );
+        json_answer(
+            StatusCode::OK,
+            &json!({
+                "access_token": access_token,
+                "token_type": "Bearer",
+                "expires_in": self.access_ttl,
+                "scope": scopes.as_str(),
+            }),
+        )
+    }
+
+    async fn authorization_code(
+        &self,
+        client: &ClientRecord,
+        form: &Params,
+        caller: Caller,
+    ) -> Response<Body> {
+        let (Some(code), Some(redirect_uri)) = (form.get("code"), form.get("redirect_uri")) else {
+            return invalid_request("code and redirect_uri are required");
+        };
+        let Some(verifier) = form.get("code_verifier") else {
+            return invalid_request("code_verifier is required (PKCE)");
+        };
+        let now = now_secs();
+        let hash = self
+            .authn
+            .hasher
+            .hash(HashDomain::AuthCode, code.as_bytes())
+            .to_vec();
+        let redeemed = self
+            .authn
+            .read_store(None, move |store| async move {
+                store.redeem_code(&hash, now).await
+            })
+            .await;
+        let code = match redeemed {
+            Err(_) => return unavailable(),
+            Ok(Redeemed::Unknown) => {
+                return self.invalid_grant(Reason::UnknownCredential, client, caller);
+            }
+            Ok(Redeemed::Reused { .. }) => {
+                // RFC 6749 §4.1.2: a code used twice revokes what it granted.
+                return self.invalid_grant(Reason::Replay, client, caller);
+            }
+            Ok(Redeemed::Code(c)) => c,
+        };
+        if code.client_id != *client.client_id {
+            return self.invalid_grant(Reason::UnknownCredential, client, caller);
+        }
+        if code.expires_at <= now {
+            return self.invalid_grant(Reason::Expired, client, caller);
+        }
+        if code.redirect_uri != redirect_uri {
+            return self.invalid_grant(Reason::UriMismatch, client, caller);
+        }
+        if !keycard_core::pkce::verify_s256(verifier, &code.code_challenge) {
+            return self.invalid_grant(Reason::BadCodeVerifier, client, caller);
+        }
+        if !self.user_is_active(&code.subject).await {
+            return self.invalid_grant(Reason::Disabled, client, caller);
+        }
+        let Ok(scopes) = Scopes::parse(&code.scopes) else {
+            return self.invalid_grant(Reason::Malformed, client, caller);
+        };
+        let grant = GrantRow {
+            grant_id: code.grant_id.clone(),
+            client_id: code.client_id.clone(),
+            subject: code.subject.clone(),
+            scopes: code.scopes.clone(),
+            audience: code.audience.clone(),
+            auth_time: code.auth_time,
+            created_at: now,
+            expires_at: now.saturating_add(self.refresh_ttl),
+            revoked_at: None,
+        };
+        self.issue_for_grant(
+            client,
+            &grant,
+            &scopes,
+            code.nonce.as_deref(),
+            true,
+            None,
+            caller,
+        )
+        .await
+    }
+
+    async fn refresh(
+        &self,
+        client: &ClientRecord,
+        form: &Params,
+        caller: Caller,
+    ) -> Response<Body> {
+        let Some(token) = form.get("refresh_token") else {
+            return invalid_request("refresh_token is required");
+        };
+        let requested = match super::scope_param(form.get("scope")) {
+            Ok(s) => s,
+            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+        };
+        let old = self
+            .authn
+            .hasher
+            .hash(HashDomain::RefreshToken, token.as_bytes())
+            .to_vec();
+        let grant = GrantRow {
+            grant_id: String::new(),
+            client_id: client.client_id.to_string(),
+            subject: String::new(),
+            scopes: String::new(),
+            audience: String::new(),
+            auth_time: 0,
+            created_at: 0,
+            expires_at: 0,
+            revoked_at: None,
+        };
+        self.issue_for_grant(
+            client,
+            &grant,
+            &Scopes::empty(),
+            None,
+            false,
+            Some((old, requested)),
+            caller,
+        )
+        .await
+    }
+
+    /// Mints tokens under a grant: the first ones from a code (`first`), or by rotating a
+    /// refresh token (`rotate`: the old token's hash and the requested scopes).
+    #[allow(clippy::too_many_arguments)]
+    async fn issue_for_grant(
+        &self,
+        client: &ClientRecord,
+        grant: &GrantRow,
+        code_scopes: &Scopes,
+        nonce: Option<&str>,
+        first: bool,
+        rotate: Option<(Vec<u8>, Option<Scopes>)>,
+        caller: Caller,
+    ) -> Response<Body> {
+        let now = now_secs();
+        let Some(key) = self.authn.keyring.current().signer.clone() else {
+            return unavailable();
+        };
+        let jti = match new_id("at") {
+            Ok(j) => j,
+            Err(_) => return unavailable(),
+        };
+        let refresh = if client.allows_grant("refresh_token") {
+            match keycard_core::random_base62(43) {
+                Ok(r) => Some(format!("kcr_{r}")),
+                Err(_) => return unavailable(),
+            }
+        } else {
+            None
+        };
+        let issued = Issued {
+            refresh_hash: refresh.as_deref().map(|r| {
+                self.authn
+                    .hasher
+                    .hash(HashDomain::RefreshToken, r.as_bytes())
+                    .to_vec()
+            }),
+            jti: jti.clone(),
+            access_expires_at: now.saturating_add(self.access_ttl),
+        };
+        let (grant, scopes) = if first {
+            let (g, i) = (grant.clone(), issued.clone());
+            let stored = self
+                .authn
+                .read_store(
+                    None,
+                    move |store| async move { store.start_grant(&g, &i).await },
+                )
+                .await;
+            if stored.is_err() {
+                return unavailable();
+            }
+            (grant.clone(), code_scopes.clone())
+        } else {
+            let Some((old, requested)) = rotate else {
+                return unavailable();
+            };
+            let (i, cid) = (issued.clone(), client.client_id.to_string());
+            let rotated = self
+                .authn
+                .read_store(None, move |store| async move {
+                    store.rotate_refresh(&old, &cid, &i, now).await
+                })
+                .await;
+            let g = match rotated {
+                Err(_) => return unavailable(),
+                Ok(Rotated::Invalid) => {
+                    return self.invalid_grant(Reason::UnknownCredential, client, caller);
+                }
+                // RFC 9700 §4.14.2: a refresh token used twice revokes the whole grant.
+                Ok(Rotated::Reused { .. }) => {
+                    return self.invalid_grant(Reason::Replay, client, caller);
+                }
+                Ok(Rotated::Grant(g)) => g,
+            };
+            let Ok(granted) = Scopes::parse(&g.scopes) else {
+                return self.invalid_grant(Reason::Malformed, client, caller);
+            };
+            let scopes = match requested {
+                None => granted,
+                Some(s) if super::subset(&s, &granted) => s,
+                Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+            };
+            if !self.user_is_active(&g.subject).await {
+                return self.invalid_grant(Reason::Disabled, client, caller);
+            }
+            (g, scopes)
+        };
+        let Ok(access_token) = self.mint(
+            &key,
+            &grant.subject,
+            &client.client_id,
+            &scopes,
+            &grant.audience,
+            jti,
+            now,
+        ) else {
+            return unavailable();
+        };
+        let mut body = json!({
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": self.access_ttl,
+            "scope": scopes.as_str(),
+        });
+        if let Some(r) = refresh {
+            put(&mut body, "refresh_token", json!(r));
+        }
+        if scopes.contains("openid") {
+            let id = IdTokenClaims {
+                iss: self.issuer.clone(),
+                sub: grant.subject.clone(),
+                aud: client.client_id.to_string(),
+                exp: now.saturating_add(self.access_ttl),
+                iat: now,
+                auth_time: grant.auth_time,
+                nonce: nonce.map(str::to_owned),
+                azp: client.client_id.to_string(),
+                jti: new_id("id").unwrap_or_default(),
+            };
+            match key.sign_jwt("JWT", &id) {
+                Ok(t) => put(&mut body, "id_token", json!(t)),
+                Err(_) => return unavailable(),
+            }
+        }
+        self.record(
+            TOKEN,
+            Outcome::Success,
+            None,
+            Some(&grant.subject),
+            Some(&client.client_id),
+            caller.ip,
+        );
+        json_answer(StatusCode::OK, &body)
+    }
+
+    fn invalid_grant(
+        &self,
+        reason: Reason,
+        client: &ClientRecord,
+        caller: Caller,
+    ) -> Response<Body> {
+        self.record(
+            TOKEN,
+            Outcome::Failure,
+            Some(reason),
+            None,
+            Some(&client.client_id),
+            caller.ip,
+        );
+        oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
+    }
+
+    /// Signs an access token.
+    #[allow(clippy::too_many_arguments)]
+    fn mint(
+        &self,
+        key: &SigningKey,
+        sub: &str,
+        client_id: &str,
+        scopes: &Scopes,
+        audience: &str,
+        jti: String,
+        now: i64,
+    ) -> Result<String, ()> {
+        let claims = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            sub: sub.to_owned(),
+            aud: audience.to_owned(),
+            exp: now.saturating_add(self.access_ttl),
+            iat: now,
+            jti,
+            client_id: client_id.to_owned(),
+            scope: scopes.as_str().to_owned(),
+        };
+        mint_access_token(key, &claims).map_err(|_| ())
+    }
+
+    /// The audience of tokens for `resource` (RFC 8707): keycard's own URL by default, or a
+    /// resource under it (a path the gateway serves).
+    pub(super) fn audience(&self, resource: Option<&str>) -> Result<String, ()> {
+        match resource {
+            None => Ok(self.issuer.clone()),
+            Some(r) if r == self.issuer => Ok(r.to_owned()),
+            Some(r)
+                if r.strip_prefix(self.issuer.as_str())
+                    .is_some_and(|p| p.starts_with('/'))
+                    && !r.contains(['?', '#'])
+                    && !r.contains("/../")
+                    && !r.ends_with("/..") =>
+            {
+                Ok(r.to_owned())
+            }
+            Some(_) => Err(()),
+        }
+    }
+
+    async fn user_is_active(&self, name: &str) -> bool {
+        matches!(self.authn.user(name, Some(Method::Oauth2)).await, Ok(Some(u)) if !u.disabled)
+    }
+
+    pub(super) async fn introspect(
+        &self,
+        req: http::Request<Incoming>,
+        caller: Caller,
+    ) -> Response<Body> {
+        let (parts, form) = match read_form(req).await {
+            Ok(f) => f,
+            Err(FormError::Method) => return super::method_not_allowed("POST"),
+            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
+        };
+        // RFC 7662 §2.1: the caller must authenticate (a confidential client).
+        if let Err(e) = self
+            .authn
+            .authenticate_client(&parts.headers, &form, caller.ip, false)
+            .await
+        {
+            return self.client_error(e, caller);
+        }
+        let Some(token) = form.get("token") else {
+            return invalid_request("token is required");
+        };
+        let inactive = || json_answer(StatusCode::OK, &json!({ "active": false }));
+        if jwt::looks_like_jwt(token) {
+            return match self.authn.verify_own_token(token, |_| true).await {
+                Ok(t) => json_answer(
+                    StatusCode::OK,
+                    &json!({
+                        "active": true,
+                        "token_type": "Bearer",
+                        "scope": t.scopes.as_str(),
+                        "client_id": t.client_id,
+                        "sub": t.subject,
+                        "exp": t.exp,
+                        "iat": t.iat,
+                        "iss": self.issuer,
+                        "aud": t.audience,
+                        "jti": t.jti,
+                    }),
+                ),
+                Err(_) => inactive(),
+            };
+        }
+        let hash = self
+            .authn
+            .hasher
+            .hash(HashDomain::RefreshToken, token.as_bytes())
+            .to_vec();
+        let found = self
+            .authn
+            .read_store(
+                None,
+                move |store| async move { store.find_refresh(&hash).await },
+            )
+            .await;
+        match found {
+            Err(_) => unavailable(),
+            Ok(Some((g, used)))
+                if !used
+                    && g.revoked_at.is_none()
+                    && g.expires_at > now_secs()
+                    && self.client_is_active(&g.client_id).await
+                    && self.user_is_active(&g.subject).await =>
+            {
+                json_answer(
+                    StatusCode::OK,
+                    &json!({
+                        "active": true,
+                        "token_type": "refresh_token",
+                        "scope": g.scopes,
+                        "client_id": g.client_id,
+                        "sub": g.subject,
+                        "exp": g.expires_at,
+                        "iat": g.created_at,
+                        "iss": self.issuer,
+                    }),
+                )
+            }
+            Ok(_) => inactive(),
+        }
+    }
+
+    async fn client_is_active(&self, client_id: &str) -> bool {
+        matches!(self.authn.client(client_id).await, Ok(Some(c)) if !c.revoked)
+    }
+
+    pub(super) async fn revoke(
+        &self,
+        req: http::Request<Incoming>,
+        caller: Caller,
+    ) -> Response<Body> {
+        let (parts, form) = match read_form(req).await {
+            Ok(f) => f,
+            Err(FormError::Method) => return super::method_not_allowed("POST"),
+            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
+        };
+        let client = match self
+            .authn
+            .authenticate_client(&parts.headers, &form, caller.ip, true)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return self.client_error(e, caller),
+        };
+        let Some(token) = form.get("token") else {
+            return invalid_request("token is required");
+        };
+        let now = now_secs();
+        let ok = || json_answer(StatusCode::OK, &json!({}));
+        if jwt::looks_like_jwt(token) {
+            // Expired tokens need no revoking; tokens of other clients are not the caller's
+            // to revoke (RFC 7009 §2.1); unknown tokens get 200 all the same.
+            let keys = self.authn.keyring.current();
+            let Ok(t) =
+                access_token::verify_access_token(token, &keys.keys, &self.issuer, |_| true, now)
+            else {
+                return ok();
+            };
+            if t.client_id != *client.client_id {
+                return ok();
+            }
+            let (jti, exp) = (t.jti.clone(), t.exp);
+            let done = self
+                .authn
+                .read_store(None, move |store| async move {
+                    store.revoke_access_token(&jti, exp, now).await
+                })
+                .await;
+            if done.is_err() {
+                return unavailable();
+            }
+            self.authn.cache.add_revoked(&t.jti, t.exp);
+            self.record(
+                "/oauth2/revoke",
+                Outcome::Success,
+                None,
+                Some(&t.subject),
+                Some(&client.client_id),
+                caller.ip,
+            );
+            return ok();
+        }
+        let hash = self
+            .authn
+            .hasher
+            .hash(HashDomain::RefreshToken, token.as_bytes())
+            .to_vec();
+        let h2 = hash.clone();
+        let found = self
+            .authn
+            .read_store(
+                None,
+                move |store| async move { store.find_refresh(&h2).await },
+            )
+            .await;
+        match found {
+            Err(_) => unavailable(),
+            Ok(Some((g, _))) if g.client_id == *client.client_id => {
+                let done = self
+                    .authn
+                    .read_store(None, move |store| async move {
+                        store.revoke_by_refresh(&hash, now).await
+                    })
+                    .await;
+                if done.is_err() {
+                    return unavailable();
+                }
+                self.record(
+                    "/oauth2/revoke",
+                    Outcome::Success,
+                    None,
+                    Some(&g.subject),
+                    Some(&client.client_id),
+                    caller.ip,
+                );
+                ok()
+            }
+            Ok(_) => ok(),
+        }
+    }
+
+    pub(super) async fn userinfo(&self, req: http::Request<Incoming>) -> Response<Body> {
+        if !matches!(*req.method(), http::Method::GET | http::Method::POST) {
+            return super::method_not_allowed("GET, POST");
+        }
+        let token = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim().to_owned());
+        let issuer = self.issuer.clone();
+        let verified = match token {
+            Some(t) => self.authn.verify_own_token(&t, |a| a == issuer).await.ok(),
+            None => None,
+        };
+        let challenge = |status, value: &str| {
+            let mut r = json_answer(status, &json!({ "error": value }));
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "Bearer realm=\"{}\", error=\"{value}\"",
+                self.realm
+            )) {
+                r.headers_mut().insert(WWW_AUTHENTICATE, v);
+            }
+            r
+        };
+        match verified {
+            None => challenge(StatusCode::UNAUTHORIZED, "invalid_token"),
+            Some(t) if !t.scopes.contains("openid") || t.subject == t.client_id => {
+                challenge(StatusCode::FORBIDDEN, "insufficient_scope")
+            }
+            Some(t) => {
+                let mut body = json!({ "sub": t.subject });
+                if t.scopes.contains("profile") {
+                    put(&mut body, "preferred_username", json!(t.subject));
+                }
+                json_answer(StatusCode::OK, &body)
+            }
+        }
+    }
+}
+
+impl Authenticator {
+    /// Verifies an access token keycard issued: signature against its own keys, claims,
+    /// an audience `accept` takes, not revoked, its client not revoked, its user (when it
+    /// has one) not disabled. Memory only, except on a cold cache.
+    pub(crate) async fn verify_own_token(
+        &self,
+        token: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<AccessToken, Refusal> {
+        let method = Some(Method::Oauth2);
+        let refuse = |e: JwtError| Refusal::unauthorized(e.reason(), method);
+        let keys = self.keyring.current();
+        let t =
+            access_token::verify_access_token(token, &keys.keys, &self.issuer, accept, now_secs())
+                .map_err(refuse)?;
+        self.require_fresh(method)?;
+        let revoked = |subject: Option<String>| Refusal::Unauthorized {
+            reason: Reason::Revoked,
+            method,
+            credential_id: Some(t.client_id.clone()),
+            subject,
+        };
+        if self.cache.is_revoked(&t.jti) {
+            return Err(revoked(Some(t.subject.clone())));
+        }
+        match self.client(&t.client_id).await {
+            Ok(Some(c)) if !c.revoked => {}
+            Ok(_) => return Err(revoked(Some(t.subject.clone()))),
+            Err(_) => return Err(Refusal::Unavailable { method }),
+        }
+        if t.subject != t.client_id {
+            match self.user(&t.subject, method).await? {
+                Some(u) if !u.disabled => {}
+                _ => {
+                    return Err(Refusal::Unauthorized {
+                        reason: Reason::Disabled,
+                        method,
+                        credential_id: Some(t.client_id.clone()),
+                        subject: Some(t.subject.clone()),
+                    });
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// The `oauth2` method of the gateway: a token keycard issued, for keycard itself or
+    /// for a resource under it that `path` is in.
+    pub(crate) async fn verify_oauth2(
+        &self,
+        token: &str,
+        path: &str,
+    ) -> Result<Principal, Refusal> {
+        let issuer = self.issuer.clone();
+        let accept = |aud: &str| {
+            *aud == *issuer
+                || aud.strip_prefix(&*issuer).is_some_and(|p| {
+                    p.starts_with('/')
+                        && path.strip_prefix(p).is_some_and(|rest| {
+                            p.ends_with('/') || rest.is_empty() || rest.starts_with('/')
+                        })
+                })
+        };
+        self.verify_own_token(token, accept)
+            .await
+            .map(|t| t.principal())
+    }
+}
+
+fn invalid_request(description: &str) -> Response<Body> {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        Some(description),
+    )
+}
+
+fn unavailable() -> Response<Body> {
+    let mut r = oauth_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        None,
+    );
+    r.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
