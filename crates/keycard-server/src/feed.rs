@@ -19,6 +19,12 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// 1 s promise for revocations (SPEC §8), minus one poll.
 pub const MAX_STALENESS_MS: i64 = 800;
 const BATCH: i64 = 1000;
+/// The feed's own pool: two, so a connection being replaced never leaves it with none.
+const FEED_CONNECTIONS: u32 = 2;
+/// How long one read of the feed may take before it is abandoned. Freshness does not wait
+/// for it ([`MAX_STALENESS_MS`] turns requests away first); abandoning a slow read early
+/// would only drop its connection and make the next read slower still.
+const READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Whether the feed is being followed.
 #[derive(Debug)]
@@ -47,6 +53,38 @@ impl FeedState {
     }
 }
 
+/// Follows the feed on a thread of its own, with its own runtime and a small pool of its
+/// own: under overload the request workers and the audit writer cannot delay it, so
+/// the cache does not go stale (and every request fail closed) because the machine is busy.
+pub fn spawn_follower(
+    store_url: &str,
+    cache: Arc<CredentialCache>,
+    state: Arc<FeedState>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    // Checked here, built on the feed's runtime: a pool belongs to the runtime it is made on.
+    Store::connect_sized(store_url, Some(FEED_CONNECTIONS)).map_err(|e| e.to_string())?;
+    let url = store_url.to_owned();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("keycard-feed")
+        .build()
+        .map_err(|e| format!("cannot start the change-feed thread: {e}"))?;
+    Ok(tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            match Store::connect_sized(&url, Some(FEED_CONNECTIONS)) {
+                Ok(store) => {
+                    // Connect now, before requests arrive (a failure is retried by `follow`).
+                    let _ = store.ping().await;
+                    follow(store.clone(), cache, state, shutdown).await;
+                    store.close().await;
+                }
+                Err(e) => tracing::error!(error = %e, "the change feed cannot be followed; requests are refused"),
+            }
+        });
+    }))
+}
+
 /// Follows the feed until `shutdown` turns true.
 pub async fn follow(
     store: Store,
@@ -64,8 +102,7 @@ pub async fn follow(
         }
         loop {
             let since = state.revision();
-            let read =
-                tokio::time::timeout(POLL_EVERY * 3, store.changes_since(since, BATCH)).await;
+            let read = tokio::time::timeout(READ_TIMEOUT, store.changes_since(since, BATCH)).await;
             let changes = match read {
                 Ok(Ok(changes)) => changes,
                 Ok(Err(e)) => {
@@ -87,7 +124,10 @@ pub async fn follow(
             };
             // Revisions are contiguous; a hole means rows were pruned while we were away.
             let gap = changes.first().is_some_and(|c| c.revision != since + 1);
-            if lost_track || gap {
+            // After an outage the changes since the last revision are all still there: apply
+            // them and the cache is honest again (clearing it would send every request to a
+            // store that just struggled). Only a gap (rows pruned meanwhile) loses track.
+            if gap {
                 // The revoked-token set is not a cache: reload it whole, or stay lost.
                 match store.revoked_tokens(crate::clock::now_secs()).await {
                     Ok(rows) => cache.replace_revoked(rows),
@@ -98,9 +138,10 @@ pub async fn follow(
                     }
                 }
                 cache.clear();
-                if lost_track {
-                    tracing::info!("change feed readable again; cache cleared");
-                }
+                tracing::info!("change feed had a gap (rows pruned while away); cache cleared");
+            }
+            if lost_track {
+                tracing::info!("change feed readable again");
                 lost_track = false;
             }
             for c in &changes {

@@ -73,6 +73,9 @@ pub enum StartError {
     /// keycard's signing key could not be made or read.
     #[error(transparent)]
     SigningKey(own_keys::OwnKeyError),
+    /// The change-feed follower could not start.
+    #[error("{0}")]
+    Feed(String),
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
     Jwks(jwks::JwksFileError),
@@ -133,12 +136,15 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     // After the revision: a revocation made since is in the feed.
     cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
     let feed_state = Arc::new(feed::FeedState::new(revision));
-    background.push(tokio::spawn(feed::follow(
-        store.clone(),
-        cache.clone(),
-        feed_state.clone(),
-        bg_rx.clone(),
-    )));
+    background.push(
+        feed::spawn_follower(
+            &settings.store_url,
+            cache.clone(),
+            feed_state.clone(),
+            bg_rx.clone(),
+        )
+        .map_err(StartError::Feed)?,
+    );
 
     let (sink, writer) = audit::channel();
     let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;

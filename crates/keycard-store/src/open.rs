@@ -25,6 +25,13 @@ impl Store {
 
     /// Builds the pool without touching the database (connections are made on first use).
     pub fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_sized(url, None)
+    }
+
+    /// Like [`Store::connect`], with at most `max` connections (default: 4 on SQLite, 8 on
+    /// PostgreSQL). A small separate pool keeps a reader that must stay prompt (the change
+    /// feed) out of the queue behind bulk writes (the audit trail).
+    pub fn connect_sized(url: &str, max: Option<u32>) -> Result<Store, StoreError> {
         if let Some(path) = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -50,7 +57,7 @@ impl Store {
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
             let pool = SqlitePoolOptions::new()
-                .max_connections(4)
+                .max_connections(max.unwrap_or(4))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(opts);
             return Ok(Store {
@@ -60,7 +67,7 @@ impl Store {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?.application_name("keycard");
             let pool = PgPoolOptions::new()
-                .max_connections(8)
+                .max_connections(max.unwrap_or(8))
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(opts);
             return Ok(Store {

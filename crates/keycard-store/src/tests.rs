@@ -401,3 +401,230 @@ async fn an_unreachable_postgres_is_an_unavailable_error() {
     let e = s.find_api_key(&[0; 32]).await.unwrap_err();
     assert!(e.is_unavailable(), "{e}");
 }
+
+fn code(hash: u8, grant: &str, now: i64) -> crate::CodeRow {
+    crate::CodeRow {
+        code_hash: vec![hash; 32],
+        grant_id: grant.into(),
+        client_id: "web".into(),
+        subject: "alice".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scopes: "openid".into(),
+        audience: "http://kc".into(),
+        code_challenge: "c".repeat(43),
+        nonce: Some("n".into()),
+        auth_time: now,
+        expires_at: now + 60,
+    }
+}
+
+fn grant(id: &str, now: i64) -> crate::GrantRow {
+    crate::GrantRow {
+        grant_id: id.into(),
+        client_id: "web".into(),
+        subject: "alice".into(),
+        scopes: "openid".into(),
+        audience: "http://kc".into(),
+        auth_time: now,
+        created_at: now,
+        expires_at: now + 1000,
+        revoked_at: None,
+    }
+}
+
+fn issued(refresh: u8, jti: &str, exp: i64) -> crate::Issued {
+    crate::Issued {
+        refresh_hash: Some(vec![refresh; 32]),
+        jti: jti.into(),
+        access_expires_at: exp,
+    }
+}
+
+#[tokio::test]
+async fn clients_codes_and_refresh_families() {
+    use crate::{ClientRow, Redeemed, Rotated};
+    each_engine(|t| async move {
+        let s = &t.store;
+        let client = ClientRow {
+            client_id: "web".into(),
+            secret_hash: Some(vec![9; 32]),
+            auth_method: "client_secret_basic".into(),
+            redirect_uris: vec![
+                "https://app.example/cb".into(),
+                "http://127.0.0.1/cb".into(),
+            ],
+            grants: vec!["authorization_code".into(), "refresh_token".into()],
+            scopes: "openid orders:read".into(),
+            first_party: false,
+            created_at: 100,
+            revoked_at: None,
+        };
+        s.create_client(&client).await.unwrap();
+        assert!(matches!(
+            s.create_client(&client).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.find_client("web").await.unwrap().unwrap(), client);
+        assert_eq!(s.list_clients().await.unwrap().len(), 1);
+        let before = s.latest_revision().await.unwrap();
+
+        // A code redeems once; both racing redemptions cannot win.
+        s.insert_code(&code(1, "gr_1", 100)).await.unwrap();
+        let (a, b) = tokio::join!(s.redeem_code(&[1; 32], 110), s.redeem_code(&[1; 32], 110));
+        let wins = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Ok(Redeemed::Code(_))))
+            .count();
+        assert_eq!(wins, 1, "{a:?} {b:?}");
+        assert_eq!(
+            s.redeem_code(&[7; 32], 110).await.unwrap(),
+            Redeemed::Unknown
+        );
+
+        // Tokens of the grant; then the code again: the grant and its access tokens revoked.
+        s.start_grant(&grant("gr_1", 110), &issued(2, "at_1", 700))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.redeem_code(&[1; 32], 120).await.unwrap(),
+            Redeemed::Reused { .. }
+        ));
+        assert_eq!(
+            s.revoked_tokens(120).await.unwrap(),
+            vec![("at_1".to_owned(), 700)]
+        );
+        let (g, used) = s.find_refresh(&[2; 32]).await.unwrap().unwrap();
+        assert!(g.revoked_at.is_some() && !used);
+        assert_eq!(
+            s.rotate_refresh(&[2; 32], "web", &issued(3, "at_2", 800), 130)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+        let kinds: Vec<ChangeKind> = s
+            .changes_since(before, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kinds, vec![ChangeKind::Token]);
+
+        // Rotation: the new token works, the old one revokes the family.
+        s.start_grant(&grant("gr_2", 200), &issued(4, "at_3", 800))
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.rotate_refresh(&[4; 32], "web", &issued(5, "at_4", 900), 210)
+                .await
+                .unwrap(),
+            Rotated::Grant(_)
+        ));
+        // Another client's rotation changes nothing.
+        assert_eq!(
+            s.rotate_refresh(&[5; 32], "other", &issued(6, "at_5", 900), 211)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+        assert!(matches!(
+            s.rotate_refresh(&[4; 32], "web", &issued(7, "at_6", 900), 220)
+                .await
+                .unwrap(),
+            Rotated::Reused { .. }
+        ));
+        assert_eq!(
+            s.rotate_refresh(&[5; 32], "web", &issued(8, "at_7", 900), 221)
+                .await
+                .unwrap(),
+            Rotated::Invalid,
+            "the family is revoked"
+        );
+        let revoked: Vec<String> = s
+            .revoked_tokens(220)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        assert!(revoked.contains(&"at_3".to_owned()) && revoked.contains(&"at_4".to_owned()));
+
+        // Past the grant's absolute lifetime nothing rotates.
+        s.start_grant(&grant("gr_3", 300), &issued(10, "at_8", 900))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.rotate_refresh(&[10; 32], "web", &issued(11, "at_9", 2000), 1300)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+
+        // Access-token revocation is idempotent; pruning forgets expired rows.
+        s.revoke_access_token("at_x", 500, 400).await.unwrap();
+        s.revoke_access_token("at_x", 500, 401).await.unwrap();
+        s.prune_oauth(10_000).await.unwrap();
+        assert!(s.revoked_tokens(0).await.unwrap().is_empty());
+
+        // Consent and client revocation.
+        assert_eq!(s.consent("alice", "web").await.unwrap(), None);
+        s.set_consent("alice", "web", "openid", 100).await.unwrap();
+        s.set_consent("alice", "web", "openid orders:read", 101)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.consent("alice", "web").await.unwrap().as_deref(),
+            Some("openid orders:read")
+        );
+        s.revoke_client("web", 500).await.unwrap();
+        assert_eq!(
+            s.find_client("web").await.unwrap().unwrap().revoked_at,
+            Some(500)
+        );
+        assert!(matches!(
+            s.revoke_client("ghost", 500).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn totp_steps_are_used_once_and_only_forward() {
+    each_engine(|t| async move {
+        let s = &t.store;
+        s.create_user(&NewUser {
+            name: "alice".into(),
+            password_id: "pwd_1".into(),
+            password_hash: "$argon2id$x".into(),
+            digest_sealed: None,
+            scopes: String::new(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+        assert!(!s.use_totp_step("alice", 5).await.unwrap(), "not enrolled");
+        s.set_totp("alice", &[1, 2, 3], 2).await.unwrap();
+        assert_eq!(
+            s.get_user("alice").await.unwrap().totp_sealed,
+            Some(vec![1, 2, 3])
+        );
+        assert!(s.use_totp_step("alice", 5).await.unwrap());
+        assert!(
+            !s.use_totp_step("alice", 5).await.unwrap(),
+            "the same step twice"
+        );
+        assert!(
+            !s.use_totp_step("alice", 4).await.unwrap(),
+            "an earlier step"
+        );
+        assert!(s.use_totp_step("alice", 6).await.unwrap());
+        assert!(matches!(
+            s.set_totp("bob", &[1], 3).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        t
+    })
+    .await;
+}

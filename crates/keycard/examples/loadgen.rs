@@ -11,6 +11,9 @@
 //! place of a header answers HTTP Digest (SHA-256, `qop=auth`) challenges: one challenge per
 //! connection, then a fresh response per request with a growing nonce count, as curl and
 //! browsers do.
+//!
+//! With `LOADGEN_FORM` set, each request is a `POST` of that form body
+//! (`application/x-www-form-urlencoded`), for the token endpoint.
 
 // A benchmark tool: failing loudly on a bad argument is the right behaviour.
 #![allow(
@@ -23,7 +26,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
@@ -49,6 +52,7 @@ async fn main() {
         let (k, v) = h.split_once(':').expect("HEADER: VALUE");
         (k.trim().to_owned(), v.trim().to_owned())
     });
+    let form = std::env::var("LOADGEN_FORM").ok().map(Bytes::from);
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
     let closed_loop = rate <= 0.0;
     let interval = if closed_loop {
@@ -60,8 +64,13 @@ async fn main() {
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for i in 0..conns {
-        let (url, addr, header, digest) =
-            (url.clone(), addr.clone(), header.clone(), digest.clone());
+        let (url, addr, header, digest, form) = (
+            url.clone(),
+            addr.clone(),
+            header.clone(),
+            digest.clone(),
+            form.clone(),
+        );
         // Spread the connections' schedules evenly over one interval.
         let first = start + interval.mul_f64(i as f64 / conns as f64);
         tasks.push(tokio::spawn(async move {
@@ -102,7 +111,16 @@ async fn main() {
                 if let Some(c) = client.as_mut().and_then(|c| c.authorization(&target)) {
                     b = b.header("authorization", c);
                 }
-                let req = b.body(Empty::<Bytes>::new()).unwrap();
+                let body = match &form {
+                    Some(f) => {
+                        b = b
+                            .method("POST")
+                            .header("content-type", "application/x-www-form-urlencoded");
+                        f.clone()
+                    }
+                    None => Bytes::new(),
+                };
+                let req = b.body(Full::new(body)).unwrap();
                 match send.send_request(req).await {
                     Ok(resp) => {
                         let ok = resp.status().is_success();
