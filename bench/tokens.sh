@@ -4,9 +4,10 @@
 # keep-alive connections with wrk, against a SQLite store and, when a PostgreSQL URL is
 # given (argument 5, else $KEYCARD_TEST_POSTGRES_URL), against PostgreSQL too. Every token is
 # signed, audited, and its answer checked to be 200 (non-2xx answers fail the run).
-# One token is first verified at the gateway, so the figure is of real tokens. Then the same
-# at a constant RATE (bench loadgen, latency from each request's intended send time): the
-# rate a deployment can sustain without a single refusal, and its latency.
+# One token is first verified at the gateway, so the figure is of real tokens. First a
+# constant RATE (bench loadgen, latency from each request's intended send time): a rate a
+# deployment can sustain without a single refusal, and its latency; then saturation (wrk,
+# closed loop; only 200 answers count).
 # Usage: bench/tokens.sh [DURATION] [CONNECTIONS] [ROUNDS] [ALGORITHM] [POSTGRES_URL] [RATE]
 #        (defaults: 10s, 32, 3, ES256, $KEYCARD_TEST_POSTGRES_URL, 10000)
 # Needs: wrk (Debian: apt-get install wrk). Loopback only.
@@ -76,6 +77,10 @@ CONF
   code=$(curl -s -o "$dir/gateway.out" -w '%{http_code}' -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/x")
   [ "$code" = 200 ] || { echo "a minted token was refused at the gateway: $code $(cat "$dir/gateway.out")" >&2; tail -5 "$dir/serve.log" >&2; exit 1; }
   wrk -t2 -c"$CONNS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/oauth2/token" >/dev/null # warm-up
+  local steady
+  steady=$(LOADGEN_FORM="grant_type=client_credentials&scope=orders:read" "$LOADGEN" \
+    "http://127.0.0.1:$port/oauth2/token" "$RATE" "$CONNS" "${DURATION%s}" "Authorization: $KC_BASIC")
+  printf '%-10s %-6s at %s/s constant: %s\n' "$name" "$ALG" "$RATE" "$steady"
   local rates=() refused=0
   for _ in $(seq 1 "$ROUNDS"); do
     local out total bad secs
@@ -91,10 +96,6 @@ CONF
   local median
   median=$(printf '%s\n' "${rates[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   printf '%-10s %-6s tokens/s median %6s  (rounds: %s)  p99 %s  refused %s\n' "$name" "$ALG" "$median" "${rates[*]}" "$p99" "$refused"
-  local steady
-  steady=$(LOADGEN_FORM="grant_type=client_credentials&scope=orders:read" "$LOADGEN" \
-    "http://127.0.0.1:$port/oauth2/token" "$RATE" "$CONNS" "${DURATION%s}" "Authorization: $KC_BASIC")
-  printf '%-10s %-6s at %s/s constant: %s\n' "$name" "$ALG" "$RATE" "$steady"
   if [ "$refused" -gt 0 ]; then grep WARN "$dir/serve.log" | sed "s/.*WARN //" | cut -c1-90 | sort | uniq -c >&2; fi
   kill "$KC_PID" "$UP_PID"; wait "$KC_PID" "$UP_PID" 2>/dev/null || true
   KC_PID=""; UP_PID=""

@@ -85,6 +85,35 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
         })
         .await?;
     let password = demo_user(&settings, &store, &scopes).await?;
+    // A client-credentials client (a new one each run: its secret is shown only once).
+    let client_id = format!(
+        "demo-{}",
+        random_base62(6).map_err(|e| CliError::Other(e.to_string()))?
+    );
+    let client_secret = SecretString::new(format!(
+        "kcs_{}",
+        random_base62(43).map_err(|e| CliError::Other(e.to_string()))?
+    ));
+    store
+        .create_client(&keycard_store::ClientRow {
+            client_id: client_id.clone(),
+            secret_hash: Some(
+                hasher
+                    .hash(
+                        keycard_core::HashDomain::ClientSecret,
+                        client_secret.expose_secret().as_bytes(),
+                    )
+                    .to_vec(),
+            ),
+            auth_method: "client_secret_basic".into(),
+            redirect_uris: Vec::new(),
+            grants: vec!["client_credentials".into()],
+            scopes: scopes.as_str().to_owned(),
+            first_party: false,
+            created_at: now_secs(),
+            revoked_at: None,
+        })
+        .await?;
     store.close().await;
 
     let running = keycard_server::start(&settings).await?;
@@ -112,6 +141,14 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             command: format!(
                 "curl -s --digest -u '{DEMO_USER}:{}' {base}/api/hello",
                 password.expose_secret()
+            ),
+        },
+        Example {
+            method: "oauth2",
+            description: "OAuth 2.0 client credentials: a token from /oauth2/token, then the API",
+            command: format!(
+                "curl -s -H \"Authorization: Bearer $(curl -s -u '{client_id}:{}' -d grant_type=client_credentials {base}/oauth2/token | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\" {base}/api/hello",
+                client_secret.expose_secret()
             ),
         },
         Example {
