@@ -65,6 +65,16 @@ impl Server {
         v["client_secret"].as_str().map(str::to_owned)
     }
 
+    /// Stops (the audit queue is written at shutdown) and returns `audit --json`.
+    pub async fn stop_and_audit(mut self) -> String {
+        self.kc.stop();
+        let audit = self.kc.cli_ok(&["audit", "--json", "--limit", "1000"]);
+        if let Some(t) = self.temp.take() {
+            t.cleanup().await;
+        }
+        audit
+    }
+
     pub async fn stop(mut self) {
         self.kc.stop();
         if let Some(t) = self.temp.take() {
@@ -124,10 +134,10 @@ fn query_param(location: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-/// Logs `user` in through the real pages (no TOTP) for a first-party client and returns
-/// the authorization code.
-async fn code_for(http: &Http, s: &Server, client: &str, redirect: &str) -> String {
-    let r = http.get(&authorize_url(s, client, redirect, ""), &[]).await;
+/// Posts the login form reached from `authorize` for alice (a fresh browser: no cookies
+/// but the csrf one the page sets).
+async fn login(http: &Http, s: &Server, authorize: &str, totp: &str) -> Resp {
+    let r = http.get(authorize, &[]).await;
     assert_eq!(r.status, 302, "{}", String::from_utf8_lossy(&r.body));
     let login = r.header("location").unwrap();
     assert!(login.starts_with("/_keycard/login?"), "{login}");
@@ -136,18 +146,24 @@ async fn code_for(http: &Http, s: &Server, client: &str, redirect: &str) -> Stri
     let csrf_cookie = cookie(&page, "kc_csrf").unwrap();
     let html = String::from_utf8_lossy(&page.body).to_string();
     let body = format!(
-        "csrf={}&request={}&username=alice&password={}",
+        "csrf={}&request={}&username=alice&password={}&totp={totp}",
         enc(&hidden(&html, "csrf")),
         enc(&hidden(&html, "request")),
         enc(PASSWORD)
     );
-    let r = post_form(
+    post_form(
         http,
         &s.url("/_keycard/login"),
         &[("cookie", &csrf_cookie)],
         &body,
     )
-    .await;
+    .await
+}
+
+/// Logs alice in through the real pages (no TOTP) for a first-party client and returns
+/// the authorization code.
+async fn code_for(http: &Http, s: &Server, client: &str, redirect: &str) -> String {
+    let r = login(http, s, &authorize_url(s, client, redirect, ""), "").await;
     assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
     let session = cookie(&r, "kc_session").unwrap();
     let r = http
@@ -254,16 +270,13 @@ async fn authlib_client_through_the_login_pages_with_pyjwt_and_pyotp() {
     assert_eq!(facts["cc"]["method"], "oauth2");
     assert_eq!(facts["auth_code"]["family_revoked"], true);
     // The audit log saw the reused TOTP code and the reused refresh token.
-    let audit = s.kc.cli_ok(&["audit", "--json", "--limit", "1000"]);
-    s.stop().await;
+    let audit = s.stop_and_audit().await;
     assert!(audit.contains("\"bad_totp\""), "{audit}");
     assert!(audit.contains("\"replay\""), "{audit}");
 }
 
-/// The refusals of the authorization endpoint: nothing but a registered redirect URI is
-/// ever redirected to, and PKCE S256 is required of every client.
-#[tokio::test(flavor = "multi_thread")]
-async fn authorization_requests_that_must_be_refused() {
+/// A public client for the authorization endpoint's refusals.
+async fn authorize_setup() -> (Server, Http) {
     let s = Server::start("sqlite").await;
     s.client(
         "app",
@@ -277,64 +290,94 @@ async fn authorization_requests_that_must_be_refused() {
             "orders:read",
         ],
     );
-    let http = Http::new();
-    let redirect = "https://app.example/cb";
-    let base = |extra: &str| {
-        s.url(&format!(
-            "/oauth2/authorize?client_id=app&redirect_uri={}&state=xyz{extra}",
-            enc(redirect)
-        ))
-    };
-    let error_of = |r: &Resp| {
-        assert_eq!(r.status, 302, "{}", String::from_utf8_lossy(&r.body));
-        let loc = r.header("location").unwrap();
-        assert!(loc.starts_with(redirect), "{loc}");
-        assert_eq!(query_param(&loc, "state").as_deref(), Some("xyz"));
-        assert_eq!(query_param(&loc, "iss").as_deref(), Some(s.base.as_str()));
-        query_param(&loc, "error").unwrap()
-    };
+    (s, Http::new())
+}
+
+const APP_REDIRECT: &str = "https://app.example/cb";
+
+fn authorize_base(s: &Server, extra: &str) -> String {
+    s.url(&format!(
+        "/oauth2/authorize?client_id=app&redirect_uri={}&state=xyz{extra}",
+        enc(APP_REDIRECT)
+    ))
+}
+
+/// The `error` of an authorization error redirected to the registered URI (with `state`
+/// and `iss`, RFC 9207).
+fn authorize_error(s: &Server, r: &Resp) -> String {
+    assert_eq!(r.status, 302, "{}", String::from_utf8_lossy(&r.body));
+    let loc = r.header("location").unwrap();
+    assert!(loc.starts_with(APP_REDIRECT), "{loc}");
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("xyz"));
+    assert_eq!(query_param(&loc, "iss").as_deref(), Some(s.base.as_str()));
+    query_param(&loc, "error").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_missing_or_plain_pkce() {
+    let (s, http) = authorize_setup().await;
     // No PKCE at all.
-    let r = http.get(&base("&response_type=code"), &[]).await;
-    assert_eq!(error_of(&r), "invalid_request");
+    let r = http
+        .get(&authorize_base(&s, "&response_type=code"), &[])
+        .await;
+    assert_eq!(authorize_error(&s, &r), "invalid_request");
     // `plain` PKCE.
     let r = http
         .get(
-            &base(&format!(
-                "&response_type=code&code_challenge={VERIFIER}&code_challenge_method=plain"
-            )),
+            &authorize_base(
+                &s,
+                &format!(
+                    "&response_type=code&code_challenge={VERIFIER}&code_challenge_method=plain"
+                ),
+            ),
             &[],
         )
         .await;
-    assert_eq!(error_of(&r), "invalid_request");
+    assert_eq!(authorize_error(&s, &r), "invalid_request");
     // A challenge without a method means `plain` (RFC 7636 §4.3).
     let r = http
         .get(
-            &base(&format!("&response_type=code&code_challenge={CHALLENGE}")),
+            &authorize_base(
+                &s,
+                &format!("&response_type=code&code_challenge={CHALLENGE}"),
+            ),
             &[],
         )
         .await;
-    assert_eq!(error_of(&r), "invalid_request");
+    assert_eq!(authorize_error(&s, &r), "invalid_request");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_response_type_token_and_scopes_beyond_the_client() {
+    let (s, http) = authorize_setup().await;
     // The implicit grant.
     let r = http
         .get(
-            &base(&format!(
-                "&response_type=token&code_challenge={CHALLENGE}&code_challenge_method=S256"
-            )),
+            &authorize_base(
+                &s,
+                &format!(
+                    "&response_type=token&code_challenge={CHALLENGE}&code_challenge_method=S256"
+                ),
+            ),
             &[],
         )
         .await;
-    assert_eq!(error_of(&r), "unsupported_response_type");
+    assert_eq!(authorize_error(&s, &r), "unsupported_response_type");
     // A scope the client may not ask for.
     let r = http
-        .get(&base(&format!("&response_type=code&scope=admin&code_challenge={CHALLENGE}&code_challenge_method=S256")), &[])
+        .get(&authorize_base(&s, &format!("&response_type=code&scope=admin&code_challenge={CHALLENGE}&code_challenge_method=S256")), &[])
         .await;
-    assert_eq!(error_of(&r), "invalid_scope");
+    assert_eq!(authorize_error(&s, &r), "invalid_scope");
     // A valid request goes to the login page.
     let r = http
         .get(
-            &base(&format!(
-                "&response_type=code&code_challenge={CHALLENGE}&code_challenge_method=S256"
-            )),
+            &authorize_base(
+                &s,
+                &format!(
+                    "&response_type=code&code_challenge={CHALLENGE}&code_challenge_method=S256"
+                ),
+            ),
             &[],
         )
         .await;
@@ -345,6 +388,13 @@ async fn authorization_requests_that_must_be_refused() {
             .starts_with("/_keycard/login?")
     );
 
+    s.stop().await;
+}
+
+/// Nothing but a registered redirect URI of a known client is ever redirected to.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_unregistered_redirect_uri_without_redirecting() {
+    let (s, http) = authorize_setup().await;
     // Redirect URIs that are not registered: an error page, never a redirect.
     for bad in [
         "https://evil.example/cb",
@@ -371,7 +421,7 @@ async fn authorization_requests_that_must_be_refused() {
         .get(
             &s.url(&format!(
                 "/oauth2/authorize?response_type=code&client_id=nobody&redirect_uri={}",
-                enc(redirect)
+                enc(APP_REDIRECT)
             )),
             &[],
         )
@@ -381,7 +431,10 @@ async fn authorization_requests_that_must_be_refused() {
     // Repeated parameters (RFC 6749 §3.1).
     let r = http
         .get(
-            &format!("{}&client_id=app", base("&response_type=code")),
+            &format!(
+                "{}&client_id=app",
+                authorize_base(&s, "&response_type=code")
+            ),
             &[],
         )
         .await;
@@ -390,14 +443,23 @@ async fn authorization_requests_that_must_be_refused() {
     s.stop().await;
 }
 
-/// The token endpoint's refusals, on both engines: unsupported grants, wrong secrets,
-/// wrong verifiers, reused codes (their tokens then revoked), used refresh tokens (the
-/// family revoked), and a revoked access token at the gateway within a second.
-#[tokio::test(flavor = "multi_thread")]
-async fn token_endpoint_refusals_and_revocations() {
-    for engine in engines() {
+/// A server with a first-party confidential web client, a client-credentials worker and a
+/// user, for the token endpoint's refusals.
+struct Fixture {
+    s: Server,
+    http: Http,
+    web: String,
+    worker: String,
+    web_secret: String,
+    worker_secret: String,
+    engine: &'static str,
+}
+
+const REDIRECT: &str = "http://127.0.0.1:40000/cb";
+
+impl Fixture {
+    async fn new(engine: &'static str) -> Fixture {
         let s = Server::start(engine).await;
-        let redirect = "http://127.0.0.1:40000/cb";
         let secret = s
             .client(
                 "web",
@@ -419,109 +481,204 @@ async fn token_endpoint_refusals_and_revocations() {
             )
             .unwrap();
         s.kc.add_user("alice", PASSWORD, &["--scope", "orders:read"]);
-        let http = Http::new();
-        let web = basic("web", &secret);
-        let token_url = s.url("/oauth2/token");
+        Fixture {
+            web: basic("web", &secret),
+            worker: basic("worker", &cc),
+            web_secret: secret,
+            worker_secret: cc,
+            s,
+            http: Http::new(),
+            engine,
+        }
+    }
 
-        // grant_type=password and other unsupported grants.
+    async fn token(&self, auth: &str, body: &str) -> Resp {
+        post_form(
+            &self.http,
+            &self.s.url("/oauth2/token"),
+            &[("authorization", auth)],
+            body,
+        )
+        .await
+    }
+
+    async fn code(&self) -> String {
+        code_for(&self.http, &self.s, "web", REDIRECT).await
+    }
+
+    async fn refresh(&self, token: &str) -> Resp {
+        self.token(
+            &self.web,
+            &format!("grant_type=refresh_token&refresh_token={token}"),
+        )
+        .await
+    }
+
+    /// Whether `token` is refused at the gateway within a second.
+    async fn refused_within_a_second(&self, token: &str) -> bool {
+        eventually(Duration::from_secs(1), || {
+            let (http, url, t) = (
+                self.http.clone(),
+                self.s.url("/api/orders"),
+                token.to_owned(),
+            );
+            async move {
+                http.get(&url, &[("authorization", &format!("Bearer {t}"))])
+                    .await
+                    .status
+                    == 401
+            }
+        })
+        .await
+        .is_some()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_grant_type_password_and_other_unsupported_grants() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
         for g in [
             "password",
             "implicit",
             "urn:ietf:params:oauth:grant-type:device_code",
         ] {
-            let r = post_form(
-                &http,
-                &token_url,
-                &[("authorization", &web)],
-                &format!("grant_type={}&username=alice&password=x", enc(g)),
-            )
-            .await;
+            let r = f
+                .token(
+                    &f.web,
+                    &format!(
+                        "grant_type={}&username=alice&password={}",
+                        enc(g),
+                        enc(PASSWORD)
+                    ),
+                )
+                .await;
             assert_eq!(
                 (r.status, r.json()["error"].as_str()),
                 (400, Some("unsupported_grant_type")),
                 "{engine} {g}"
             );
+            assert!(r.json().get("access_token").is_none());
         }
-        // A wrong client secret; an unknown client; both methods at once.
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &basic("worker", "kcs_wrong"))],
-            "grant_type=client_credentials",
-        )
-        .await;
+        // A client may not use a grant it was not registered for either.
+        let r = f.token(&f.web, "grant_type=client_credentials").await;
+        assert_eq!(r.json()["error"], "unauthorized_client", "{engine}");
+        f.s.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_wrong_client_secret() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let r = f
+            .token(
+                &basic("worker", "kcs_wrong"),
+                "grant_type=client_credentials",
+            )
+            .await;
         assert_eq!(
             (r.status, r.json()["error"].as_str()),
             (401, Some("invalid_client")),
             "{engine}"
         );
         assert!(r.header("www-authenticate").unwrap().starts_with("Basic "));
+        // The right secret of another client, and credentials sent two ways at once.
+        let r = f
+            .token(
+                &basic("worker", &f.web_secret),
+                "grant_type=client_credentials",
+            )
+            .await;
+        assert_eq!(r.status, 401, "{engine}");
+        let secret = f.worker_secret.clone();
+        let r = f
+            .token(&basic("ghost", &secret), "grant_type=client_credentials")
+            .await;
+        assert_eq!(r.status, 401, "{engine}: an unknown client");
+        let r = f
+            .token(
+                &f.worker,
+                &format!("grant_type=client_credentials&client_secret={secret}"),
+            )
+            .await;
+        assert_eq!(
+            r.json()["error"],
+            "invalid_request",
+            "{engine}: two methods at once"
+        );
+        // The registered method only: client_secret_post for a client_secret_basic client.
         let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &basic("ghost", &cc))],
-            "grant_type=client_credentials",
+            &f.http,
+            &f.s.url("/oauth2/token"),
+            &[],
+            &format!("grant_type=client_credentials&client_id=worker&client_secret={secret}"),
         )
         .await;
         assert_eq!(r.status, 401, "{engine}");
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &basic("worker", &cc))],
-            &format!("grant_type=client_credentials&client_secret={cc}"),
-        )
-        .await;
-        assert_eq!(r.json()["error"], "invalid_request", "{engine}");
-        // A client may not use a grant it was not registered for.
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            "grant_type=client_credentials",
-        )
-        .await;
-        assert_eq!(r.json()["error"], "unauthorized_client", "{engine}");
+        let r = f.token(&f.worker, "grant_type=client_credentials").await;
+        assert_eq!(r.status, 200, "{engine}: the right one works");
+        f.s.stop().await;
+    }
+}
 
-        // A wrong PKCE verifier: refused, and the code is spent.
-        let code = code_for(&http, &s, "web", redirect).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_wrong_or_missing_pkce_verifier() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let code = f.code().await;
         let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK";
-        let r = redeem(&http, &s, &web, &code, redirect, wrong).await;
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, wrong).await;
         assert_eq!(
             (r.status, r.json()["error"].as_str()),
             (400, Some("invalid_grant")),
             "{engine}"
         );
-        let r = redeem(&http, &s, &web, &code, redirect, VERIFIER).await;
-        assert_eq!(r.json()["error"], "invalid_grant", "{engine}: a spent code");
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER).await;
+        assert_eq!(
+            r.json()["error"],
+            "invalid_grant",
+            "{engine}: the code is spent"
+        );
+        // The challenge itself as the verifier (a `plain` downgrade).
+        let code = f.code().await;
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, CHALLENGE).await;
+        assert_eq!(r.json()["error"], "invalid_grant", "{engine}");
         // No verifier at all.
-        let code = code_for(&http, &s, "web", redirect).await;
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!(
-                "grant_type=authorization_code&code={code}&redirect_uri={}",
-                enc(redirect)
-            ),
-        )
-        .await;
+        let code = f.code().await;
+        let r = f
+            .token(
+                &f.web,
+                &format!(
+                    "grant_type=authorization_code&code={code}&redirect_uri={}",
+                    enc(REDIRECT)
+                ),
+            )
+            .await;
         assert_eq!(r.json()["error"], "invalid_request", "{engine}");
-        // A different redirect_uri than the authorization request's.
-        let code = code_for(&http, &s, "web", redirect).await;
+        // Another redirect_uri than the authorization request's.
+        let code = f.code().await;
         let r = redeem(
-            &http,
-            &s,
-            &web,
+            &f.http,
+            &f.s,
+            &f.web,
             &code,
             "http://127.0.0.1:40001/cb",
             VERIFIER,
         )
         .await;
         assert_eq!(r.json()["error"], "invalid_grant", "{engine}");
+        let audit = f.s.stop_and_audit().await;
+        assert!(audit.contains("\"bad_code_verifier\""), "{audit}");
+    }
+}
 
-        // A code redeemed twice: the second fails and revokes the first one's tokens.
-        let code = code_for(&http, &s, "web", redirect).await;
-        let r = redeem(&http, &s, &web, &code, redirect, VERIFIER).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_reused_code_and_its_tokens_revoked() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let code = f.code().await;
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER).await;
         assert_eq!(
             r.status,
             200,
@@ -529,222 +686,177 @@ async fn token_endpoint_refusals_and_revocations() {
             String::from_utf8_lossy(&r.body)
         );
         let first = r.json();
-        let access = first["access_token"].as_str().unwrap().to_owned();
         assert!(first["id_token"].is_string() && first["refresh_token"].is_string());
-        assert_eq!(gateway(&http, &s, &access).await, 200, "{engine}");
-        let r = redeem(&http, &s, &web, &code, redirect, VERIFIER).await;
+        let access = first["access_token"].as_str().unwrap();
+        assert_eq!(gateway(&f.http, &f.s, access).await, 200, "{engine}");
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER).await;
         assert_eq!(r.json()["error"], "invalid_grant", "{engine}");
-        let took = eventually(Duration::from_secs(1), || {
-            let (http, url, a) = (http.clone(), s.url("/api/orders"), access.clone());
-            async move {
-                http.get(&url, &[("authorization", &format!("Bearer {a}"))])
-                    .await
-                    .status
-                    == 401
-            }
-        })
-        .await;
         assert!(
-            took.is_some(),
+            f.refused_within_a_second(access).await,
             "{engine}: tokens of a reused code still work"
         );
-        let refresh = first["refresh_token"].as_str().unwrap();
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!("grant_type=refresh_token&refresh_token={refresh}"),
-        )
-        .await;
+        let r = f.refresh(first["refresh_token"].as_str().unwrap()).await;
         assert_eq!(
             r.json()["error"],
             "invalid_grant",
             "{engine}: the reused code's refresh token"
         );
+        f.s.stop().await;
+    }
+}
 
-        // A used refresh token revokes its family.
-        let code = code_for(&http, &s, "web", redirect).await;
-        let t1 = redeem(&http, &s, &web, &code, redirect, VERIFIER)
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_used_refresh_token_and_its_family_revoked() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let code = f.code().await;
+        let t1 = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER)
             .await
             .json();
         let r1 = t1["refresh_token"].as_str().unwrap();
-        let t2 = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!("grant_type=refresh_token&refresh_token={r1}"),
-        )
-        .await
-        .json();
+        let t2 = f.refresh(r1).await.json();
         let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
-        assert_ne!(r1, r2);
+        assert_ne!(r1, r2, "rotated");
         let a2 = t2["access_token"].as_str().unwrap().to_owned();
-        assert_eq!(gateway(&http, &s, &a2).await, 200, "{engine}");
+        assert_eq!(gateway(&f.http, &f.s, &a2).await, 200, "{engine}");
         // Narrowing the scope on refresh is allowed; widening is not.
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!("grant_type=refresh_token&refresh_token={r2}&scope=admin"),
-        )
-        .await;
+        let r = f
+            .token(
+                &f.web,
+                &format!("grant_type=refresh_token&refresh_token={r2}&scope=admin"),
+            )
+            .await;
         assert_eq!(r.json()["error"], "invalid_scope", "{engine}");
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!("grant_type=refresh_token&refresh_token={r1}"),
-        )
-        .await;
+        // Another client cannot use it.
+        let r = f
+            .token(
+                &f.worker,
+                &format!("grant_type=refresh_token&refresh_token={r2}"),
+            )
+            .await;
+        assert_eq!(r.json()["error"], "unauthorized_client", "{engine}");
+        let r = f.refresh(r1).await;
         assert_eq!(
             r.json()["error"],
             "invalid_grant",
             "{engine}: a used refresh token"
         );
-        let r = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &web)],
-            &format!("grant_type=refresh_token&refresh_token={r2}"),
-        )
-        .await;
+        let r = f.refresh(&r2).await;
         assert_eq!(
             r.json()["error"],
             "invalid_grant",
             "{engine}: its family is revoked"
         );
-        let took = eventually(Duration::from_secs(1), || {
-            let (http, url, a) = (http.clone(), s.url("/api/orders"), a2.clone());
-            async move {
-                http.get(&url, &[("authorization", &format!("Bearer {a}"))])
-                    .await
-                    .status
-                    == 401
-            }
-        })
-        .await;
         assert!(
-            took.is_some(),
+            f.refused_within_a_second(&a2).await,
             "{engine}: access tokens of a revoked family still work"
         );
+        f.s.stop().await;
+    }
+}
 
-        // A revoked access token (RFC 7009), refused at the gateway within a second.
-        let t = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &basic("worker", &cc))],
-            "grant_type=client_credentials",
-        )
-        .await
-        .json();
-        let at = t["access_token"].as_str().unwrap().to_owned();
-        assert_eq!(gateway(&http, &s, &at).await, 200, "{engine}");
-        let intro = post_form(
-            &http,
-            &s.url("/oauth2/introspect"),
-            &[("authorization", &basic("worker", &cc))],
-            &format!("token={at}"),
-        )
-        .await
-        .json();
-        assert_eq!(intro["active"], true, "{engine}");
-        assert_eq!(intro["client_id"], "worker");
-        // Another client cannot revoke it; unknown tokens get 200 all the same.
-        let r = post_form(
-            &http,
-            &s.url("/oauth2/revoke"),
-            &[("authorization", &web)],
-            &format!("token={at}"),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-        let r = post_form(
-            &http,
-            &s.url("/oauth2/revoke"),
-            &[("authorization", &web)],
-            "token=nonsense",
-        )
-        .await;
-        assert_eq!(r.status, 200);
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_revoked_access_token_at_the_gateway() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let at = f
+            .token(&f.worker, "grant_type=client_credentials")
+            .await
+            .json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(gateway(&f.http, &f.s, &at).await, 200, "{engine}");
+        let introspect = |token: String| {
+            let (http, url, auth) = (
+                f.http.clone(),
+                f.s.url("/oauth2/introspect"),
+                f.worker.clone(),
+            );
+            async move {
+                post_form(
+                    &http,
+                    &url,
+                    &[("authorization", &auth)],
+                    &format!("token={token}"),
+                )
+                .await
+            }
+        };
+        let intro = introspect(at.clone()).await.json();
         assert_eq!(
-            gateway(&http, &s, &at).await,
+            (intro["active"].as_bool(), intro["client_id"].as_str()),
+            (Some(true), Some("worker")),
+            "{engine}"
+        );
+        // Another client cannot revoke it; unknown tokens get 200 all the same.
+        let revoke = |auth: String, token: String| {
+            let (http, url) = (f.http.clone(), f.s.url("/oauth2/revoke"));
+            async move {
+                post_form(
+                    &http,
+                    &url,
+                    &[("authorization", &auth)],
+                    &format!("token={token}"),
+                )
+                .await
+                .status
+            }
+        };
+        assert_eq!(revoke(f.web.clone(), at.clone()).await, 200);
+        assert_eq!(revoke(f.web.clone(), "nonsense".into()).await, 200);
+        assert_eq!(
+            gateway(&f.http, &f.s, &at).await,
             200,
             "{engine}: revoked by the wrong client"
         );
-        let r = post_form(
-            &http,
-            &s.url("/oauth2/revoke"),
-            &[("authorization", &basic("worker", &cc))],
-            &format!("token={at}"),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-        let took = eventually(Duration::from_secs(1), || {
-            let (http, url, a) = (http.clone(), s.url("/api/orders"), at.clone());
-            async move {
-                http.get(&url, &[("authorization", &format!("Bearer {a}"))])
-                    .await
-                    .status
-                    == 401
-            }
-        })
-        .await;
+        assert_eq!(revoke(f.worker.clone(), at.clone()).await, 200);
         assert!(
-            took.is_some(),
+            f.refused_within_a_second(&at).await,
             "{engine}: a revoked access token still works"
         );
-        let intro = post_form(
-            &http,
-            &s.url("/oauth2/introspect"),
-            &[("authorization", &basic("worker", &cc))],
-            &format!("token={at}"),
-        )
-        .await
-        .json();
-        assert_eq!(intro["active"], false, "{engine}");
+        assert_eq!(
+            introspect(at.clone()).await.json()["active"],
+            false,
+            "{engine}"
+        );
         // Introspection needs client authentication.
         let r = post_form(
-            &http,
-            &s.url("/oauth2/introspect"),
+            &f.http,
+            &f.s.url("/oauth2/introspect"),
             &[],
             &format!("token={at}"),
         )
         .await;
         assert_eq!(r.status, 401, "{engine}");
         // A revoked client's tokens stop too.
-        let t = post_form(
-            &http,
-            &token_url,
-            &[("authorization", &basic("worker", &cc))],
-            "grant_type=client_credentials",
-        )
-        .await
-        .json();
-        let at = t["access_token"].as_str().unwrap().to_owned();
-        assert_eq!(gateway(&http, &s, &at).await, 200);
-        s.kc.cli_ok(&["client", "revoke", "worker"]);
-        let took = eventually(Duration::from_secs(1), || {
-            let (http, url, a) = (http.clone(), s.url("/api/orders"), at.clone());
-            async move {
-                http.get(&url, &[("authorization", &format!("Bearer {a}"))])
-                    .await
-                    .status
-                    == 401
-            }
-        })
-        .await;
+        let at = f
+            .token(&f.worker, "grant_type=client_credentials")
+            .await
+            .json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(gateway(&f.http, &f.s, &at).await, 200);
+        f.s.kc.cli_ok(&["client", "revoke", "worker"]);
         assert!(
-            took.is_some(),
+            f.refused_within_a_second(&at).await,
             "{engine}: a revoked client's token still works"
         );
-        s.stop().await;
+        let r = f.token(&f.worker, "grant_type=client_credentials").await;
+        assert_eq!(
+            r.status, 401,
+            "{}: a revoked client gets no token",
+            f.engine
+        );
+        f.s.stop().await;
     }
 }
 
 /// The login form: CSRF token required; failed logins count toward the throttle; and
 /// consent for a third-party client is asked, remembered, and `deny` is honoured.
 #[tokio::test(flavor = "multi_thread")]
-async fn login_csrf_throttle_and_consent() {
+async fn refused_login_without_csrf_token_and_the_consent_flow() {
     let s = Server::start("sqlite").await;
     s.client(
         "app",
@@ -1014,4 +1126,57 @@ async fn discovery_metadata() {
         .json();
     assert_eq!(m, o);
     s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_reused_totp_code() {
+    let s = Server::start("sqlite").await;
+    s.client(
+        "app",
+        &[
+            "--public",
+            "--first-party",
+            "--redirect-uri",
+            "https://app.example/cb",
+            "--scope",
+            "orders:read",
+            "--scope",
+            "openid",
+        ],
+    );
+    s.kc.add_user("alice", PASSWORD, &[]);
+    let totp: serde_json::Value =
+        serde_json::from_str(&s.kc.cli_ok(&["user", "totp", "alice", "--json"])).unwrap();
+    let seed = keycard_core::totp::base32_decode(totp["secret"].as_str().unwrap()).unwrap();
+    let http = Http::new();
+    let url = authorize_url(&s, "app", "https://app.example/cb", "");
+    // Keep clear of a step boundary so "now" is one step for the whole test.
+    while keycard_server::now_secs() % 30 > 25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let step = keycard_core::totp::step_at(keycard_server::now_secs());
+    let code = keycard_core::totp::code_at_step(&seed, step);
+    // Without a code, and with a wrong one: refused.
+    assert_eq!(login(&http, &s, &url, "").await.status, 401);
+    let wrong = format!("{:06}", (code.parse::<u32>().unwrap() + 1) % 1_000_000);
+    assert_eq!(login(&http, &s, &url, &wrong).await.status, 401);
+    // A code of two steps ago: outside the window.
+    let old = keycard_core::totp::code_at_step(&seed, step - 2);
+    if old != code {
+        assert_eq!(login(&http, &s, &url, &old).await.status, 401);
+    }
+    // The right one works once.
+    let r = login(&http, &s, &url, &code).await;
+    assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+    assert!(cookie(&r, "kc_session").is_some());
+    let again = login(&http, &s, &url, &code).await;
+    assert_eq!(again.status, 401, "a TOTP code works once");
+    assert!(cookie(&again, "kc_session").is_none());
+    // The previous step's code is refused too once a later step was used.
+    let previous = keycard_core::totp::code_at_step(&seed, step - 1);
+    if previous != code {
+        assert_eq!(login(&http, &s, &url, &previous).await.status, 401);
+    }
+    let audit = s.stop_and_audit().await;
+    assert!(audit.contains("\"bad_totp\""), "{audit}");
 }
