@@ -34,6 +34,8 @@ use crate::body::Body;
 use crate::clock::now_millis;
 use crate::config::Settings;
 
+/// The most parameters a form or query may carry.
+const MAX_PARAMS: usize = 64;
 /// The largest form body the endpoints read.
 const MAX_FORM: usize = 64 * 1024;
 
@@ -182,11 +184,13 @@ fn discovery(issuer: &str, alg: &str) -> String {
 pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    /// Parses `application/x-www-form-urlencoded` text; `None` when a name repeats.
+    /// Parses `application/x-www-form-urlencoded` text; `None` when a name repeats or there
+    /// are more than [`MAX_PARAMS`] (no OAuth request needs that many).
     pub(crate) fn parse(bytes: &[u8]) -> Option<Self> {
         let mut out: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in form_urlencoded::parse(bytes) {
-            if out.iter().any(|(n, _)| *n == k) {
+            if out.len() == MAX_PARAMS || !seen.insert(k.clone()) {
                 return None;
             }
             out.push((k.into_owned(), v.into_owned()));
@@ -309,5 +313,25 @@ pub(crate) fn subset(a: &keycard_core::Scopes, b: &keycard_core::Scopes) -> bool
 pub(crate) fn put(body: &mut serde_json::Value, key: &str, value: serde_json::Value) {
     if let Some(o) = body.as_object_mut() {
         o.insert(key.to_owned(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_refuse_repeats_and_floods_and_treat_empty_as_absent() {
+        let p = Params::parse(b"a=1&b=&c=x%20y").unwrap();
+        assert_eq!(
+            (p.get("a"), p.get("b"), p.get("c")),
+            (Some("1"), None, Some("x y"))
+        );
+        assert!(Params::parse(b"a=1&a=2").is_none());
+        let flood: String = (0..65).map(|i| format!("p{i}=x&")).collect();
+        assert!(Params::parse(flood.as_bytes()).is_none());
+        let ok: String = (0..64).map(|i| format!("p{i}=x&")).collect();
+        assert!(Params::parse(ok.as_bytes()).is_some());
+        assert_eq!(Params::parse(b"a=1&b=2").unwrap().encode(), "a=1&b=2");
     }
 }

@@ -587,7 +587,7 @@ impl OAuth {
                 LOGIN_ROUTE,
                 Outcome::Throttled,
                 Some(Reason::TooManyFailures),
-                Some(username),
+                None,
                 None,
                 caller.ip,
             );
@@ -627,11 +627,13 @@ impl OAuth {
                 self.authn
                     .throttle
                     .record_failure(caller.ip, Some(username), now_ms);
+                // An unknown name may be a password typed in the wrong field: not logged.
+                let subject = (reason != Reason::UnknownCredential).then_some(username);
                 self.record(
                     LOGIN_ROUTE,
                     Outcome::Failure,
                     Some(reason),
-                    Some(username),
+                    subject,
                     None,
                     caller.ip,
                 );

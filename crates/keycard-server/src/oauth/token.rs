@@ -77,12 +77,15 @@ impl OAuth {
                 crate::answer::too_many_requests(self.authn.throttle.limit(), retry)
             }
             ClientError::Refused(reason, client_id) => {
+                // An unknown client id may be a secret pasted in the wrong place: not logged.
+                let known = reason != Reason::UnknownCredential;
+                let client_id = client_id.as_deref().filter(|_| known);
                 self.record(
                     TOKEN,
                     Outcome::Failure,
                     Some(reason),
-                    client_id.as_deref(),
-                    client_id.as_deref(),
+                    client_id,
+                    client_id,
                     caller.ip,
                 );
                 let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);

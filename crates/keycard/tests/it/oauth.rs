@@ -944,6 +944,17 @@ async fn refused_login_without_csrf_token_and_the_consent_flow() {
     assert_eq!(r.status, 401);
     assert!(String::from_utf8_lossy(&r.body).contains("role=\"alert\""));
     assert!(cookie(&r, "kc_session").is_none());
+    // A password typed into the user name field: refused, and never written to the audit.
+    let typo = form(&hidden(&html, "csrf"), PASSWORD)
+        .replace("username=alice", "username=Tr0ub4dor-typed-here");
+    let r = post_form(
+        &http,
+        &s.url("/_keycard/login"),
+        &[("cookie", &csrf_cookie)],
+        &typo,
+    )
+    .await;
+    assert_eq!(r.status, 401);
 
     // The right one: session, then consent (a third-party client).
     let r = post_form(
@@ -1036,7 +1047,12 @@ async fn refused_login_without_csrf_token_and_the_consent_flow() {
     })
     .await;
     assert!(ended.is_some(), "a password change must end sessions");
-    s.stop().await;
+    let audit = s.stop_and_audit().await;
+    assert!(audit.contains("\"unknown_credential\""), "{audit}");
+    assert!(
+        !audit.contains("Tr0ub4dor"),
+        "an unknown user name reached the audit: {audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
