@@ -315,6 +315,14 @@ impl OAuth {
         }
     }
 
+    /// 503: the store (or the hashing pool) cannot be used right now.
+    fn unavailable_page(&self) -> Response<Body> {
+        self.page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            html::error("Sign-in is unavailable right now. Try again in a moment."),
+        )
+    }
+
     /// An HTML page with the pages' security headers.
     fn page(&self, status: StatusCode, html: String) -> Response<Body> {
         let mut r = Response::new(Body::from_bytes(html));
@@ -344,10 +352,7 @@ impl OAuth {
         status: StatusCode,
     ) -> Response<Body> {
         let (Ok(code), Ok(grant_id)) = (keycard_core::random_base62(32), new_id("gr")) else {
-            return self.page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                html::error("Sign-in is unavailable right now."),
-            );
+            return self.unavailable_page();
         };
         let code = format!("kcc_{code}");
         let now = now_secs();
@@ -376,10 +381,7 @@ impl OAuth {
             )
             .await;
         if stored.is_err() {
-            return self.page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                html::error("Sign-in is unavailable right now. Try again in a moment."),
-            );
+            return self.unavailable_page();
         }
         self.redirect_to_client(
             &req.redirect_uri,
@@ -469,10 +471,7 @@ impl OAuth {
         let consented = match self.has_consent(&auth, &session.u).await {
             Ok(c) => c && !prompt("consent"),
             Err(()) => {
-                return self.page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    html::error("Sign-in is unavailable right now."),
-                );
+                return self.unavailable_page();
             }
         };
         if !consented {
@@ -619,10 +618,7 @@ impl OAuth {
                 }
                 r
             }
-            Err(LoginError::Unavailable) => self.page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                html::error("Sign-in is unavailable right now. Try again in a moment."),
-            ),
+            Err(LoginError::Unavailable) => self.unavailable_page(),
             Err(LoginError::Refused(reason)) => {
                 self.authn
                     .throttle
@@ -670,10 +666,7 @@ impl OAuth {
             None => match keycard_core::random_base62(22) {
                 Ok(c) => (c, true),
                 Err(_) => {
-                    return self.page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        html::error("Sign-in is unavailable right now."),
-                    );
+                    return self.unavailable_page();
                 }
             },
         };
@@ -834,10 +827,7 @@ impl OAuth {
                     })
                     .await;
                 if saved.is_err() {
-                    return self.page(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        html::error("Sign-in is unavailable right now."),
-                    );
+                    return self.unavailable_page();
                 }
                 self.issue_code(&auth, &session.u, session.t, StatusCode::SEE_OTHER)
                     .await
