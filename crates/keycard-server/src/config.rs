@@ -400,6 +400,12 @@ impl Validator<'_> {
             {
                 return Err(self.err(format!("jwt.issuers[{i}].issuer"), "configured twice"));
             }
+            if issuer.issuer.trim_end_matches('/') == public_url.trim_end_matches('/') {
+                return Err(self.err(
+                    format!("jwt.issuers[{i}].issuer"),
+                    "is keycard's own issuer (server.public_url): its tokens are the oauth2 method, verified with its own keys",
+                ));
+            }
             jwt_issuers.push(issuer);
         }
         let default_timeout = self.duration(
@@ -842,6 +848,10 @@ mod tests {
             (
                 "[[jwt.issuers]]\nissuer = \"i\"\njwks_url = \"ftp://x/\"\naudiences = [\"a\"]",
                 "jwt.issuers[0].jwks_url",
+            ),
+            (
+                "[server]\npublic_url = \"https://kc.example\"\n[[jwt.issuers]]\nissuer = \"https://kc.example/\"\njwks_file = \"k.json\"\naudiences = [\"a\"]",
+                "jwt.issuers[0].issuer",
             ),
             ("[limits]\nredis_url = \"redis://x\"", "limits.redis_url"),
             ("[digest]\nalgorithms = [\"SHA-1\"]", "digest.algorithms[0]"),
