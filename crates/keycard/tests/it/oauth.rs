@@ -1196,3 +1196,83 @@ async fn refused_reused_totp_code() {
     let audit = s.stop_and_audit().await;
     assert!(audit.contains("\"bad_totp\""), "{audit}");
 }
+
+/// The gateway enforces a token's scopes (403) and its audience (RFC 8707 `resource`: a
+/// token for one path of the gateway is refused on another).
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth2_tokens_meet_route_scopes_and_audiences() {
+    let s = Server::start("sqlite").await;
+    let secret = s
+        .client(
+            "worker",
+            &[
+                "--grant",
+                "client_credentials",
+                "--scope",
+                "orders:read",
+                "--scope",
+                "other",
+            ],
+        )
+        .unwrap();
+    let auth = basic("worker", &secret);
+    let http = Http::new();
+    let token = |body: String| {
+        let (http, url, auth) = (http.clone(), s.url("/oauth2/token"), auth.clone());
+        async move { post_form(&http, &url, &[("authorization", &auth)], &body).await }
+    };
+    // Without the route's scope: 403 insufficient_scope.
+    let t = token("grant_type=client_credentials&scope=other".into())
+        .await
+        .json();
+    let r = http
+        .get(
+            &s.url("/api/orders"),
+            &[(
+                "authorization",
+                &format!("Bearer {}", t["access_token"].as_str().unwrap()),
+            )],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"], "insufficient_scope");
+    // A scope the client does not have: no token.
+    let r = token("grant_type=client_credentials&scope=admin".into()).await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_scope"))
+    );
+    // A token for the /api/ resource works there; one for /other/ does not.
+    let api = token(format!(
+        "grant_type=client_credentials&resource={}",
+        enc(&s.url("/api/"))
+    ))
+    .await
+    .json();
+    let other = token(format!(
+        "grant_type=client_credentials&resource={}",
+        enc(&s.url("/other/"))
+    ))
+    .await
+    .json();
+    for (t, want) in [(&api, 200), (&other, 401)] {
+        let r = http
+            .get(
+                &s.url("/api/orders"),
+                &[(
+                    "authorization",
+                    &format!("Bearer {}", t["access_token"].as_str().unwrap()),
+                )],
+            )
+            .await;
+        assert_eq!(r.status, want);
+    }
+    // A resource that is not keycard's: invalid_target.
+    let r = token(format!(
+        "grant_type=client_credentials&resource={}",
+        enc("https://elsewhere.example/api")
+    ))
+    .await;
+    assert_eq!(r.json()["error"], "invalid_target");
+    s.stop().await;
+}
