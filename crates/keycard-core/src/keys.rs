@@ -177,6 +177,8 @@ pub enum HashDomain {
     AuthCode,
     /// OAuth refresh tokens.
     RefreshToken,
+    /// Access tokens whose signature was verified, remembered in memory until they expire.
+    VerifiedToken,
 }
 
 impl HashDomain {
@@ -187,6 +189,7 @@ impl HashDomain {
             HashDomain::ClientSecret => b"client_secret\0",
             HashDomain::AuthCode => b"auth_code\0",
             HashDomain::RefreshToken => b"refresh_token\0",
+            HashDomain::VerifiedToken => b"verified_token\0",
         }
     }
 }

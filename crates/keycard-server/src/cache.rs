@@ -13,6 +13,8 @@ use keycard_core::api_key::ApiKeyRecord;
 use keycard_core::digest::HashAlg;
 use keycard_core::user::UserRecord;
 
+use keycard_core::access_token::AccessToken;
+
 use crate::oauth::ClientRecord;
 
 /// How many entries before the cache starts over (bounds memory under a flood of unknown keys).
@@ -70,6 +72,10 @@ pub struct CredentialCache {
     /// Access tokens revoked before expiry: `jti` → `exp`. Not a cache: the feed adds to it
     /// and [`CredentialCache::replace_revoked`] reloads it whole; `clear` leaves it.
     revoked: RwLock<HashMap<Box<str>, i64>>,
+    /// keycard's access tokens whose signature and claims were verified, by keyed hash of
+    /// the token, until their `exp`: a token presented again costs an HMAC, not a signature
+    /// check. Revocation, client and user are checked on every use all the same.
+    verified_tokens: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
 }
 
 impl CredentialCache {
@@ -254,6 +260,25 @@ impl CredentialCache {
         }
     }
 
+    /// A verified access token, if remembered and not expired at `now`.
+    pub fn verified_token(&self, handle: &[u8; 32], now: i64) -> Option<Arc<AccessToken>> {
+        let map = self.verified_tokens.read().ok()?;
+        map.get(handle).filter(|t| t.exp > now).cloned()
+    }
+
+    /// Remembers a verified access token until its `exp`.
+    pub fn insert_verified_token(&self, handle: [u8; 32], token: Arc<AccessToken>, now: i64) {
+        if let Ok(mut map) = self.verified_tokens.write() {
+            if map.len() >= MAX_ENTRIES {
+                map.retain(|_, t| t.exp > now);
+                if map.len() >= MAX_ENTRIES {
+                    map.clear();
+                }
+            }
+            map.insert(handle, token);
+        }
+    }
+
     /// Whether the access token `jti` was revoked.
     pub fn is_revoked(&self, jti: &str) -> bool {
         // A poisoned lock cannot say "not revoked".
@@ -277,10 +302,13 @@ impl CredentialCache {
         }
     }
 
-    /// Forgets revoked tokens past their expiry (they fail on `exp` anyway).
+    /// Forgets revoked and verified tokens past their expiry (they fail on `exp` anyway).
     pub fn prune_revoked(&self, now: i64) {
         if let Ok(mut m) = self.revoked.write() {
             m.retain(|_, exp| *exp >= now);
+        }
+        if let Ok(mut m) = self.verified_tokens.write() {
+            m.retain(|_, t| t.exp > now);
         }
     }
 
@@ -355,6 +383,26 @@ mod tests {
             revoked_at: None,
             subject_disabled: false,
         }
+    }
+
+    #[test]
+    fn verified_tokens_are_forgotten_at_their_expiry() {
+        let c = CredentialCache::default();
+        let t = Arc::new(AccessToken {
+            subject: "svc".into(),
+            client_id: "svc".into(),
+            scopes: Scopes::empty(),
+            jti: "at_1".into(),
+            exp: 100,
+            iat: 0,
+            audience: "http://kc".into(),
+        });
+        c.insert_verified_token([1; 32], t, 50);
+        assert!(c.verified_token(&[1; 32], 99).is_some());
+        assert!(c.verified_token(&[1; 32], 100).is_none(), "expired");
+        assert!(c.verified_token(&[2; 32], 50).is_none());
+        c.prune_revoked(100);
+        assert!(c.verified_token(&[1; 32], 0).is_none(), "pruned");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! revocation (RFC 7009) and userinfo (OIDC Core §5.3); and the `oauth2` method of the
 //! gateway, which verifies keycard's own access tokens without touching the store.
 
+use std::sync::Arc;
+
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
@@ -699,13 +701,26 @@ impl Authenticator {
         &self,
         token: &str,
         accept: impl Fn(&str) -> bool,
-    ) -> Result<AccessToken, Refusal> {
+    ) -> Result<Arc<AccessToken>, Refusal> {
         let method = Some(Method::Oauth2);
         let refuse = |e: JwtError| Refusal::unauthorized(e.reason(), method);
-        let keys = self.keyring.current();
-        let t =
-            access_token::verify_access_token(token, &keys.keys, &self.issuer, accept, now_secs())
-                .map_err(refuse)?;
+        let now = now_secs();
+        let handle = self
+            .hasher
+            .hash(HashDomain::VerifiedToken, token.as_bytes());
+        let t = match self.cache.verified_token(&handle, now) {
+            Some(t) if accept(&t.audience) => t,
+            Some(_) => return Err(refuse(JwtError::WrongAudience)),
+            None => {
+                let keys = self.keyring.current();
+                let t = Arc::new(
+                    access_token::verify_access_token(token, &keys.keys, &self.issuer, accept, now)
+                        .map_err(refuse)?,
+                );
+                self.cache.insert_verified_token(handle, t.clone(), now);
+                t
+            }
+        };
         self.require_fresh(method)?;
         let revoked = |subject: Option<String>| Refusal::Unauthorized {
             reason: Reason::Revoked,
