@@ -5,6 +5,7 @@
 #   3. keycard, a route that needs no credential (its own pass-through cost),
 #   4. keycard, a route that needs an API key,
 #   5. keycard, a route that needs HTTP Basic (argon2id hashes; verified pairs cached),
+#      and one that needs an OAuth 2.0 access token keycard issued (ES256, `oauth2`),
 #   6. keycard, a route that needs HTTP Digest (SHA-256, replay-checked), and the API-key route
 #      again, both driven by the bench loadgen in closed loop (wrk cannot answer challenges).
 # Then latency at a constant rate below saturation (RATE req/s over the same connections,
@@ -73,17 +74,27 @@ methods = ["basic"]
 prefix = "/digest/"
 upstream = "http://127.0.0.1:$UP"
 methods = ["digest"]
+[[routes]]
+prefix = "/oauth/"
+upstream = "http://127.0.0.1:$UP"
+methods = ["oauth2"]
+[tokens]
+access_token_ttl = "1h"
 CONF
 KEY=$($KC --config "$WORK/keycard.toml" key create --subject bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 PASSWORD=bench-password-$RANDOM-$RANDOM
 printf '%s\n' "$PASSWORD" | $KC --config "$WORK/keycard.toml" user add benchuser --password-stdin --digest >/dev/null
 BASIC="Authorization: Basic $(printf 'benchuser:%s' "$PASSWORD" | base64 -w0)"
+CLIENT_SECRET=$($KC --config "$WORK/keycard.toml" client create bench-client --grant client_credentials --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
 KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
 KC_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KP/_keycard/health" >/dev/null && break; sleep 0.1; done
 curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/x" >/dev/null || { echo "keycard did not answer"; cat "$WORK/keycard.log"; exit 1; }
 curl -sf -H "$BASIC" "http://127.0.0.1:$KP/basic/x" >/dev/null || { echo "Basic failed"; exit 1; }
 curl -sf --digest -u "benchuser:$PASSWORD" "http://127.0.0.1:$KP/digest/x" >/dev/null || { echo "Digest failed"; exit 1; }
+TOKEN=$(curl -sf -u "bench-client:$CLIENT_SECRET" -d grant_type=client_credentials "http://127.0.0.1:$KP/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+BEARER="Authorization: Bearer $TOKEN"
+curl -sf -H "$BEARER" "http://127.0.0.1:$KP/oauth/x" >/dev/null || { echo "oauth2 failed"; exit 1; }
 
 run() { # label url [header]
   local out
@@ -110,6 +121,7 @@ RESULTS=$(
     run "keycard, public route"          "http://127.0.0.1:$KP/public/x"
     run "keycard, API key"               "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
     run "keycard, Basic"                 "http://127.0.0.1:$KP/basic/x" "$BASIC"
+    run "keycard, oauth2 (ES256 token)"  "http://127.0.0.1:$KP/oauth/x" "$BEARER"
     closed "keycard, API key (loadgen)"  "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
     closed "keycard, Digest (loadgen)"   "http://127.0.0.1:$KP/digest/x" "digest:benchuser:$PASSWORD"
   done
@@ -150,6 +162,8 @@ print(f"API key / nginx proxy_pass throughput:     {kkey[0]/ngx[0]:.2f}x (goal >
 print(f"p99 added under saturation (queueing):     {kkey[1]-up[1]:.2f} ms")
 kb = r["keycard, Basic"]
 print(f"Basic (argon2id) / API key throughput:      {kb[0]/kkey[0]:.2f}x (target >= 0.9x)")
+ko = r["keycard, oauth2 (ES256 token)"]
+print(f"oauth2 (keycard's ES256 token) / API key:   {ko[0]/kkey[0]:.2f}x")
 kd, kl = r["keycard, Digest (loadgen)"], r["keycard, API key (loadgen)"]
 print(f"Digest (replay-checked) / API key, loadgen: {kd[0]/kl[0]:.2f}x")
 import json
