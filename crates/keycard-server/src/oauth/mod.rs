@@ -183,6 +183,16 @@ fn discovery(issuer: &str, alg: &str) -> String {
 #[derive(Debug, Default)]
 pub(crate) struct Params(Vec<(String, String)>);
 
+impl Drop for Params {
+    /// Form values carry secrets (client secrets, codes, refresh tokens, passwords).
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, v) in &mut self.0 {
+            v.zeroize();
+        }
+    }
+}
+
 impl Params {
     /// Parses `application/x-www-form-urlencoded` text; `None` when a name repeats or there
     /// are more than [`MAX_PARAMS`] (no OAuth request needs that many).

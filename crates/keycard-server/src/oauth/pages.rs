@@ -354,13 +354,13 @@ impl OAuth {
         let (Ok(code), Ok(grant_id)) = (keycard_core::random_base62(32), new_id("gr")) else {
             return self.unavailable_page();
         };
-        let code = format!("kcc_{code}");
+        let code = keycard_core::SecretString::new(format!("kcc_{code}"));
         let now = now_secs();
         let row = CodeRow {
             code_hash: self
                 .authn
                 .hasher
-                .hash(HashDomain::AuthCode, code.as_bytes())
+                .hash(HashDomain::AuthCode, code.expose_secret().as_bytes())
                 .to_vec(),
             grant_id,
             client_id: req.client.client_id.to_string(),
@@ -385,7 +385,7 @@ impl OAuth {
         }
         self.redirect_to_client(
             &req.redirect_uri,
-            &[("code", &code)],
+            &[("code", code.expose_secret())],
             req.state.as_deref(),
             status,
         )

@@ -10,7 +10,9 @@ use hyper::body::Incoming;
 use keycard_core::access_token::{self, AccessToken, IdTokenClaims};
 use keycard_core::jwt::{self, JwtError};
 use keycard_core::signing::{AccessTokenClaims, SigningKey, mint_access_token};
-use keycard_core::{HashDomain, Method, Outcome, Principal, Reason, Refusal, Scopes, new_id};
+use keycard_core::{
+    HashDomain, Method, Outcome, Principal, Reason, Refusal, Scopes, SecretString, new_id,
+};
 use keycard_store::{GrantRow, Issued, Redeemed, Rotated};
 use serde_json::json;
 
@@ -294,17 +296,17 @@ impl OAuth {
         };
         let refresh = if client.allows_grant("refresh_token") {
             match keycard_core::random_base62(43) {
-                Ok(r) => Some(format!("kcr_{r}")),
+                Ok(r) => Some(SecretString::new(format!("kcr_{r}"))),
                 Err(_) => return unavailable(),
             }
         } else {
             None
         };
         let issued = Issued {
-            refresh_hash: refresh.as_deref().map(|r| {
+            refresh_hash: refresh.as_ref().map(|r| {
                 self.authn
                     .hasher
-                    .hash(HashDomain::RefreshToken, r.as_bytes())
+                    .hash(HashDomain::RefreshToken, r.expose_secret().as_bytes())
                     .to_vec()
             }),
             jti: jti.clone(),
@@ -375,8 +377,8 @@ impl OAuth {
             "expires_in": self.access_ttl,
             "scope": scopes.as_str(),
         });
-        if let Some(r) = refresh {
-            put(&mut body, "refresh_token", json!(r));
+        if let Some(r) = &refresh {
+            put(&mut body, "refresh_token", json!(r.expose_secret()));
         }
         if scopes.contains("openid") {
             let id = IdTokenClaims {
