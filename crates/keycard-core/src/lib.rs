@@ -28,6 +28,7 @@ pub mod basic;
 pub mod credential;
 pub mod digest;
 mod duration;
+pub mod httpsig;
 pub mod jwt;
 mod keys;
 mod method;

@@ -70,6 +70,8 @@ pub enum Reason {
     BadTotp,
     /// A PKCE `code_verifier` that does not answer the code's challenge.
     BadCodeVerifier,
+    /// A message signature that does not cover a component the route requires.
+    MissingComponent,
 }
 
 impl Reason {
@@ -107,6 +109,7 @@ impl Reason {
             Reason::WrongTokenType => "wrong_token_type",
             Reason::BadTotp => "bad_totp",
             Reason::BadCodeVerifier => "bad_code_verifier",
+            Reason::MissingComponent => "missing_component",
         }
     }
 }
