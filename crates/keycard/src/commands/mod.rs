@@ -4,6 +4,7 @@ mod audit;
 mod client;
 mod key;
 mod serve;
+mod sign;
 mod signing_key;
 mod user;
 
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SigningKey(cmd) => {
             signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }
+        Command::Sign(args) => sign::run(args, json),
         Command::Client(cmd) => {
             client::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }

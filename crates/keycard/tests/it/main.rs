@@ -16,6 +16,7 @@ mod chromium;
 mod cli;
 mod forward_auth;
 mod gateway;
+mod httpsig;
 mod jwt;
 mod oauth;
 mod outage;

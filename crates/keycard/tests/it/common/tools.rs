@@ -56,3 +56,11 @@ pub fn chromium_playwright(browser_dir: &std::path::Path) -> bool {
         ]),
     )
 }
+
+/// Whether `python3` with `http-message-signatures` and `requests` runs.
+pub fn python_httpsig() -> bool {
+    available(
+        "python3 with http-message-signatures and requests",
+        Command::new("python3").args(["-c", "import http_message_signatures, requests"]),
+    )
+}
