@@ -293,6 +293,30 @@ fn query_encode(v: &str) -> String {
         .replace('+', "%20")
 }
 
+fn seal_context(key_id: &str) -> Vec<u8> {
+    let mut c = b"hmac-key\0".to_vec();
+    c.extend_from_slice(key_id.as_bytes());
+    c
+}
+
+/// Seals an HMAC secret for storage, bound to its `key_id`.
+pub fn seal_secret(
+    sealer: &crate::Sealer,
+    key_id: &str,
+    secret: &[u8],
+) -> Result<Vec<u8>, crate::SealError> {
+    sealer.seal(&seal_context(key_id), secret)
+}
+
+/// Opens an HMAC secret sealed for `key_id`.
+pub fn open_secret(
+    sealer: &crate::Sealer,
+    key_id: &str,
+    sealed: &[u8],
+) -> Result<crate::SecretBytes, crate::SealError> {
+    sealer.open(&seal_context(key_id), sealed)
+}
+
 /// HMAC-SHA256 of `base` under `key` (for `keycard sign` and tests).
 pub fn sign_hmac(key: &[u8], base: &str) -> Vec<u8> {
     hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), base.as_bytes())

@@ -179,6 +179,8 @@ pub enum HashDomain {
     RefreshToken,
     /// Access tokens whose signature was verified, remembered in memory until they expire.
     VerifiedToken,
+    /// The public `keyid` of an HMAC request-signing key (its lookup handle).
+    HmacKeyId,
 }
 
 impl HashDomain {
@@ -190,6 +192,7 @@ impl HashDomain {
             HashDomain::AuthCode => b"auth_code\0",
             HashDomain::RefreshToken => b"refresh_token\0",
             HashDomain::VerifiedToken => b"verified_token\0",
+            HashDomain::HmacKeyId => b"hmac_key_id\0",
         }
     }
 }

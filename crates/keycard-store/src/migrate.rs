@@ -10,6 +10,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0003_signing_keys.sql"),
     ),
     (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
+    (5, include_str!("../migrations/sqlite/0005_hmac.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -19,6 +20,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_signing_keys.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_oauth.sql")),
+    (5, include_str!("../migrations/postgres/0005_hmac.sql")),
 ];
 
 impl Store {

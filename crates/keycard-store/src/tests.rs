@@ -628,3 +628,57 @@ async fn totp_steps_are_used_once_and_only_forward() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn hmac_keys_lifecycle() {
+    use crate::NewHmacKey;
+    each_engine(|t| async move {
+        let s = &t.store;
+        let before = s.latest_revision().await.unwrap();
+        let key = NewHmacKey {
+            id: "hmac_1".into(),
+            key_id: "hk_1".into(),
+            subject: "signer".into(),
+            lookup: [5; 32],
+            sealed: vec![1, 2, 3, 4],
+            scopes: "orders:read".into(),
+            created_at: 100,
+            expires_at: Some(10_000),
+        };
+        s.create_hmac_key(&key).await.unwrap();
+        assert!(!format!("{key:?}").contains("[1, 2, 3, 4]"));
+        let row = s.find_hmac_key(&[5; 32]).await.unwrap().unwrap();
+        assert_eq!(
+            (row.key_id.as_str(), row.sealed.as_slice()),
+            ("hk_1", &[1u8, 2, 3, 4][..])
+        );
+        assert!(!format!("{row:?}").contains("[1, 2, 3, 4]"));
+        // An HMAC key is not an API key, whatever its lookup.
+        assert!(s.find_api_key(&[5; 32]).await.unwrap().is_none());
+        assert_eq!(s.list_hmac_keys(Some("signer")).await.unwrap().len(), 1);
+        assert!(s.list_hmac_keys(Some("other")).await.unwrap().is_empty());
+        s.revoke_hmac_key("hk_1", 200).await.unwrap();
+        assert_eq!(
+            s.find_hmac_key(&[5; 32]).await.unwrap().unwrap().revoked_at,
+            Some(200)
+        );
+        assert!(matches!(
+            s.revoke_hmac_key("hmac_1", 201).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.revoke_hmac_key("nope", 201).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        let kinds: Vec<ChangeKind> = s
+            .changes_since(before, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.kind)
+            .collect();
+        assert_eq!(kinds, vec![ChangeKind::Credential, ChangeKind::Credential]);
+        t
+    })
+    .await;
+}

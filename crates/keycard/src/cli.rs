@@ -43,6 +43,9 @@ pub enum Command {
     /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// HMAC request-signing keys (RFC 9421): create, list, revoke.
+    #[command(subcommand)]
+    Hmac(HmacCommand),
     /// OAuth 2.0 clients of keycard's authorization server: create, list, revoke.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -271,4 +274,35 @@ pub struct SignArgs {
     pub body_file: Option<std::path::PathBuf>,
     /// The URL the request goes to.
     pub url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HmacCommand {
+    /// Create a key: a 256-bit secret, printed once (standard base64), sealed at rest with
+    /// the master key. Its `key_id` is the RFC 9421 `keyid` clients put in Signature-Input.
+    #[command(
+        after_help = "Example:\n  keycard hmac create --subject billing --scope orders:write --json"
+    )]
+    Create {
+        /// The subject the key authenticates as (created as a service when new).
+        #[arg(long)]
+        subject: String,
+        /// A scope requests signed with the key hold (repeat for several).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Lifetime, such as 30d or 12h (default: never expires).
+        #[arg(long, value_name = "DUR")]
+        expires_in: Option<String>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this subject's keys.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Revoke a key (by its id or its key_id).
+    Revoke {
+        /// The key's id (`hmac_…`) or key_id (`hk_…`).
+        id: String,
+    },
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod client;
+mod hmac;
 mod key;
 mod serve;
 mod sign;
@@ -61,6 +62,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }
         Command::Sign(args) => sign::run(args, json),
+        Command::Hmac(cmd) => hmac::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Client(cmd) => {
             client::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }
