@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::changes::{ChangeKind, record_changes};
+use crate::changes::{ChangeKind, hex, record_changes};
 use crate::{Store, StoreError, with_pool};
 
 /// A key to store. `lookup` is the keyed hash of the key; the key itself never comes here.
@@ -58,10 +58,6 @@ macro_rules! select {
             $tail
         )
     };
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 macro_rules! row_to_key {

@@ -72,6 +72,11 @@ macro_rules! record_changes {
 }
 pub(crate) use record_changes;
 
+/// Lowercase hex, as credential changes name their lookup handle.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn kind_str(kind: ChangeKind) -> &'static str {
     kind.as_str()
 }

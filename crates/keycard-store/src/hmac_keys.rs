@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use crate::changes::{ChangeKind, record_changes};
+use crate::changes::{ChangeKind, hex, record_changes};
 use crate::{Store, StoreError, with_pool};
 
 /// A key to store. `Debug` leaves out the sealed secret.
@@ -107,10 +107,6 @@ macro_rules! row_to_key {
             subject_disabled: disabled.is_some(),
         }
     }};
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Store {

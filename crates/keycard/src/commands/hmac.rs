@@ -7,7 +7,7 @@ use keycard_server::{Settings, now_secs};
 use keycard_store::{HmacKeyRow, NewHmacKey};
 use serde::Serialize;
 
-use super::{CliError, check_subject, duration_flag, master, open_store};
+use super::{CliError, check_subject, master, open_store};
 use crate::cli::HmacCommand;
 use crate::output::{json, time_or};
 
@@ -60,13 +60,7 @@ pub async fn run(settings: &Settings, cmd: HmacCommand, as_json: bool) -> Result
                 Scopes::from_list(&scopes).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
             let now = now_secs();
             let expires_at = match expires_in {
-                Some(d) => {
-                    let secs = duration_flag("--expires-in", &d)?;
-                    if secs <= 0 {
-                        return Err(CliError::Usage("--expires-in: must be more than 0s".into()));
-                    }
-                    Some(now + secs)
-                }
+                Some(d) => Some(now + super::key::positive("--expires-in", &d)?),
                 None => None,
             };
             let master = master(settings)?;

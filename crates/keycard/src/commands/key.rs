@@ -137,7 +137,7 @@ pub async fn run(settings: &Settings, cmd: KeyCommand, as_json: bool) -> Result<
     }
 }
 
-fn positive(flag: &str, value: &str) -> Result<i64, CliError> {
+pub(super) fn positive(flag: &str, value: &str) -> Result<i64, CliError> {
     let secs = duration_flag(flag, value)?;
     if secs <= 0 {
         return Err(CliError::Usage(format!("{flag}: must be more than 0s")));
