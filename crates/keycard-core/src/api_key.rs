@@ -75,9 +75,15 @@ pub struct ApiKeyRecord {
 
 /// Verifies a key whose format checked and whose record was found by its lookup handle.
 pub fn verify(record: &ApiKeyRecord, now: i64) -> Result<Principal, Refusal> {
+    verify_as(record, Method::ApiKey, now)
+}
+
+/// The state checks of [`verify`] for another kind of key credential (HMAC signing keys
+/// share the record: id, subject, scopes, expiry, revocation, disabled subject).
+pub fn verify_as(record: &ApiKeyRecord, method: Method, now: i64) -> Result<Principal, Refusal> {
     let refuse = |reason| Refusal::Unauthorized {
         reason,
-        method: Some(Method::ApiKey),
+        method: Some(method),
         credential_id: Some(record.id.to_string()),
         subject: Some(record.subject.to_string()),
     };
@@ -92,7 +98,7 @@ pub fn verify(record: &ApiKeyRecord, now: i64) -> Result<Principal, Refusal> {
     }
     Ok(Principal::new(
         record.subject.clone(),
-        Method::ApiKey,
+        method,
         record.scopes.clone(),
         record.id.clone(),
     ))

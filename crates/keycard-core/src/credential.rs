@@ -21,6 +21,13 @@ pub enum Presented<'a> {
     Basic(&'a str),
     /// `Authorization: Digest <auth-params>` (RFC 7616); the parameters, still unparsed.
     Digest(&'a str),
+    /// `Signature-Input` and `Signature` (RFC 9421), still unparsed.
+    Signature {
+        /// `Signature-Input`.
+        input: &'a str,
+        /// `Signature`.
+        signature: &'a str,
+    },
     /// A credential header that cannot be parsed (duplicated, not text, unknown scheme);
     /// `Some(method)` when the method is still recognisable.
     Malformed(Option<Method>),
@@ -36,6 +43,7 @@ impl Presented<'_> {
             Presented::BearerToken(_) => None,
             Presented::Basic(_) => Some(Method::Basic),
             Presented::Digest(_) => Some(Method::Digest),
+            Presented::Signature { .. } => Some(Method::Hmac),
             Presented::Malformed(m) => *m,
         }
     }
@@ -61,9 +69,21 @@ pub fn presented(headers: &HeaderMap) -> Presented<'_> {
         };
     }
     match single(headers, AUTHORIZATION.as_str()) {
-        None => Presented::Nothing,
+        None => signature(headers),
         Some(Err(())) => Presented::Malformed(None),
         Some(Ok(value)) => parse_authorization(value),
+    }
+}
+
+/// An RFC 9421 signature: both fields, each once.
+fn signature(headers: &HeaderMap) -> Presented<'_> {
+    match (
+        single(headers, "signature-input"),
+        single(headers, "signature"),
+    ) {
+        (None, None) => Presented::Nothing,
+        (Some(Ok(input)), Some(Ok(signature))) => Presented::Signature { input, signature },
+        _ => Presented::Malformed(Some(Method::Hmac)),
     }
 }
 
@@ -114,6 +134,41 @@ mod tests {
             h.append(*k, HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn rfc9421_signatures_are_found_when_no_other_credential_is() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "signature-input",
+            HeaderValue::from_static("sig1=();created=1"),
+        );
+        assert_eq!(
+            presented(&h),
+            Presented::Malformed(Some(Method::Hmac)),
+            "one field alone"
+        );
+        h.insert("signature", HeaderValue::from_static("sig1=:AAAA:"));
+        assert_eq!(
+            presented(&h),
+            Presented::Signature {
+                input: "sig1=();created=1",
+                signature: "sig1=:AAAA:"
+            }
+        );
+        assert_eq!(presented(&h).method(), Some(Method::Hmac));
+        h.append("signature", HeaderValue::from_static("sig2=:AAAA:"));
+        assert_eq!(
+            presented(&h),
+            Presented::Malformed(Some(Method::Hmac)),
+            "repeated"
+        );
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic YTpi"));
+        assert_eq!(
+            presented(&h),
+            Presented::Basic("YTpi"),
+            "Authorization wins"
+        );
     }
 
     #[test]

@@ -215,6 +215,8 @@ impl App {
             (req.map(Body::Upstream), None)
         };
         let attempt = {
+            let (scheme, authority) =
+                client_origin(req.headers(), req.uri(), peer_trusted, conn.tls);
             let facts = RequestFacts {
                 method: req.method().as_str(),
                 target: req
@@ -222,6 +224,8 @@ impl App {
                     .path_and_query()
                     .map(|pq| pq.as_str())
                     .unwrap_or("/"),
+                scheme,
+                authority,
                 headers: req.headers(),
                 ip,
                 body: body.as_deref(),
@@ -307,9 +311,13 @@ impl App {
             .get(X_FORWARDED_METHOD)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_else(|| parts.method.as_str());
+        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (SPEC §1).
+        let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
         let facts = RequestFacts {
             method,
             target: &target,
+            scheme,
+            authority,
             headers: &parts.headers,
             ip,
             body: body.as_deref(),
@@ -404,16 +412,57 @@ fn target_path(target: &str) -> Option<String> {
     Some(uri.path().to_owned())
 }
 
-/// Whether the credential is a Digest one that may sign the body (`qop=auth-int`). A cheap
-/// look: a false positive only reads a body that did not need reading.
+/// The scheme and authority the client used: a trusted proxy's `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` when `believe_forwarded`, else the connection and `Host` (or the
+/// HTTP/2 `:authority`).
+fn client_origin<'a>(
+    headers: &'a HeaderMap,
+    uri: &'a Uri,
+    believe_forwarded: bool,
+    tls: bool,
+) -> (&'a str, &'a str) {
+    let forwarded = |name: &str| {
+        believe_forwarded
+            .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+    };
+    let scheme = match forwarded(crate::forwarded::X_FORWARDED_PROTO) {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ if tls => "https",
+        _ => "http",
+    };
+    let authority = forwarded(crate::forwarded::X_FORWARDED_HOST)
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    (scheme, authority)
+}
+
+/// Whether the credential may sign the body: a Digest `qop=auth-int`, or an RFC 9421
+/// signature on a request with a body. A cheap look: a false positive only reads a body
+/// that did not need reading.
 fn wants_body(headers: &HeaderMap) -> bool {
-    headers.get(AUTHORIZATION).is_some_and(|v| {
-        let b = v.as_bytes();
-        b.len() > 7
-            && b.get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case(b"digest "))
-            && b.windows(8).any(|w| w.eq_ignore_ascii_case(b"auth-int"))
-    })
+    let signed_body = headers.contains_key("signature-input")
+        && (headers.contains_key(http::header::TRANSFER_ENCODING)
+            || headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|l| l.trim() != "0"));
+    signed_body
+        || headers.get(AUTHORIZATION).is_some_and(|v| {
+            let b = v.as_bytes();
+            b.len() > 7
+                && b.get(..7)
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"digest "))
+                && b.windows(8).any(|w| w.eq_ignore_ascii_case(b"auth-int"))
+        })
 }
 
 /// Reads a request body of at most [`MAX_AUTH_INT_BODY`] bytes; 413 beyond, 400 if broken.

@@ -39,11 +39,18 @@ pub struct RequestFacts<'a> {
     pub method: &'a str,
     /// The request-target as the client sent it (path and query), for Digest's `uri`.
     pub target: &'a str,
+    /// `http` or `https` as the client used it (behind a trusted proxy: its
+    /// `X-Forwarded-Proto`), for RFC 9421's `@scheme`.
+    pub scheme: &'a str,
+    /// The authority the client addressed (`Host`, or a trusted proxy's `X-Forwarded-Host`),
+    /// for RFC 9421's `@authority`.
+    pub authority: &'a str,
     /// The request headers (the credential is read from them).
     pub headers: &'a HeaderMap,
     /// The client's address (after trusted proxies), for the throttle.
     pub ip: IpAddr,
-    /// The request body, read only when a Digest `qop=auth-int` credential needs it.
+    /// The request body, read only when a credential signs it (Digest `qop=auth-int`, an
+    /// RFC 9421 signature).
     pub body: Option<&'a [u8]>,
 }
 
@@ -96,6 +103,8 @@ pub struct Authenticator {
     issuers: Arc<Issuers>,
     /// The HTTP client that fetches JWKS URLs (on the main runtime).
     jwks_client: UpstreamClient,
+    /// RFC 9421 policy and the seen-signature memory.
+    pub(crate) hmac: Arc<crate::hmac::HmacState>,
     /// keycard's own signing keys (to mint and verify its tokens).
     pub(crate) keyring: Arc<crate::own_keys::Keyring>,
     /// `server.public_url`: the `iss` of keycard's tokens.
@@ -144,6 +153,7 @@ impl Authenticator {
             throttle: Arc::new(Throttle::new(settings.failed_auth)),
             nonce_counts: Arc::new(NonceCounts::default()),
             hash_permits: Arc::new(Semaphore::new(cores.max(2))),
+            hmac: Arc::new(crate::hmac::HmacState::new(&settings.hmac)),
             pair_gates: Arc::default(),
             issuers,
             jwks_client,
@@ -231,6 +241,9 @@ impl Authenticator {
             }
             Presented::ApiKey(key) => self.verify_api_key(key).await,
             Presented::Basic(token) => self.verify_basic(token, req, now_ms, claimed).await,
+            Presented::Signature { input, signature } => {
+                self.verify_signature(input, signature, req, now_ms).await
+            }
             Presented::Digest(params) => {
                 let (result, info) = self.verify_digest(params, req, now_ms, claimed).await;
                 attempt.authentication_info = info;
@@ -494,6 +507,7 @@ impl Authenticator {
         self.nonce_counts.prune(now);
         self.cache.prune_verified(now);
         self.cache.prune_revoked(now / 1000);
+        self.hmac.prune(now);
         self.pair_gates.sweep();
     }
 }

@@ -76,6 +76,17 @@ pub struct CredentialCache {
     /// the token, until their `exp`: a token presented again costs an HMAC, not a signature
     /// check. Revocation, client and user are checked on every use all the same.
     verified_tokens: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
+    /// HMAC signing keys by keyed hash of their `keyid` (`None`: no such key).
+    hmac_keys: RwLock<HashMap<[u8; 32], Option<Arc<HmacKey>>>>,
+}
+
+/// A cached HMAC signing key: the record the state checks need, and the opened secret.
+#[derive(Debug)]
+pub struct HmacKey {
+    /// Id, subject, scopes, expiry, revocation, disabled subject.
+    pub record: ApiKeyRecord,
+    /// The shared secret.
+    pub secret: keycard_core::SecretBytes,
 }
 
 impl CredentialCache {
@@ -197,10 +208,41 @@ impl CredentialCache {
 
     /// Drops the entry of one credential.
     pub fn invalidate_handle(&self, handle: &[u8; 32]) {
-        if let Ok(mut map) = self.api_keys.write() {
-            self.generation.fetch_add(1, Ordering::AcqRel);
+        // Locks in the order every invalidation takes them: api_keys first.
+        let keys = self.api_keys.write();
+        let hmac = self.hmac_keys.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut map) = keys {
             map.remove(handle);
         }
+        if let Ok(mut map) = hmac {
+            map.remove(handle);
+        }
+    }
+
+    /// A cached HMAC key: `Some(None)` when the store has no such key.
+    pub fn hmac_key(&self, handle: &[u8; 32]) -> Option<Option<Arc<HmacKey>>> {
+        self.hmac_keys.read().ok()?.get(handle).cloned()
+    }
+
+    /// Caches what the store said about an HMAC key, unless an invalidation happened since
+    /// `generation`.
+    pub fn insert_hmac_key(
+        &self,
+        handle: [u8; 32],
+        key: Option<HmacKey>,
+        generation: u64,
+    ) -> Option<Arc<HmacKey>> {
+        let value = key.map(Arc::new);
+        if let Ok(mut map) = self.hmac_keys.write()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if map.len() >= MAX_ENTRIES {
+                map.clear();
+            }
+            map.insert(handle, value.clone());
+        }
+        value
     }
 
     /// Drops every entry of a subject (and every negative entry: cheap to refill): its
@@ -212,9 +254,13 @@ impl CredentialCache {
         let users = self.users.write();
         let verified = self.verified.write();
         let hashes = self.userhashes.write();
+        let hmac = self.hmac_keys.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = keys {
             map.retain(|_, v| matches!(v, Cached::Known(e) if &*e.record.subject != subject));
+        }
+        if let Ok(mut map) = hmac {
+            map.retain(|_, v| matches!(v, Some(k) if &*k.record.subject != subject));
         }
         if let Ok(mut map) = users {
             map.retain(|_, v| matches!(v, CachedUser::Known(u) if &*u.name != subject));
@@ -315,6 +361,9 @@ impl CredentialCache {
     /// Drops everything (after the change feed lost track).
     pub fn clear(&self) {
         if let Ok(mut map) = self.clients.write() {
+            map.clear();
+        }
+        if let Ok(mut map) = self.hmac_keys.write() {
             map.clear();
         }
         let keys = self.api_keys.write();

@@ -63,9 +63,10 @@ struct RawConfig {
     digest: RawDigest,
     #[serde(default)]
     tokens: RawTokens,
+    #[serde(default)]
+    hmac: RawHmac,
     // Sections of SPEC §3 that later features implement. Accepted by name so the error can
     // say what is missing, rather than "unknown field".
-    hmac: Option<toml::Value>,
     #[serde(default)]
     jwt: RawJwt,
     mtls: Option<toml::Value>,
@@ -96,6 +97,13 @@ struct RawDigest {
     realm: Option<String>,
     algorithms: Option<Vec<String>>,
     nonce_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHmac {
+    max_skew: Option<String>,
+    required_components: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,10 +191,23 @@ pub struct Settings {
     pub failed_auth: Rate,
     /// `[digest]`.
     pub digest: DigestSettings,
+    /// `[hmac]`.
+    pub hmac: HmacSettings,
     /// `[[jwt.issuers]]`: external issuers whose JWTs the `jwt` method accepts.
     pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// `[tokens]`: keycard's own tokens.
     pub tokens: TokenSettings,
+}
+
+/// `[hmac]`: RFC 9421 request signatures.
+#[derive(Debug, Clone)]
+pub struct HmacSettings {
+    /// `max_skew` (default 60s): how far `created` may be from now, either way; signatures
+    /// are remembered against replay for twice that.
+    pub max_skew: Duration,
+    /// `required_components` (default `@method @authority @path @query content-digest`;
+    /// `@query` only when the URL has one, `content-digest` only with a body).
+    pub required_components: Vec<String>,
 }
 
 /// `[tokens]`.
@@ -339,7 +360,6 @@ impl Validator<'_> {
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
         for (name, present) in [
             ("limits.redis_url", raw.limits.redis_url.is_some()),
-            ("hmac", raw.hmac.is_some()),
             ("mtls", raw.mtls.is_some()),
             ("server.tls", raw.server.tls.is_some()),
         ] {
@@ -391,6 +411,7 @@ impl Validator<'_> {
             .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
         let digest = self.digest(raw.digest)?;
         let tokens = self.tokens(raw.tokens)?;
+        let hmac = self.hmac(raw.hmac)?;
         let mut jwt_issuers = Vec::new();
         for (i, r) in raw.jwt.issuers.into_iter().enumerate() {
             let issuer = self.jwt_issuer(i, r)?;
@@ -470,6 +491,7 @@ impl Validator<'_> {
             routes,
             failed_auth,
             digest,
+            hmac,
             jwt_issuers,
             tokens,
         })
@@ -561,6 +583,47 @@ impl Validator<'_> {
             ));
         }
         Ok(realm)
+    }
+
+    fn hmac(&self, raw: RawHmac) -> Result<HmacSettings, ConfigError> {
+        let max_skew = self.duration(
+            "hmac.max_skew",
+            raw.max_skew.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if max_skew.is_zero() || max_skew > Duration::from_secs(3600) {
+            return Err(self.err("hmac.max_skew", "must be between 1s and 1h"));
+        }
+        let required_components = match raw.required_components {
+            None => keycard_core::httpsig::Policy::with_skew(0).required,
+            Some(list) => {
+                for (i, c) in list.iter().enumerate() {
+                    let derived = [
+                        "@method",
+                        "@authority",
+                        "@path",
+                        "@query",
+                        "@scheme",
+                        "@target-uri",
+                        "@request-target",
+                    ];
+                    let field = !c.is_empty()
+                        && c.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                    if !(derived.contains(&c.as_str()) || field) {
+                        return Err(self.err(
+                            format!("hmac.required_components[{i}]"),
+                            format!("`{c}` is not a derived component (@method, @authority, @path, @query, …) or a lowercase header name"),
+                        ));
+                    }
+                }
+                list
+            }
+        };
+        Ok(HmacSettings {
+            max_skew,
+            required_components,
+        })
     }
 
     fn digest(&self, raw: RawDigest) -> Result<DigestSettings, ConfigError> {
@@ -852,6 +915,12 @@ mod tests {
             (
                 "[server]\npublic_url = \"https://kc.example\"\n[[jwt.issuers]]\nissuer = \"https://kc.example/\"\njwks_file = \"k.json\"\naudiences = [\"a\"]",
                 "jwt.issuers[0].issuer",
+            ),
+            ("[hmac]\nmax_skew = \"0s\"", "hmac.max_skew"),
+            ("[hmac]\nmax_skew = \"2h\"", "hmac.max_skew"),
+            (
+                "[hmac]\nrequired_components = [\"@status\"]",
+                "hmac.required_components[0]",
             ),
             ("[limits]\nredis_url = \"redis://x\"", "limits.redis_url"),
             ("[digest]\nalgorithms = [\"SHA-1\"]", "digest.algorithms[0]"),

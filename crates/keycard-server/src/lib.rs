@@ -21,6 +21,7 @@ pub mod config;
 mod digest;
 pub mod feed;
 pub mod forwarded;
+mod hmac;
 pub mod identity;
 pub mod jwks;
 pub mod listener;
