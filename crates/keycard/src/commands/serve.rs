@@ -114,6 +114,8 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             revoked_at: None,
         })
         .await?;
+    // An RFC 9421 signing key (a new one each run: its secret is shown only once).
+    let (hmac_key_id, hmac_secret) = demo_hmac_key(&settings, &store, &scopes).await?;
     store.close().await;
 
     let running = keycard_server::start(&settings).await?;
@@ -149,6 +151,17 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             command: format!(
                 "curl -s -H \"Authorization: Bearer $(curl -s -u '{client_id}:{}' -d grant_type=client_credentials {base}/oauth2/token | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\" {base}/api/hello",
                 client_secret.expose_secret()
+            ),
+        },
+        Example {
+            method: "hmac",
+            description: "an HTTP Message Signature (RFC 9421): keycard sign makes the headers, curl sends them",
+            command: format!(
+                "printf '%s' '{}' | '{}' sign --key-id {hmac_key_id} --secret-stdin {base}/api/hello | curl -s -H @- {base}/api/hello",
+                hmac_secret.expose_secret(),
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "keycard".into()),
             ),
         },
         Example {
@@ -192,6 +205,41 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
     super::wait_for_signal().await;
     running.shutdown().await;
     Ok(())
+}
+
+/// A fresh HMAC signing key for the demo subject: (key_id, secret as standard base64).
+async fn demo_hmac_key(
+    settings: &Settings,
+    store: &Store,
+    scopes: &Scopes,
+) -> Result<(String, SecretString), CliError> {
+    use base64::Engine;
+    let master = master(settings)?;
+    let mut raw = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut raw)
+        .map_err(|_| CliError::Other("the random number generator failed".into()))?;
+    let secret = keycard_core::SecretBytes::new(raw);
+    let other = |e: keycard_core::MasterKeyError| CliError::Other(e.to_string());
+    let key_id = new_id("hk").map_err(other)?;
+    let sealed =
+        keycard_core::httpsig::seal_secret(&master.sealer(), &key_id, secret.expose_secret())
+            .map_err(|e| CliError::Other(e.to_string()))?;
+    store
+        .create_hmac_key(&keycard_store::NewHmacKey {
+            id: new_id("hmac").map_err(other)?,
+            key_id: key_id.clone(),
+            subject: "demo".into(),
+            lookup: master
+                .keyed_hasher()
+                .hash(keycard_core::HashDomain::HmacKeyId, key_id.as_bytes()),
+            sealed,
+            scopes: scopes.as_str().to_owned(),
+            created_at: now_secs(),
+            expires_at: None,
+        })
+        .await?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(secret.expose_secret());
+    Ok((key_id, SecretString::new(b64)))
 }
 
 /// Creates the demo user with a fresh random password (or gives it one when a previous run

@@ -382,6 +382,45 @@ async fn signed_requests_at_the_gateway() {
         assert_eq!(v["headers"]["x-keycard-method"], "hmac", "{v}");
         assert_eq!(v["body"], "{\"order\": 42}");
     }
+    // A request signed by Python's http-message-signatures, with a body: accepted.
+    if tools::python_httpsig() {
+        let body = "{\"order\": 7}";
+        let out = Command::new("python3")
+            .args([
+                &py("httpsig_sign.py"),
+                &format!("{base}/api/orders?page=2"),
+                &secret_b64,
+                &key_id,
+                body,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let headers: Vec<(String, String)> = sent["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect();
+        let r = send(
+            http::Method::POST,
+            format!("{base}/api/orders?page=2"),
+            headers,
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.upstream_header("x-keycard-method").as_deref(),
+            Some("hmac")
+        );
+    }
     // A body changed under an unchanged Content-Digest; a Content-Digest changed.
     let fresh = sign("POST", &post_url, Some(&body_file));
     let r = send(

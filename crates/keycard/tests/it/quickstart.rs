@@ -30,7 +30,7 @@ fn run_once(dir: &std::path::Path) {
     let info: serde_json::Value =
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     let examples = info["examples"].as_array().unwrap();
-    for m in ["api_key", "basic", "digest", "oauth2"] {
+    for m in ["api_key", "basic", "digest", "oauth2", "hmac"] {
         assert!(examples.iter().any(|e| e["method"] == m), "no {m} example");
     }
     let mut failures = Vec::new();
