@@ -6,8 +6,10 @@
 #   4. keycard, a route that needs an API key,
 #   5. keycard, a route that needs HTTP Basic (argon2id hashes; verified pairs cached),
 #      and one that needs an OAuth 2.0 access token keycard issued (ES256, `oauth2`),
-#   6. keycard, a route that needs HTTP Digest (SHA-256, replay-checked), and the API-key route
-#      again, both driven by the bench loadgen in closed loop (wrk cannot answer challenges).
+#   6. keycard, a route that needs HTTP Digest (SHA-256, replay-checked), one that needs an
+#      RFC 9421 signature (hmac-sha256, a fresh signature per request, replay-checked), and the
+#      API-key route again, all driven by the bench loadgen in closed loop (wrk can neither
+#      answer challenges nor sign each request).
 # Then latency at a constant rate below saturation (RATE req/s over the same connections,
 # measured from each request's intended send time: no coordinated omission).
 # Each saturated measurement is repeated ROUNDS times, interleaved, and the median kept:
@@ -75,6 +77,10 @@ prefix = "/digest/"
 upstream = "http://127.0.0.1:$UP"
 methods = ["digest"]
 [[routes]]
+prefix = "/hmac/"
+upstream = "http://127.0.0.1:$UP"
+methods = ["hmac"]
+[[routes]]
 prefix = "/oauth/"
 upstream = "http://127.0.0.1:$UP"
 methods = ["oauth2"]
@@ -85,6 +91,8 @@ KEY=$($KC --config "$WORK/keycard.toml" key create --subject bench --json | pyth
 PASSWORD=bench-password-$RANDOM-$RANDOM
 printf '%s\n' "$PASSWORD" | $KC --config "$WORK/keycard.toml" user add benchuser --password-stdin --digest >/dev/null
 BASIC="Authorization: Basic $(printf 'benchuser:%s' "$PASSWORD" | base64 -w0)"
+HMAC_JSON=$($KC --config "$WORK/keycard.toml" hmac create --subject bench --json)
+HMAC_ARG="hmac:$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["key_id"] + ":" + d["secret"])' "$HMAC_JSON")"
 CLIENT_SECRET=$($KC --config "$WORK/keycard.toml" client create bench-client --grant client_credentials --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
 KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
 KC_PID=$!
@@ -124,6 +132,7 @@ RESULTS=$(
     run "keycard, oauth2 (ES256 token)"  "http://127.0.0.1:$KP/oauth/x" "$BEARER"
     closed "keycard, API key (loadgen)"  "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
     closed "keycard, Digest (loadgen)"   "http://127.0.0.1:$KP/digest/x" "digest:benchuser:$PASSWORD"
+    closed "keycard, hmac (loadgen)"     "http://127.0.0.1:$KP/hmac/x" "$HMAC_ARG"
   done
 )
 LATENCY=$(
@@ -166,6 +175,8 @@ ko = r["keycard, oauth2 (ES256 token)"]
 print(f"oauth2 (keycard's ES256 token) / API key:   {ko[0]/kkey[0]:.2f}x")
 kd, kl = r["keycard, Digest (loadgen)"], r["keycard, API key (loadgen)"]
 print(f"Digest (replay-checked) / API key, loadgen: {kd[0]/kl[0]:.2f}x")
+kh = r["keycard, hmac (loadgen)"]
+print(f"hmac (RFC 9421) / API key, loadgen:         {kh[0]/kl[0]:.2f}x (target >= 0.85x)")
 import json
 lat={}
 for line in sys.argv[4].strip().splitlines():

@@ -12,6 +12,10 @@
 //! connection, then a fresh response per request with a growing nonce count, as curl and
 //! browsers do.
 //!
+//! `hmac:KEY_ID:SECRET_B64` signs every request (RFC 9421, hmac-sha256: `@method`,
+//! `@authority`, `@path`, `@query` when there is one) with a fresh `created` and `nonce`, as a
+//! client of the `hmac` method must (keycard refuses a signature seen before).
+//!
 //! With `LOADGEN_FORM` set, each request is a `POST` of that form body
 //! (`application/x-www-form-urlencoded`), for the token endpoint.
 
@@ -48,7 +52,18 @@ async fn main() {
             let (u, p) = up.split_once(':').expect("digest:USER:PASSWORD");
             (u.to_owned(), p.to_owned())
         });
-    let header = args.get(5).filter(|_| digest.is_none()).map(|h| {
+    let hmac = args
+        .get(5)
+        .and_then(|h| h.strip_prefix("hmac:"))
+        .map(|ks| {
+            use base64::Engine;
+            let (k, s) = ks.split_once(':').expect("hmac:KEY_ID:SECRET_B64");
+            let secret = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .expect("SECRET_B64");
+            (k.to_owned(), secret)
+        });
+    let header = args.get(5).filter(|_| digest.is_none() && hmac.is_none()).map(|h| {
         let (k, v) = h.split_once(':').expect("HEADER: VALUE");
         (k.trim().to_owned(), v.trim().to_owned())
     });
@@ -64,12 +79,13 @@ async fn main() {
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for i in 0..conns {
-        let (url, addr, header, digest, form) = (
+        let (url, addr, header, digest, form, hmac) = (
             url.clone(),
             addr.clone(),
             header.clone(),
             digest.clone(),
             form.clone(),
+            hmac.clone(),
         );
         // Spread the connections' schedules evenly over one interval.
         let first = start + interval.mul_f64(i as f64 / conns as f64);
@@ -90,6 +106,7 @@ async fn main() {
                 .map(|p| p.as_str())
                 .unwrap_or("/")
                 .to_owned();
+            let mut nonce = 0u64;
             let mut client = digest.map(|(u, p)| DigestClient {
                 user: u,
                 password: p,
@@ -110,6 +127,10 @@ async fn main() {
                 }
                 if let Some(c) = client.as_mut().and_then(|c| c.authorization(&target)) {
                     b = b.header("authorization", c);
+                }
+                if let Some((key_id, secret)) = &hmac {
+                    let (input, sig) = sign_request(key_id, secret, &addr, &target, i, &mut nonce);
+                    b = b.header("signature-input", input).header("signature", sig);
                 }
                 let body = match &form {
                     Some(f) => {
@@ -176,6 +197,52 @@ async fn main() {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     );
+}
+
+/// Signature-Input and Signature for a GET of `target` (RFC 9421, hmac-sha256).
+fn sign_request(
+    key_id: &str,
+    secret: &[u8],
+    authority: &str,
+    target: &str,
+    conn: usize,
+    nonce: &mut u64,
+) -> (String, String) {
+    use base64::Engine;
+    use keycard_core::httpsig::{self, RequestParts};
+    *nonce += 1;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let components = if query.is_some() {
+        r#""@method" "@authority" "@path" "@query""#
+    } else {
+        r#""@method" "@authority" "@path""#
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let input = format!(
+        "sig1=({components});created={created};keyid=\"{key_id}\";nonce=\"p{}c{conn}n{nonce}\"",
+        std::process::id()
+    );
+    let headers = hyper::HeaderMap::new();
+    let sig = httpsig::parse(&input, "sig1=:AAAA:").unwrap().remove(0);
+    let req = RequestParts {
+        method: "GET",
+        scheme: "http",
+        authority,
+        path,
+        query,
+        headers: &headers,
+    };
+    let mac = httpsig::sign_hmac(secret, &httpsig::signature_base(&sig, &req).unwrap());
+    (
+        input,
+        format!("sig1=:{}:", base64::engine::general_purpose::STANDARD.encode(mac)),
+    )
 }
 
 /// An HTTP Digest client (RFC 7616, SHA-256, `qop=auth`).
