@@ -16,16 +16,18 @@ use crate::authn::{Authenticator, RequestFacts};
 use crate::cache::HmacKey;
 use crate::config::HmacSettings;
 
-/// How many signatures are remembered at most; beyond, new ones are refused (fail closed)
-/// until old ones age out.
-const MAX_SEEN: usize = 1_000_000;
+/// How many signatures are remembered at most (16 bytes of keyed hash and an expiry each,
+/// about 40 bytes with the map: 160 MB at the most — 60 s of 65,000 signed requests a
+/// second). Beyond, requests are answered 503 until old ones age out: never let through.
+const MAX_SEEN: usize = 4_000_000;
 
 /// The policy and the memory of signatures seen.
 #[derive(Debug)]
 pub(crate) struct HmacState {
     policy: Policy,
-    /// Keyed hash of (signature value or nonce) → when it may be forgotten (ms).
-    seen: Mutex<HashMap<[u8; 32], i64>>,
+    /// Keyed hash (first 16 bytes) of the nonce, else of the signature value → when it
+    /// may be forgotten (ms): when the signature could no longer be fresh.
+    seen: Mutex<HashMap<u128, i64>>,
 }
 
 impl HmacState {
@@ -39,28 +41,22 @@ impl HmacState {
         }
     }
 
-    /// Records every one of `marks` as used until `until_ms`; `false` (nothing recorded)
-    /// when one was used already or the memory is full.
-    fn first_use(&self, marks: &[[u8; 32]], now_ms: i64, until_ms: i64) -> bool {
+    /// Records `mark` as used until `until_ms`.
+    fn first_use(&self, mark: u128, now_ms: i64, until_ms: i64) -> Seen {
         let Ok(mut seen) = self.seen.lock() else {
-            return false;
+            return Seen::Full;
         };
-        if marks
-            .iter()
-            .any(|m| seen.get(m).is_some_and(|t| *t > now_ms))
-        {
-            return false;
+        if seen.get(&mark).is_some_and(|t| *t > now_ms) {
+            return Seen::Before;
         }
-        if seen.len() + marks.len() > MAX_SEEN {
+        if seen.len() >= MAX_SEEN {
             seen.retain(|_, t| *t > now_ms);
-            if seen.len() + marks.len() > MAX_SEEN {
-                return false;
+            if seen.len() >= MAX_SEEN {
+                return Seen::Full;
             }
         }
-        for m in marks {
-            seen.insert(*m, until_ms);
-        }
-        true
+        seen.insert(mark, until_ms);
+        Seen::First
     }
 
     /// Forgets signatures that can no longer be fresh.
@@ -69,6 +65,16 @@ impl HmacState {
             seen.retain(|_, t| *t > now_ms);
         }
     }
+}
+
+/// Whether a signature was seen.
+enum Seen {
+    /// Not before: now remembered.
+    First,
+    /// Before: a replay.
+    Before,
+    /// The memory is full (or broken): nothing can be promised.
+    Full,
 }
 
 impl Authenticator {
@@ -130,16 +136,35 @@ impl Authenticator {
                     .ok_or_else(|| with_key(Reason::MissingComponent))?;
                 httpsig::check_content_digest(digest, b).map_err(|e| with_key(e.reason()))?;
             }
-            let mut marks = vec![self.hasher.hash(HashDomain::VerifiedToken, &sig.value)];
-            if let Some(n) = &sig.nonce {
-                marks.push(self.hasher.hash(
-                    HashDomain::VerifiedToken,
-                    format!("nonce\0{keyid}\0{n}").as_bytes(),
-                ));
-            }
-            let until_ms = now_ms + 2 * self.hmac.policy.max_skew * 1000 + 1000;
-            if !self.hmac.first_use(&marks, now_ms, until_ms) {
-                return Err(with_key(Reason::Replay));
+            // One mark per signature: its nonce when it has one (a nonce is single-use
+            // whatever is signed with it), else the signature value itself.
+            let mark_source = match &sig.nonce {
+                Some(n) => format!("nonce\0{keyid}\0{n}").into_bytes(),
+                None => sig.value.clone(),
+            };
+            let digest = self.hasher.hash(HashDomain::VerifiedToken, &mark_source);
+            let mut mark = [0u8; 16];
+            mark.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+            // Remembered while the signature could still be accepted.
+            let created = sig.created.unwrap_or(now);
+            let last_fresh = sig
+                .expires
+                .map_or(created + self.hmac.policy.max_skew, |e| {
+                    e.min(created + self.hmac.policy.max_skew)
+                });
+            let until_ms = last_fresh.saturating_mul(1000) + 1000;
+            match self
+                .hmac
+                .first_use(u128::from_be_bytes(mark), now_ms, until_ms)
+            {
+                Seen::First => {}
+                Seen::Before => return Err(with_key(Reason::Replay)),
+                Seen::Full => {
+                    tracing::warn!(
+                        "the replay memory of HMAC signatures is full; refusing signed requests"
+                    );
+                    return Err(Refusal::Unavailable { method });
+                }
             }
             return Ok(principal);
         }

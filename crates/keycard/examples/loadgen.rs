@@ -52,21 +52,21 @@ async fn main() {
             let (u, p) = up.split_once(':').expect("digest:USER:PASSWORD");
             (u.to_owned(), p.to_owned())
         });
-    let hmac = args
-        .get(5)
-        .and_then(|h| h.strip_prefix("hmac:"))
-        .map(|ks| {
-            use base64::Engine;
-            let (k, s) = ks.split_once(':').expect("hmac:KEY_ID:SECRET_B64");
-            let secret = base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .expect("SECRET_B64");
-            (k.to_owned(), secret)
-        });
-    let header = args.get(5).filter(|_| digest.is_none() && hmac.is_none()).map(|h| {
-        let (k, v) = h.split_once(':').expect("HEADER: VALUE");
-        (k.trim().to_owned(), v.trim().to_owned())
+    let hmac = args.get(5).and_then(|h| h.strip_prefix("hmac:")).map(|ks| {
+        use base64::Engine;
+        let (k, s) = ks.split_once(':').expect("hmac:KEY_ID:SECRET_B64");
+        let secret = base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .expect("SECRET_B64");
+        (k.to_owned(), secret)
     });
+    let header = args
+        .get(5)
+        .filter(|_| digest.is_none() && hmac.is_none())
+        .map(|h| {
+            let (k, v) = h.split_once(':').expect("HEADER: VALUE");
+            (k.trim().to_owned(), v.trim().to_owned())
+        });
     let form = std::env::var("LOADGEN_FORM").ok().map(Bytes::from);
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
     let closed_loop = rate <= 0.0;
@@ -241,7 +241,10 @@ fn sign_request(
     let mac = httpsig::sign_hmac(secret, &httpsig::signature_base(&sig, &req).unwrap());
     (
         input,
-        format!("sig1=:{}:", base64::engine::general_purpose::STANDARD.encode(mac)),
+        format!(
+            "sig1=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(mac)
+        ),
     )
 }
 
