@@ -212,3 +212,23 @@ impl Authenticator {
         Ok(self.cache.insert_hmac_key(handle, key, generation))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_is_accepted_once_while_it_could_be_fresh() {
+        let s = HmacState::new(&HmacSettings {
+            max_skew: std::time::Duration::from_secs(60),
+            required_components: Vec::new(),
+        });
+        assert!(matches!(s.first_use(7, 1_000, 61_000), Seen::First));
+        assert!(matches!(s.first_use(7, 30_000, 91_000), Seen::Before));
+        assert!(matches!(s.first_use(8, 30_000, 91_000), Seen::First));
+        // Once it could no longer be fresh, it is forgotten.
+        s.prune(61_001);
+        assert!(matches!(s.first_use(7, 61_001, 121_000), Seen::First));
+        assert!(matches!(s.first_use(8, 61_001, 121_000), Seen::Before));
+    }
+}
