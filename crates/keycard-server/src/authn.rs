@@ -536,15 +536,20 @@ fn check_scopes(p: Principal, required: &Scopes) -> Result<Principal, Refusal> {
     }
 }
 
-fn record_from_row(r: ApiKeyRow) -> Option<ApiKeyRecord> {
-    // Scopes were validated when stored; a row that no longer parses is treated as unknown.
-    let scopes = match Scopes::parse(&r.scopes) {
-        Ok(s) => s,
+/// A credential's stored scopes. They were validated when stored; a row that no longer
+/// parses is treated as unknown (`None`), and said so in the log.
+pub(crate) fn stored_scopes(credential: &str, scopes: &str) -> Option<Scopes> {
+    match Scopes::parse(scopes) {
+        Ok(s) => Some(s),
         Err(e) => {
-            tracing::error!(credential = %r.id, error = %e, "stored scopes are invalid; key refused");
-            return None;
+            tracing::error!(credential, error = %e, "stored scopes are invalid; key refused");
+            None
         }
-    };
+    }
+}
+
+fn record_from_row(r: ApiKeyRow) -> Option<ApiKeyRecord> {
+    let scopes = stored_scopes(&r.id, &r.scopes)?;
     Some(ApiKeyRecord {
         id: r.id.into(),
         subject: r.subject.into(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use keycard_core::api_key::{self, ApiKeyRecord};
 use keycard_core::httpsig::{self, Policy, RequestParts, SigError};
-use keycard_core::{HashDomain, Method, Principal, Reason, Refusal, Scopes};
+use keycard_core::{HashDomain, Method, Principal, Reason, Refusal};
 
 use crate::authn::{Authenticator, RequestFacts};
 use crate::cache::HmacKey;
@@ -190,13 +190,7 @@ impl Authenticator {
                     return None;
                 }
             };
-            let scopes = match Scopes::parse(&r.scopes) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(credential = %r.id, error = %e, "stored scopes are invalid; key refused");
-                    return None;
-                }
-            };
+            let scopes = crate::authn::stored_scopes(&r.id, &r.scopes)?;
             Some(HmacKey {
                 record: ApiKeyRecord {
                     id: r.id.into(),
