@@ -273,39 +273,63 @@ fn hmac_keys_from_the_cli_sign_requests() {
     );
 }
 
-/// The `hmac` method at the gateway: curl with `keycard sign` headers gets through (GET and
-/// POST with a body); each attack of the issue is refused.
-#[tokio::test(flavor = "multi_thread")]
-async fn signed_requests_at_the_gateway() {
-    use crate::common::http::Http;
-    use crate::common::{eventually, route, upstream};
+/// A keycard with a gateway route and an HMAC key, for the `hmac` method's tests.
+struct Gateway {
+    kc: crate::common::Keycard,
+    base: String,
+    authority: String,
+    key_id: String,
+    secret: Vec<u8>,
+    secret_b64: String,
+    dir: tempfile::TempDir,
+    http: crate::common::http::Http,
+}
 
-    let up = upstream::start().await;
-    let mut kc = crate::common::Keycard::new(None, &route("/api/", &up, ""));
-    let addr = kc.start();
-    let created: serde_json::Value = serde_json::from_str(&kc.cli_ok(&[
-        "hmac",
-        "create",
-        "--subject",
-        "signer",
-        "--scope",
-        "orders:write",
-        "--json",
-    ]))
-    .unwrap();
-    let key_id = created["key_id"].as_str().unwrap().to_owned();
-    let secret_b64 = created["secret"].as_str().unwrap().to_owned();
-    let secret = STANDARD.decode(&secret_b64).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("key.b64");
-    std::fs::write(&key_file, &secret_b64).unwrap();
-    let sign = |method: &str, url: &str, body: Option<&std::path::Path>| -> Vec<(String, String)> {
+type Headers = Vec<(String, String)>;
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let up = crate::common::upstream::start().await;
+        let mut kc = crate::common::Keycard::new(None, &crate::common::route("/api/", &up, ""));
+        let addr = kc.start();
+        let created: serde_json::Value = serde_json::from_str(&kc.cli_ok(&[
+            "hmac",
+            "create",
+            "--subject",
+            "signer",
+            "--scope",
+            "orders:write",
+            "--json",
+        ]))
+        .unwrap();
+        let secret_b64 = created["secret"].as_str().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.b64"), &secret_b64).unwrap();
+        Gateway {
+            base: format!("http://{addr}"),
+            authority: addr.to_string(),
+            key_id: created["key_id"].as_str().unwrap().to_owned(),
+            secret: STANDARD.decode(&secret_b64).unwrap(),
+            secret_b64,
+            dir,
+            kc,
+            http: crate::common::http::Http::new(),
+        }
+    }
+
+    /// `keycard sign --json` for `method url` (with `body` when given).
+    fn sign(&self, method: &str, url: &str, body: Option<&str>) -> Headers {
         let mut cmd = Command::new(bin());
-        cmd.args(["sign", "--json", "--key-id", &key_id, "--secret-file"])
-            .arg(&key_file);
-        cmd.args(["--method", method]);
+        cmd.args(["sign", "--json", "--key-id", &self.key_id, "--secret-file"])
+            .arg(self.dir.path().join("key.b64"))
+            .args(["--method", method]);
         if let Some(b) = body {
-            cmd.arg("--body-file").arg(b);
+            let f = self.dir.path().join(format!(
+                "body-{}.txt",
+                keycard_core::random_base62(8).unwrap()
+            ));
+            std::fs::write(&f, b).unwrap();
+            cmd.arg("--body-file").arg(f);
         }
         let out = cmd.arg(url).output().unwrap();
         assert!(
@@ -320,31 +344,74 @@ async fn signed_requests_at_the_gateway() {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
             .collect()
-    };
-    let base = format!("http://{addr}");
-    let http = Http::new();
-    let send =
-        |method: http::Method, url: String, headers: Vec<(String, String)>, body: Vec<u8>| {
-            let http = http.clone();
-            async move {
-                let h: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                http.send(method, &url, &h, body).await
-            }
-        };
+    }
 
-    // curl, GET: accepted, as the key's subject, by the hmac method.
-    let get_url = format!("{base}/api/orders?page=2");
-    let get_headers = sign("GET", &get_url, None);
+    /// A signature made by hand over `GET /api/orders` (`params` after the components).
+    fn hand(&self, components: &str, params: &str, keyid: &str) -> Headers {
+        let input = format!("sig1=({components}){params};keyid=\"{keyid}\"");
+        let headers = HeaderMap::new();
+        let sig = httpsig::parse(&input, "sig1=:AAAA:").unwrap().remove(0);
+        let req = RequestParts {
+            method: "GET",
+            scheme: "http",
+            authority: &self.authority,
+            path: "/api/orders",
+            query: None,
+            headers: &headers,
+        };
+        let mac = httpsig::sign_hmac(&self.secret, &httpsig::signature_base(&sig, &req).unwrap());
+        vec![
+            ("Signature-Input".into(), input),
+            (
+                "Signature".into(),
+                format!("sig1=:{}:", STANDARD.encode(mac)),
+            ),
+        ]
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        url: &str,
+        headers: &Headers,
+        body: &str,
+    ) -> crate::common::http::Resp {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.http
+            .send(method, url, &h, body.as_bytes().to_vec())
+            .await
+    }
+
+    /// Stops (the audit is written) and returns `audit --json`.
+    fn stop_and_audit(mut self) -> String {
+        self.kc.stop();
+        self.kc.cli_ok(&["audit", "--json", "--limit", "1000"])
+    }
+}
+
+const ALL: &str = r#""@method" "@authority" "@path""#;
+
+fn curl_args(headers: &Headers) -> Vec<String> {
+    let mut args = vec!["-s".to_owned()];
+    for (k, v) in headers {
+        args.push("-H".into());
+        args.push(format!("{k}: {v}"));
+    }
+    args
+}
+
+/// curl with `keycard sign` headers gets through (GET, and POST with a body), as the key's
+/// subject by the `hmac` method; so does a request signed by `http-message-signatures`.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_requests_from_curl_and_python_are_accepted() {
+    let g = Gateway::start().await;
     if tools::curl() {
-        let mut args = vec!["-s".to_owned()];
-        for (k, v) in &get_headers {
-            args.push("-H".into());
-            args.push(format!("{k}: {v}"));
-        }
-        args.push(get_url.clone());
+        let url = format!("{}/api/orders?page=2", g.base);
+        let mut args = curl_args(&g.sign("GET", &url, None));
+        args.push(url);
         let out = Command::new("curl").args(&args).output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["headers"]["x-keycard-method"], "hmac", "{v}");
@@ -353,46 +420,21 @@ async fn signed_requests_at_the_gateway() {
             v["headers"].get("signature").is_none(),
             "the signature is not forwarded"
         );
-        // The same signed request again: a replay.
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "401", "a replay");
-    }
-    // curl, POST with a body.
-    let body_file = dir.path().join("order.json");
-    std::fs::write(&body_file, "{\"order\": 42}").unwrap();
-    let post_url = format!("{base}/api/orders");
-    let post_headers = sign("POST", &post_url, Some(&body_file));
-    if tools::curl() {
-        let mut args = vec![
-            "-s".to_owned(),
-            "--data-binary".into(),
-            format!("@{}", body_file.display()),
-        ];
-        for (k, v) in &post_headers {
-            args.push("-H".into());
-            args.push(format!("{k}: {v}"));
-        }
-        args.push(post_url.clone());
+        let url = format!("{}/api/orders", g.base);
+        let body = g.dir.path().join("order.json");
+        std::fs::write(&body, "{\"order\": 42}").unwrap();
+        let mut args = curl_args(&g.sign("POST", &url, Some("{\"order\": 42}")));
+        args.extend(["--data-binary".into(), format!("@{}", body.display()), url]);
         let out = Command::new("curl").args(&args).output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["headers"]["x-keycard-method"], "hmac", "{v}");
         assert_eq!(v["body"], "{\"order\": 42}");
     }
-    // A request signed by Python's http-message-signatures, with a body: accepted.
     if tools::python_httpsig() {
         let body = "{\"order\": 7}";
+        let url = format!("{}/api/orders?page=2", g.base);
         let out = Command::new("python3")
-            .args([
-                &py("httpsig_sign.py"),
-                &format!("{base}/api/orders?page=2"),
-                &secret_b64,
-                &key_id,
-                body,
-            ])
+            .args([&py("httpsig_sign.py"), &url, &g.secret_b64, &g.key_id, body])
             .output()
             .unwrap();
         assert!(
@@ -401,193 +443,234 @@ async fn signed_requests_at_the_gateway() {
             String::from_utf8_lossy(&out.stderr)
         );
         let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let headers: Vec<(String, String)> = sent["headers"]
+        let headers: Headers = sent["headers"]
             .as_object()
             .unwrap()
             .iter()
             .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
             .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
             .collect();
-        let r = send(
-            http::Method::POST,
-            format!("{base}/api/orders?page=2"),
-            headers,
-            body.as_bytes().to_vec(),
-        )
-        .await;
+        let r = g.send(http::Method::POST, &url, &headers, body).await;
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(
             r.upstream_header("x-keycard-method").as_deref(),
             Some("hmac")
         );
     }
-    // A body changed under an unchanged Content-Digest; a Content-Digest changed.
-    let fresh = sign("POST", &post_url, Some(&body_file));
-    let r = send(
-        http::Method::POST,
-        post_url.clone(),
-        fresh.clone(),
-        b"{\"order\": 43}".to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 401, "body changed");
-    let mut digest_changed = sign("POST", &post_url, Some(&body_file));
-    for (k, v) in digest_changed.iter_mut() {
-        if k == "Content-Digest" {
-            *v = httpsig::content_digest(b"{\"order\": 43}");
-        }
-    }
-    let r = send(
-        http::Method::POST,
-        post_url.clone(),
-        digest_changed,
-        b"{\"order\": 43}".to_vec(),
-    )
-    .await;
-    assert_eq!(r.status, 401, "content-digest changed");
-    // Path, query or method changed.
-    let h = sign("GET", &get_url, None);
-    assert_eq!(
-        send(
-            http::Method::GET,
-            format!("{base}/api/other?page=2"),
-            h.clone(),
-            vec![]
-        )
-        .await
-        .status,
-        401
-    );
-    assert_eq!(
-        send(
-            http::Method::GET,
-            format!("{base}/api/orders?page=3"),
-            h.clone(),
-            vec![]
-        )
-        .await
-        .status,
-        401
-    );
-    assert_eq!(
-        send(http::Method::DELETE, get_url.clone(), h.clone(), vec![])
-            .await
-            .status,
-        401
-    );
-    // The untouched one still works (not spent by the failures).
-    let ok = send(http::Method::GET, get_url.clone(), h, vec![]).await;
-    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+}
 
-    // Signatures made by hand: created 2 minutes old or in the future, @method not
-    // covered, alg of another family, unknown keyid.
-    let now = keycard_server::now_secs();
-    let hand = |components: &str, params: String, keyid: &str| -> Vec<(String, String)> {
-        let input = format!("sig1=({components}){params};keyid=\"{keyid}\"");
-        let headers = HeaderMap::new();
-        let sig = httpsig::parse(&input, "sig1=:AAAA:").unwrap().remove(0);
-        let req = RequestParts {
-            method: "GET",
-            scheme: "http",
-            authority: &addr.to_string(),
-            path: "/api/orders",
-            query: None,
-            headers: &headers,
-        };
-        let mac = httpsig::sign_hmac(&secret, &httpsig::signature_base(&sig, &req).unwrap());
-        vec![
-            ("Signature-Input".into(), input),
-            (
-                "Signature".into(),
-                format!("sig1=:{}:", STANDARD.encode(mac)),
-            ),
-        ]
-    };
-    let url = format!("{base}/api/orders");
-    let all = r#""@method" "@authority" "@path""#;
-    let good = hand(all, format!(";created={now};nonce=\"n-good\""), &key_id);
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_the_same_signed_request_twice() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let h = g.sign("GET", &url, None);
+    assert_eq!(g.send(http::Method::GET, &url, &h, "").await.status, 200);
     assert_eq!(
-        send(http::Method::GET, url.clone(), good, vec![])
-            .await
-            .status,
-        200,
-        "hand-made"
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        401,
+        "a replay"
     );
-    for (what, headers) in [
+    // Another signature with the same nonce: refused too (a nonce is single-use).
+    let now = keycard_server::now_secs();
+    let a = g.hand(ALL, &format!(";created={now};nonce=\"same\""), &g.key_id);
+    let b = g.hand(
+        r#""@method" "@path" "@authority""#,
+        &format!(";created={now};nonce=\"same\""),
+        &g.key_id,
+    );
+    assert_eq!(g.send(http::Method::GET, &url, &a, "").await.status, 200);
+    assert_eq!(g.send(http::Method::GET, &url, &b, "").await.status, 401);
+    assert!(g.stop_and_audit().contains("\"replay\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_created_two_minutes_old_or_in_the_future_and_expires_passed() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let now = keycard_server::now_secs();
+    for (what, params) in [
+        ("created 2 minutes old", format!(";created={}", now - 120)),
+        ("created in the future", format!(";created={}", now + 120)),
         (
-            "created 2 minutes old",
-            hand(all, format!(";created={}", now - 120), &key_id),
+            "expires passed",
+            format!(";created={now};expires={}", now - 1),
         ),
-        (
-            "created in the future",
-            hand(all, format!(";created={}", now + 120), &key_id),
-        ),
-        (
-            "expired",
-            hand(all, format!(";created={now};expires={}", now - 1), &key_id),
-        ),
-        (
-            "@method not covered",
-            hand(
-                r#""@authority" "@path""#,
-                format!(";created={now}"),
-                &key_id,
-            ),
-        ),
-        (
-            "rsa-pss-sha512",
-            hand(
-                all,
-                format!(";created={now};alg=\"rsa-pss-sha512\""),
-                &key_id,
-            ),
-        ),
-        (
-            "unknown keyid",
-            hand(all, format!(";created={now}"), "hk_unknown"),
-        ),
-        (
-            "malformed",
-            vec![
-                ("Signature-Input".into(), "sig1=(".into()),
-                ("Signature".into(), "sig1=:AAAA:".into()),
-            ],
-        ),
+        ("no created", String::new()),
     ] {
+        let h = g.hand(ALL, &params, &g.key_id);
         assert_eq!(
-            send(http::Method::GET, url.clone(), headers, vec![])
-                .await
-                .status,
+            g.send(http::Method::GET, &url, &h, "").await.status,
             401,
             "{what}"
         );
     }
-    // Revoked: refused within a second.
-    kc.cli_ok(&["hmac", "revoke", &key_id]);
-    let took = eventually(std::time::Duration::from_secs(1), || {
-        let headers = hand(
-            all,
-            format!(
+    let h = g.hand(ALL, &format!(";created={now}"), &g.key_id);
+    assert_eq!(
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        200,
+        "the fresh one"
+    );
+    let audit = g.stop_and_audit();
+    assert!(
+        audit.contains("\"expired\"") && audit.contains("\"not_yet_valid\""),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_body_changed_or_content_digest_changed() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let h = g.sign("POST", &url, Some("{\"order\": 42}"));
+    assert_eq!(
+        g.send(http::Method::POST, &url, &h, "{\"order\": 43}")
+            .await
+            .status,
+        401,
+        "body changed"
+    );
+    let mut h = g.sign("POST", &url, Some("{\"order\": 42}"));
+    for (k, v) in h.iter_mut() {
+        if k == "Content-Digest" {
+            *v = httpsig::content_digest(b"{\"order\": 43}");
+        }
+    }
+    assert_eq!(
+        g.send(http::Method::POST, &url, &h, "{\"order\": 43}")
+            .await
+            .status,
+        401,
+        "digest changed"
+    );
+    // A body with a signature that covers no Content-Digest.
+    let now = keycard_server::now_secs();
+    let h = g.hand(ALL, &format!(";created={now}"), &g.key_id);
+    assert_eq!(
+        g.send(http::Method::POST, &url, &h, "{}").await.status,
+        401,
+        "body not covered"
+    );
+    let h = g.sign("POST", &url, Some("{\"order\": 42}"));
+    assert_eq!(
+        g.send(http::Method::POST, &url, &h, "{\"order\": 42}")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_path_query_or_method_changed() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders?page=2", g.base);
+    for (method, changed) in [
+        (http::Method::GET, format!("{}/api/other?page=2", g.base)),
+        (http::Method::GET, format!("{}/api/orders?page=3", g.base)),
+        (http::Method::DELETE, url.clone()),
+    ] {
+        let h = g.sign("GET", &url, None);
+        assert_eq!(
+            g.send(method.clone(), &changed, &h, "").await.status,
+            401,
+            "{method} {changed}"
+        );
+    }
+    let h = g.sign("GET", &url, None);
+    assert_eq!(g.send(http::Method::GET, &url, &h, "").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_method_not_covered_and_an_rsa_alg_on_an_hmac_key() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let now = keycard_server::now_secs();
+    let h = g.hand(
+        r#""@authority" "@path""#,
+        &format!(";created={now}"),
+        &g.key_id,
+    );
+    assert_eq!(
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        401,
+        "@method not covered"
+    );
+    let h = g.hand(
+        ALL,
+        &format!(";created={now};alg=\"rsa-pss-sha512\""),
+        &g.key_id,
+    );
+    assert_eq!(
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        401,
+        "rsa-pss-sha512"
+    );
+    let audit = g.stop_and_audit();
+    assert!(
+        audit.contains("\"missing_component\"") && audit.contains("\"alg_mismatch\""),
+        "{audit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_unknown_or_revoked_keyid() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let now = keycard_server::now_secs();
+    let h = g.hand(ALL, &format!(";created={now}"), "hk_unknown");
+    assert_eq!(
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        401,
+        "unknown keyid"
+    );
+    let h = g.hand(ALL, &format!(";created={now};nonce=\"before\""), &g.key_id);
+    assert_eq!(g.send(http::Method::GET, &url, &h, "").await.status, 200);
+    g.kc.cli_ok(&["hmac", "revoke", &g.key_id]);
+    let took = crate::common::eventually(std::time::Duration::from_secs(1), || {
+        let h = g.hand(
+            ALL,
+            &format!(
                 ";created={};nonce=\"{}\"",
                 keycard_server::now_secs(),
                 keycard_core::random_base62(8).unwrap()
             ),
-            &key_id,
+            &g.key_id,
         );
-        let url = url.clone();
-        async move { send(http::Method::GET, url, headers, vec![]).await.status == 401 }
+        let (g, url) = (&g, url.clone());
+        async move { g.send(http::Method::GET, &url, &h, "").await.status == 401 }
     })
     .await;
     assert!(took.is_some(), "a revoked HMAC key still works");
-    kc.stop();
-    let audit = kc.cli_ok(&["audit", "--json", "--limit", "1000"]);
-    for reason in [
-        "\"replay\"",
-        "\"bad_signature\"",
-        "\"missing_component\"",
-        "\"alg_mismatch\"",
-        "\"revoked\"",
+    assert!(g.stop_and_audit().contains("\"revoked\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_malformed_signature_fields() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    for (input, sig) in [
+        ("sig1=(", "sig1=:AAAA:"),
+        ("sig1=(\"@method\");created=1", "sig1=\"not bytes\""),
+        ("sig1=(\"@method\");created=\"soon\"", "sig1=:AAAA:"),
+        ("sig1=(\"@method\");created=1", "other=:AAAA:"),
     ] {
-        assert!(audit.contains(reason), "{reason} not audited: {audit}");
+        let h: Headers = vec![
+            ("Signature-Input".into(), input.into()),
+            ("Signature".into(), sig.into()),
+        ];
+        assert_eq!(
+            g.send(http::Method::GET, &url, &h, "").await.status,
+            401,
+            "{input} / {sig}"
+        );
     }
+    let h: Headers = vec![(
+        "Signature-Input".into(),
+        "sig1=(\"@method\");created=1".into(),
+    )];
+    assert_eq!(
+        g.send(http::Method::GET, &url, &h, "").await.status,
+        401,
+        "Signature missing"
+    );
+    assert!(g.stop_and_audit().contains("\"malformed\""));
 }
