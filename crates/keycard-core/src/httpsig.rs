@@ -13,7 +13,7 @@ use aws_lc_rs::{digest, hmac};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
-use sfv::{BareItem, FieldType, InnerList, Item, List, ListEntry, Parser};
+use sfv::{BareItem, FieldType, Item, ListEntry, ListSerializer, Parser};
 
 use crate::Reason;
 
@@ -108,13 +108,23 @@ pub struct Signature {
     pub nonce: Option<String>,
     /// The signature bytes.
     pub value: Vec<u8>,
-    input: InnerList,
+    /// The `Signature-Input` member, always an inner list (kept whole: it is serialised
+    /// again for `@signature-params`).
+    input: ListEntry,
 }
 
 impl Signature {
+    /// The covered components with their parameters.
+    fn items(&self) -> &[Item] {
+        match &self.input {
+            ListEntry::InnerList(l) => &l.items,
+            ListEntry::Item(_) => &[],
+        }
+    }
+
     /// The covered component names (`@method`, `content-digest`, …), in order.
     pub fn components(&self) -> impl Iterator<Item = &str> {
-        self.input.items.iter().filter_map(|i| match &i.bare_item {
+        self.items().iter().filter_map(|i| match &i.bare_item {
             BareItem::String(s) => Some(s.as_str()),
             _ => None,
         })
@@ -149,8 +159,8 @@ pub fn parse(signature_input: &str, signature: &str) -> Result<Vec<Signature>, S
         .parse()
         .map_err(|_| SigError::Malformed)?;
     let mut out = Vec::new();
-    for (label, entry) in &inputs {
-        let ListEntry::InnerList(list) = entry else {
+    for (label, entry) in inputs {
+        let ListEntry::InnerList(list) = &entry else {
             return Err(SigError::Malformed);
         };
         let value = match values.get(label.as_str()) {
@@ -178,7 +188,7 @@ pub fn parse(signature_input: &str, signature: &str) -> Result<Vec<Signature>, S
             expires: int_param(p, "expires")?,
             nonce: text_param(p, "nonce")?,
             value,
-            input: list.clone(),
+            input: entry,
         });
     }
     if out.is_empty() {
@@ -190,8 +200,8 @@ pub fn parse(signature_input: &str, signature: &str) -> Result<Vec<Signature>, S
 /// The RFC 9421 §2.5 signature base of `sig` over `req`.
 pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String, SigError> {
     let mut base = String::new();
-    let mut seen: Vec<String> = Vec::with_capacity(sig.input.items.len());
-    for item in &sig.input.items {
+    let mut seen: Vec<String> = Vec::with_capacity(sig.items().len());
+    for item in sig.items() {
         let id = item.serialize();
         if seen.contains(&id) {
             return Err(SigError::Malformed);
@@ -212,9 +222,9 @@ pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String,
         }
         seen.push(id);
     }
-    let params = List::from([ListEntry::InnerList(sig.input.clone())])
-        .serialize()
-        .ok_or(SigError::Malformed)?;
+    let mut ser = ListSerializer::new();
+    ser.members([&sig.input]);
+    let params = ser.finish().ok_or(SigError::Malformed)?;
     base.push_str("\"@signature-params\": ");
     base.push_str(&params);
     Ok(base)

@@ -199,7 +199,9 @@ async fn main() {
     );
 }
 
-/// Signature-Input and Signature for a GET of `target` (RFC 9421, hmac-sha256).
+/// Signature-Input and Signature for a GET of `target` (RFC 9421, hmac-sha256). The
+/// signature base is written out directly (it is what RFC 9421 §2.5 builds for these
+/// components), so the load generator spends its two cores' share on sending, not parsing.
 fn sign_request(
     key_id: &str,
     secret: &[u8],
@@ -209,38 +211,32 @@ fn sign_request(
     nonce: &mut u64,
 ) -> (String, String) {
     use base64::Engine;
-    use keycard_core::httpsig::{self, RequestParts};
     *nonce += 1;
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let components = if query.is_some() {
-        r#""@method" "@authority" "@path" "@query""#
-    } else {
-        r#""@method" "@authority" "@path""#
-    };
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let input = format!(
-        "sig1=({components});created={created};keyid=\"{key_id}\";nonce=\"p{}c{conn}n{nonce}\"",
+    let (components, query_line) = match query {
+        Some(q) => (
+            r#""@method" "@authority" "@path" "@query""#,
+            format!("\"@query\": ?{q}\n"),
+        ),
+        None => (r#""@method" "@authority" "@path""#, String::new()),
+    };
+    let params = format!(
+        "({components});created={created};keyid=\"{key_id}\";nonce=\"p{}c{conn}n{nonce}\"",
         std::process::id()
     );
-    let headers = hyper::HeaderMap::new();
-    let sig = httpsig::parse(&input, "sig1=:AAAA:").unwrap().remove(0);
-    let req = RequestParts {
-        method: "GET",
-        scheme: "http",
-        authority,
-        path,
-        query,
-        headers: &headers,
-    };
-    let mac = httpsig::sign_hmac(secret, &httpsig::signature_base(&sig, &req).unwrap());
+    let base = format!(
+        "\"@method\": GET\n\"@authority\": {authority}\n\"@path\": {path}\n{query_line}\"@signature-params\": {params}"
+    );
+    let mac = keycard_core::httpsig::sign_hmac(secret, &base);
     (
-        input,
+        format!("sig1={params}"),
         format!(
             "sig1=:{}:",
             base64::engine::general_purpose::STANDARD.encode(mac)
