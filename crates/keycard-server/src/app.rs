@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderName};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use keycard_core::route::{RoutePolicy, RouteTable, path_is_routable};
@@ -195,7 +196,7 @@ impl App {
             client_ip(&self.trusted_proxies, peer, req.headers())
         };
         // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
-        let reading = if !policy.public && wants_body(req.headers()) {
+        let reading = if !policy.public && wants_body(req.headers(), !req.body().is_end_stream()) {
             match self.body_reads.try_acquire() {
                 Ok(p) => Some(p),
                 Err(_) => return answer::unavailable(),
@@ -290,7 +291,7 @@ impl App {
         let (parts, incoming) = req.into_parts();
         // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
         // auth-int credential is checked against an empty body.
-        let reading = if !policy.public && wants_body(&parts.headers) {
+        let reading = if !policy.public && wants_body(&parts.headers, !incoming.is_end_stream()) {
             match self.body_reads.try_acquire() {
                 Ok(p) => Some(p),
                 Err(_) => return answer::unavailable(),
@@ -446,15 +447,11 @@ fn client_origin<'a>(
 }
 
 /// Whether the credential may sign the body: a Digest `qop=auth-int`, or an RFC 9421
-/// signature on a request with a body. A cheap look: a false positive only reads a body
-/// that did not need reading.
-fn wants_body(headers: &HeaderMap) -> bool {
-    let signed_body = headers.contains_key("signature-input")
-        && (headers.contains_key(http::header::TRANSFER_ENCODING)
-            || headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|l| l.trim() != "0"));
+/// signature on a request that may carry a body. `may_have_body`: the body is not known to
+/// be empty — an HTTP/2 request need send neither `Content-Length` nor `Transfer-Encoding`,
+/// so the headers alone cannot tell. A false positive only reads an empty body.
+fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
+    let signed_body = headers.contains_key("signature-input") && may_have_body;
     signed_body
         || headers.get(AUTHORIZATION).is_some_and(|v| {
             let b = v.as_bytes();

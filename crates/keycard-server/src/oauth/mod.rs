@@ -180,8 +180,17 @@ fn discovery(issuer: &str, alg: &str) -> String {
 
 /// Form or query parameters. Repeated names are refused (RFC 6749 §3.1) and empty values
 /// count as absent.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Params(Vec<(String, String)>);
+
+/// Names only: the values include client secrets, codes, refresh tokens and passwords.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
 
 impl Drop for Params {
     /// Form values carry secrets (client secrets, codes, refresh tokens, passwords).
@@ -343,5 +352,12 @@ mod tests {
         let ok: String = (0..64).map(|i| format!("p{i}=x&")).collect();
         assert!(Params::parse(ok.as_bytes()).is_some());
         assert_eq!(Params::parse(b"a=1&b=2").unwrap().encode(), "a=1&b=2");
+        let secret = Params::parse(b"client_secret=kcs_hunter2&password=pw").unwrap();
+        let shown = format!("{secret:?}");
+        assert!(
+            shown.contains("client_secret")
+                && !shown.contains("hunter2")
+                && !shown.contains("pw\"")
+        );
     }
 }

@@ -557,6 +557,33 @@ async fn refused_body_changed_or_content_digest_changed() {
             .status,
         200
     );
+    // HTTP/2 needs neither Content-Length nor Transfer-Encoding: a body sent without either
+    // is still read and checked (curl, prior knowledge, Content-Length removed).
+    if tools::curl() {
+        let sent = g.dir.path().join("sent.json");
+        for (body_sent, want) in [("{\"order\": 43}", "401"), ("{\"order\": 42}", "200")] {
+            std::fs::write(&sent, body_sent).unwrap();
+            let mut args = curl_args(&g.sign("POST", &url, Some("{\"order\": 42}")));
+            args.extend([
+                "--http2-prior-knowledge".into(),
+                "-H".into(),
+                "Content-Length:".into(),
+                "--data-binary".into(),
+                format!("@{}", sent.display()),
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                "%{http_code} %{http_version}".into(),
+                url.clone(),
+            ]);
+            let out = Command::new("curl").args(&args).output().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("{want} 2"),
+                "HTTP/2 body {body_sent}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
