@@ -199,28 +199,34 @@ pub fn parse(signature_input: &str, signature: &str) -> Result<Vec<Signature>, S
 
 /// The RFC 9421 §2.5 signature base of `sig` over `req`.
 pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String, SigError> {
-    let mut base = String::new();
-    let mut seen: Vec<String> = Vec::with_capacity(sig.items().len());
+    let mut base = String::with_capacity(256);
+    // Where each component's identifier starts and ends in `base`, to refuse duplicates.
+    let mut ids: Vec<(usize, usize)> = Vec::with_capacity(sig.items().len());
     for item in sig.items() {
-        let id = item.serialize();
-        if seen.contains(&id) {
-            return Err(SigError::Malformed);
-        }
         let BareItem::String(name) = &item.bare_item else {
             return Err(SigError::Malformed);
         };
-        let name = name.as_str();
-        let values = component_values(name, &item.params, req)?;
-        for v in values {
+        let id = item.serialize();
+        if ids
+            .iter()
+            .any(|&(a, b)| base.get(a..b) == Some(id.as_str()))
+        {
+            return Err(SigError::Malformed);
+        }
+        let mut first = None;
+        component_values(name.as_str(), &item.params, req, &mut |v: &str| {
             if v.contains(['\n', '\r']) {
                 return Err(SigError::Malformed);
             }
+            let at = base.len();
+            first.get_or_insert((at, at + id.len()));
             base.push_str(&id);
             base.push_str(": ");
-            base.push_str(&v);
+            base.push_str(v);
             base.push('\n');
-        }
-        seen.push(id);
+            Ok(())
+        })?;
+        ids.extend(first);
     }
     let mut ser = ListSerializer::new();
     ser.members([&sig.input]);
@@ -230,29 +236,28 @@ pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String,
     Ok(base)
 }
 
+/// Hands each value of component `name` to `emit`, in order (one, except for a
+/// repeated `@query-param`).
 fn component_values(
     name: &str,
     params: &sfv::Parameters,
     req: &RequestParts<'_>,
-) -> Result<Vec<String>, SigError> {
-    let no_params = |v: String| {
-        if params.is_empty() {
-            Ok(vec![v])
-        } else {
-            Err(SigError::Malformed)
-        }
-    };
+    emit: &mut dyn FnMut(&str) -> Result<(), SigError>,
+) -> Result<(), SigError> {
+    if name.starts_with('@') && name != "@query-param" && !params.is_empty() {
+        return Err(SigError::Malformed);
+    }
     match name {
-        "@method" => no_params(req.method.to_owned()),
-        "@scheme" => no_params(req.scheme.to_ascii_lowercase()),
-        "@authority" => no_params(req.authority.to_ascii_lowercase()),
-        "@path" => no_params(if req.path.is_empty() { "/" } else { req.path }.to_owned()),
-        "@query" => no_params(format!("?{}", req.query.unwrap_or(""))),
-        "@request-target" => no_params(match req.query {
-            Some(q) => format!("{}?{q}", req.path),
-            None => req.path.to_owned(),
-        }),
-        "@target-uri" => no_params(format!(
+        "@method" => emit(req.method),
+        "@scheme" => emit(&req.scheme.to_ascii_lowercase()),
+        "@authority" => emit(&req.authority.to_ascii_lowercase()),
+        "@path" => emit(if req.path.is_empty() { "/" } else { req.path }),
+        "@query" => emit(&format!("?{}", req.query.unwrap_or(""))),
+        "@request-target" => match req.query {
+            Some(q) => emit(&format!("{}?{q}", req.path)),
+            None => emit(req.path),
+        },
+        "@target-uri" => emit(&format!(
             "{}://{}{}{}",
             req.scheme.to_ascii_lowercase(),
             req.authority.to_ascii_lowercase(),
@@ -261,17 +266,21 @@ fn component_values(
         )),
         "@query-param" => {
             let wanted = match (params.len(), params.get("name")) {
-                (1, Some(BareItem::String(n))) => n.as_str().to_owned(),
+                (1, Some(BareItem::String(n))) => n.as_str(),
                 _ => return Err(SigError::Malformed),
             };
-            let values: Vec<String> = form_urlencoded::parse(req.query.unwrap_or("").as_bytes())
-                .filter(|(k, _)| *k == wanted)
-                .map(|(_, v)| query_encode(&v))
-                .collect();
-            if values.is_empty() {
-                return Err(SigError::Malformed);
+            let mut any = false;
+            for (k, v) in form_urlencoded::parse(req.query.unwrap_or("").as_bytes()) {
+                if k == wanted {
+                    any = true;
+                    emit(&query_encode(&v))?;
+                }
             }
-            Ok(values)
+            if any {
+                Ok(())
+            } else {
+                Err(SigError::Malformed)
+            }
         }
         // Response-only, or unknown derived components.
         n if n.starts_with('@') => Err(SigError::Malformed),
@@ -281,16 +290,25 @@ fn component_values(
             if !params.is_empty() || field.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(SigError::Malformed);
             }
-            let mut lines = req.headers.get_all(field).iter().peekable();
-            if lines.peek().is_none() {
-                return Err(SigError::Malformed);
+            let mut lines = req.headers.get_all(field).iter();
+            let first = lines.next().ok_or(SigError::Malformed)?;
+            fn trim(l: &http::HeaderValue) -> Result<&str, SigError> {
+                l.to_str()
+                    .map(|v| v.trim_matches([' ', '\t']))
+                    .map_err(|_| SigError::Malformed)
             }
-            let mut joined = Vec::new();
-            for l in lines {
-                let v = l.to_str().map_err(|_| SigError::Malformed)?;
-                joined.push(v.trim_matches([' ', '\t']));
+            let first = trim(first)?;
+            match lines.next() {
+                None => emit(first),
+                Some(second) => {
+                    let mut joined = format!("{first}, {}", trim(second)?);
+                    for l in lines {
+                        joined.push_str(", ");
+                        joined.push_str(trim(l)?);
+                    }
+                    emit(&joined)
+                }
             }
-            Ok(vec![joined.join(", ")])
         }
     }
 }
@@ -329,9 +347,30 @@ pub fn open_secret(
 
 /// HMAC-SHA256 of `base` under `key` (for `keycard sign` and tests).
 pub fn sign_hmac(key: &[u8], base: &str) -> Vec<u8> {
-    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), base.as_bytes())
-        .as_ref()
-        .to_vec()
+    SharedKey::new(key).sign(base)
+}
+
+/// A shared secret made ready for HMAC-SHA256 once (its inner and outer pads computed), so
+/// that a verifier holding it in a cache does no key set-up per request. Its `Debug` shows
+/// nothing of the secret.
+pub struct SharedKey(hmac::Key);
+
+impl SharedKey {
+    /// Prepares `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// HMAC-SHA256 of `base`.
+    pub fn sign(&self, base: &str) -> Vec<u8> {
+        hmac::sign(&self.0, base.as_bytes()).as_ref().to_vec()
+    }
+}
+
+impl std::fmt::Debug for SharedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedKey(hmac-sha256, ..)")
+    }
 }
 
 /// What a verification requires besides the signature.
@@ -360,7 +399,7 @@ impl Policy {
 /// `has_body`: whether the request carries a body (then `content-digest` is required).
 pub fn verify(
     sig: &Signature,
-    key: &[u8],
+    key: &SharedKey,
     req: &RequestParts<'_>,
     has_body: bool,
     policy: &Policy,
@@ -391,12 +430,7 @@ pub fn verify(
         return Err(SigError::Expired);
     }
     let base = signature_base(sig, req)?;
-    hmac::verify(
-        &hmac::Key::new(hmac::HMAC_SHA256, key),
-        base.as_bytes(),
-        &sig.value,
-    )
-    .map_err(|_| SigError::BadSignature)
+    hmac::verify(&key.0, base.as_bytes(), &sig.value).map_err(|_| SigError::BadSignature)
 }
 
 /// The `Content-Digest` value for `body` (RFC 9530), with `sha-256`.
@@ -505,16 +539,37 @@ mod tests {
             max_skew: 60,
         };
         assert_eq!(
-            verify(sig, &key, &req, true, &policy, 1_618_884_473),
+            verify(
+                sig,
+                &SharedKey::new(&key),
+                &req,
+                true,
+                &policy,
+                1_618_884_473
+            ),
             Ok(())
         );
         assert_eq!(
-            verify(sig, b"another key", &req, true, &policy, 1_618_884_473),
+            verify(
+                sig,
+                &SharedKey::new(b"another key"),
+                &req,
+                true,
+                &policy,
+                1_618_884_473
+            ),
             Err(SigError::BadSignature)
         );
         // The default policy refuses it: @method and the rest are not covered.
         assert_eq!(
-            verify(sig, &key, &req, true, &Policy::with_skew(60), 1_618_884_473),
+            verify(
+                sig,
+                &SharedKey::new(&key),
+                &req,
+                true,
+                &Policy::with_skew(60),
+                1_618_884_473
+            ),
             Err(SigError::MissingComponent)
         );
     }
@@ -569,18 +624,21 @@ mod tests {
         let params = format!(";created={now};keyid=\"k1\";nonce=\"n1\"");
         let sig = signed(all, &params, key, &req);
         let policy = Policy::with_skew(60);
-        assert_eq!(verify(&sig, key, &req, true, &policy, now), Ok(()));
+        assert_eq!(
+            verify(&sig, &SharedKey::new(key), &req, true, &policy, now),
+            Ok(())
+        );
         assert_eq!(sig.nonce.as_deref(), Some("n1"));
         let base = signature_base(&sig, &req).unwrap();
         assert!(base.starts_with("\"@method\": POST\n\"@authority\": example.com\n\"@path\": /foo\n\"@query\": ?param=Value&Pet=dog\n"));
 
         // created two minutes old, or in the future; expires passed.
         assert_eq!(
-            verify(&sig, key, &req, true, &policy, now + 120),
+            verify(&sig, &SharedKey::new(key), &req, true, &policy, now + 120),
             Err(SigError::Expired)
         );
         assert_eq!(
-            verify(&sig, key, &req, true, &policy, now - 120),
+            verify(&sig, &SharedKey::new(key), &req, true, &policy, now - 120),
             Err(SigError::NotYetValid)
         );
         let exp = signed(
@@ -590,12 +648,12 @@ mod tests {
             &req,
         );
         assert_eq!(
-            verify(&exp, key, &req, true, &policy, now + 10),
+            verify(&exp, &SharedKey::new(key), &req, true, &policy, now + 10),
             Err(SigError::Expired)
         );
         let no_created = signed(all, ";keyid=\"k1\"", key, &req);
         assert_eq!(
-            verify(&no_created, key, &req, true, &policy, now),
+            verify(&no_created, &SharedKey::new(key), &req, true, &policy, now),
             Err(SigError::MissingCreated)
         );
         // alg from the message must be the key's.
@@ -606,7 +664,7 @@ mod tests {
             &req,
         );
         assert_eq!(
-            verify(&pss, key, &req, true, &policy, now),
+            verify(&pss, &SharedKey::new(key), &req, true, &policy, now),
             Err(SigError::AlgMismatch)
         );
         let hs = signed(
@@ -615,7 +673,10 @@ mod tests {
             key,
             &req,
         );
-        assert_eq!(verify(&hs, key, &req, true, &policy, now), Ok(()));
+        assert_eq!(
+            verify(&hs, &SharedKey::new(key), &req, true, &policy, now),
+            Ok(())
+        );
         // @method not covered.
         let partial = signed(
             r#""@authority" "@path" "@query" "content-digest""#,
@@ -624,18 +685,21 @@ mod tests {
             &req,
         );
         assert_eq!(
-            verify(&partial, key, &req, true, &policy, now),
+            verify(&partial, &SharedKey::new(key), &req, true, &policy, now),
             Err(SigError::MissingComponent)
         );
         // content-digest is required only with a body; @query only with a query.
         let bare = signed(r#""@method" "@authority" "@path""#, &params, key, &req);
         assert_eq!(
-            verify(&bare, key, &req, true, &policy, now),
+            verify(&bare, &SharedKey::new(key), &req, true, &policy, now),
             Err(SigError::MissingComponent)
         );
         let no_query = RequestParts { query: None, ..req };
         let get = signed(r#""@method" "@authority" "@path""#, &params, key, &no_query);
-        assert_eq!(verify(&get, key, &no_query, false, &policy, now), Ok(()));
+        assert_eq!(
+            verify(&get, &SharedKey::new(key), &no_query, false, &policy, now),
+            Ok(())
+        );
         // Method, path, query or a covered header changed: the signature fails.
         for changed in [
             RequestParts {
@@ -656,7 +720,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                verify(&sig, key, &changed, true, &policy, now),
+                verify(&sig, &SharedKey::new(key), &changed, true, &policy, now),
                 Err(SigError::BadSignature)
             );
         }
@@ -667,7 +731,7 @@ mod tests {
             ..req
         };
         assert_eq!(
-            verify(&sig, key, &req2, true, &policy, now),
+            verify(&sig, &SharedKey::new(key), &req2, true, &policy, now),
             Err(SigError::BadSignature)
         );
         // A covered header that is absent, a duplicate component, an unknown derived one.

@@ -85,8 +85,8 @@ pub struct CredentialCache {
 pub struct HmacKey {
     /// Id, subject, scopes, expiry, revocation, disabled subject.
     pub record: ApiKeyRecord,
-    /// The shared secret.
-    pub secret: keycard_core::SecretBytes,
+    /// The shared secret, ready for HMAC.
+    pub key: keycard_core::httpsig::SharedKey,
 }
 
 impl CredentialCache {

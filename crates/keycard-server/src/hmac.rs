@@ -121,7 +121,7 @@ impl Authenticator {
             };
             httpsig::verify(
                 sig,
-                key.secret.expose_secret(),
+                &key.key,
                 &parts,
                 body.is_some(),
                 &self.hmac.policy,
@@ -138,13 +138,19 @@ impl Authenticator {
             }
             // One mark per signature: its nonce when it has one (a nonce is single-use
             // whatever is signed with it), else the signature value itself.
-            let mark_source = match &sig.nonce {
-                Some(n) => format!("nonce\0{keyid}\0{n}").into_bytes(),
-                None => sig.value.clone(),
-            };
-            let digest = self.hasher.hash(HashDomain::VerifiedToken, &mark_source);
+            // A verified HMAC value is already unpredictable and unique to what was signed:
+            // its first 16 bytes serve as they are.
             let mut mark = [0u8; 16];
-            mark.copy_from_slice(digest.get(..16).unwrap_or(&[0; 16]));
+            match &sig.nonce {
+                Some(n) => {
+                    let h = self.hasher.hash(
+                        HashDomain::VerifiedToken,
+                        format!("nonce\0{keyid}\0{n}").as_bytes(),
+                    );
+                    mark.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
+                }
+                None => mark.copy_from_slice(sig.value.get(..16).unwrap_or(&[0; 16])),
+            }
             // Remembered while the signature could still be accepted.
             let created = sig.created.unwrap_or(now);
             let last_fresh = sig
@@ -200,7 +206,7 @@ impl Authenticator {
                     revoked_at: r.revoked_at,
                     subject_disabled: r.subject_disabled,
                 },
-                secret,
+                key: httpsig::SharedKey::new(secret.expose_secret()),
             })
         });
         Ok(self.cache.insert_hmac_key(handle, key, generation))

@@ -137,7 +137,7 @@ fn requests_signed_by_http_message_signatures_verify_with_keycard() {
         query: Some("page=2"),
         headers: &headers,
     };
-    let secret = STANDARD.decode(&key).unwrap();
+    let secret = httpsig::SharedKey::new(&STANDARD.decode(&key).unwrap());
     let now = keycard_server::now_secs();
     let policy = Policy::with_skew(60);
     assert_eq!(
@@ -161,7 +161,7 @@ fn requests_signed_by_http_message_signatures_verify_with_keycard() {
     assert_eq!(
         httpsig::verify(
             sig,
-            b"not the key at all, not at all!",
+            &httpsig::SharedKey::new(b"not the key at all, not at all!"),
             &req,
             true,
             &policy,
@@ -261,7 +261,14 @@ fn hmac_keys_from_the_cli_sign_requests() {
     };
     let now = keycard_server::now_secs();
     assert_eq!(
-        httpsig::verify(&sigs[0], &secret, &req, false, &Policy::with_skew(60), now),
+        httpsig::verify(
+            &sigs[0],
+            &httpsig::SharedKey::new(&secret),
+            &req,
+            false,
+            &Policy::with_skew(60),
+            now
+        ),
         Ok(())
     );
     // Revoke by key_id; twice is an error for the operator.
