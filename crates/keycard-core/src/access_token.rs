@@ -24,6 +24,8 @@ pub struct AccessToken {
     pub iat: i64,
     /// `aud` (the first one).
     pub audience: String,
+    /// `cnf.x5t#S256`: the certificate the token is bound to (RFC 8705 §3.1).
+    pub x5t_s256: Option<String>,
 }
 
 impl AccessToken {
@@ -92,6 +94,17 @@ pub fn verify_access_token(
             .ok_or(JwtError::BadClaims)?,
         iat: claims.get("iat").and_then(Value::as_i64).unwrap_or(0),
         audience,
+        x5t_s256: match claims.get("cnf") {
+            None => None,
+            // A `cnf` keycard cannot honour is refused, never ignored.
+            Some(cnf) => Some(
+                cnf.get("x5t#S256")
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty())
+                    .ok_or(JwtError::BadClaims)?
+                    .to_owned(),
+            ),
+        },
     })
 }
 
@@ -140,6 +153,7 @@ mod tests {
             jti: "at_1".into(),
             client_id: "app".into(),
             scope: "orders:read profile".into(),
+            cnf: None,
         };
         (key, keys, claims)
     }

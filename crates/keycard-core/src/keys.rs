@@ -181,6 +181,8 @@ pub enum HashDomain {
     VerifiedToken,
     /// The public `keyid` of an HMAC request-signing key (its lookup handle).
     HmacKeyId,
+    /// The SHA-256 fingerprint of a client certificate bound with `keycard cert add`.
+    CertFingerprint,
 }
 
 impl HashDomain {
@@ -193,6 +195,7 @@ impl HashDomain {
             HashDomain::RefreshToken => b"refresh_token\0",
             HashDomain::VerifiedToken => b"verified_token\0",
             HashDomain::HmacKeyId => b"hmac_key_id\0",
+            HashDomain::CertFingerprint => b"cert_fingerprint\0",
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod access_token;
 pub mod api_key;
 pub mod audit;
 pub mod basic;
+pub mod cert;
 pub mod credential;
 pub mod digest;
 mod duration;

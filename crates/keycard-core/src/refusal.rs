@@ -72,6 +72,11 @@ pub enum Reason {
     BadCodeVerifier,
     /// A message signature that does not cover a component the route requires.
     MissingComponent,
+    /// A client certificate that does not chain to `client_ca` (mTLS), or a forwarded one
+    /// that cannot be read.
+    UntrustedCertificate,
+    /// A certificate-bound token (RFC 8705 `cnf`) presented without its certificate.
+    CertificateMismatch,
 }
 
 impl Reason {
@@ -110,6 +115,8 @@ impl Reason {
             Reason::BadTotp => "bad_totp",
             Reason::BadCodeVerifier => "bad_code_verifier",
             Reason::MissingComponent => "missing_component",
+            Reason::UntrustedCertificate => "untrusted_certificate",
+            Reason::CertificateMismatch => "certificate_mismatch",
         }
     }
 }

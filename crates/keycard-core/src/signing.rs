@@ -177,6 +177,17 @@ pub struct AccessTokenClaims {
     pub client_id: String,
     /// Space-separated scopes.
     pub scope: String,
+    /// RFC 8705 §3.1 confirmation: the client certificate the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim of a certificate-bound token (RFC 8705 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confirmation {
+    /// base64url SHA-256 of the certificate's DER.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// Mints an RFC 9068 access token (`typ: at+jwt`).
@@ -212,6 +223,7 @@ mod tests {
                 jti: "at_1".into(),
                 client_id: "cli".into(),
                 scope: "orders:read".into(),
+                cnf: None,
             };
             let t = mint_access_token(&key, &claims).unwrap();
             let header: Value = serde_json::from_slice(

@@ -40,12 +40,14 @@ const MAX_AUTH_INT_BODY: usize = 8 * 1024 * 1024;
 const AUTH_INT_READS: usize = 16;
 
 /// What the listener knows about a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
     /// Whether it arrived over TLS.
     pub tls: bool,
+    /// The client certificate of the TLS handshake.
+    pub cert: Option<Arc<crate::tls::PeerCert>>,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,8 @@ pub struct App {
     request_counter: AtomicU64,
     body_reads: tokio::sync::Semaphore,
     oauth: crate::oauth::OAuth,
+    /// The CA that certificates forwarded by trusted proxies are judged against.
+    forward_ca: Option<Arc<crate::tls::ClientCa>>,
 }
 
 impl App {
@@ -105,6 +109,7 @@ impl App {
             request_counter: AtomicU64::new(0),
             body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
             oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
+            forward_ca: crate::mtls::forwarding_ca(&settings.mtls),
         }
     }
 
@@ -119,9 +124,11 @@ impl App {
             return self.jwks().await;
         }
         if crate::oauth::OAuth::owns(req.uri().path()) {
+            let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
             let caller = crate::oauth::Caller {
                 ip: client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers()),
                 tls: conn.tls,
+                cert: self.client_cert(&conn, req.headers(), peer_trusted),
             };
             return self.oauth.handle(req, caller).await;
         }
@@ -131,6 +138,27 @@ impl App {
             Some("verify") => self.forward_auth(req, conn).await,
             Some(_) => answer::not_found(),
             None => self.gateway(req, conn, client).await,
+        }
+    }
+
+    /// The client certificate of a request: the one a trusted proxy forwards, else the
+    /// connection's. An unreadable forwarded one counts as none (no `mtls`, no bound token).
+    fn client_cert(
+        &self,
+        conn: &ConnInfo,
+        headers: &http::HeaderMap,
+        peer_trusted: bool,
+    ) -> Option<Arc<crate::tls::PeerCert>> {
+        if peer_trusted && crate::mtls::has_forwarded_cert(headers) {
+            match crate::mtls::forwarded_cert(headers, self.forward_ca.as_deref()) {
+                Ok(c) => c.map(Arc::new),
+                Err(_) => {
+                    tracing::debug!(peer = %conn.peer, "a forwarded client certificate cannot be read; ignored");
+                    None
+                }
+            }
+        } else {
+            conn.cert.clone()
         }
     }
 
@@ -215,6 +243,7 @@ impl App {
         } else {
             (req.map(Body::Upstream), None)
         };
+        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
         let attempt = {
             let (scheme, authority) =
                 client_origin(req.headers(), req.uri(), peer_trusted, conn.tls);
@@ -230,6 +259,7 @@ impl App {
                 headers: req.headers(),
                 ip,
                 body: body.as_deref(),
+                cert: cert.as_deref(),
             };
             self.authn.authenticate(policy, &facts).await
         };
@@ -288,6 +318,8 @@ impl App {
             return answer::not_found();
         };
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
         let (parts, incoming) = req.into_parts();
         // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
         // auth-int credential is checked against an empty body.
@@ -322,6 +354,7 @@ impl App {
             headers: &parts.headers,
             ip,
             body: body.as_deref(),
+            cert: cert.as_deref(),
         };
         let attempt = self.authn.authenticate(policy, &facts).await;
         let request_id = self.next_request_id();

@@ -52,6 +52,8 @@ pub struct RequestFacts<'a> {
     /// The request body, read only when a credential signs it (Digest `qop=auth-int`, an
     /// RFC 9421 signature).
     pub body: Option<&'a [u8]>,
+    /// The client certificate: the TLS connection's, or one a trusted proxy forwarded.
+    pub cert: Option<&'a crate::tls::PeerCert>,
 }
 
 /// The outcome of one authentication attempt.
@@ -109,6 +111,8 @@ pub struct Authenticator {
     pub(crate) keyring: Arc<crate::own_keys::Keyring>,
     /// `server.public_url`: the `iss` of keycard's tokens.
     pub(crate) issuer: Arc<str>,
+    /// `[[mtls.rules]]`.
+    pub(crate) mtls_rules: Arc<[keycard_core::cert::CertRule]>,
 }
 
 /// Why the authenticator could not be built.
@@ -159,6 +163,7 @@ impl Authenticator {
             jwks_client,
             keyring: Arc::new(crate::own_keys::Keyring::new(master.sealer())),
             issuer: settings.public_url.as_str().into(),
+            mtls_rules: settings.mtls.rules.clone().into(),
         })
     }
 
@@ -210,7 +215,10 @@ impl Authenticator {
             return Err(Refusal::unauthorized(Reason::MethodNotAllowed, Some(m)));
         }
         match presented {
-            Presented::Nothing => Err(Refusal::unauthorized(Reason::NoCredential, None)),
+            Presented::Nothing => match req.cert {
+                Some(cert) if policy.methods.contains(Method::Mtls) => self.verify_mtls(cert).await,
+                _ => Err(Refusal::unauthorized(Reason::NoCredential, None)),
+            },
             Presented::Malformed(m) => Err(Refusal::unauthorized(Reason::Malformed, m)),
             // keycard's own access tokens (`iss` is its public URL) are the `oauth2` method;
             // other JWTs come from configured external issuers.
@@ -225,7 +233,7 @@ impl Authenticator {
                     ));
                 }
                 let path = req.target.split('?').next().unwrap_or("/");
-                self.verify_oauth2(t, path).await
+                self.verify_oauth2(t, path, req.cert).await
             }
             Presented::BearerToken(t) if jwt::looks_like_jwt(t) => {
                 if !policy.methods.contains(Method::Jwt) {

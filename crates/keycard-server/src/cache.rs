@@ -445,6 +445,7 @@ mod tests {
             exp: 100,
             iat: 0,
             audience: "http://kc".into(),
+            x5t_s256: None,
         });
         c.insert_verified_token([1; 32], t, 50);
         assert!(c.verified_token(&[1; 32], 99).is_some());

@@ -65,11 +65,38 @@ struct RawConfig {
     tokens: RawTokens,
     #[serde(default)]
     hmac: RawHmac,
-    // Sections of SPEC §3 that later features implement. Accepted by name so the error can
-    // say what is missing, rather than "unknown field".
     #[serde(default)]
     jwt: RawJwt,
-    mtls: Option<toml::Value>,
+    #[serde(default)]
+    mtls: RawMtls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: String,
+    key: String,
+    client_ca: Option<String>,
+    client_auth: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMtls {
+    client_ca: Option<String>,
+    #[serde(default)]
+    rules: Vec<RawMtlsRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMtlsRule {
+    san_uri_prefix: Option<String>,
+    san_dns: Option<String>,
+    cn: Option<String>,
+    subject: String,
+    #[serde(default)]
+    scopes: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,7 +108,7 @@ struct RawServer {
     trusted_proxies: Vec<String>,
     realm: Option<String>,
     upstream_timeout: Option<String>,
-    tls: Option<toml::Value>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +193,39 @@ struct RawRoute {
     upstream_timeout: Option<String>,
 }
 
+/// `server.tls`: keycard terminates TLS itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to; absent: no client
+    /// certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required to complete the handshake.
+    pub client_auth: ClientAuth,
+}
+
+/// `server.tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Asked for; a client without one still connects (other methods then apply).
+    Optional,
+    /// A client without a certificate cannot complete the handshake.
+    Required,
+}
+
+/// `[mtls]`: client certificates as identities.
+#[derive(Debug, Clone, Default)]
+pub struct MtlsSettings {
+    /// The CA client certificates are verified against (`mtls.client_ca`, else
+    /// `server.tls.client_ca`); forwarded certificates too.
+    pub client_ca: Option<PathBuf>,
+    /// `[[mtls.rules]]`, in order: the first that matches names the subject.
+    pub rules: Vec<keycard_core::cert::CertRule>,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -197,6 +257,10 @@ pub struct Settings {
     pub jwt_issuers: Vec<JwtIssuerSettings>,
     /// `[tokens]`: keycard's own tokens.
     pub tokens: TokenSettings,
+    /// `server.tls`; `None`: plain HTTP.
+    pub tls: Option<TlsSettings>,
+    /// `[mtls]`.
+    pub mtls: MtlsSettings,
 }
 
 /// `[hmac]`: RFC 9421 request signatures.
@@ -358,11 +422,7 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
-        for (name, present) in [
-            ("limits.redis_url", raw.limits.redis_url.is_some()),
-            ("mtls", raw.mtls.is_some()),
-            ("server.tls", raw.server.tls.is_some()),
-        ] {
+        for (name, present) in [("limits.redis_url", raw.limits.redis_url.is_some())] {
             if present {
                 return Err(self.err(
                     name,
@@ -407,6 +467,11 @@ impl Validator<'_> {
             trusted_proxies.push(net);
         }
         let realm = self.realm("server.realm", raw.server.realm)?;
+        let tls = match raw.server.tls {
+            Some(t) => Some(self.tls(t)?),
+            None => None,
+        };
+        let mtls = self.mtls(raw.mtls, tls.as_ref())?;
         let failed_auth = parse_rate(raw.limits.failed_auth.as_deref().unwrap_or("10/min"))
             .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
         let digest = self.digest(raw.digest)?;
@@ -494,7 +559,91 @@ impl Validator<'_> {
             hmac,
             jwt_issuers,
             tokens,
+            tls,
+            mtls,
         })
+    }
+
+    fn tls(&self, raw: RawTls) -> Result<TlsSettings, ConfigError> {
+        let client_auth = match raw.client_auth.as_deref() {
+            None | Some("optional") => ClientAuth::Optional,
+            Some("required") => ClientAuth::Required,
+            Some(other) => {
+                return Err(self.err(
+                    "server.tls.client_auth",
+                    format!("`{other}` is not \"optional\" or \"required\""),
+                ));
+            }
+        };
+        if raw.client_auth.is_some() && raw.client_ca.is_none() {
+            return Err(self.err(
+                "server.tls.client_auth",
+                "needs server.tls.client_ca: the CA that client certificates are verified against",
+            ));
+        }
+        let settings = TlsSettings {
+            cert: self.path(&raw.cert),
+            key: self.path(&raw.key),
+            client_ca: raw.client_ca.as_deref().map(|p| self.path(p)),
+            client_auth,
+        };
+        // Read now, so a broken file stops start-up with the key that names it.
+        crate::tls::server_config(&settings)
+            .map_err(|e| self.err(format!("server.tls.{}", e.key), e.message))?;
+        Ok(settings)
+    }
+
+    fn mtls(&self, raw: RawMtls, tls: Option<&TlsSettings>) -> Result<MtlsSettings, ConfigError> {
+        let client_ca = match raw.client_ca.as_deref() {
+            Some(p) => Some(self.path(p)),
+            None => tls.and_then(|t| t.client_ca.clone()),
+        };
+        if let Some(ca) = &client_ca {
+            crate::tls::ClientCa::load(ca).map_err(|e| {
+                let key = if raw.client_ca.is_some() {
+                    "mtls.client_ca"
+                } else {
+                    "server.tls.client_ca"
+                };
+                self.err(key, e.message)
+            })?;
+        }
+        let mut rules = Vec::new();
+        for (i, r) in raw.rules.into_iter().enumerate() {
+            let key = |k: &str| format!("mtls.rules[{i}].{k}");
+            let matcher = match (r.san_uri_prefix, r.san_dns, r.cn) {
+                (Some(p), None, None) if !p.is_empty() => {
+                    keycard_core::cert::CertMatch::SanUriPrefix(p)
+                }
+                (None, Some(d), None) if !d.is_empty() => {
+                    keycard_core::cert::CertMatch::SanDns(d.to_ascii_lowercase())
+                }
+                (None, None, Some(c)) if !c.is_empty() => keycard_core::cert::CertMatch::Cn(c),
+                _ => {
+                    return Err(self.err(
+                        format!("mtls.rules[{i}]"),
+                        "needs exactly one of san_uri_prefix, san_dns, cn (not empty)",
+                    ));
+                }
+            };
+            if r.subject.trim().is_empty() {
+                return Err(self.err(key("subject"), "must not be empty"));
+            }
+            let scopes = keycard_core::Scopes::parse(&r.scopes.join(" "))
+                .map_err(|e| self.err(key("scopes"), e.to_string()))?;
+            rules.push(keycard_core::cert::CertRule {
+                matcher,
+                subject: r.subject,
+                scopes,
+            });
+        }
+        if !rules.is_empty() && client_ca.is_none() {
+            return Err(self.err(
+                "mtls.rules",
+                "need a CA to verify certificates against: server.tls.client_ca (or mtls.client_ca behind a TLS-terminating proxy)",
+            ));
+        }
+        Ok(MtlsSettings { client_ca, rules })
     }
 
     fn tokens(&self, raw: RawTokens) -> Result<TokenSettings, ConfigError> {

@@ -26,11 +26,13 @@ pub mod identity;
 pub mod jwks;
 pub mod listener;
 pub mod master_key;
+pub mod mtls;
 pub mod oauth;
 pub mod own_keys;
 pub mod proxy;
 pub mod replay;
 pub mod throttle;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +82,9 @@ pub enum StartError {
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
     Jwks(jwks::JwksFileError),
+    /// The TLS files could not be read (they were readable when the config was checked).
+    #[error("cannot load the TLS certificates (server.tls.{}): {}", .0.key, .0.message)]
+    Tls(tls::TlsError),
 }
 
 /// A running server.
@@ -176,6 +181,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             .await
             .map_err(StartError::Store)?,
     );
+    let bg_rx_tls = bg_rx.clone();
     background.push(tokio::spawn(housekeeping(
         store.clone(),
         authn.clone(),
@@ -184,8 +190,16 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
 
     // Fail early where the upstream client cannot be built (each worker builds its own).
     proxy::client().map_err(StartError::Client)?;
+    let tls = match &settings.tls {
+        Some(t) => {
+            let state = Arc::new(tls::TlsState::load(t).map_err(StartError::Tls)?);
+            background.push(tokio::spawn(state.clone().watch(bg_rx_tls)));
+            Some(state)
+        }
+        None => None,
+    };
     let app = Arc::new(app::App::new(settings, &master, authn.clone(), sink));
-    let accept = tokio::spawn(listener::serve(listener, app, conn_rx));
+    let accept = tokio::spawn(listener::serve(listener, app, tls, conn_rx));
     tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,

@@ -10,6 +10,7 @@
 //! HTTP/1.1 and HTTP/2 on the same port; graceful shutdown lets requests in flight finish.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,32 @@ use tokio::sync::{mpsc, watch};
 
 use crate::app::{App, ConnInfo};
 use crate::proxy::{self, UpstreamClient};
+use crate::tls::{PeerCert, TlsState};
+
+/// The per-connection service: every request of the connection carries its `info`.
+fn service(
+    app: Arc<App>,
+    client: Arc<UpstreamClient>,
+    info: ConnInfo,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<crate::body::Body>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(move |req| {
+        let (app, client, info) = (app.clone(), client.clone(), info.clone());
+        async move { Ok::<_, Infallible>(app.handle(req, info, &client).await) }
+    })
+}
 
 /// How long connections get to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a client gets to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Worker threads: one per core.
 pub fn worker_count() -> usize {
@@ -36,12 +60,17 @@ pub fn worker_count() -> usize {
 
 /// Starts the workers, then accepts on `listener` until `shutdown` turns true; returns when
 /// every worker has drained its connections.
-pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    tls: Option<Arc<TlsState>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut senders = Vec::new();
     let mut threads = Vec::new();
     for i in 0..worker_count() {
         let (tx, rx) = mpsc::unbounded_channel::<(std::net::TcpStream, ConnInfo)>();
-        let app = app.clone();
+        let (app, tls) = (app.clone(), tls.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("keycard-worker-{i}"))
             .spawn(move || {
@@ -49,7 +78,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(worker(rx, app)),
+                    Ok(rt) => rt.block_on(worker(rx, app, tls)),
                     Err(e) => tracing::error!(error = %e, "cannot start a worker runtime"),
                 }
             });
@@ -83,7 +112,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
         let Ok(std_stream) = stream.into_std() else {
             continue;
         };
-        let info = ConnInfo { peer, tls: false };
+        let info = ConnInfo {
+            peer,
+            tls: tls.is_some(),
+            cert: None,
+        };
         if let Some(tx) = senders.get(next % senders.len()) {
             let _ = tx.send((std_stream, info));
         }
@@ -99,7 +132,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, mut shutdown: watch::Re
     .await;
 }
 
-async fn worker(mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, ConnInfo)>, app: Arc<App>) {
+async fn worker(
+    mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, ConnInfo)>,
+    app: Arc<App>,
+    tls: Option<Arc<TlsState>>,
+) {
     let client = match proxy::client() {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -125,21 +162,62 @@ async fn worker(mut rx: mpsc::UnboundedReceiver<(std::net::TcpStream, ConnInfo)>
         let Ok(stream) = tokio::net::TcpStream::from_std(std_stream) else {
             continue;
         };
-        let (app, client) = (app.clone(), client.clone());
-        let svc = service_fn(move |req| {
-            let (app, client) = (app.clone(), client.clone());
-            async move { Ok::<_, Infallible>(app.handle(req, info, &client).await) }
-        });
-        let conn = graceful.watch(
-            builder
-                .serve_connection(TokioIo::new(stream), svc)
-                .into_owned(),
-        );
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match &tls {
+            None => {
+                let svc = service(app.clone(), client.clone(), info);
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's own task; its end joins the graceful
+                // watch like a plain connection.
+                let (config, ca) = tls.current();
+                let (app, client, builder) = (app.clone(), client.clone(), builder.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let accepted = tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        tokio_rustls::TlsAcceptor::from(config).accept(stream),
+                    )
+                    .await;
+                    let stream = match accepted {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %info.peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| PeerCert::judge(chain, ca.as_deref()))
+                        .map(Arc::new);
+                    let info = ConnInfo { cert, ..info };
+                    let svc = service(app.clone(), client.clone(), info);
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .into_owned(),
+                    );
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await

@@ -117,6 +117,10 @@ pub fn upstream_request(
     h.remove(header::HOST);
     h.remove(header::EXPECT);
     identity::strip_identity(h);
+    // A forwarded client certificate is keycard's input, never the upstream's: an upstream
+    // that believed one sent through keycard could be fooled.
+    h.remove(crate::mtls::X_FORWARDED_CLIENT_CERT);
+    h.remove(crate::mtls::X_SSL_CLIENT_CERT);
     if let Some(p) = principal {
         // The credential proved who the caller is; the upstream needs only the result.
         h.remove(header::AUTHORIZATION);

@@ -15,6 +15,7 @@
 
 mod api_keys;
 mod audit;
+mod cert_bindings;
 mod changes;
 mod error;
 mod hmac_keys;
@@ -30,6 +31,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::AuditQuery;
+pub use cert_bindings::{CertBindingRow, NewCertBinding};
 pub use changes::{Change, ChangeKind};
 pub use error::StoreError;
 pub use hmac_keys::{HmacKeyRow, NewHmacKey};

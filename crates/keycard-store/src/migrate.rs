@@ -11,6 +11,7 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
     (5, include_str!("../migrations/sqlite/0005_hmac.sql")),
+    (6, include_str!("../migrations/sqlite/0006_mtls.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -21,6 +22,7 @@ const POSTGRES: &[(i64, &str)] = &[
     ),
     (4, include_str!("../migrations/postgres/0004_oauth.sql")),
     (5, include_str!("../migrations/postgres/0005_hmac.sql")),
+    (6, include_str!("../migrations/postgres/0006_mtls.sql")),
 ];
 
 impl Store {

@@ -32,6 +32,11 @@ pub struct ClientRow {
     pub created_at: i64,
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
+    /// `tls_client_auth`: the RFC 4514 subject DN of its certificate.
+    pub tls_subject_dn: Option<String>,
+    /// `self_signed_tls_client_auth` (or a pinned `tls_client_auth`): the SHA-256
+    /// fingerprint of its certificate, lowercase hex.
+    pub cert_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for ClientRow {
@@ -44,6 +49,8 @@ impl std::fmt::Debug for ClientRow {
             .field("grants", &self.grants)
             .field("scopes", &self.scopes)
             .field("first_party", &self.first_party)
+            .field("tls_subject_dn", &self.tls_subject_dn)
+            .field("cert_fingerprint", &self.cert_fingerprint)
             .field("revoked_at", &self.revoked_at)
             .finish_non_exhaustive()
     }
@@ -142,7 +149,7 @@ macro_rules! select_client {
     ($tail:literal) => {
         concat!(
             "SELECT client_id, secret_hash, auth_method, redirect_uris, grants, scopes, first_party, ",
-            "created_at, revoked_at FROM oauth_clients ",
+            "created_at, revoked_at, tls_subject_dn, cert_fingerprint FROM oauth_clients ",
             $tail
         )
     };
@@ -163,6 +170,8 @@ macro_rules! row_to_client {
             first_party: row.try_get("first_party")?,
             created_at: row.try_get("created_at")?,
             revoked_at: row.try_get("revoked_at")?,
+            tls_subject_dn: row.try_get("tls_subject_dn")?,
+            cert_fingerprint: row.try_get("cert_fingerprint")?,
         }
     }};
 }
@@ -254,8 +263,8 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin().await?;
             let inserted = sqlx::query(
-                "INSERT INTO oauth_clients (client_id, secret_hash, auth_method, redirect_uris, grants, scopes, first_party, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (client_id) DO NOTHING",
+                "INSERT INTO oauth_clients (client_id, secret_hash, auth_method, redirect_uris, grants, scopes, first_party, created_at, tls_subject_dn, cert_fingerprint) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
             )
             .bind(&c.client_id)
             .bind(&c.secret_hash)
@@ -265,6 +274,8 @@ impl Store {
             .bind(&c.scopes)
             .bind(c.first_party)
             .bind(c.created_at)
+            .bind(&c.tls_subject_dn)
+            .bind(&c.cert_fingerprint)
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -458,14 +458,28 @@ async fn clients_codes_and_refresh_families() {
             first_party: false,
             created_at: 100,
             revoked_at: None,
+            tls_subject_dn: None,
+            cert_fingerprint: None,
         };
         s.create_client(&client).await.unwrap();
+        let mtls_client = ClientRow {
+            client_id: "svc".into(),
+            secret_hash: None,
+            auth_method: "tls_client_auth".into(),
+            tls_subject_dn: Some("CN=svc,O=Example".into()),
+            cert_fingerprint: Some("ab".repeat(32)),
+            grants: vec!["client_credentials".into()],
+            redirect_uris: Vec::new(),
+            ..client.clone()
+        };
+        s.create_client(&mtls_client).await.unwrap();
+        assert_eq!(s.find_client("svc").await.unwrap(), Some(mtls_client));
         assert!(matches!(
             s.create_client(&client).await,
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.find_client("web").await.unwrap().unwrap(), client);
-        assert_eq!(s.list_clients().await.unwrap().len(), 1);
+        assert_eq!(s.list_clients().await.unwrap().len(), 2);
         let before = s.latest_revision().await.unwrap();
 
         // A code redeems once; both racing redemptions cannot win.
@@ -678,6 +692,65 @@ async fn hmac_keys_lifecycle() {
             .map(|c| c.kind)
             .collect();
         assert_eq!(kinds, vec![ChangeKind::Credential, ChangeKind::Credential]);
+        t
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cert_bindings_one_active_per_certificate() {
+    use crate::NewCertBinding;
+    each_engine(|t| async move {
+        let s = &t.store;
+        let before = s.latest_revision().await.unwrap();
+        let binding = |id: &str, now| NewCertBinding {
+            id: id.into(),
+            subject: "svc-a".into(),
+            fingerprint: "ab".repeat(32),
+            lookup: [9; 32],
+            scopes: "orders:read".into(),
+            created_at: now,
+            expires_at: None,
+        };
+        s.create_cert_binding(&binding("cert_1", 100))
+            .await
+            .unwrap();
+        let row = s.find_cert_binding(&[9; 32]).await.unwrap().unwrap();
+        assert_eq!((row.id.as_str(), row.subject.as_str()), ("cert_1", "svc-a"));
+        assert_eq!(row.fingerprint, "ab".repeat(32));
+        // Not an API key, whatever its lookup.
+        assert!(s.find_api_key(&[9; 32]).await.unwrap().is_none());
+        // The same certificate twice: refused while the first binding is active.
+        assert!(matches!(
+            s.create_cert_binding(&binding("cert_2", 110)).await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.revoke_cert_binding("cert_1", 200).await.unwrap();
+        assert!(matches!(
+            s.revoke_cert_binding("cert_1", 201).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.revoke_cert_binding("nope", 201).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert_eq!(
+            s.find_cert_binding(&[9; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at,
+            Some(200)
+        );
+        // Bound again after the revocation: the new binding is the one found.
+        s.create_cert_binding(&binding("cert_3", 300))
+            .await
+            .unwrap();
+        let row = s.find_cert_binding(&[9; 32]).await.unwrap().unwrap();
+        assert_eq!((row.id.as_str(), row.revoked_at), ("cert_3", None));
+        assert_eq!(s.list_cert_bindings().await.unwrap().len(), 2);
+        let changes = s.changes_since(before, 10).await.unwrap();
+        assert_eq!(changes.len(), 3);
         t
     })
     .await;

@@ -46,6 +46,9 @@ pub enum Command {
     /// HMAC request-signing keys (RFC 9421): create, list, revoke.
     #[command(subcommand)]
     Hmac(HmacCommand),
+    /// Client certificates bound to subjects (the mtls method): add, list, revoke.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// OAuth 2.0 clients of keycard's authorization server: create, list, revoke.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -274,6 +277,38 @@ pub struct SignArgs {
     pub body_file: Option<std::path::PathBuf>,
     /// The URL the request goes to.
     pub url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Bind a client certificate (by its SHA-256 fingerprint) to a subject. The certificate
+    /// must still chain to the client CA (server.tls.client_ca) to be accepted.
+    #[command(
+        after_help = "Example:\n  keycard cert add --subject billing --cert billing.pem --scope orders:read --json"
+    )]
+    Add {
+        /// The subject requests with this certificate authenticate as (created as a service
+        /// when new).
+        #[arg(long)]
+        subject: String,
+        /// The certificate, PEM (the first certificate in the file is bound).
+        #[arg(long, value_name = "FILE.pem")]
+        cert: std::path::PathBuf,
+        /// A scope requests with the certificate hold (repeat for several).
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Lifetime of the binding, such as 90d (default: until revoked; the certificate's
+        /// own expiry always applies).
+        #[arg(long, value_name = "DUR")]
+        expires_in: Option<String>,
+    },
+    /// List bindings.
+    List,
+    /// Revoke a binding: refused everywhere within a second.
+    Revoke {
+        /// The binding's id (`cert_…`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,8 +15,9 @@ use keycard_store::ClientRow;
 
 use super::Params;
 use crate::authn::Authenticator;
-use crate::clock::now_millis;
+use crate::clock::{now_millis, now_secs};
 use crate::throttle::Verdict;
+use crate::tls::PeerCert;
 
 /// How a client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,11 @@ pub enum ClientAuth {
     SecretPost,
     /// A public client: no secret.
     None,
+    /// RFC 8705 §2.1: a certificate chaining to the client CA, with the registered subject
+    /// DN (and, when registered, the registered fingerprint).
+    Tls,
+    /// RFC 8705 §2.2: exactly the registered (self-signed) certificate.
+    SelfSignedTls,
 }
 
 impl ClientAuth {
@@ -36,7 +42,15 @@ impl ClientAuth {
             ClientAuth::SecretBasic => "client_secret_basic",
             ClientAuth::SecretPost => "client_secret_post",
             ClientAuth::None => "none",
+            ClientAuth::Tls => "tls_client_auth",
+            ClientAuth::SelfSignedTls => "self_signed_tls_client_auth",
         }
+    }
+
+    /// Whether the client authenticates with a certificate (its tokens are then bound to
+    /// it, RFC 8705 §3).
+    pub fn uses_certificate(self) -> bool {
+        matches!(self, ClientAuth::Tls | ClientAuth::SelfSignedTls)
     }
 
     /// Parses an RFC 7591 name.
@@ -45,6 +59,8 @@ impl ClientAuth {
             "client_secret_basic" => Some(ClientAuth::SecretBasic),
             "client_secret_post" => Some(ClientAuth::SecretPost),
             "none" => Some(ClientAuth::None),
+            "tls_client_auth" => Some(ClientAuth::Tls),
+            "self_signed_tls_client_auth" => Some(ClientAuth::SelfSignedTls),
             _ => None,
         }
     }
@@ -68,6 +84,10 @@ pub struct ClientRecord {
     pub first_party: bool,
     /// Revoked: nothing it holds works.
     pub revoked: bool,
+    /// `tls_client_auth`: the RFC 4514 subject DN its certificate must have (normalised).
+    pub tls_subject_dn: Option<String>,
+    /// The SHA-256 fingerprint (hex) its certificate must have.
+    pub cert_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for ClientRecord {
@@ -80,6 +100,8 @@ impl std::fmt::Debug for ClientRecord {
             .field("scopes", &self.scopes)
             .field("first_party", &self.first_party)
             .field("revoked", &self.revoked)
+            .field("tls_subject_dn", &self.tls_subject_dn)
+            .field("cert_fingerprint", &self.cert_fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -93,8 +115,22 @@ impl ClientRecord {
             Some(h) => Some(<[u8; 32]>::try_from(h.as_slice()).ok()?),
             None => None,
         };
-        // A confidential client without a secret, or a public one with one, is refused.
-        if secret_hash.is_some() == (auth == ClientAuth::None) {
+        // A secret client without a secret, or any other with one, is refused; so is a
+        // certificate client without what identifies its certificate.
+        let wants_secret = matches!(auth, ClientAuth::SecretBasic | ClientAuth::SecretPost);
+        if secret_hash.is_some() != wants_secret {
+            return None;
+        }
+        let tls_subject_dn = match r.tls_subject_dn.as_deref() {
+            Some(dn) => Some(keycard_core::cert::normalize_dn(dn).ok()?),
+            None => None,
+        };
+        let identified = match auth {
+            ClientAuth::Tls => tls_subject_dn.is_some() || r.cert_fingerprint.is_some(),
+            ClientAuth::SelfSignedTls => r.cert_fingerprint.is_some(),
+            _ => true,
+        };
+        if !identified {
             return None;
         }
         Some(Self {
@@ -106,6 +142,8 @@ impl ClientRecord {
             scopes,
             first_party: r.first_party,
             revoked: r.revoked_at.is_some(),
+            tls_subject_dn,
+            cert_fingerprint: r.cert_fingerprint,
         })
     }
 
@@ -114,7 +152,7 @@ impl ClientRecord {
         self.grants.iter().any(|g| g == grant)
     }
 
-    /// Whether it is a public client (no secret).
+    /// Whether it is a public client (no secret, no certificate).
     pub fn is_public(&self) -> bool {
         self.auth == ClientAuth::None
     }
@@ -247,6 +285,7 @@ impl Authenticator {
         form: &Params,
         ip: IpAddr,
         allow_public: bool,
+        cert: Option<&PeerCert>,
     ) -> Result<Arc<ClientRecord>, ClientError> {
         let now_ms = now_millis();
         if let Verdict::Throttled { retry_after_secs } = self.throttle.check_ip(ip, now_ms) {
@@ -263,7 +302,7 @@ impl Authenticator {
         if !self.feed_is_fresh() {
             return Err(ClientError::Unavailable);
         }
-        let result = self.check_client(&p, allow_public).await;
+        let result = self.check_client(&p, allow_public, cert).await;
         if let Err(ClientError::Refused(..)) = &result {
             self.throttle.record_failure(ip, Some(&p.client_id), now_ms);
         }
@@ -274,6 +313,7 @@ impl Authenticator {
         &self,
         p: &Presented,
         allow_public: bool,
+        cert: Option<&PeerCert>,
     ) -> Result<Arc<ClientRecord>, ClientError> {
         let refuse = |r: Reason| ClientError::Refused(r, Some(p.client_id.clone()));
         // Hash whatever was sent before looking the client up: unknown clients cost the
@@ -288,6 +328,21 @@ impl Authenticator {
         if client.revoked {
             return Err(refuse(Reason::Revoked));
         }
+        if client.auth.uses_certificate() {
+            // RFC 8705 §2: the client_id in the form, the certificate in the handshake,
+            // and nothing else.
+            if p.via != ClientAuth::None {
+                return Err(refuse(Reason::MethodNotAllowed));
+            }
+            return match cert {
+                None => Err(refuse(Reason::NoCredential)),
+                Some(c) if certificate_matches(&client, c, now_secs()) => Ok(client),
+                Some(c) if client.auth == ClientAuth::Tls && !c.chain_verified => {
+                    Err(refuse(Reason::UntrustedCertificate))
+                }
+                Some(_) => Err(refuse(Reason::CertificateMismatch)),
+            };
+        }
         if client.auth != p.via {
             return Err(refuse(Reason::MethodNotAllowed));
         }
@@ -297,6 +352,29 @@ impl Authenticator {
             (None, None) if allow_public => Ok(client),
             (None, _) => Err(refuse(Reason::MethodNotAllowed)),
         }
+    }
+}
+
+/// Whether `cert` authenticates `client` (RFC 8705 §2.1, §2.2).
+fn certificate_matches(client: &ClientRecord, cert: &PeerCert, now: i64) -> bool {
+    if !cert.identity.valid_at(now) {
+        return false;
+    }
+    let pinned = client
+        .cert_fingerprint
+        .as_deref()
+        .is_none_or(|f| f.eq_ignore_ascii_case(&cert.identity.fingerprint_hex()));
+    match client.auth {
+        ClientAuth::Tls => {
+            cert.chain_verified
+                && pinned
+                && client
+                    .tls_subject_dn
+                    .as_deref()
+                    .is_none_or(|dn| dn == cert.identity.subject_dn)
+        }
+        ClientAuth::SelfSignedTls => client.cert_fingerprint.is_some() && pinned,
+        _ => false,
     }
 }
 
@@ -314,6 +392,8 @@ mod tests {
             scopes: Scopes::empty(),
             first_party: false,
             revoked: false,
+            tls_subject_dn: None,
+            cert_fingerprint: None,
         }
     }
 

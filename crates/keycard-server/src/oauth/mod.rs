@@ -53,12 +53,14 @@ pub struct OAuth {
 }
 
 /// Where an OAuth request came from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// The client's address (after trusted proxies).
     pub ip: IpAddr,
     /// Whether the connection is TLS (cookies get `Secure`).
     pub tls: bool,
+    /// The client certificate (RFC 8705 client authentication and bound tokens).
+    pub cert: Option<std::sync::Arc<crate::tls::PeerCert>>,
 }
 
 impl OAuth {
@@ -75,7 +77,11 @@ impl OAuth {
             access_ttl: secs(settings.tokens.access_token_ttl),
             refresh_ttl: secs(settings.tokens.refresh_token_ttl),
             realm: settings.realm.clone(),
-            discovery: Bytes::from(discovery(&issuer, settings.tokens.algorithm.as_str())),
+            discovery: Bytes::from(discovery(
+                &issuer,
+                settings.tokens.algorithm.as_str(),
+                settings.mtls.client_ca.is_some(),
+            )),
             pages: pages::PageKeys::new(master, secure),
             issuer,
             authn,
@@ -112,7 +118,7 @@ impl OAuth {
             "/oauth2/token" => self.token(req, caller).await,
             "/oauth2/introspect" => self.introspect(req, caller).await,
             "/oauth2/revoke" => self.revoke(req, caller).await,
-            "/oauth2/userinfo" => self.userinfo(req).await,
+            "/oauth2/userinfo" => self.userinfo(req, caller).await,
             "/oauth2/authorize" => self.authorize(req, caller).await,
             "/_keycard/login" => self.login(req, caller).await,
             "/_keycard/consent" => self.consent(req, caller).await,
@@ -151,8 +157,13 @@ fn secs(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
 }
 
-/// RFC 8414 / OIDC discovery metadata.
-fn discovery(issuer: &str, alg: &str) -> String {
+/// RFC 8414 / OIDC discovery metadata. `mtls`: whether client certificates can be verified
+/// (a client CA is configured), so that RFC 8705 client authentication is offered.
+fn discovery(issuer: &str, alg: &str, mtls: bool) -> String {
+    let mut auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
+    if mtls {
+        auth_methods.extend(["tls_client_auth", "self_signed_tls_client_auth"]);
+    }
     serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth2/authorize"),
@@ -165,9 +176,10 @@ fn discovery(issuer: &str, alg: &str) -> String {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "tls_client_certificate_bound_access_tokens": true,
+        "introspection_endpoint_auth_methods_supported": auth_methods.iter().filter(|m| **m != "none").collect::<Vec<_>>(),
+        "revocation_endpoint_auth_methods_supported": auth_methods,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],

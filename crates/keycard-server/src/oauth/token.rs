@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use keycard_core::access_token::{self, AccessToken, IdTokenClaims};
 use keycard_core::jwt::{self, JwtError};
-use keycard_core::signing::{AccessTokenClaims, SigningKey, mint_access_token};
+use keycard_core::signing::{AccessTokenClaims, Confirmation, SigningKey, mint_access_token};
 use keycard_core::{
     HashDomain, Method, Outcome, Principal, Reason, Refusal, Scopes, SecretString, new_id,
 };
@@ -49,7 +49,13 @@ impl OAuth {
         };
         let client = match self
             .authn
-            .authenticate_client(&parts.headers, &form, caller.ip, true)
+            .authenticate_client(
+                &parts.headers,
+                &form,
+                caller.ip,
+                true,
+                caller.cert.as_deref(),
+            )
             .await
         {
             Ok(c) => c,
@@ -134,6 +140,7 @@ impl OAuth {
             &audience,
             jti,
             now,
+            bound_cert(client, &caller),
         ) else {
             return unavailable();
         };
@@ -368,6 +375,7 @@ impl OAuth {
             &grant.audience,
             jti,
             now,
+            bound_cert(client, &caller),
         ) else {
             return unavailable();
         };
@@ -436,6 +444,7 @@ impl OAuth {
         audience: &str,
         jti: String,
         now: i64,
+        bound_to: Option<&crate::tls::PeerCert>,
     ) -> Result<String, ()> {
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
@@ -446,6 +455,9 @@ impl OAuth {
             jti,
             client_id: client_id.to_owned(),
             scope: scopes.as_str().to_owned(),
+            cnf: bound_to.map(|c| Confirmation {
+                x5t_s256: c.identity.x5t_s256(),
+            }),
         };
         mint_access_token(key, &claims).map_err(|_| ())
     }
@@ -486,7 +498,13 @@ impl OAuth {
         // RFC 7662 §2.1: the caller must authenticate (a confidential client).
         if let Err(e) = self
             .authn
-            .authenticate_client(&parts.headers, &form, caller.ip, false)
+            .authenticate_client(
+                &parts.headers,
+                &form,
+                caller.ip,
+                false,
+                caller.cert.as_deref(),
+            )
             .await
         {
             return self.client_error(e, caller);
@@ -497,21 +515,7 @@ impl OAuth {
         let inactive = || json_answer(StatusCode::OK, &json!({ "active": false }));
         if jwt::looks_like_jwt(token) {
             return match self.authn.verify_own_token(token, |_| true).await {
-                Ok(t) => json_answer(
-                    StatusCode::OK,
-                    &json!({
-                        "active": true,
-                        "token_type": "Bearer",
-                        "scope": t.scopes.as_str(),
-                        "client_id": t.client_id,
-                        "sub": t.subject,
-                        "exp": t.exp,
-                        "iat": t.iat,
-                        "iss": self.issuer,
-                        "aud": t.audience,
-                        "jti": t.jti,
-                    }),
-                ),
+                Ok(t) => json_answer(StatusCode::OK, &introspection(&t, &self.issuer)),
                 Err(_) => inactive(),
             };
         }
@@ -570,7 +574,13 @@ impl OAuth {
         };
         let client = match self
             .authn
-            .authenticate_client(&parts.headers, &form, caller.ip, true)
+            .authenticate_client(
+                &parts.headers,
+                &form,
+                caller.ip,
+                true,
+                caller.cert.as_deref(),
+            )
             .await
         {
             Ok(c) => c,
@@ -653,7 +663,11 @@ impl OAuth {
         }
     }
 
-    pub(super) async fn userinfo(&self, req: http::Request<Incoming>) -> Response<Body> {
+    pub(super) async fn userinfo(
+        &self,
+        req: http::Request<Incoming>,
+        caller: Caller,
+    ) -> Response<Body> {
         if !matches!(*req.method(), http::Method::GET | http::Method::POST) {
             return super::method_not_allowed("GET, POST");
         }
@@ -666,7 +680,12 @@ impl OAuth {
             .map(|(_, t)| t.trim().to_owned());
         let issuer = self.issuer.clone();
         let verified = match token {
-            Some(t) => self.authn.verify_own_token(&t, |a| a == issuer).await.ok(),
+            Some(t) => self
+                .authn
+                .verify_own_token(&t, |a| a == issuer)
+                .await
+                .ok()
+                .filter(|t| check_binding(t, caller.cert.as_deref()).is_ok()),
             None => None,
         };
         let challenge = |status, value: &str| {
@@ -760,6 +779,7 @@ impl Authenticator {
         &self,
         token: &str,
         path: &str,
+        cert: Option<&crate::tls::PeerCert>,
     ) -> Result<Principal, Refusal> {
         let issuer = self.issuer.clone();
         let accept = |aud: &str| {
@@ -771,9 +791,61 @@ impl Authenticator {
                         })
                 })
         };
-        self.verify_own_token(token, accept)
-            .await
-            .map(|t| t.principal())
+        let t = self.verify_own_token(token, accept).await?;
+        check_binding(&t, cert)?;
+        Ok(t.principal())
+    }
+}
+
+/// The RFC 7662 answer for an active access token of keycard's.
+fn introspection(t: &AccessToken, issuer: &str) -> serde_json::Value {
+    let mut body = json!({
+        "active": true,
+        "token_type": "Bearer",
+        "scope": t.scopes.as_str(),
+        "client_id": t.client_id,
+        "sub": t.subject,
+        "exp": t.exp,
+        "iat": t.iat,
+        "iss": issuer,
+        "aud": t.audience,
+        "jti": t.jti,
+    });
+    if let Some(x5t) = &t.x5t_s256 {
+        put(&mut body, "cnf", json!({ "x5t#S256": x5t }));
+    }
+    body
+}
+
+/// The certificate a client's tokens are bound to: the one it authenticated with, when it
+/// authenticates with one (RFC 8705 §3).
+fn bound_cert<'a>(client: &ClientRecord, caller: &'a Caller) -> Option<&'a crate::tls::PeerCert> {
+    if client.auth.uses_certificate() {
+        caller.cert.as_deref()
+    } else {
+        None
+    }
+}
+
+/// RFC 8705 §3: a certificate-bound token is good only over a connection with the same
+/// certificate.
+pub(crate) fn check_binding(
+    t: &AccessToken,
+    cert: Option<&crate::tls::PeerCert>,
+) -> Result<(), Refusal> {
+    let Some(bound) = &t.x5t_s256 else {
+        return Ok(());
+    };
+    let presented = cert.map(|c| c.identity.x5t_s256()).unwrap_or_default();
+    if keycard_core::constant_time_eq(presented.as_bytes(), bound.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::Unauthorized {
+            reason: Reason::CertificateMismatch,
+            method: Some(Method::Oauth2),
+            credential_id: Some(t.client_id.clone()),
+            subject: Some(t.subject.clone()),
+        })
     }
 }
 

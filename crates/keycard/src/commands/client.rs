@@ -20,6 +20,8 @@ struct Shown {
     grants: Vec<String>,
     scopes: Vec<String>,
     first_party: bool,
+    tls_subject_dn: Option<String>,
+    cert_fingerprint: Option<String>,
     status: &'static str,
     created_at: String,
     revoked_at: Option<String>,
@@ -27,8 +29,10 @@ struct Shown {
 
 fn shown(c: ClientRow) -> Shown {
     Shown {
-        public: c.secret_hash.is_none(),
+        public: c.auth_method == "none",
         auth: c.auth_method,
+        tls_subject_dn: c.tls_subject_dn,
+        cert_fingerprint: c.cert_fingerprint,
         redirect_uris: c.redirect_uris,
         grants: c.grants,
         scopes: c.scopes.split_whitespace().map(str::to_owned).collect(),
@@ -67,14 +71,42 @@ pub async fn run(settings: &Settings, cmd: ClientCommand, as_json: bool) -> Resu
                 }
                 (false, None | Some("client_secret_basic")) => "client_secret_basic",
                 (false, Some("client_secret_post")) => "client_secret_post",
+                (false, Some("tls_client_auth")) => "tls_client_auth",
+                (false, Some("self_signed_tls_client_auth")) => "self_signed_tls_client_auth",
                 (false, Some(other)) => {
                     return Err(CliError::Usage(format!(
-                        "--auth {other}: certificate-bound clients (RFC 8705) need keycard's TLS listener, which this version does not have yet; use client_secret_basic or client_secret_post"
+                        "--auth {other}: one of client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth"
                     )));
                 }
             };
-            if cert.is_some() || tls_subject_dn.is_some() {
+            let uses_cert = matches!(auth, "tls_client_auth" | "self_signed_tls_client_auth");
+            if !uses_cert && (cert.is_some() || tls_subject_dn.is_some()) {
                 return Err(CliError::Usage("--cert and --tls-subject-dn go with --auth tls_client_auth or self_signed_tls_client_auth".into()));
+            }
+            let tls_subject_dn = match tls_subject_dn {
+                Some(_) if auth == "self_signed_tls_client_auth" => {
+                    return Err(CliError::Usage(
+                        "--tls-subject-dn goes with tls_client_auth; a self-signed client registers its --cert".into(),
+                    ));
+                }
+                Some(dn) => Some(keycard_core::cert::normalize_dn(&dn).map_err(|e| {
+                    CliError::Usage(format!("--tls-subject-dn: {e} (write it as `CN=svc,O=Example`, most specific first: openssl x509 -noout -subject -nameopt RFC2253)"))
+                })?),
+                None => None,
+            };
+            let cert_fingerprint = match &cert {
+                Some(path) => Some(super::cert::read_cert(path)?.fingerprint_hex()),
+                None => None,
+            };
+            if auth == "tls_client_auth" && tls_subject_dn.is_none() && cert_fingerprint.is_none() {
+                return Err(CliError::Usage(
+                    "--auth tls_client_auth needs --tls-subject-dn DN (or --cert FILE.pem to pin one certificate)".into(),
+                ));
+            }
+            if auth == "self_signed_tls_client_auth" && cert_fingerprint.is_none() {
+                return Err(CliError::Usage(
+                    "--auth self_signed_tls_client_auth needs --cert FILE.pem, the client's certificate".into(),
+                ));
             }
             for uri in &redirect_uris {
                 check_redirect_uri(uri)?;
@@ -107,7 +139,7 @@ pub async fn run(settings: &Settings, cmd: ClientCommand, as_json: bool) -> Resu
             }
             let scopes =
                 Scopes::from_list(&scopes).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
-            let secret = if public {
+            let secret = if public || uses_cert {
                 None
             } else {
                 let s =
@@ -129,6 +161,8 @@ pub async fn run(settings: &Settings, cmd: ClientCommand, as_json: bool) -> Resu
                 first_party,
                 created_at: now_secs(),
                 revoked_at: None,
+                tls_subject_dn,
+                cert_fingerprint,
             };
             let store = open_store(settings).await?;
             store.create_client(&row).await?;

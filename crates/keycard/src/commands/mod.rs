@@ -1,6 +1,7 @@
 //! Acting on a parsed command line.
 
 mod audit;
+mod cert;
 mod client;
 mod hmac;
 mod key;
@@ -63,6 +64,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Sign(args) => sign::run(args, json),
         Command::Hmac(cmd) => hmac::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
+        Command::Cert(cmd) => cert::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Client(cmd) => {
             client::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }

@@ -112,6 +112,8 @@ pub async fn quickstart(listen: SocketAddr, dir: &Path, as_json: bool) -> Result
             first_party: false,
             created_at: now_secs(),
             revoked_at: None,
+            tls_subject_dn: None,
+            cert_fingerprint: None,
         })
         .await?;
     // An RFC 9421 signing key (a new one each run: its secret is shown only once).

@@ -218,6 +218,7 @@ async fn mint_with_stored_key(kc: &Keycard, sub: &str) -> String {
             jti: format!("at_{sub}"),
             client_id: "cli".into(),
             scope: "orders:read".into(),
+            cnf: None,
         },
     )
     .unwrap()

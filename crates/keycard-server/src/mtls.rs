@@ -1,0 +1,240 @@
+//! The `mtls` method: the client certificate of the connection — or, behind a
+//! TLS-terminating proxy in `trusted_proxies`, the one it forwards — chained to the client
+//! CA, then mapped to a subject: a `keycard cert add` binding (by SHA-256 fingerprint: the
+//! cache, else the store), else the first `[[mtls.rules]]` entry that matches. A certificate
+//! that maps to nobody is refused. Certificate-bound tokens (RFC 8705) are checked where
+//! tokens are verified.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use http::header::HeaderName;
+use keycard_core::api_key::{self, ApiKeyRecord};
+use keycard_core::{HashDomain, Method, Principal, Reason, Refusal};
+use rustls::pki_types::CertificateDer;
+
+use crate::authn::Authenticator;
+use crate::cache::Cached;
+use crate::clock::now_secs;
+use crate::tls::{ClientCa, PeerCert};
+
+/// Envoy's forwarded client certificate (`Cert="…"`, URL-encoded PEM).
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+/// nginx's `$ssl_client_escaped_cert` (URL-encoded PEM), as examples/nginx sets it.
+pub const X_SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("x-ssl-client-cert");
+/// The longest forwarded certificate header read (a chain of a few certificates).
+const MAX_FORWARDED: usize = 32 * 1024;
+
+impl Authenticator {
+    /// Verifies the `mtls` method with `cert`.
+    pub(crate) async fn verify_mtls(&self, cert: &PeerCert) -> Result<Principal, Refusal> {
+        let method = Some(Method::Mtls);
+        if !cert.chain_verified {
+            return Err(Refusal::unauthorized(Reason::UntrustedCertificate, method));
+        }
+        let now = now_secs();
+        // The handshake checked validity then; a long-lived connection may outlive it.
+        if !cert.identity.valid_at(now) {
+            return Err(Refusal::unauthorized(Reason::Expired, method));
+        }
+        self.require_fresh(method)?;
+        let handle = self.hasher.hash(
+            HashDomain::CertFingerprint,
+            cert.identity.fingerprint_hex().as_bytes(),
+        );
+        let cached = match self.cache.api_key(&handle) {
+            Some(c) => c,
+            None => {
+                let generation = self.cache.generation();
+                let row = self
+                    .read_store(method, |store| async move {
+                        store.find_cert_binding(&handle).await
+                    })
+                    .await?;
+                let record = row.and_then(|r| {
+                    Some(ApiKeyRecord {
+                        scopes: crate::authn::stored_scopes(&r.id, &r.scopes)?,
+                        id: r.id.into(),
+                        subject: r.subject.into(),
+                        expires_at: r.expires_at,
+                        revoked_at: r.revoked_at,
+                        subject_disabled: r.subject_disabled,
+                    })
+                });
+                self.cache.insert_api_key(handle, record, generation)
+            }
+        };
+        if let Cached::Known(entry) = cached {
+            // A binding decides, even a revoked one: revoking it must not fall through to
+            // a rule that would map the same certificate.
+            let principal = api_key::verify_as(&entry.record, Method::Mtls, now)?;
+            self.cache.mark_used(&entry, now);
+            return Ok(principal);
+        }
+        self.mtls_rules
+            .iter()
+            .find_map(|r| r.principal(&cert.identity))
+            .ok_or_else(|| Refusal::unauthorized(Reason::UnknownCredential, method))
+    }
+}
+
+/// Whether a forwarded certificate header is present.
+pub fn has_forwarded_cert(headers: &HeaderMap) -> bool {
+    headers.contains_key(X_FORWARDED_CLIENT_CERT) || headers.contains_key(X_SSL_CLIENT_CERT)
+}
+
+/// A forwarded certificate header that cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the forwarded client certificate cannot be read")]
+pub struct Unreadable;
+
+/// The client certificate a trusted proxy forwarded, judged against `ca`. `Err` when a
+/// header is present but unreadable (the caller treats it as no certificate at all).
+pub fn forwarded_cert(
+    headers: &HeaderMap,
+    ca: Option<&ClientCa>,
+) -> Result<Option<PeerCert>, Unreadable> {
+    let pem = if let Some(v) = headers.get(X_FORWARDED_CLIENT_CERT) {
+        let v = v.to_str().map_err(|_| Unreadable)?;
+        if v.len() > MAX_FORWARDED {
+            return Err(Unreadable);
+        }
+        // Several proxies append elements separated by `,`; the last is the hop nearest to
+        // keycard, which saw the client. Within one, `;`-separated key=value pairs; values
+        // may be quoted.
+        let element = last_element(v).ok_or(Unreadable)?;
+        let cert = xfcc_value(element, "Cert")
+            .or_else(|| xfcc_value(element, "Chain"))
+            .ok_or(Unreadable)?;
+        percent_decode(&cert).ok_or(Unreadable)?
+    } else if let Some(v) = headers.get(X_SSL_CLIENT_CERT) {
+        let v = v.to_str().map_err(|_| Unreadable)?;
+        if v.len() > MAX_FORWARDED {
+            return Err(Unreadable);
+        }
+        percent_decode(v).ok_or(Unreadable)?
+    } else {
+        return Ok(None);
+    };
+    let chain: Vec<CertificateDer<'static>> = keycard_core::cert::certs_from_pem(&pem)
+        .map_err(|_| Unreadable)?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    PeerCert::judge(&chain, ca).map(Some).ok_or(Unreadable)
+}
+
+/// The last top-level element of an XFCC value (commas inside quotes do not split).
+fn last_element(v: &str) -> Option<&str> {
+    let mut quoted = false;
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in v.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => start = i + 1,
+            _ => {}
+        }
+    }
+    let e = v.get(start..)?.trim();
+    (!e.is_empty()).then_some(e)
+}
+
+/// The value of `key` in one XFCC element (`By=…;Hash=…;Cert="…"`), unquoted.
+fn xfcc_value(element: &str, key: &str) -> Option<String> {
+    let mut pairs = Vec::new();
+    let mut quoted = false;
+    let mut start = 0;
+    for (i, c) in element.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                pairs.push(element.get(start..i)?);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    pairs.push(element.get(start..)?);
+    pairs.into_iter().find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case(key) {
+            return None;
+        }
+        let v = v.trim();
+        Some(
+            v.strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v)
+                .replace("\\\"", "\""),
+        )
+    })
+}
+
+/// `%XX` decoding (a `+` stays a `+`: these are not form values).
+fn percent_decode(v: &str) -> Option<Vec<u8>> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        if c == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// The CA forwarded certificates are judged against (`mtls.client_ca`, else
+/// `server.tls.client_ca`).
+pub fn forwarding_ca(settings: &crate::config::MtlsSettings) -> Option<Arc<ClientCa>> {
+    let path = settings.client_ca.as_ref()?;
+    match ClientCa::load(path) {
+        Ok(ca) => Some(Arc::new(ca)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the client CA; forwarded certificates are refused");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xfcc_elements_and_values() {
+        let v = r#"By=spiffe://a;Hash=ab;Cert="-----BEGIN%20X";Subject="CN=a,O=b",By=spiffe://b;Cert="second";URI=spiffe://c"#;
+        let last = last_element(v).unwrap();
+        assert_eq!(xfcc_value(last, "cert").as_deref(), Some("second"));
+        assert_eq!(xfcc_value(last, "URI").as_deref(), Some("spiffe://c"));
+        assert_eq!(xfcc_value(last, "Hash"), None);
+        let first = r#"By=spiffe://a;Hash=ab;Cert="-----BEGIN%20X";Subject="CN=a,O=b""#;
+        assert_eq!(xfcc_value(first, "Subject").as_deref(), Some("CN=a,O=b"));
+        assert_eq!(last_element(" , "), None);
+    }
+
+    #[test]
+    fn percent_decoding_refuses_broken_escapes() {
+        assert_eq!(percent_decode("a%20b+c").unwrap(), b"a b+c");
+        assert_eq!(percent_decode("a%2"), None);
+        assert_eq!(percent_decode("a%zz"), None);
+    }
+
+    #[test]
+    fn unreadable_forwarded_headers_are_errors_not_absence() {
+        let mut h = HeaderMap::new();
+        assert_eq!(forwarded_cert(&h, None).map(|c| c.is_some()), Ok(false));
+        h.insert(X_SSL_CLIENT_CERT, "not%20a%20certificate".parse().unwrap());
+        assert!(forwarded_cert(&h, None).is_err());
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_CLIENT_CERT, "By=x;Hash=y".parse().unwrap());
+        assert!(forwarded_cert(&h, None).is_err());
+    }
+}

@@ -1,0 +1,337 @@
+//! TLS termination (`server.tls`) and client certificates.
+//!
+//! rustls with the aws-lc provider, TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`. With
+//! `client_ca`, a client certificate is asked for (`client_auth = "optional"`) or demanded
+//! (`"required"`): one that chains to `client_ca` (validity and the clientAuth key usage
+//! included) is accepted, and so is a self-signed one — it can only be matched against a
+//! certificate registered for an OAuth client (RFC 8705 `self_signed_tls_client_auth`),
+//! never be an `mtls` identity, which needs the chain. Any other certificate fails the
+//! handshake.
+//!
+//! The files are read again on SIGHUP, and when their modification time changes (checked
+//! every 2 s): new connections get the new certificate, open ones keep theirs. A file that
+//! cannot be read keeps the previous configuration and is logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use keycard_core::cert::CertIdentity;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use tokio::sync::watch;
+
+use crate::config::{ClientAuth, TlsSettings};
+
+/// Why TLS material could not be loaded: `key` is the config key under `server.tls`
+/// (or the full key for `mtls.client_ca`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct TlsError {
+    /// `cert`, `key` or `client_ca`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn err(key: &'static str, path: &Path, what: impl std::fmt::Display) -> TlsError {
+    TlsError {
+        key,
+        message: format!("{}: {what}", path.display()),
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The CA client certificates are verified against.
+#[derive(Debug)]
+pub struct ClientCa {
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCa {
+    /// Reads the PEM CA certificates at `path`.
+    pub fn load(path: &Path) -> Result<Self, TlsError> {
+        let key = "client_ca";
+        let pem = std::fs::read(path).map_err(|e| err(key, path, e))?;
+        let mut roots = RootCertStore::empty();
+        let mut n = 0;
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| err(key, path, format!("not PEM certificates ({e:?})")))?;
+            roots
+                .add(c)
+                .map_err(|e| err(key, path, format!("not a usable CA certificate ({e})")))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(err(key, path, "holds no PEM CERTIFICATE block"));
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| err(key, path, e))?;
+        Ok(Self { verifier })
+    }
+
+    /// Whether `chain` (leaf first) chains to this CA now, valid and for client auth.
+    pub fn verifies(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        self.verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .is_ok()
+    }
+}
+
+/// The client certificate of a connection (or a trusted proxy's forwarded one).
+#[derive(Debug)]
+pub struct PeerCert {
+    /// What it says.
+    pub identity: CertIdentity,
+    /// Whether it chains to the client CA (else it is self-signed: only good for
+    /// `self_signed_tls_client_auth`).
+    pub chain_verified: bool,
+}
+
+impl PeerCert {
+    /// The certificate `chain` (leaf first) as `ca` judges it; `None` if the leaf cannot
+    /// be read.
+    pub fn judge(chain: &[CertificateDer<'_>], ca: Option<&ClientCa>) -> Option<Self> {
+        let identity = CertIdentity::from_der(chain.first()?.as_ref()).ok()?;
+        let chain_verified = ca.is_some_and(|ca| ca.verifies(chain));
+        Some(Self {
+            identity,
+            chain_verified,
+        })
+    }
+}
+
+/// The handshake's verifier: the CA's, with self-signed certificates let through to be
+/// judged later (see the module documentation).
+#[derive(Debug)]
+struct CaOrSelfSigned {
+    inner: Arc<dyn ClientCertVerifier>,
+    mandatory: bool,
+}
+
+impl ClientCertVerifier for CaOrSelfSigned {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+                let self_signed = intermediates.is_empty()
+                    && CertIdentity::from_der(end_entity.as_ref())
+                        .is_ok_and(|c| c.self_issued && c.valid_at(now));
+                if self_signed {
+                    Ok(ClientCertVerified::assertion())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Builds the rustls configuration of `settings`, reading its files.
+pub fn server_config(
+    settings: &TlsSettings,
+) -> Result<(Arc<ServerConfig>, Option<Arc<ClientCa>>), TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
+        .map_err(|e| err("cert", &settings.cert, format!("{e:?}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            err(
+                "cert",
+                &settings.cert,
+                format!("not PEM certificates ({e:?})"),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(err(
+            "cert",
+            &settings.cert,
+            "holds no PEM CERTIFICATE block",
+        ));
+    }
+    if let Some(leaf) = chain.first()
+        && let Err(e) = CertIdentity::from_der(leaf.as_ref())
+    {
+        return Err(err("cert", &settings.cert, e));
+    }
+    let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| {
+        err(
+            "key",
+            &settings.key,
+            format!("no readable PEM private key ({e:?})"),
+        )
+    })?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| err("cert", &settings.cert, e))?;
+    let (builder, ca) = match &settings.client_ca {
+        Some(path) => {
+            let ca = Arc::new(ClientCa::load(path)?);
+            let verifier = CaOrSelfSigned {
+                inner: ca.verifier.clone(),
+                mandatory: settings.client_auth == ClientAuth::Required,
+            };
+            (
+                builder.with_client_cert_verifier(Arc::new(verifier)),
+                Some(ca),
+            )
+        }
+        None => (builder.with_no_client_auth(), None),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        err(
+            "key",
+            &settings.key,
+            format!("does not go with the certificate ({e})"),
+        )
+    })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(config), ca))
+}
+
+/// The current TLS configuration, replaced when the files change.
+#[derive(Debug)]
+pub struct TlsState {
+    settings: TlsSettings,
+    current: RwLock<(Arc<ServerConfig>, Option<Arc<ClientCa>>)>,
+    stamps: Mutex<Vec<Option<SystemTime>>>,
+}
+
+impl TlsState {
+    /// Loads `settings`.
+    pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
+        let current = server_config(settings)?;
+        Ok(Self {
+            stamps: Mutex::new(stamps(settings)),
+            settings: settings.clone(),
+            current: RwLock::new(current),
+        })
+    }
+
+    /// The configuration for a new connection, and the CA its client certificate is
+    /// judged by.
+    pub fn current(&self) -> (Arc<ServerConfig>, Option<Arc<ClientCa>>) {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the files again; on failure the previous configuration stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let next = server_config(&self.settings)?;
+        if let Ok(mut s) = self.stamps.lock() {
+            *s = stamps(&self.settings);
+        }
+        match self.current.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        Ok(())
+    }
+
+    fn changed(&self) -> bool {
+        let now = stamps(&self.settings);
+        self.stamps.lock().map(|s| *s != now).unwrap_or(true)
+    }
+
+    /// Reloads on SIGHUP and when a file's modification time changes, until `shutdown`.
+    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let why = tokio::select! {
+                _ = hangup => "SIGHUP",
+                _ = tick.tick() => {
+                    if !self.changed() {
+                        continue;
+                    }
+                    "a changed file"
+                }
+                _ = shutdown.changed() => return,
+            };
+            match self.reload() {
+                Ok(()) => tracing::info!(reason = why, "TLS certificates reloaded"),
+                Err(e) => {
+                    // Do not try the same broken files every 2 s: wait for the next change.
+                    if let Ok(mut s) = self.stamps.lock() {
+                        *s = stamps(&self.settings);
+                    }
+                    tracing::error!(reason = why, error = %e, "cannot reload the TLS certificates; keeping the previous ones");
+                }
+            }
+        }
+    }
+}
+
+fn stamps(s: &TlsSettings) -> Vec<Option<SystemTime>> {
+    let files: [Option<&PathBuf>; 3] = [Some(&s.cert), Some(&s.key), s.client_ca.as_ref()];
+    files
+        .iter()
+        .map(|f| f.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()))
+        .collect()
+}
