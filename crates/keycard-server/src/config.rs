@@ -451,6 +451,7 @@ impl Validator<'_> {
                 }
                 u.trim_end_matches('/').to_owned()
             }
+            None if raw.server.tls.is_some() => format!("https://{listen}"),
             None => format!("http://{listen}"),
         };
         let mut trusted_proxies = Vec::new();

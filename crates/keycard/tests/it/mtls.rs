@@ -1,0 +1,771 @@
+//! Mutual TLS: keycard's TLS listener, client certificates as identities (bindings and
+//! SPIFFE rules), forwarded certificates from trusted proxies, RFC 8705 client
+//! authentication and certificate-bound tokens — driven with curl and Python `requests`,
+//! with certificates the test makes.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::pki::{Issued, Names, Pki};
+use crate::common::{Keycard, eventually, route, tools, upstream};
+
+/// A keycard serving TLS with a client CA, an echo upstream behind `/api/` (mtls only) and
+/// `/any/` (every method), a CA and a second, foreign CA.
+struct Tls {
+    kc: Keycard,
+    pki: Pki,
+    other: Pki,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The answer curl got: status (0: no HTTP answer, such as a failed handshake) and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    version: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {self:?}"))
+    }
+}
+
+impl Tls {
+    async fn start(client_auth: &str, extra: &str) -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "test-ca");
+        let other = Pki::new(dir.path(), "other-ca");
+        let server = pki.server("server");
+        let up = upstream::start().await;
+        let config = format!(
+            "{}{}{extra}\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_auth = \"{client_auth}\"\n",
+            route("/api/", &up, "methods = [\"mtls\"]"),
+            route("/any/", &up, ""),
+            server.cert.display(),
+            server.key.display(),
+            pki.ca.display()
+        );
+        let mut kc = Keycard::new(None, &config);
+        let addr = kc.start();
+        Tls {
+            kc,
+            pki,
+            other,
+            base: format!("https://{addr}"),
+            _dir: dir,
+        }
+    }
+
+    /// curl `path` with `cert` (and extra arguments).
+    fn curl(&self, cert: Option<&Issued>, path: &str, extra: &[&str]) -> Answer {
+        curl_to(&self.pki.ca, cert, &format!("{}{path}", self.base), extra)
+    }
+
+    fn bind(&self, cert: &Issued, subject: &str, scopes: &[&str]) -> String {
+        let mut args = vec![
+            "cert".to_owned(),
+            "add".into(),
+            "--subject".into(),
+            subject.into(),
+            "--cert".into(),
+            cert.cert.display().to_string(),
+            "--json".into(),
+        ];
+        for s in scopes {
+            args.extend(["--scope".to_owned(), (*s).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let v: serde_json::Value = serde_json::from_str(&self.kc.cli_ok(&args)).unwrap();
+        assert_eq!(v["fingerprint"], cert.fingerprint());
+        v["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn curl_to(ca: &std::path::Path, cert: Option<&Issued>, url: &str, extra: &[&str]) -> Answer {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code} %{http_version}",
+        "--cacert",
+    ])
+    .arg(ca);
+    if let Some(c) = cert {
+        cmd.arg("--cert").arg(&c.cert).arg("--key").arg(&c.key);
+    }
+    let out = cmd.args(extra).arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut tail = tail.split_whitespace();
+    Answer {
+        status: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        version: tail.next().unwrap_or("").to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+fn alice<'a>() -> Names<'a> {
+    Names {
+        cn: "alice-svc",
+        org: Some("Example"),
+        ..Names::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_certificate_authenticates_with_curl_and_python_requests() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let cert = t.pki.client("alice", &alice());
+    t.bind(&cert, "alice-svc", &["orders:read"]);
+    let a = t.curl(Some(&cert), "/api/orders", &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    let v = a.json();
+    assert_eq!(v["headers"]["x-keycard-method"], "mtls");
+    assert_eq!(v["headers"]["x-keycard-subject"], "alice-svc");
+    assert_eq!(v["headers"]["x-keycard-scopes"], "orders:read");
+    assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    // HTTP/2 by ALPN.
+    let h2 = t.curl(Some(&cert), "/api/orders", &["--http2"]);
+    assert_eq!((h2.status, h2.version.as_str()), (200, "2"), "{h2:?}");
+    if tools::python_requests() {
+        let script = "import sys, requests\nr = requests.get(sys.argv[1], cert=(sys.argv[2], sys.argv[3]), verify=sys.argv[4])\nprint(r.status_code)\nprint(r.json()['headers']['x-keycard-subject'])";
+        let out = Command::new("python3")
+            .args(["-c", script])
+            .arg(format!("{}/api/orders", t.base))
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .arg(&t.pki.ca)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200\nalice-svc\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The binding shows in `cert list`.
+    let list: serde_json::Value =
+        serde_json::from_str(&t.kc.cli_ok(&["cert", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["fingerprint"], cert.fingerprint());
+    assert_eq!(list[0]["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spiffe_rule_maps_a_san_uri_to_its_subject() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start(
+        "optional",
+        "[[mtls.rules]]\nsan_uri_prefix = \"spiffe://example.org/\"\nsubject = \"{san_uri}\"\nscopes = [\"orders:read\"]\n\n[[mtls.rules]]\nsan_dns = \"*.svc.example.org\"\nsubject = \"dns-{san_dns}\"\n",
+    )
+    .await;
+    let spiffe = t.pki.client(
+        "workload",
+        &Names {
+            cn: "workload",
+            uris: &["spiffe://example.org/ns/a/sa/b"],
+            ..Names::default()
+        },
+    );
+    let a = t.curl(Some(&spiffe), "/api/x", &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.json()["headers"]["x-keycard-subject"],
+        "spiffe://example.org/ns/a/sa/b"
+    );
+    assert_eq!(a.json()["headers"]["x-keycard-scopes"], "orders:read");
+    let dns = t.pki.client(
+        "dns",
+        &Names {
+            cn: "dns",
+            dns: &["billing.svc.example.org"],
+            ..Names::default()
+        },
+    );
+    let a = t.curl(Some(&dns), "/api/x", &[]);
+    assert_eq!(
+        a.json()["headers"]["x-keycard-subject"],
+        "dns-billing.svc.example.org"
+    );
+    // Another trust domain, and a name one label too deep: no rule, refused.
+    for (file, names) in [
+        (
+            "foreign-td",
+            Names {
+                cn: "x",
+                uris: &["spiffe://other.org/ns/a/sa/b"],
+                ..Names::default()
+            },
+        ),
+        (
+            "deep",
+            Names {
+                cn: "y",
+                dns: &["a.b.svc.example.org"],
+                ..Names::default()
+            },
+        ),
+    ] {
+        let c = t.pki.client(file, &names);
+        assert_eq!(t.curl(Some(&c), "/api/x", &[]).status, 401, "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_that_must_be_refused_are() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let good = t.pki.client("alice", &alice());
+    t.bind(&good, "alice-svc", &[]);
+    // No certificate on an mtls-only route.
+    let a = t.curl(None, "/api/x", &[]);
+    assert_eq!(a.status, 401, "{a:?}");
+    // A certificate of another CA: the handshake fails (or 401), never 200.
+    let foreign = t.other.client("foreign", &alice());
+    let a = t.curl(Some(&foreign), "/api/x", &[]);
+    assert!(matches!(a.status, 0 | 401), "{a:?}");
+    // An expired certificate of the right CA, even bound.
+    let expired = t.pki.client(
+        "expired",
+        &Names {
+            cn: "old",
+            expired: true,
+            ..Names::default()
+        },
+    );
+    let a = t.curl(Some(&expired), "/api/x", &[]);
+    assert!(matches!(a.status, 0 | 401), "{a:?}");
+    // A certificate of the right CA that maps to no subject.
+    let stranger = t.pki.client(
+        "stranger",
+        &Names {
+            cn: "stranger",
+            ..Names::default()
+        },
+    );
+    assert_eq!(t.curl(Some(&stranger), "/api/x", &[]).status, 401);
+    // A self-signed certificate, even bound: never an mtls identity.
+    let selfie = t.pki.self_signed(
+        "selfie",
+        &Names {
+            cn: "selfie",
+            ..Names::default()
+        },
+    );
+    t.bind(&selfie, "selfie", &[]);
+    let a = t.curl(Some(&selfie), "/api/x", &[]);
+    assert_eq!(a.status, 401, "{a:?}");
+    // A forwarded-certificate header from a client that is not a trusted proxy is not
+    // believed: no certificate, 401.
+    let pem = std::fs::read_to_string(&good.cert).unwrap();
+    let header = format!("X-SSL-Client-Cert: {}", urlencode(&pem));
+    assert_eq!(t.curl(None, "/api/x", &["-H", &header]).status, 401);
+    // The audit log has the reasons.
+    audit_has(&t.kc, "\"untrusted_certificate\"").await;
+    audit_has(&t.kc, "\"unknown_credential\"").await;
+    // The good one still passes.
+    assert_eq!(t.curl(Some(&good), "/api/x", &[]).status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_revoked_while_serving_is_refused_within_a_second() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let cert = t.pki.client("alice", &alice());
+    let id = t.bind(&cert, "alice-svc", &[]);
+    assert_eq!(t.curl(Some(&cert), "/api/x", &[]).status, 200);
+    t.kc.cli_ok(&["cert", "revoke", &id]);
+    let took = eventually(Duration::from_secs(1), || async {
+        t.curl(Some(&cert), "/api/x", &[]).status == 401
+    })
+    .await;
+    assert!(took.is_some(), "still accepted a second after revocation");
+    // Bound again: accepted again.
+    t.bind(&cert, "alice-svc", &[]);
+    let back = eventually(Duration::from_secs(2), || async {
+        t.curl(Some(&cert), "/api/x", &[]).status == 200
+    })
+    .await;
+    assert!(back.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn required_client_auth_refuses_the_handshake_without_a_certificate() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("required", "").await;
+    let cert = t.pki.client("alice", &alice());
+    t.bind(&cert, "alice-svc", &[]);
+    let a = t.curl(None, "/_keycard/health", &[]);
+    assert_eq!(
+        a.status, 0,
+        "a client without a certificate got an answer: {a:?}"
+    );
+    assert_eq!(t.curl(Some(&cert), "/_keycard/health", &[]).status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_other_method_works_over_tls() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    // API key.
+    let (_, key) = t.kc.create_key("svc", &[], &[]);
+    let a = t.curl(None, "/any/x", &["-H", &format!("X-API-Key: {key}")]);
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "api_key", "{a:?}");
+    // Basic and Digest.
+    t.kc.add_user("bob", "correct horse battery", &["--digest"]);
+    let a = t.curl(None, "/any/x", &["-u", "bob:correct horse battery"]);
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "basic", "{a:?}");
+    let a = t.curl(
+        None,
+        "/any/x",
+        &["--digest", "-u", "bob:correct horse battery"],
+    );
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "digest", "{a:?}");
+    // HMAC: `keycard sign` output through curl.
+    let hk: serde_json::Value =
+        serde_json::from_str(
+            &t.kc
+                .cli_ok(&["hmac", "create", "--subject", "signer", "--json"]),
+        )
+        .unwrap();
+    let secret_file = t.kc.path("hmac.b64");
+    std::fs::write(&secret_file, hk["secret"].as_str().unwrap()).unwrap();
+    let url = format!("{}/any/x", t.base);
+    let signed = t.kc.cli_ok(&[
+        "sign",
+        "--key-id",
+        hk["key_id"].as_str().unwrap(),
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+        &url,
+    ]);
+    let mut extra = Vec::new();
+    for line in signed.lines().filter(|l| !l.trim().is_empty()) {
+        extra.push("-H".to_owned());
+        extra.push(line.to_owned());
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let a = t.curl(None, "/any/x", &extra);
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "hmac", "{a:?}");
+    // oauth2: a client-credentials token fetched and used over TLS.
+    let c: serde_json::Value = serde_json::from_str(&t.kc.cli_ok(&[
+        "client",
+        "create",
+        "batch",
+        "--grant",
+        "client_credentials",
+        "--json",
+    ]))
+    .unwrap();
+    let auth = format!("batch:{}", c["client_secret"].as_str().unwrap());
+    let tok = t.curl(
+        None,
+        "/oauth2/token",
+        &["-u", &auth, "-d", "grant_type=client_credentials"],
+    );
+    let token = tok.json()["access_token"].as_str().unwrap().to_owned();
+    let a = t.curl(
+        None,
+        "/any/x",
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "oauth2", "{a:?}");
+    // The issuer is the https URL.
+    let meta = t
+        .curl(None, "/.well-known/oauth-authorization-server", &[])
+        .json();
+    assert!(
+        meta["issuer"].as_str().unwrap().starts_with("https://"),
+        "{meta}"
+    );
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
+    let methods = meta["token_endpoint_auth_methods_supported"].to_string();
+    assert!(
+        methods.contains("\"tls_client_auth\"")
+            && methods.contains("\"self_signed_tls_client_auth\""),
+        "{methods}"
+    );
+}
+
+/// A client-credentials token for `client_id`, authenticated by `cert` (RFC 8705).
+fn token_with(t: &Tls, cert: &Issued, client_id: &str) -> Answer {
+    t.curl(
+        Some(cert),
+        "/oauth2/token",
+        &[
+            "-d",
+            "grant_type=client_credentials",
+            "-d",
+            &format!("client_id={client_id}"),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_bound_tokens_work_only_with_their_certificate() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let svc = t.pki.client(
+        "svc",
+        &Names {
+            cn: "svc-client",
+            org: Some("Example"),
+            ..Names::default()
+        },
+    );
+    let other = t.pki.client("other", &alice());
+    t.kc.cli_ok(&[
+        "client",
+        "create",
+        "svc-client",
+        "--auth",
+        "tls_client_auth",
+        "--tls-subject-dn",
+        "CN=svc-client, O=Example",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "orders:read",
+    ]);
+    let tok = token_with(&t, &svc, "svc-client");
+    assert_eq!(tok.status, 200, "{tok:?}");
+    let token = tok.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Authorization: Bearer {token}");
+    // Bound: cnf.x5t#S256 is the certificate's SHA-256, base64url.
+    let claims = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(claims)
+            .unwrap(),
+    )
+    .unwrap();
+    let x5t = keycard_core::cert::CertIdentity::from_der(&svc.der)
+        .unwrap()
+        .x5t_s256();
+    assert_eq!(claims["cnf"]["x5t#S256"], x5t.as_str());
+    // With its certificate: accepted. With another certificate, or none: refused.
+    let a = t.curl(Some(&svc), "/any/x", &["-H", &bearer]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "oauth2");
+    assert_eq!(t.curl(Some(&other), "/any/x", &["-H", &bearer]).status, 401);
+    assert_eq!(t.curl(None, "/any/x", &["-H", &bearer]).status, 401);
+    audit_has(&t.kc, "\"certificate_mismatch\"").await;
+    // Introspection, by the client itself (authenticated by its certificate), shows cnf.
+    let i = t.curl(
+        Some(&svc),
+        "/oauth2/introspect",
+        &[
+            "-d",
+            "client_id=svc-client",
+            "-d",
+            &format!("token={token}"),
+        ],
+    );
+    assert_eq!(i.json()["cnf"]["x5t#S256"], x5t.as_str(), "{i:?}");
+    // Client authentication refused: another certificate (its DN differs), no
+    // certificate, or a secret instead.
+    for (cert, extra) in [
+        (Some(&other), ""),
+        (None, ""),
+        (Some(&svc), "client_secret=x"),
+    ] {
+        let mut args = vec![
+            "-d",
+            "grant_type=client_credentials",
+            "-d",
+            "client_id=svc-client",
+        ];
+        if !extra.is_empty() {
+            args.extend(["-d", extra]);
+        }
+        let a = t.curl(cert, "/oauth2/token", &args);
+        assert_eq!(a.status, 401, "{a:?}");
+        assert_eq!(a.json()["error"], "invalid_client");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_signed_client_authentication_matches_the_registered_certificate() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let mine = t.pki.self_signed(
+        "mine",
+        &Names {
+            cn: "device-1",
+            ..Names::default()
+        },
+    );
+    let theirs = t.pki.self_signed(
+        "theirs",
+        &Names {
+            cn: "device-1",
+            ..Names::default()
+        },
+    );
+    t.kc.cli_ok(&[
+        "client",
+        "create",
+        "device-1",
+        "--auth",
+        "self_signed_tls_client_auth",
+        "--cert",
+        mine.cert.to_str().unwrap(),
+        "--grant",
+        "client_credentials",
+    ]);
+    let tok = token_with(&t, &mine, "device-1");
+    assert_eq!(tok.status, 200, "{tok:?}");
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        tok.json()["access_token"].as_str().unwrap()
+    );
+    assert_eq!(t.curl(Some(&mine), "/any/x", &["-H", &bearer]).status, 200);
+    assert_eq!(
+        t.curl(Some(&theirs), "/any/x", &["-H", &bearer]).status,
+        401
+    );
+    // The same name, another key: not the registered certificate.
+    let a = token_with(&t, &theirs, "device-1");
+    assert_eq!(
+        (a.status, a.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    // A CA-issued certificate is not the registered self-signed one either.
+    let ca_issued = t.pki.client(
+        "ca-issued",
+        &Names {
+            cn: "device-1",
+            ..Names::default()
+        },
+    );
+    assert_eq!(token_with(&t, &ca_issued, "device-1").status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_are_reloaded_when_the_files_change() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let server_pem = || {
+        let out = Command::new("python3")
+            .args(["-c", "import ssl, sys; print(ssl.get_server_certificate(('127.0.0.1', int(sys.argv[1]))))"])
+            .arg(t.base.rsplit(':').next().unwrap())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = server_pem();
+    assert!(before.contains("BEGIN CERTIFICATE"), "{before}");
+    // A new certificate from another CA written over the files (as certbot would).
+    let next = t.other.server("next");
+    let cfg = std::fs::read_to_string(&t.kc.config).unwrap();
+    let cert_path = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("cert = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    let key_path = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("key = \""))
+        .unwrap()
+        .trim_end_matches('"')
+        .to_owned();
+    std::fs::copy(&next.key, &key_path).unwrap();
+    std::fs::copy(&next.cert, &cert_path).unwrap();
+    let changed = eventually(Duration::from_secs(8), || async { server_pem() != before }).await;
+    assert!(changed.is_some(), "the new certificate was not served");
+    // A broken file keeps the last good certificate, and the server keeps serving.
+    std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = curl_to(
+        &t.other.ca,
+        None,
+        &format!("{}/_keycard/health", t.base),
+        &[],
+    );
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(
+        t.kc.log(0)
+            .iter()
+            .any(|l| l.contains("cannot reload the TLS certificates"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_certificates_are_believed_only_from_trusted_proxies() {
+    if !tools::curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test-ca");
+    let other = Pki::new(dir.path(), "other-ca");
+    let up = upstream::start().await;
+    let config = format!(
+        "{}\n[mtls]\nclient_ca = \"{}\"\n",
+        route("/api/", &up, "methods = [\"mtls\"]"),
+        pki.ca.display()
+    );
+    let cert = pki.client("alice", &alice());
+    let foreign = other.client("foreign", &alice());
+    let pem = |c: &Issued| urlencode(&std::fs::read_to_string(&c.cert).unwrap());
+    for trusted in [true, false] {
+        let mut kc = Keycard::new(None, &config);
+        kc.trust_proxies(if trusted {
+            "127.0.0.1/32"
+        } else {
+            "10.0.0.0/8"
+        });
+        kc.start();
+        kc.cli_ok(&[
+            "cert",
+            "add",
+            "--subject",
+            "alice-svc",
+            "--cert",
+            cert.cert.to_str().unwrap(),
+        ]);
+        let get = |header: String| {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-w",
+                    "\n%{http_code}",
+                    "-H",
+                    &header,
+                    &kc.url("/api/x"),
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap();
+            (code.parse::<u16>().unwrap(), body.to_owned())
+        };
+        // nginx's $ssl_client_escaped_cert, and Envoy's XFCC.
+        let nginx = format!("X-SSL-Client-Cert: {}", pem(&cert));
+        let envoy = format!(
+            "X-Forwarded-Client-Cert: By=spiffe://proxy;Hash=00;Cert=\"{}\";Subject=\"CN=alice-svc\"",
+            pem(&cert)
+        );
+        for header in [nginx, envoy] {
+            let (code, body) = get(header);
+            if trusted {
+                assert_eq!(code, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["headers"]["x-keycard-method"], "mtls");
+                assert!(v["headers"].get("x-ssl-client-cert").is_none());
+                assert!(v["headers"].get("x-forwarded-client-cert").is_none());
+            } else {
+                assert_eq!(code, 401, "{body}");
+            }
+        }
+        // Re-verified against the client CA even from a trusted proxy; garbage is no cert.
+        assert_eq!(get(format!("X-SSL-Client-Cert: {}", pem(&foreign))).0, 401);
+        assert_eq!(
+            get("X-SSL-Client-Cert: -----BEGIN%20CERTIFICATE-----%0AAAAA".into()).0,
+            401
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_tls_config_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test-ca");
+    let server = pki.server("server");
+    let truncated = dir.path().join("truncated.pem");
+    let text = std::fs::read_to_string(&server.cert).unwrap();
+    std::fs::write(&truncated, &text[..text.len() / 2]).unwrap();
+    let cases = [
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"",
+                truncated.display(),
+                server.key.display()
+            ),
+            "server.tls.cert",
+        ),
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"",
+                server.cert.display(),
+                pki.ca.display()
+            ),
+            "server.tls.key",
+        ),
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"",
+                server.cert.display(),
+                server.key.display(),
+                dir.path().join("missing.pem").display()
+            ),
+            "server.tls.client_ca",
+        ),
+        (
+            format!(
+                "cert = \"{}\"\nkey = \"{}\"\nclient_auth = \"sometimes\"",
+                server.cert.display(),
+                server.key.display()
+            ),
+            "server.tls.client_auth",
+        ),
+    ];
+    for (tls, key) in cases {
+        let kc = Keycard::new(None, &format!("[server.tls]\n{tls}\n"));
+        let out = Command::new(crate::common::bin())
+            .arg("--config")
+            .arg(&kc.config)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
+/// Waits (up to 3 s) for the audit file to contain `needle`: it is written in the background.
+async fn audit_has(kc: &Keycard, needle: &str) {
+    let path = kc.path("data/audit.jsonl");
+    let found = eventually(Duration::from_secs(3), || async {
+        std::fs::read_to_string(&path).is_ok_and(|a| a.contains(needle))
+    })
+    .await;
+    assert!(found.is_some(), "no {needle} in the audit log");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
