@@ -203,7 +203,7 @@ async fn worker(
                         .get_ref()
                         .1
                         .peer_certificates()
-                        .and_then(|chain| PeerCert::judge(chain, ca.as_deref()))
+                        .and_then(|chain| PeerCert::from_handshake(chain, ca.as_deref()))
                         .map(Arc::new);
                     let info = ConnInfo { cert, ..info };
                     let svc = service(app.clone(), client.clone(), info);

@@ -115,6 +115,21 @@ impl PeerCert {
     }
 }
 
+impl PeerCert {
+    /// The certificate of a completed handshake under [`CaOrSelfSigned`]: that verifier
+    /// let through only certificates that chain to `ca` and self-issued ones, so only a
+    /// self-issued one is checked again (it might be neither).
+    pub fn from_handshake(chain: &[CertificateDer<'_>], ca: Option<&ClientCa>) -> Option<Self> {
+        let identity = CertIdentity::from_der(chain.first()?.as_ref()).ok()?;
+        let chain_verified =
+            ca.is_some() && (!identity.self_issued || ca.is_some_and(|ca| ca.verifies(chain)));
+        Some(Self {
+            identity,
+            chain_verified,
+        })
+    }
+}
+
 /// The handshake's verifier: the CA's, with self-signed certificates let through to be
 /// judged later (see the module documentation).
 #[derive(Debug)]

@@ -18,6 +18,11 @@
 //!
 //! With `LOADGEN_FORM` set, each request is a `POST` of that form body
 //! (`application/x-www-form-urlencoded`), for the token endpoint.
+//!
+//! An `https://` URL is reached over TLS (rustls), trusting the CA in `LOADGEN_CA`, with the
+//! client certificate `LOADGEN_CERT` / `LOADGEN_KEY` when set (mTLS). `LOADGEN_NEW_CONN=1`
+//! opens a new connection — a full TLS handshake, no session resumption — for every
+//! request: `rps` is then handshakes per second.
 
 // A benchmark tool: failing loudly on a bad argument is the right behaviour.
 #![allow(
@@ -69,6 +74,8 @@ async fn main() {
         });
     let form = std::env::var("LOADGEN_FORM").ok().map(Bytes::from);
     let addr = format!("{}:{}", url.host().unwrap(), url.port_u16().unwrap_or(80));
+    let tls = (url.scheme_str() == Some("https")).then(tls_connector);
+    let new_conn = std::env::var("LOADGEN_NEW_CONN").is_ok_and(|v| v == "1");
     let closed_loop = rate <= 0.0;
     let interval = if closed_loop {
         Duration::ZERO
@@ -79,6 +86,7 @@ async fn main() {
     let end = start + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
     for i in 0..conns {
+        let tls = tls.clone();
         let (url, addr, header, digest, form, hmac) = (
             url.clone(),
             addr.clone(),
@@ -90,14 +98,7 @@ async fn main() {
         // Spread the connections' schedules evenly over one interval.
         let first = start + interval.mul_f64(i as f64 / conns as f64);
         tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(&addr)
-                .await
-                .expect("connect");
-            stream.set_nodelay(true).ok();
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .expect("handshake");
-            tokio::spawn(conn);
+            let mut send = connect(&addr, tls.as_ref()).await;
             let mut lat = Vec::new();
             let mut errors = 0u64;
             let mut due = if closed_loop { start } else { first };
@@ -118,6 +119,9 @@ async fn main() {
                 tokio::time::sleep_until(due.into()).await;
                 if closed_loop {
                     due = Instant::now();
+                }
+                if new_conn && !lat.is_empty() {
+                    send = connect(&addr, tls.as_ref()).await;
                 }
                 let mut b = Request::builder()
                     .uri(target.as_str())
@@ -197,6 +201,67 @@ async fn main() {
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(f64::NAN)
     );
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// A new HTTP/1.1 connection to `addr`, over TLS when `tls` is given.
+async fn connect(addr: &str, tls: Option<&tokio_rustls::TlsConnector>) -> Sender {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.set_nodelay(true).ok();
+    match tls {
+        None => {
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            send
+        }
+        Some(tls) => {
+            let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_owned();
+            let name = rustls::pki_types::ServerName::try_from(host).expect("server name");
+            let stream = tls.connect(name, stream).await.expect("TLS handshake");
+            let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            send
+        }
+    }
+}
+
+/// The TLS client of `LOADGEN_CA` (and `LOADGEN_CERT`/`LOADGEN_KEY`), without session
+/// resumption: every new connection is a full handshake.
+fn tls_connector() -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca = std::env::var("LOADGEN_CA").expect("LOADGEN_CA: the CA of the server certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca).expect("LOADGEN_CA") {
+        roots.add(c.expect("LOADGEN_CA")).expect("LOADGEN_CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots);
+    let set = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    let mut config = match (set("LOADGEN_CERT"), set("LOADGEN_KEY")) {
+        (Some(c), Some(k)) => {
+            let chain = CertificateDer::pem_file_iter(&c)
+                .expect("LOADGEN_CERT")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("LOADGEN_CERT");
+            let key = PrivateKeyDer::from_pem_file(&k).expect("LOADGEN_KEY");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client certificate")
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.resumption = rustls::client::Resumption::disabled();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 /// Signature-Input and Signature for a GET of `target` (RFC 9421, hmac-sha256). The

@@ -55,6 +55,10 @@ pub enum Command {
     /// keycard's own JWT signing keys.
     #[command(subcommand, name = "signing-key")]
     SigningKey(SigningKeyCommand),
+    /// Check the config and the store against the practices that keep APIs safe: each
+    /// finding with its severity and a fix. Exit code 1 when anything is critical.
+    #[command(after_help = "Examples:\n  keycard doctor\n  keycard doctor --json")]
+    Doctor,
     /// Read the audit trail (newest last).
     #[command(
         after_help = "Examples:\n  keycard audit --since 1h --outcome failure\n  keycard audit --subject billing --json"

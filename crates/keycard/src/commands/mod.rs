@@ -3,6 +3,7 @@
 mod audit;
 mod cert;
 mod client;
+mod doctor;
 mod hmac;
 mod key;
 mod serve;
@@ -36,6 +37,9 @@ pub enum CliError {
     /// The server could not start.
     #[error(transparent)]
     Start(#[from] keycard_server::StartError),
+    /// `doctor` found critical problems (exit code 1).
+    #[error("{0} critical finding(s)")]
+    Findings(usize),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -64,6 +68,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Sign(args) => sign::run(args, json),
         Command::Hmac(cmd) => hmac::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
+        Command::Doctor => doctor::run(&load_settings(cli.config.as_deref())?, json).await,
         Command::Cert(cmd) => cert::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Client(cmd) => {
             client::run(&load_settings(cli.config.as_deref())?, cmd, json).await

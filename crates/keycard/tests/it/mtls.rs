@@ -769,3 +769,69 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_flags_plain_http_off_loopback_and_not_with_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test-ca");
+    let server = pki.server("server");
+    let doctor = |kc: &Keycard| {
+        let out = Command::new(crate::common::bin())
+            .arg("--config")
+            .arg(&kc.config)
+            .args(["doctor", "--json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), v)
+    };
+    let codes = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f["severity"].as_str().unwrap(),
+                    f["code"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let plain = Keycard::new(None, "");
+    let cfg = std::fs::read_to_string(&plain.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8080\"");
+    std::fs::write(&plain.config, cfg).unwrap();
+    plain.cli_ok(&["key", "create", "--subject", "svc"]);
+    let (code, v) = doctor(&plain);
+    assert_eq!(code, Some(1), "{v}");
+    let c = codes(&v);
+    assert!(c.contains(&"critical:plain_http".to_owned()), "{c:?}");
+    // The key was made without an expiry.
+    assert!(c.contains(&"warning:no_expiry".to_owned()), "{c:?}");
+    // A master key file others can read is critical too.
+    use std::os::unix::fs::PermissionsExt;
+    let key = plain.path("data/master.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(codes(&doctor(&plain).1).contains(&"critical:master_key_readable".to_owned()));
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The same listener with TLS: no plain_http, and with nothing critical, exit 0.
+    let tls = Keycard::new(
+        None,
+        &format!(
+            "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            server.cert.display(),
+            server.key.display()
+        ),
+    );
+    let cfg = std::fs::read_to_string(&tls.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8443\"");
+    std::fs::write(&tls.config, cfg).unwrap();
+    let (code, v) = doctor(&tls);
+    assert!(!codes(&v).iter().any(|c| c.ends_with(":plain_http")), "{v}");
+    assert_eq!(code, Some(0), "{v}");
+}

@@ -1,0 +1,302 @@
+//! `keycard doctor`: checks a deployment — its config and its store — against the practices
+//! that keep APIs safe, and says how to fix each finding. Exit code 1 when anything is
+//! critical.
+
+use std::time::Duration;
+
+use keycard_core::digest::HashAlg;
+use keycard_core::{Method, MethodSet};
+use keycard_server::{Settings, now_secs};
+use serde::Serialize;
+
+use super::{CliError, open_store};
+use crate::output::json;
+
+const DAY: i64 = 86_400;
+/// Credentials unused this long are flagged.
+const STALE_DAYS: i64 = 90;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Severity {
+    Critical,
+    Warning,
+}
+
+#[derive(Debug, Serialize)]
+struct Finding {
+    severity: Severity,
+    code: &'static str,
+    message: String,
+    fix: String,
+}
+
+fn finding(severity: Severity, code: &'static str, message: String, fix: &str) -> Finding {
+    Finding {
+        severity,
+        code,
+        message,
+        fix: fix.to_owned(),
+    }
+}
+
+/// The findings of the config alone.
+fn config_findings(s: &Settings) -> Vec<Finding> {
+    use Severity::{Critical, Warning};
+    let mut out = Vec::new();
+    let loopback = s.listen.ip().is_loopback();
+    if s.tls.is_none() && !loopback {
+        out.push(finding(
+            Critical,
+            "plain_http",
+            format!("server.listen {} serves plain HTTP off loopback: credentials cross the network in the clear", s.listen),
+            "add [server.tls] (cert, key), or listen on 127.0.0.1 behind a proxy that terminates TLS",
+        ));
+    }
+    for r in s.routes.iter().filter(|r| !r.policy.public) {
+        let prefix = &r.policy.prefix;
+        let methods = r.policy.methods;
+        if s.tls.is_none() {
+            for m in [Method::Basic, Method::Digest] {
+                if methods.contains(m) {
+                    out.push(finding(
+                        if loopback { Warning } else { Critical },
+                        "password_without_tls",
+                        format!("route {prefix} accepts {m} but keycard serves no TLS{}", if loopback { " (fine only behind a proxy that terminates TLS)" } else { "" }),
+                        "add [server.tls], or make sure the proxy in front terminates TLS; or drop the method from routes.methods",
+                    ));
+                }
+            }
+        }
+        if methods == MethodSet::all() {
+            out.push(finding(
+                Warning,
+                "all_methods",
+                format!("route {prefix} allows every method"),
+                "list only the methods its clients use in routes.methods: each allowed method is attack surface",
+            ));
+        }
+    }
+    if s.digest.algorithms.iter().any(|a| a.hash == HashAlg::Md5) {
+        out.push(finding(
+            Warning,
+            "digest_md5",
+            "digest.algorithms enables MD5".into(),
+            "remove MD5 once legacy clients speak SHA-256 (RFC 7616)",
+        ));
+    }
+    if s.tokens.access_token_ttl > Duration::from_secs(3600) {
+        out.push(finding(
+            Warning,
+            "access_token_ttl",
+            format!(
+                "tokens.access_token_ttl is {}s, over 1 hour",
+                s.tokens.access_token_ttl.as_secs()
+            ),
+            "keep access tokens short-lived (10m is the default); refresh tokens carry the session",
+        ));
+    }
+    if s.tokens.refresh_token_ttl > Duration::from_secs(90 * 86_400) {
+        out.push(finding(
+            Warning,
+            "refresh_token_ttl",
+            format!(
+                "tokens.refresh_token_ttl is {} days, over 90",
+                s.tokens.refresh_token_ttl.as_secs() / 86_400
+            ),
+            "shorten tokens.refresh_token_ttl to 90d or less",
+        ));
+    }
+    if std::env::var_os(keycard_server::master_key::MASTER_KEY_ENV).is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(&s.master_key_file)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            out.push(finding(
+                Critical,
+                "master_key_readable",
+                format!(
+                    "the master key file {} has mode {:o}: others can read it",
+                    s.master_key_file.display(),
+                    meta.permissions().mode() & 0o777
+                ),
+                "chmod 600 the file (and keep it out of backups others can read)",
+            ));
+        }
+    }
+    out
+}
+
+async fn store_findings(s: &Settings, out: &mut Vec<Finding>) -> Result<(), CliError> {
+    use Severity::Warning;
+    let store = open_store(s).await?;
+    let now = now_secs();
+    let stale_before = now - STALE_DAYS * DAY;
+    let active = |revoked: Option<i64>, expires: Option<i64>| {
+        revoked.is_none() && expires.is_none_or(|e| e > now)
+    };
+    let mut never_expire = Vec::new();
+    let mut unused = Vec::new();
+    for k in store.list_api_keys(None).await? {
+        if !active(k.revoked_at, k.expires_at) {
+            continue;
+        }
+        if k.expires_at.is_none() {
+            never_expire.push(format!("API key {}", k.id));
+        }
+        if k.last_used_at.unwrap_or(k.created_at) < stale_before {
+            unused.push(format!("API key {}", k.id));
+        }
+    }
+    for k in store.list_hmac_keys(None).await? {
+        if !active(k.revoked_at, k.expires_at) {
+            continue;
+        }
+        if k.expires_at.is_none() {
+            never_expire.push(format!("HMAC key {}", k.key_id));
+        }
+        if k.last_used_at.unwrap_or(k.created_at) < stale_before {
+            unused.push(format!("HMAC key {}", k.key_id));
+        }
+    }
+    if !never_expire.is_empty() {
+        out.push(finding(
+            Warning,
+            "no_expiry",
+            format!(
+                "{} credential(s) never expire: {}",
+                never_expire.len(),
+                sample(&never_expire)
+            ),
+            "rotate them with an expiry (keycard key rotate ID, or create with --expires-in 90d)",
+        ));
+    }
+    if !unused.is_empty() {
+        out.push(finding(
+            Warning,
+            "unused_credentials",
+            format!(
+                "{} credential(s) unused for {STALE_DAYS} days: {}",
+                unused.len(),
+                sample(&unused)
+            ),
+            "revoke what nobody uses (keycard key revoke ID, keycard hmac revoke ID)",
+        ));
+    }
+    if let Some(current) = store
+        .published_signing_keys(now)
+        .await?
+        .into_iter()
+        .find(|k| k.retired_at.is_none())
+        && current.created_at < stale_before
+    {
+        out.push(finding(
+            Warning,
+            "signing_key_age",
+            format!(
+                "the signing key {} is {} days old",
+                current.kid,
+                (now - current.created_at) / DAY
+            ),
+            "keycard signing-key rotate (the old key stays published until its tokens expire)",
+        ));
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn sample(items: &[String]) -> String {
+    let mut s = items.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > 5 {
+        s.push_str(&format!(" and {} more", items.len() - 5));
+    }
+    s
+}
+
+pub async fn run(settings: &Settings, as_json: bool) -> Result<(), CliError> {
+    let mut findings = config_findings(settings);
+    if let Err(e) = store_findings(settings, &mut findings).await {
+        findings.push(finding(
+            Severity::Critical,
+            "store_unreachable",
+            format!("the store cannot be read: {e}"),
+            "check store.url and that the database answers; keycard refuses every request without it",
+        ));
+    }
+    findings.sort_by_key(|f| f.severity);
+    let critical = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Critical)
+        .count();
+    if as_json {
+        json(&findings)?;
+    } else if findings.is_empty() {
+        println!("No findings.");
+    } else {
+        for f in &findings {
+            let label = match f.severity {
+                Severity::Critical => "CRITICAL",
+                Severity::Warning => "warning ",
+            };
+            println!("{label} {:<22} {}", f.code, f.message);
+            println!("         {:<22} fix: {}", "", f.fix);
+        }
+        println!(
+            "\n{critical} critical, {} warning(s).",
+            findings.len() - critical
+        );
+    }
+    if critical > 0 {
+        return Err(CliError::Findings(critical));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.toml");
+        std::fs::write(&path, toml).unwrap();
+        Settings::load(&path).unwrap()
+    }
+
+    fn codes(s: &Settings) -> Vec<(Severity, &'static str)> {
+        config_findings(s)
+            .iter()
+            .map(|f| (f.severity, f.code))
+            .collect()
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_critical_and_on_loopback_is_not() {
+        let off = settings("[server]\nlisten = \"0.0.0.0:8080\"\n");
+        assert!(codes(&off).contains(&(Severity::Critical, "plain_http")));
+        let on = settings("[server]\nlisten = \"127.0.0.1:8080\"\n");
+        assert!(!codes(&on).iter().any(|(_, c)| *c == "plain_http"));
+    }
+
+    #[test]
+    fn passwords_without_tls_md5_ttls_and_open_routes_are_flagged() {
+        let s = settings(
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[digest]\nalgorithms = [\"SHA-256\", \"MD5\"]\n[tokens]\naccess_token_ttl = \"2h\"\nrefresh_token_ttl = \"180d\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"basic\"]\n[[routes]]\nprefix = \"/b/\"\nupstream = \"http://127.0.0.1:9\"\n",
+        );
+        let c = codes(&s);
+        for want in [
+            (Severity::Critical, "password_without_tls"),
+            (Severity::Warning, "digest_md5"),
+            (Severity::Warning, "access_token_ttl"),
+            (Severity::Warning, "refresh_token_ttl"),
+            (Severity::Warning, "all_methods"),
+        ] {
+            assert!(c.contains(&want), "{want:?} in {c:?}");
+        }
+        // A route limited to api_key is not "all methods".
+        let tidy = settings(
+            "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"api_key\"]\n",
+        );
+        assert!(codes(&tidy).is_empty(), "{:?}", codes(&tidy));
+    }
+}
