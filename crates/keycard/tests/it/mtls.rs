@@ -580,6 +580,20 @@ async fn certificates_are_reloaded_when_the_files_change() {
     };
     let before = server_pem();
     assert!(before.contains("BEGIN CERTIFICATE"), "{before}");
+    // A connection opened before the change: one request now, one after the reload, on
+    // the same connection (http.client does not reconnect: a dropped connection fails).
+    let open = Command::new("python3")
+        .args([
+            "-c",
+            "import http.client, ssl, sys, time\nctx = ssl.create_default_context(cafile=sys.argv[2])\nc = http.client.HTTPSConnection('127.0.0.1', int(sys.argv[1]), context=ctx)\nc.request('GET', '/_keycard/health'); r = c.getresponse(); r.read(); a = r.status\ntime.sleep(5)\nc.request('GET', '/_keycard/health'); r = c.getresponse(); r.read()\nprint(a, r.status)",
+        ])
+        .arg(t.base.rsplit(':').next().unwrap())
+        .arg(&t.pki.ca)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
     // A new certificate from another CA written over the files (as certbot would).
     let next = t.other.server("next");
     let cfg = std::fs::read_to_string(&t.kc.config).unwrap();
@@ -599,6 +613,13 @@ async fn certificates_are_reloaded_when_the_files_change() {
     std::fs::copy(&next.cert, &cert_path).unwrap();
     let changed = eventually(Duration::from_secs(8), || async { server_pem() != before }).await;
     assert!(changed.is_some(), "the new certificate was not served");
+    let out = open.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 200",
+        "the open connection did not survive the reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A broken file keeps the last good certificate, and the server keeps serving.
     std::fs::write(&cert_path, "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
