@@ -94,17 +94,7 @@ pub fn verify_access_token(
             .ok_or(JwtError::BadClaims)?,
         iat: claims.get("iat").and_then(Value::as_i64).unwrap_or(0),
         audience,
-        x5t_s256: match claims.get("cnf") {
-            None => None,
-            // A `cnf` keycard cannot honour is refused, never ignored.
-            Some(cnf) => Some(
-                cnf.get("x5t#S256")
-                    .and_then(Value::as_str)
-                    .filter(|t| !t.is_empty())
-                    .ok_or(JwtError::BadClaims)?
-                    .to_owned(),
-            ),
-        },
+        x5t_s256: jwt::confirmation(&claims)?,
     })
 }
 

@@ -300,6 +300,23 @@ pub struct Verified {
     pub jti: Option<String>,
     /// The `kid` of the key that verified it.
     pub kid: Option<String>,
+    /// `cnf.x5t#S256`: the client certificate the token is bound to (RFC 8705 §3.1).
+    pub x5t_s256: Option<String>,
+}
+
+/// The certificate thumbprint of a token's `cnf` claim (RFC 8705 §3.1). A `cnf` that
+/// binds the token some other way (DPoP's `jkt`, a `jwk`) cannot be honoured here, so the
+/// token is refused rather than accepted unbound.
+pub(crate) fn confirmation(claims: &Map<String, Value>) -> Result<Option<String>, JwtError> {
+    match claims.get("cnf") {
+        None => Ok(None),
+        Some(cnf) => cnf
+            .get("x5t#S256")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(|t| Some(t.to_owned()))
+            .ok_or(JwtError::BadClaims),
+    }
 }
 
 impl Verified {
@@ -404,6 +421,7 @@ pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: i64) -> Result<Ver
         scopes,
         jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         kid,
+        x5t_s256: confirmation(&claims)?,
     })
 }
 
@@ -679,6 +697,35 @@ mod tests {
             assert_eq!(v.jti.as_deref(), Some("j1"));
             assert_eq!(v.kid.as_deref(), Some(kid.as_str()));
         }
+    }
+
+    /// RFC 8705 §3.1: `cnf.x5t#S256` is read; another kind of binding is refused.
+    #[test]
+    fn certificate_confirmation_is_read_and_other_bindings_refused() {
+        let s = es();
+        let keys = keyset(&[(&s, "k1")]);
+        let header = json!({"alg":"ES256","kid":"k1"});
+        assert_eq!(
+            check(&token(&s, header.clone(), claims()), &keys)
+                .unwrap()
+                .x5t_s256,
+            None
+        );
+        let mut bound = claims();
+        bound["cnf"] = json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"});
+        assert_eq!(
+            check(&token(&s, header.clone(), bound), &keys)
+                .unwrap()
+                .x5t_s256
+                .as_deref(),
+            Some("bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2")
+        );
+        let mut dpop = claims();
+        dpop["cnf"] = json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+        assert_eq!(
+            check(&token(&s, header, dpop), &keys).map(|v| v.subject),
+            Err(JwtError::BadClaims)
+        );
     }
 
     #[test]

@@ -242,7 +242,7 @@ impl Authenticator {
                         Some(Method::Jwt),
                     ));
                 }
-                self.verify_jwt(t).await
+                self.verify_jwt(t, req.cert).await
             }
             Presented::BearerToken(_) => {
                 Err(Refusal::unauthorized(Reason::UnknownCredential, None))
@@ -409,7 +409,11 @@ impl Authenticator {
         })
     }
 
-    async fn verify_jwt(&self, token: &str) -> Result<Principal, Refusal> {
+    async fn verify_jwt(
+        &self,
+        token: &str,
+        cert: Option<&crate::tls::PeerCert>,
+    ) -> Result<Principal, Refusal> {
         let method = Some(Method::Jwt);
         let refuse = |e: JwtError| Refusal::unauthorized(e.reason(), method);
         let iss = jwt::peek_issuer(token).map_err(refuse)?;
@@ -429,9 +433,15 @@ impl Authenticator {
             }
             other => other,
         };
-        verified
-            .map(|v| v.principal(&issuer.settings.issuer))
-            .map_err(refuse)
+        let verified = verified.map_err(refuse)?;
+        // RFC 8705 §3: a certificate-bound token only over a connection with that certificate.
+        if let Some(bound) = &verified.x5t_s256 {
+            let presented = cert.map(|c| c.identity.x5t_s256()).unwrap_or_default();
+            if !keycard_core::constant_time_eq(presented.as_bytes(), bound.as_bytes()) {
+                return Err(Refusal::unauthorized(Reason::CertificateMismatch, method));
+            }
+        }
+        Ok(verified.principal(&issuer.settings.issuer))
     }
 
     /// keycard's own published signing keys (for `/.well-known/jwks.json`).
