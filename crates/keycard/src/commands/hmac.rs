@@ -27,15 +27,8 @@ struct Listed {
 }
 
 fn listed(r: HmacKeyRow, now: i64) -> Listed {
-    let status = if r.revoked_at.is_some() {
-        "revoked"
-    } else if r.expires_at.is_some_and(|e| e <= now) {
-        "expired"
-    } else if r.subject_disabled {
-        "disabled"
-    } else {
-        "active"
-    };
+    let status =
+        crate::output::credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now);
     Listed {
         status,
         scopes: r.scopes.split_whitespace().map(str::to_owned).collect(),
