@@ -36,6 +36,7 @@ mod method;
 pub mod password;
 pub mod pkce;
 mod principal;
+pub mod rate;
 mod refusal;
 pub mod route;
 mod scope;

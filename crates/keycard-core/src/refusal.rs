@@ -77,6 +77,8 @@ pub enum Reason {
     UntrustedCertificate,
     /// A certificate-bound token (RFC 8705 `cnf`) presented without its certificate.
     CertificateMismatch,
+    /// The route's rate limit for this subject is spent.
+    RateLimited,
 }
 
 impl Reason {
@@ -117,6 +119,7 @@ impl Reason {
             Reason::MissingComponent => "missing_component",
             Reason::UntrustedCertificate => "untrusted_certificate",
             Reason::CertificateMismatch => "certificate_mismatch",
+            Reason::RateLimited => "rate_limited",
         }
     }
 }
@@ -159,6 +162,17 @@ pub enum Refusal {
         /// Seconds until the window passes.
         retry_after_secs: u64,
     },
+    /// 429: the route's rate limit for this caller is spent.
+    RateLimited {
+        /// Who the caller is (`None` on a public route: counted per client address).
+        principal: Option<Principal>,
+        /// The configured count (`RateLimit-Limit`).
+        limit: u32,
+        /// Seconds until the next request would be allowed.
+        retry_after_secs: u64,
+        /// Seconds until the whole budget is back (`RateLimit-Reset`).
+        reset_secs: u64,
+    },
 }
 
 impl Refusal {
@@ -179,6 +193,7 @@ impl Refusal {
             Refusal::Forbidden { .. } => Reason::MissingScope,
             Refusal::Unavailable { .. } => Reason::StoreUnavailable,
             Refusal::Throttled { .. } => Reason::TooManyFailures,
+            Refusal::RateLimited { .. } => Reason::RateLimited,
         }
     }
 
@@ -189,6 +204,7 @@ impl Refusal {
             | Refusal::Unavailable { method }
             | Refusal::Throttled { method, .. } => *method,
             Refusal::Forbidden { principal, .. } => Some(principal.method()),
+            Refusal::RateLimited { principal, .. } => principal.as_ref().map(Principal::method),
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct RoutePolicy {
     pub scopes: Scopes,
     /// No credential needed (identity headers still stripped).
     pub public: bool,
+    /// Requests per subject (per client address on a public route), if limited.
+    pub rate_limit: Option<crate::rate::Gcra>,
 }
 
 /// Routes ordered for longest-prefix matching. `T` is whatever the caller attaches to a
@@ -106,6 +108,7 @@ mod tests {
             methods: MethodSet::all(),
             scopes: Scopes::empty(),
             public: false,
+            rate_limit: None,
         }
     }
 

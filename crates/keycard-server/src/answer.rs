@@ -153,6 +153,17 @@ impl Challenger {
                 retry_after_secs,
                 ..
             } => too_many_requests(*limit, *retry_after_secs),
+            Refusal::RateLimited {
+                limit,
+                retry_after_secs,
+                reset_secs,
+                ..
+            } => {
+                let mut r = too_many_requests(*limit, *retry_after_secs);
+                r.headers_mut()
+                    .insert(RATELIMIT_RESET, HeaderValue::from(*reset_secs));
+                r
+            }
             // A refusal kind added later without a mapping: refuse, never let through.
             #[allow(unreachable_patterns)]
             _ => json(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#),

@@ -192,7 +192,8 @@ impl App {
 
     async fn ready(&self) -> Response<Body> {
         let store_ok = self.authn.store_answers(Duration::from_secs(2)).await;
-        if store_ok && self.authn.feed_is_fresh() {
+        let redis_ok = self.authn.redis_answers().await.unwrap_or(true);
+        if store_ok && redis_ok && self.authn.feed_is_fresh() {
             answer::json(StatusCode::OK, r#"{"status":"ready"}"#)
         } else {
             answer::unavailable()
@@ -264,11 +265,12 @@ impl App {
             self.authn.authenticate(policy, &facts).await
         };
         drop(reading);
+        let (result, quota) = self.limit(policy, ip, attempt.result).await;
         let request_id = self.next_request_id();
         if !policy.public {
-            self.record(&request_id, policy, ip, &attempt.result);
+            self.record(&request_id, policy, ip, &result);
         }
-        let principal = match attempt.result {
+        let principal = match result {
             Ok(p) => p,
             Err(refusal) => {
                 return self
@@ -291,6 +293,7 @@ impl App {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
                 set_authentication_info(resp.headers_mut(), attempt.authentication_info);
+                set_quota(resp.headers_mut(), quota);
                 resp.map(Body::Upstream)
             }
             Ok(Err(e)) => {
@@ -357,22 +360,52 @@ impl App {
             cert: cert.as_deref(),
         };
         let attempt = self.authn.authenticate(policy, &facts).await;
+        let (result, quota) = self.limit(policy, ip, attempt.result).await;
         let request_id = self.next_request_id();
         if !policy.public {
-            self.record(&request_id, policy, ip, &attempt.result);
+            self.record(&request_id, policy, ip, &result);
         }
-        match attempt.result {
+        match result {
             Ok(principal) => {
                 let mut r = answer::json(StatusCode::OK, r#"{"status":"ok"}"#);
                 if let Some(p) = principal {
                     identity::set_identity(r.headers_mut(), &p);
                 }
                 set_authentication_info(r.headers_mut(), attempt.authentication_info);
+                set_quota(r.headers_mut(), quota);
                 r
             }
             Err(refusal) => self
                 .challenger
                 .refusal(&refusal, policy, attempt.token_presented),
+        }
+    }
+
+    /// The route's rate limit, for a request that passed authentication: per subject, or
+    /// per client address on a public route.
+    async fn limit(
+        &self,
+        policy: &RoutePolicy,
+        ip: IpAddr,
+        result: Result<Option<Principal>, Refusal>,
+    ) -> (Result<Option<Principal>, Refusal>, Option<Quota>) {
+        let Some(limit) = policy.rate_limit.as_ref().map(|g| g.limit) else {
+            return (result, None);
+        };
+        let Ok(principal) = result else {
+            return (result, None);
+        };
+        let key = match &principal {
+            Some(p) => p.subject().to_owned(),
+            None => ip.to_string(),
+        };
+        match self
+            .authn
+            .rate_limit(policy, &key, principal.as_ref())
+            .await
+        {
+            Ok(d) => (Ok(principal), d.map(|d| Quota { limit, decision: d })),
+            Err(r) => (Err(r), None),
         }
     }
 
@@ -407,6 +440,11 @@ impl App {
                     Refusal::Throttled { subject, .. } => {
                         (Outcome::Throttled, subject.clone(), None)
                     }
+                    Refusal::RateLimited { principal, .. } => (
+                        Outcome::Throttled,
+                        principal.as_ref().map(|p| p.subject().to_owned()),
+                        principal.as_ref().map(|p| p.credential_id().to_owned()),
+                    ),
                     _ => (Outcome::Failure, None, None),
                 };
                 (
@@ -429,6 +467,28 @@ impl App {
             credential_id,
             ip: Some(ip.to_string()),
         });
+    }
+}
+
+/// A rate-limit decision to report on a successful answer.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    limit: u32,
+    decision: keycard_core::rate::Decision,
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` on an answer that went through.
+fn set_quota(h: &mut http::HeaderMap, quota: Option<Quota>) {
+    if let Some(q) = quota {
+        h.insert(answer::RATELIMIT_LIMIT, HeaderValue::from(q.limit));
+        h.insert(
+            answer::RATELIMIT_REMAINING,
+            HeaderValue::from(q.decision.remaining),
+        );
+        h.insert(
+            answer::RATELIMIT_RESET,
+            HeaderValue::from(keycard_core::rate::ceil_secs(q.decision.reset_us)),
+        );
     }
 }
 

@@ -113,6 +113,10 @@ pub struct Authenticator {
     pub(crate) issuer: Arc<str>,
     /// `[[mtls.rules]]`.
     pub(crate) mtls_rules: Arc<[keycard_core::cert::CertRule]>,
+    /// Redis (`limits.redis_url`), shared by the rate limits and the replay caches.
+    pub(crate) redis: Option<Arc<crate::ratelimit::Redis>>,
+    /// The routes' rate limits.
+    pub(crate) limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 /// Why the authenticator could not be built.
@@ -140,7 +144,21 @@ impl Authenticator {
         let dummy_ha1 = HashAlg::ALL
             .map(|h| keycard_core::digest::ha1(h, "\u{0}", &settings.digest.realm, &noise));
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let redis = match &settings.redis_url {
+            Some(u) => Some(Arc::new(
+                crate::ratelimit::Redis::new(u).map_err(|e| AuthnSetupError(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let limits = Arc::new(match &redis {
+            Some(r) => {
+                crate::ratelimit::RateLimits::redis(r.clone(), settings.rate_limit_fail_open)
+            }
+            None => crate::ratelimit::RateLimits::local(),
+        });
         Ok(Self {
+            redis,
+            limits,
             hasher: master.keyed_hasher(),
             store,
             cache,
@@ -513,6 +531,46 @@ impl Authenticator {
         &self.cache
     }
 
+    /// Whether Redis answers, when it is configured (`None`: not configured).
+    pub async fn redis_answers(&self) -> Option<bool> {
+        match &self.redis {
+            Some(r) => Some(r.ping().await),
+            None => None,
+        }
+    }
+
+    /// Applies `policy`'s rate limit to a request that passed authentication (`key`: the
+    /// subject, or the client address on a public route). `Ok(None)`: no limit here.
+    pub async fn rate_limit(
+        &self,
+        policy: &RoutePolicy,
+        key: &str,
+        principal: Option<&Principal>,
+    ) -> Result<Option<keycard_core::rate::Decision>, Refusal> {
+        let Some(limit) = &policy.rate_limit else {
+            return Ok(None);
+        };
+        match self.limits.check(&policy.prefix, key, limit).await {
+            Ok(d) if d.allowed => Ok(Some(d)),
+            Ok(d) => Err(Refusal::RateLimited {
+                principal: principal.cloned(),
+                limit: limit.limit,
+                retry_after_secs: keycard_core::rate::ceil_secs(d.retry_after_us).max(1),
+                reset_secs: keycard_core::rate::ceil_secs(d.reset_us),
+            }),
+            Err(e) if self.limits.fail_open => {
+                tracing::warn!(route = %policy.prefix, error = %e, "rate limit unknown; letting the request through (limits.rate_limit_fail_open)");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(route = %policy.prefix, error = %e, "rate limit unknown; refusing (fail closed)");
+                Err(Refusal::Unavailable {
+                    method: principal.map(Principal::method),
+                })
+            }
+        }
+    }
+
     /// Whether cached material can be trusted now.
     pub fn feed_is_fresh(&self) -> bool {
         self.feed.is_fresh(now_millis())
@@ -527,6 +585,7 @@ impl Authenticator {
         self.cache.prune_revoked(now / 1000);
         self.hmac.prune(now);
         self.pair_gates.sweep();
+        self.limits.prune();
     }
 }
 

@@ -116,6 +116,7 @@ struct RawServer {
 struct RawLimits {
     redis_url: Option<String>,
     failed_auth: Option<String>,
+    rate_limit_fail_open: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +189,7 @@ struct RawRoute {
     #[serde(default)]
     scopes: Vec<String>,
     rate_limit: Option<String>,
+    rate_limit_burst: Option<u32>,
     #[serde(default)]
     public: bool,
     upstream_timeout: Option<String>,
@@ -261,6 +263,11 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// `[mtls]`.
     pub mtls: MtlsSettings,
+    /// `limits.redis_url`: shared counters and replay caches; `None`: in-process.
+    pub redis_url: Option<String>,
+    /// `limits.rate_limit_fail_open`: when Redis cannot be asked, let rate-limited routes
+    /// through (logged) instead of answering 503. Replay checks always fail closed.
+    pub rate_limit_fail_open: bool,
 }
 
 /// `[hmac]`: RFC 9421 request signatures.
@@ -422,14 +429,22 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
-        for (name, present) in [("limits.redis_url", raw.limits.redis_url.is_some())] {
-            if present {
-                return Err(self.err(
-                    name,
-                    "this section is not supported by this build of keycard yet; remove it",
-                ));
+        let redis_url = match raw.limits.redis_url {
+            None => None,
+            Some(u) => {
+                let parsed = url::Url::parse(&u).map_err(|_| {
+                    self.err(
+                        "limits.redis_url",
+                        "not a URL such as redis://127.0.0.1:6379/0",
+                    )
+                })?;
+                if parsed.scheme() != "redis" {
+                    return Err(self.err("limits.redis_url", "must be a redis:// URL (TLS to Redis is not supported: keep it on a private network)"));
+                }
+                Some(u)
             }
-        }
+        };
+        let rate_limit_fail_open = raw.limits.rate_limit_fail_open.unwrap_or(false);
         let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             self.err(
@@ -562,6 +577,8 @@ impl Validator<'_> {
             tokens,
             tls,
             mtls,
+            redis_url,
+            rate_limit_fail_open,
         })
     }
 
@@ -857,12 +874,22 @@ impl Validator<'_> {
                 "/_keycard/ is keycard's own; choose another prefix",
             ));
         }
-        if r.rate_limit.is_some() {
-            return Err(self.err(
-                key("rate_limit"),
-                "rate limits are not supported by this build of keycard yet; remove it",
-            ));
-        }
+        let rate_limit = match r.rate_limit.as_deref() {
+            None => {
+                if r.rate_limit_burst.is_some() {
+                    return Err(self.err(key("rate_limit_burst"), "goes with rate_limit"));
+                }
+                None
+            }
+            Some(text) => {
+                let rate =
+                    parse_rate(text).map_err(|e| self.err(key("rate_limit"), e.to_string()))?;
+                if r.rate_limit_burst == Some(0) {
+                    return Err(self.err(key("rate_limit_burst"), "must be at least 1"));
+                }
+                Some(keycard_core::rate::Gcra::new(rate, r.rate_limit_burst))
+            }
+        };
         let methods = match r.methods {
             None => MethodSet::all(),
             Some(list) => {
@@ -905,6 +932,7 @@ impl Validator<'_> {
                 methods,
                 scopes,
                 public: r.public,
+                rate_limit,
             },
             upstream,
             upstream_timeout,

@@ -30,6 +30,7 @@ pub mod mtls;
 pub mod oauth;
 pub mod own_keys;
 pub mod proxy;
+pub mod ratelimit;
 pub mod replay;
 pub mod throttle;
 pub mod tls;

@@ -18,6 +18,7 @@ mod forward_auth;
 mod gateway;
 mod httpsig;
 mod jwt;
+mod limits;
 mod mtls;
 mod oauth;
 mod outage;

@@ -1,0 +1,299 @@
+//! Per-route rate limits (`routes.rate_limit`), GCRA (`keycard_core::rate`), per subject
+//! (per client address on a public route).
+//!
+//! Two backends: in-process (one instance; sharded maps, never locked across an await) and
+//! Redis (`limits.redis_url`; every instance shares the count). In Redis a decision is one
+//! `EVALSHA` of a Lua script that reads Redis's own clock, so instances with skewed clocks
+//! still count as one, and there is no read-modify-write race. The connection is
+//! multiplexed: concurrent decisions are pipelined on it.
+//!
+//! When Redis cannot be asked (down, slow), the decision fails: 503 — or, with
+//! `limits.rate_limit_fail_open`, the request goes ahead, logged and counted.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keycard_core::rate::{Decision, Gcra};
+
+const SHARDS: usize = 16;
+/// Most keys kept in-process; beyond it, keys whose budget is whole again are dropped, and
+/// if that is not enough, new keys are refused (fail closed under a flood of subjects).
+const MAX_KEYS: usize = 1_000_000;
+/// How long one Redis decision may take.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The GCRA decision in Redis; mirrors `Gcra::decide`. KEYS[1]: the key; ARGV: interval
+/// and tolerance (µs). Returns {allowed, remaining, reset_us, retry_after_us}.
+const GCRA_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > tolerance then
+  return {0, 0, tat - now, nxt - now - tolerance}
+end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.floor((nxt - now) / 1000) + 1)
+return {1, math.floor((tolerance - (nxt - now)) / interval), nxt - now, 0}
+";
+
+/// Why a decision could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LimitError {
+    /// Redis did not answer in time, or answered with an error.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// The in-process map is full.
+    #[error("too many rate-limit keys")]
+    Full,
+}
+
+/// A shared Redis connection: made on first use (on the main runtime, which drives it),
+/// made again after it fails.
+pub struct Redis {
+    client: redis::Client,
+    conn: Mutex<Option<redis::aio::ConnectionManager>>,
+    runtime: tokio::runtime::Handle,
+    /// Decisions that could not be made (for logs and, later, metrics).
+    pub errors: AtomicU64,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("errors", &self.errors.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// A connection to `url` (`redis://…`), not opened yet. Call on the main runtime.
+    pub fn new(url: &str) -> Result<Self, LimitError> {
+        Ok(Self {
+            client: redis::Client::open(url).map_err(|e| LimitError::Redis(e.to_string()))?,
+            conn: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    /// The connection, opening it when there is none.
+    pub async fn connection(&self) -> Result<redis::aio::ConnectionManager, LimitError> {
+        if let Some(c) = self.conn.lock().ok().and_then(|c| c.clone()) {
+            return Ok(c);
+        }
+        let client = self.client.clone();
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let made = self
+            .runtime
+            .spawn(async move { client.get_connection_manager_with_config(config).await });
+        let conn = match tokio::time::timeout(REDIS_TIMEOUT * 2, made).await {
+            Ok(Ok(Ok(c))) => c,
+            Ok(Ok(Err(e))) => return Err(self.failed(e.to_string())),
+            _ => return Err(self.failed("connect timed out".into())),
+        };
+        if let Ok(mut slot) = self.conn.lock() {
+            *slot = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    fn failed(&self, why: String) -> LimitError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        LimitError::Redis(why)
+    }
+
+    /// Runs `f` on the connection with a deadline; a failure drops the connection so the
+    /// next call makes a new one.
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, LimitError>
+    where
+        F: FnOnce(redis::aio::ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await?;
+        match tokio::time::timeout(REDIS_TIMEOUT, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.forget();
+                }
+                Err(self.failed(e.to_string()))
+            }
+            Err(_) => {
+                self.forget();
+                Err(self.failed("timed out".into()))
+            }
+        }
+    }
+
+    fn forget(&self) {
+        if let Ok(mut slot) = self.conn.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Whether Redis answers `PING`.
+    pub async fn ping(&self) -> bool {
+        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+            .await
+            .is_ok()
+    }
+}
+
+/// Where the counts live.
+#[derive(Debug)]
+enum Backend {
+    Local(Local),
+    Redis {
+        redis: Arc<Redis>,
+        script: redis::Script,
+    },
+}
+
+/// The rate limiter of every route.
+#[derive(Debug)]
+pub struct RateLimits {
+    backend: Backend,
+    /// Let requests through when Redis cannot be asked.
+    pub fail_open: bool,
+}
+
+impl RateLimits {
+    /// In-process counts.
+    pub fn local() -> Self {
+        Self {
+            backend: Backend::Local(Local::default()),
+            fail_open: false,
+        }
+    }
+
+    /// Counts in `redis`, shared by every instance.
+    pub fn redis(redis: Arc<Redis>, fail_open: bool) -> Self {
+        Self {
+            backend: Backend::Redis {
+                redis,
+                script: redis::Script::new(GCRA_LUA),
+            },
+            fail_open,
+        }
+    }
+
+    /// The decision for one request of `key` on `route` under `limit`.
+    pub async fn check(
+        &self,
+        route: &str,
+        key: &str,
+        limit: &Gcra,
+    ) -> Result<Decision, LimitError> {
+        match &self.backend {
+            Backend::Local(l) => l.check(route, key, limit, crate::now_millis() * 1000),
+            Backend::Redis { redis, script } => {
+                let k = format!("keycard:rl:{route}\0{key}");
+                let (interval, tolerance) = (limit.interval_us, limit.tolerance_us());
+                let v: Vec<i64> = redis
+                    .run(|mut c| async move {
+                        script
+                            .key(k)
+                            .arg(interval)
+                            .arg(tolerance)
+                            .invoke_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                let get = |i: usize| v.get(i).copied().unwrap_or(0);
+                Ok(Decision {
+                    allowed: get(0) == 1,
+                    remaining: u32::try_from(get(1)).unwrap_or(0),
+                    reset_us: get(2),
+                    retry_after_us: get(3),
+                    tat_us: 0,
+                })
+            }
+        }
+    }
+
+    /// Drops in-process keys whose budget is whole again (on a timer).
+    pub fn prune(&self) {
+        if let Backend::Local(l) = &self.backend {
+            l.prune(crate::now_millis() * 1000);
+        }
+    }
+}
+
+/// In-process TATs, sharded.
+#[derive(Debug)]
+struct Local {
+    shards: Vec<Mutex<HashMap<Box<str>, i64>>>,
+    hasher: RandomState,
+}
+
+impl Default for Local {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Local {
+    fn check(&self, route: &str, key: &str, g: &Gcra, now_us: i64) -> Result<Decision, LimitError> {
+        let k = format!("{route}\0{key}");
+        let i = usize::try_from(self.hasher.hash_one(&k) % SHARDS as u64).unwrap_or(0);
+        let shard = self.shards.get(i).ok_or(LimitError::Full)?;
+        let mut map = shard.lock().map_err(|_| LimitError::Full)?;
+        let tat = map.get(k.as_str()).copied();
+        let d = g.decide(tat, now_us);
+        if d.allowed {
+            if tat.is_none() && map.len() >= MAX_KEYS / SHARDS {
+                map.retain(|_, t| *t > now_us);
+                if map.len() >= MAX_KEYS / SHARDS {
+                    return Err(LimitError::Full);
+                }
+            }
+            map.insert(k.into_boxed_str(), d.tat_us);
+        }
+        Ok(d)
+    }
+
+    fn prune(&self, now_us: i64) {
+        for s in &self.shards {
+            if let Ok(mut m) = s.lock() {
+                m.retain(|_, t| *t > now_us);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keycard_core::Rate;
+
+    #[test]
+    fn local_counts_per_route_and_key() {
+        let l = Local::default();
+        let g = Gcra::new(
+            Rate {
+                count: 2,
+                per: Duration::from_secs(1),
+            },
+            None,
+        );
+        let ok = |route, key| l.check(route, key, &g, 10_000_000).unwrap().allowed;
+        assert!(ok("/a/", "alice") && ok("/a/", "alice"));
+        assert!(!ok("/a/", "alice"));
+        assert!(ok("/a/", "bob"), "another subject has its own budget");
+        assert!(ok("/b/", "alice"), "another route too");
+        l.prune(20_000_000);
+        assert!(l.shards.iter().all(|s| s.lock().unwrap().is_empty()));
+    }
+}
