@@ -145,7 +145,7 @@ mod tests {
     fn no_window_edge_doubling() {
         // A fixed window would allow 2N across an edge; GCRA allows N + what refilled.
         let g = limit(10, 1, None);
-        let (ok1, tat) = burst(&g, None, 0 + 999_000, 10);
+        let (ok1, tat) = burst(&g, None, 999_000, 10);
         let (ok2, _) = burst(&g, tat, 1_001_000, 10);
         assert_eq!(ok1, 10);
         assert_eq!(ok2, 0);
