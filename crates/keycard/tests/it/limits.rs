@@ -184,9 +184,7 @@ async fn two_instances_on_redis_share_one_count() {
         "{ok} successes for a limit of 20 across two instances"
     );
     for u in &urls {
-        let r = http
-            .get(&format!("{}", u.replace("/api/x", "/_keycard/ready")), &[])
-            .await;
+        let r = http.get(&u.replace("/api/x", "/_keycard/ready"), &[]).await;
         assert_eq!(r.status, 200);
     }
     kc.stop();
