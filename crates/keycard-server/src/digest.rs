@@ -111,7 +111,20 @@ impl Authenticator {
             );
         }
         let expires_ms = i64::try_from(issued.saturating_add(ttl_ms)).unwrap_or(i64::MAX);
-        if !self.nonce_counts.accept(&r.nonce, r.nc, expires_ms, now_ms) {
+        let fresh = match &self.redis {
+            None => Ok(self.nonce_counts.accept(&r.nonce, r.nc, expires_ms, now_ms)),
+            Some(redis) => {
+                redis
+                    .accept_nonce_count(&r.nonce, r.nc, expires_ms.saturating_sub(now_ms))
+                    .await
+            }
+        };
+        let Ok(fresh) = fresh else {
+            // Replay protection cannot be promised: fail closed.
+            tracing::warn!("Redis cannot be asked about a Digest nonce count; refusing");
+            return (Err(Refusal::Unavailable { method }), None);
+        };
+        if !fresh {
             return (
                 Err(Refusal::Unauthorized {
                     reason: Reason::Replay,

@@ -159,10 +159,23 @@ impl Authenticator {
                     e.min(created + self.hmac.policy.max_skew)
                 });
             let until_ms = last_fresh.saturating_mul(1000) + 1000;
-            match self
-                .hmac
-                .first_use(u128::from_be_bytes(mark), now_ms, until_ms)
-            {
+            let seen = match &self.redis {
+                None => self
+                    .hmac
+                    .first_use(u128::from_be_bytes(mark), now_ms, until_ms),
+                Some(redis) => {
+                    let hex = keycard_core::cert::hex(&mark);
+                    match redis.first_use("hs", &hex, until_ms - now_ms).await {
+                        Ok(true) => Seen::First,
+                        Ok(false) => Seen::Before,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Redis cannot be asked about a signature; refusing");
+                            return Err(Refusal::Unavailable { method });
+                        }
+                    }
+                }
+            };
+            match seen {
                 Seen::First => {}
                 Seen::Before => return Err(with_key(Reason::Replay)),
                 Seen::Full => {

@@ -42,6 +42,16 @@ redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.floor((nxt - now
 return {1, math.floor((tolerance - (nxt - now)) / interval), nxt - now, 0}
 ";
 
+/// Digest nonce counts: KEYS[1] the nonce's key; ARGV: nc, time to live (ms). 1 when nc
+/// is higher than any seen for the nonce (and now recorded), else 0.
+const NONCE_COUNT_LUA: &str = r"
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+local nc = tonumber(ARGV[1])
+if nc <= seen then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+";
+
 /// Why a decision could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LimitError {
@@ -57,6 +67,7 @@ pub enum LimitError {
 /// made again after it fails.
 pub struct Redis {
     client: redis::Client,
+    nonce_count: redis::Script,
     conn: Mutex<Option<redis::aio::ConnectionManager>>,
     runtime: tokio::runtime::Handle,
     /// Decisions that could not be made (for logs and, later, metrics).
@@ -76,6 +87,7 @@ impl Redis {
     pub fn new(url: &str) -> Result<Self, LimitError> {
         Ok(Self {
             client: redis::Client::open(url).map_err(|e| LimitError::Redis(e.to_string()))?,
+            nonce_count: redis::Script::new(NONCE_COUNT_LUA),
             conn: Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
             errors: AtomicU64::new(0),
@@ -138,6 +150,48 @@ impl Redis {
         if let Ok(mut slot) = self.conn.lock() {
             *slot = None;
         }
+    }
+
+    /// Digest: whether `nc` is higher than every count seen for `nonce` (then recorded,
+    /// for `ttl_ms`), across every instance.
+    pub async fn accept_nonce_count(
+        &self,
+        nonce: &str,
+        nc: u32,
+        ttl_ms: i64,
+    ) -> Result<bool, LimitError> {
+        let key = format!("keycard:dn:{nonce}");
+        let script = &self.nonce_count;
+        let ttl = ttl_ms.max(1);
+        self.run(|mut c| async move {
+            script
+                .key(key)
+                .arg(nc)
+                .arg(ttl)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|v| v == 1)
+    }
+
+    /// Whether `mark` is used for the first time (then recorded for `ttl_ms`), across every
+    /// instance: one `SET NX PX`.
+    pub async fn first_use(&self, kind: &str, mark: &str, ttl_ms: i64) -> Result<bool, LimitError> {
+        let key = format!("keycard:{kind}:{mark}");
+        let ttl = ttl_ms.max(1);
+        self.run(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query_async::<Option<String>>(&mut c)
+                .await
+        })
+        .await
+        .map(|v| v.is_some())
     }
 
     /// Whether Redis answers `PING`.

@@ -235,3 +235,90 @@ async fn redis_away_fails_closed_and_service_resumes_when_it_returns() {
     assert!(back.is_some(), "service did not resume when Redis returned");
     assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replays_are_refused_across_instances_on_redis() {
+    use crate::passwords::{DigestReq, param};
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[limits]\nredis_url = \"{redis}\"\n\n{}",
+            route("/api/", &up, "")
+        ),
+    );
+    kc.trust_proxies("127.0.0.1/32");
+    let a = kc.start();
+    let b = kc.start();
+    let user = format!("u{}", std::process::id());
+    kc.add_user(&user, "plum-orbit-kettle", &["--digest"]);
+    let http = Http::new();
+    let (url_a, url_b) = (format!("http://{a}/api/x"), format!("http://{b}/api/x"));
+
+    // Digest: a header accepted by A is a replay at B (the nonce count lives in Redis).
+    let challenge = http.get(&url_a, &[]).await;
+    let digest = challenge
+        .header_all("www-authenticate")
+        .into_iter()
+        .find(|c| c.starts_with("Digest "))
+        .unwrap();
+    let (nonce, opaque) = (
+        param(&digest, "nonce").unwrap(),
+        param(&digest, "opaque").unwrap(),
+    );
+    let req = DigestReq {
+        user: &user,
+        pw: "plum-orbit-kettle",
+        method: "GET",
+        uri: "/api/x",
+        nonce: &nonce,
+        opaque: &opaque,
+        nc: 1,
+        cnonce: "c1",
+        qop: "auth",
+        body: b"",
+        alg: keycard_core::digest::HashAlg::Sha256,
+        userhash: false,
+    };
+    let h = req.header();
+    assert_eq!(http.get(&url_a, &[("authorization", &h)]).await.status, 200);
+    assert_eq!(http.get(&url_b, &[("authorization", &h)]).await.status, 401);
+    // The next count is accepted at B.
+    let next = DigestReq { nc: 2, ..req }.header();
+    assert_eq!(
+        http.get(&url_b, &[("authorization", &next)]).await.status,
+        200
+    );
+
+    // HMAC: a signed request accepted by A is a replay at B. Both are reached as
+    // api.example (X-Forwarded-Host from a trusted proxy), the authority it is signed for.
+    let hk: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", &user, "--json"]))
+            .unwrap();
+    let secret = kc.path("hk.b64");
+    std::fs::write(&secret, hk["secret"].as_str().unwrap()).unwrap();
+    let signed = kc.cli_ok(&[
+        "sign",
+        "--key-id",
+        hk["key_id"].as_str().unwrap(),
+        "--secret-file",
+        secret.to_str().unwrap(),
+        "http://api.example/api/x",
+    ]);
+    let mut headers: Vec<(String, String)> = signed
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    headers.push(("x-forwarded-host".into(), "api.example".into()));
+    let hs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(http.get(&url_a, &hs).await.status, 200);
+    assert_eq!(http.get(&url_b, &hs).await.status, 401);
+    assert_eq!(http.get(&url_a, &hs).await.status, 401);
+}

@@ -27,7 +27,7 @@ fn basic(user: &str, pw: &str) -> String {
 }
 
 /// A quoted or token parameter of a challenge.
-fn param(challenge: &str, name: &str) -> Option<String> {
+pub(crate) fn param(challenge: &str, name: &str) -> Option<String> {
     let start = challenge.find(&format!("{name}="))? + name.len() + 1;
     let rest = &challenge[start..];
     Some(match rest.strip_prefix('"') {
@@ -45,19 +45,19 @@ fn digest_challenges(r: &Resp) -> Vec<String> {
 
 /// A Digest client written from RFC 7616 §3.4.1, independent of keycard's own code (only the
 /// hash primitives are shared).
-struct DigestReq<'a> {
-    user: &'a str,
-    pw: &'a str,
-    method: &'a str,
-    uri: &'a str,
-    nonce: &'a str,
-    opaque: &'a str,
-    nc: u32,
-    cnonce: &'a str,
-    qop: &'a str,
-    body: &'a [u8],
-    alg: HashAlg,
-    userhash: bool,
+pub(crate) struct DigestReq<'a> {
+    pub(crate) user: &'a str,
+    pub(crate) pw: &'a str,
+    pub(crate) method: &'a str,
+    pub(crate) uri: &'a str,
+    pub(crate) nonce: &'a str,
+    pub(crate) opaque: &'a str,
+    pub(crate) nc: u32,
+    pub(crate) cnonce: &'a str,
+    pub(crate) qop: &'a str,
+    pub(crate) body: &'a [u8],
+    pub(crate) alg: HashAlg,
+    pub(crate) userhash: bool,
 }
 
 impl DigestReq<'_> {
@@ -88,7 +88,7 @@ impl DigestReq<'_> {
         ))
     }
 
-    fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let username = if self.userhash {
             self.h(&format!("{}:keycard", self.user))
         } else {
