@@ -146,7 +146,8 @@ impl Authenticator {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let redis = match &settings.redis_url {
             Some(u) => Some(Arc::new(
-                crate::ratelimit::Redis::new(u).map_err(|e| AuthnSetupError(e.to_string()))?,
+                crate::ratelimit::Redis::new(u, &settings.redis_prefix)
+                    .map_err(|e| AuthnSetupError(e.to_string()))?,
             )),
             None => None,
         };
@@ -209,8 +210,7 @@ impl Authenticator {
         if let Err(Refusal::Unauthorized { reason, .. }) = &verified
             && counts_as_failure(*reason)
         {
-            self.throttle
-                .record_failure(req.ip, claimed.as_deref(), now_ms);
+            self.count_failure(req.ip, claimed.as_deref(), now_ms);
         }
         attempt.result = verified
             .and_then(|p| check_scopes(p, &policy.scopes))
@@ -529,6 +529,34 @@ impl Authenticator {
     /// The cache (for the last-used flusher).
     pub fn cache(&self) -> &Arc<CredentialCache> {
         &self.cache
+    }
+
+    /// Counts a failed attempt in the throttle: here at once, and in Redis (when
+    /// configured) in the background, which tells every instance once the key is spent.
+    pub(crate) fn count_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) {
+        let names = self.throttle.record_failure(ip, subject, now_ms);
+        if let Some(redis) = &self.redis {
+            let (redis, window, limit) =
+                (redis.clone(), self.throttle.window(), self.throttle.limit());
+            self.store_runtime.spawn(async move {
+                for name in names {
+                    if let Err(e) = redis.count_failure(&name, window, limit).await {
+                        tracing::warn!(error = %e, "cannot count a failed attempt in Redis; counted here only");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Follows the throttle blocks of other instances (when Redis is configured).
+    pub fn follow_throttle_blocks(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let redis = self.redis.clone()?;
+        Some(tokio::spawn(
+            redis.follow_blocks(self.throttle.clone(), shutdown),
+        ))
     }
 
     /// Whether Redis answers, when it is configured (`None`: not configured).

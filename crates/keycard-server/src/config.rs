@@ -117,6 +117,7 @@ struct RawLimits {
     redis_url: Option<String>,
     failed_auth: Option<String>,
     rate_limit_fail_open: Option<bool>,
+    redis_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +269,9 @@ pub struct Settings {
     /// `limits.rate_limit_fail_open`: when Redis cannot be asked, let rate-limited routes
     /// through (logged) instead of answering 503. Replay checks always fail closed.
     pub rate_limit_fail_open: bool,
+    /// `limits.redis_prefix`: put before every Redis key and channel keycard uses, so that
+    /// several deployments can share one Redis (default `keycard:`).
+    pub redis_prefix: String,
 }
 
 /// `[hmac]`: RFC 9421 request signatures.
@@ -445,6 +449,16 @@ impl Validator<'_> {
             }
         };
         let rate_limit_fail_open = raw.limits.rate_limit_fail_open.unwrap_or(false);
+        let redis_prefix = raw.limits.redis_prefix.unwrap_or_else(|| "keycard:".into());
+        if redis_prefix.is_empty()
+            || redis_prefix.len() > 64
+            || redis_prefix.contains(char::is_whitespace)
+        {
+            return Err(self.err(
+                "limits.redis_prefix",
+                "1 to 64 characters, no spaces, such as \"keycard:\"",
+            ));
+        }
         let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             self.err(
@@ -579,6 +593,7 @@ impl Validator<'_> {
             mtls,
             redis_url,
             rate_limit_fail_open,
+            redis_prefix,
         })
     }
 

@@ -183,6 +183,9 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             .map_err(StartError::Store)?,
     );
     let bg_rx_tls = bg_rx.clone();
+    if let Some(follower) = authn.follow_throttle_blocks(bg_rx.clone()) {
+        background.push(follower);
+    }
     background.push(tokio::spawn(housekeeping(
         store.clone(),
         authn.clone(),

@@ -52,6 +52,22 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 ";
 
+/// The failed-attempt throttle's shared count: KEYS[1] the count; ARGV: window (ms),
+/// limit, the key's name, the channel. The first failure starts the window; from the limit on, every
+/// instance is told (`PUBLISH`) to refuse the key until the window ends.
+const FAILURE_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+if n >= tonumber(ARGV[2]) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  redis.call('PUBLISH', ARGV[4], ttl .. ' ' .. ARGV[3])
+end
+return n
+";
+
+/// The channel instances tell each other about throttled keys on.
+const THROTTLE_CHANNEL: &str = "throttle";
+
 /// Why a decision could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LimitError {
@@ -67,7 +83,10 @@ pub enum LimitError {
 /// made again after it fails.
 pub struct Redis {
     client: redis::Client,
+    /// Put before every key and the channel (`limits.redis_prefix`).
+    prefix: String,
     nonce_count: redis::Script,
+    failure: redis::Script,
     conn: Mutex<Option<redis::aio::ConnectionManager>>,
     runtime: tokio::runtime::Handle,
     /// Decisions that could not be made (for logs and, later, metrics).
@@ -84,10 +103,12 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// A connection to `url` (`redis://…`), not opened yet. Call on the main runtime.
-    pub fn new(url: &str) -> Result<Self, LimitError> {
+    pub fn new(url: &str, prefix: &str) -> Result<Self, LimitError> {
         Ok(Self {
             client: redis::Client::open(url).map_err(|e| LimitError::Redis(e.to_string()))?,
+            prefix: prefix.to_owned(),
             nonce_count: redis::Script::new(NONCE_COUNT_LUA),
+            failure: redis::Script::new(FAILURE_LUA),
             conn: Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
             errors: AtomicU64::new(0),
@@ -160,7 +181,7 @@ impl Redis {
         nc: u32,
         ttl_ms: i64,
     ) -> Result<bool, LimitError> {
-        let key = format!("keycard:dn:{nonce}");
+        let key = format!("{}dn:{nonce}", self.prefix);
         let script = &self.nonce_count;
         let ttl = ttl_ms.max(1);
         self.run(|mut c| async move {
@@ -178,7 +199,7 @@ impl Redis {
     /// Whether `mark` is used for the first time (then recorded for `ttl_ms`), across every
     /// instance: one `SET NX PX`.
     pub async fn first_use(&self, kind: &str, mark: &str, ttl_ms: i64) -> Result<bool, LimitError> {
-        let key = format!("keycard:{kind}:{mark}");
+        let key = format!("{}{kind}:{mark}", self.prefix);
         let ttl = ttl_ms.max(1);
         self.run(|mut c| async move {
             redis::cmd("SET")
@@ -192,6 +213,71 @@ impl Redis {
         })
         .await
         .map(|v| v.is_some())
+    }
+
+    /// Counts one failed attempt under the throttle key `name` across every instance.
+    pub async fn count_failure(
+        &self,
+        name: &str,
+        window_ms: i64,
+        limit: u32,
+    ) -> Result<i64, LimitError> {
+        let key = format!("{}tf:{name}", self.prefix);
+        let script = &self.failure;
+        self.run(|mut c| async move {
+            script
+                .key(key)
+                .arg(window_ms.max(1))
+                .arg(limit)
+                .arg(name)
+                .arg(format!("{}{THROTTLE_CHANNEL}", self.prefix))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    /// Applies the throttle blocks other instances publish, until `shutdown`; reconnects
+    /// after a failure.
+    pub async fn follow_blocks(
+        self: Arc<Self>,
+        throttle: Arc<crate::throttle::Throttle>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use futures_util::StreamExt;
+        loop {
+            let follow = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub
+                    .subscribe(format!("{}{THROTTLE_CHANNEL}", self.prefix))
+                    .await?;
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(text) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some((ttl, name)) = text.split_once(' ')
+                        && let Ok(ttl) = ttl.parse::<i64>()
+                        && ttl > 0
+                    {
+                        throttle.block(name, crate::now_millis() + ttl);
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                r = follow => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "the throttle channel in Redis is unavailable; retrying");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 
     /// Whether Redis answers `PING`.
@@ -250,7 +336,7 @@ impl RateLimits {
         match &self.backend {
             Backend::Local(l) => l.check(route, key, limit, crate::now_millis() * 1000),
             Backend::Redis { redis, script } => {
-                let k = format!("keycard:rl:{route}\0{key}");
+                let k = format!("{}rl:{route}\0{key}", redis.prefix);
                 let (interval, tolerance) = (limit.interval_us, limit.tolerance_us());
                 let v: Vec<i64> = redis
                     .run(|mut c| async move {

@@ -45,6 +45,37 @@ enum Key {
     SubjectIp(Box<str>, Client),
 }
 
+impl Key {
+    /// The key's name across instances (Redis keys and block messages).
+    fn name(&self) -> String {
+        let client = |c: &Client| match c {
+            Client::V4(v) => format!("4.{v:x}"),
+            Client::V6(v) => format!("6.{v:x}"),
+        };
+        match self {
+            Key::Ip(c) => format!("ip|{}", client(c)),
+            Key::SubjectIp(s, c) => format!("sub|{}|{s}", client(c)),
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Key> {
+        let client = |t: &str| -> Option<Client> {
+            let (kind, hex) = t.split_once('.')?;
+            match kind {
+                "4" => u32::from_str_radix(hex, 16).ok().map(Client::V4),
+                "6" => u64::from_str_radix(hex, 16).ok().map(Client::V6),
+                _ => None,
+            }
+        };
+        let mut parts = name.splitn(3, '|');
+        match (parts.next()?, parts.next()?, parts.next()) {
+            ("ip", c, None) => Some(Key::Ip(client(c)?)),
+            ("sub", c, Some(s)) => Some(Key::SubjectIp(s.into(), client(c)?)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Window {
     start_ms: i64,
@@ -139,13 +170,47 @@ impl Throttle {
         }
     }
 
-    /// Counts a failed attempt from `ip` (and as `subject`, when one was named).
-    pub fn record_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) {
+    /// Counts a failed attempt from `ip` (and as `subject`, when one was named); returns
+    /// the names of the keys counted (for the shared count in Redis).
+    pub fn record_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) -> Vec<String> {
         let client = Client::from(ip);
-        self.bump(Key::Ip(client), now_ms);
+        let mut keys = vec![Key::Ip(client)];
         if let Some(s) = subject {
-            self.bump(Key::SubjectIp(s.into(), client), now_ms);
+            keys.push(Key::SubjectIp(s.into(), client));
         }
+        keys.into_iter()
+            .map(|k| {
+                let name = k.name();
+                self.bump(k, now_ms);
+                name
+            })
+            .collect()
+    }
+
+    /// Another instance found the key `name` out of attempts until `until_ms`: refuse it
+    /// here too. Unknown names are ignored.
+    pub fn block(&self, name: &str, until_ms: i64) {
+        let Some(key) = Key::from_name(name) else {
+            return;
+        };
+        let Some(shard) = self.shard(&key) else {
+            return;
+        };
+        let Ok(mut map) = shard.lock() else {
+            return;
+        };
+        let window = Window {
+            start_ms: until_ms.saturating_sub(self.window_ms()),
+            failures: self.rate.count,
+        };
+        if map.insert(key, window).is_none() {
+            self.keys.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The window, in milliseconds (the shared count's time to live).
+    pub fn window(&self) -> i64 {
+        self.window_ms()
     }
 
     fn bump(&self, key: Key, now_ms: i64) {

@@ -304,7 +304,7 @@ impl Authenticator {
         }
         let result = self.check_client(&p, allow_public, cert).await;
         if let Err(ClientError::Refused(..)) = &result {
-            self.throttle.record_failure(ip, Some(&p.client_id), now_ms);
+            self.count_failure(ip, Some(&p.client_id), now_ms);
         }
         result
     }

@@ -620,9 +620,7 @@ impl OAuth {
             }
             Err(LoginError::Unavailable) => self.unavailable_page(),
             Err(LoginError::Refused(reason)) => {
-                self.authn
-                    .throttle
-                    .record_failure(caller.ip, Some(username), now_ms);
+                self.authn.count_failure(caller.ip, Some(username), now_ms);
                 // An unknown name may be a password typed in the wrong field: not logged.
                 let subject = (reason != Reason::UnknownCredential).then_some(username);
                 self.record(

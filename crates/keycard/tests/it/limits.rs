@@ -32,6 +32,14 @@ async fn get(
     )
 }
 
+/// A `[limits]` section on `redis` with keys of this test run and `test` alone.
+fn limits(redis: &str, test: &str) -> String {
+    format!(
+        "[limits]\nredis_url = \"{redis}\"\nredis_prefix = \"kct-{}-{test}:\"\nfailed_auth = \"3/min\"\n\n",
+        std::process::id()
+    )
+}
+
 /// `KEYCARD_TEST_REDIS_URL`, checked to answer; `None` (with a note) when not set.
 async fn redis_url() -> Option<String> {
     let Ok(url) = std::env::var("KEYCARD_TEST_REDIS_URL") else {
@@ -160,7 +168,8 @@ async fn two_instances_on_redis_share_one_count() {
     let mut kc = Keycard::new(
         temp.as_ref().map(|t| t.url.as_str()),
         &format!(
-            "[limits]\nredis_url = \"{redis}\"\n\n{}",
+            "{}{}",
+            limits(&redis, "count"),
             route("/api/", &up, "rate_limit = \"20/min\"")
         ),
     );
@@ -210,8 +219,9 @@ async fn redis_away_fails_closed_and_service_resumes_when_it_returns() {
     let mut kc = Keycard::new(
         None,
         &format!(
-            "[limits]\nredis_url = \"redis://{}{db}\"\n\n{}{}",
+            "[limits]\nredis_url = \"redis://{}{db}\"\nredis_prefix = \"kct-{}-away:\"\n\n{}{}",
             proxy.addr,
+            std::process::id(),
             route("/api/", &up, "rate_limit = \"1000/s\""),
             route("/free/", &up, "")
         ),
@@ -245,10 +255,7 @@ async fn replays_are_refused_across_instances_on_redis() {
     let up = upstream::start().await;
     let mut kc = Keycard::new(
         None,
-        &format!(
-            "[limits]\nredis_url = \"{redis}\"\n\n{}",
-            route("/api/", &up, "")
-        ),
+        &format!("{}{}", limits(&redis, "replay"), route("/api/", &up, "")),
     );
     kc.trust_proxies("127.0.0.1/32");
     let a = kc.start();
@@ -321,4 +328,48 @@ async fn replays_are_refused_across_instances_on_redis() {
     assert_eq!(http.get(&url_a, &hs).await.status, 200);
     assert_eq!(http.get(&url_b, &hs).await.status, 401);
     assert_eq!(http.get(&url_a, &hs).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_failed_attempt_throttle_counts_attempts_on_both_instances() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(
+        None,
+        &format!("{}{}", limits(&redis, "throttle"), route("/api/", &up, "")),
+    );
+    let a = kc.start();
+    let b = kc.start();
+    kc.add_user("carol", "right-password-1", &[]);
+    let http = Http::new();
+    let basic = |pw: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("carol:{pw}"))
+        )
+    };
+    let (url_a, url_b) = (format!("http://{a}/api/x"), format!("http://{b}/api/x"));
+    let wrong = basic("wrong");
+    // Two failures at A and one at B: three in all, the limit of 3/min.
+    for url in [&url_a, &url_a, &url_b] {
+        assert_eq!(
+            http.get(url, &[("authorization", &wrong)]).await.status,
+            401
+        );
+    }
+    // Both instances now refuse even the right password.
+    let right = basic("right-password-1");
+    for url in [&url_a, &url_b] {
+        let took = eventually(Duration::from_secs(1), || async {
+            http.get(url, &[("authorization", &right)]).await.status == 429
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "{url} did not throttle after 3 failures across instances"
+        );
+    }
 }
