@@ -237,6 +237,36 @@ async fn redis_away_fails_closed_and_service_resumes_when_it_returns() {
     assert_eq!(get(&http, &kc.url("/api/x"), &key).await.0, 503);
     assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 503);
     assert_eq!(get(&http, &kc.url("/free/x"), &key).await.0, 200);
+    // Replay-protected methods refuse rather than accept what might be a replay: a Digest
+    // nonce count and a signature cannot be checked without Redis.
+    let hk: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", &subject, "--json"]))
+            .unwrap();
+    let secret = kc.path("hk.b64");
+    std::fs::write(&secret, hk["secret"].as_str().unwrap()).unwrap();
+    let url = kc.url("/free/x");
+    let signed = kc.cli_ok(&[
+        "sign",
+        "--key-id",
+        hk["key_id"].as_str().unwrap(),
+        "--secret-file",
+        secret.to_str().unwrap(),
+        &url,
+    ]);
+    let headers: Vec<(String, String)> = signed
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let hs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        http.get(&url, &hs).await.status,
+        503,
+        "a signature accepted without its replay check"
+    );
     proxy.restore().await;
     let back = eventually(Duration::from_secs(5), || async {
         get(&http, &kc.url("/api/x"), &key).await.0 == 200
@@ -372,4 +402,37 @@ async fn the_failed_attempt_throttle_counts_attempts_on_both_instances() {
             "{url} did not throttle after 3 failures across instances"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_may_fail_open_when_configured() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let target: std::net::SocketAddr = {
+        let u = url::Url::parse(&redis).unwrap();
+        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(6379))
+            .parse()
+            .unwrap()
+    };
+    let proxy = TcpProxy::start(target).await;
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[limits]\nredis_url = \"redis://{}\"\nredis_prefix = \"kct-{}-open:\"\nrate_limit_fail_open = true\n\n{}",
+            proxy.addr,
+            std::process::id(),
+            route("/api/", &up, "rate_limit = \"1000/s\"")
+        ),
+    );
+    kc.start();
+    let (_, key) = kc.create_key("svc", &[], &[]);
+    let http = Http::new();
+    assert_eq!(get(&http, &kc.url("/api/x"), &key).await.0, 200);
+    proxy.cut();
+    // Let through, and logged; ready still says Redis is away.
+    assert_eq!(get(&http, &kc.url("/api/x"), &key).await.0, 200);
+    assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 503);
+    assert!(kc.log(0).iter().any(|l| l.contains("rate_limit_fail_open")));
 }
