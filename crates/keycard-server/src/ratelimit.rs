@@ -79,16 +79,24 @@ pub enum LimitError {
     Full,
 }
 
-/// A shared Redis connection: made on first use (on the main runtime, which drives it),
-/// made again after it fails.
+static NEXT_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's connections, by client id.
+    static CONNECTIONS: std::cell::RefCell<Vec<(usize, redis::aio::ConnectionManager)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A Redis client: one connection per thread that uses it, made on first use there, made
+/// again after it fails.
 pub struct Redis {
     client: redis::Client,
     /// Put before every key and the channel (`limits.redis_prefix`).
     prefix: String,
     nonce_count: redis::Script,
     failure: redis::Script,
-    conn: Mutex<Option<redis::aio::ConnectionManager>>,
-    runtime: tokio::runtime::Handle,
+    /// Which of the thread-local connections are this client's.
+    id: usize,
     /// Decisions that could not be made (for logs and, later, metrics).
     pub errors: AtomicU64,
 }
@@ -102,40 +110,46 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// A connection to `url` (`redis://…`), not opened yet. Call on the main runtime.
+    /// A client of `url` (`redis://…`); connections are opened when first needed.
     pub fn new(url: &str, prefix: &str) -> Result<Self, LimitError> {
         Ok(Self {
             client: redis::Client::open(url).map_err(|e| LimitError::Redis(e.to_string()))?,
             prefix: prefix.to_owned(),
             nonce_count: redis::Script::new(NONCE_COUNT_LUA),
             failure: redis::Script::new(FAILURE_LUA),
-            conn: Mutex::new(None),
-            runtime: tokio::runtime::Handle::current(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             errors: AtomicU64::new(0),
         })
     }
 
-    /// The connection, opening it when there is none.
+    /// This thread's connection, opening it when there is none. Each worker thread has its
+    /// own multiplexed connection, driven by its own runtime: a decision never crosses
+    /// threads (on two cores the cross-thread wake-ups cost more than Redis itself).
     pub async fn connection(&self) -> Result<redis::aio::ConnectionManager, LimitError> {
-        if let Some(c) = self.conn.lock().ok().and_then(|c| c.clone()) {
+        let cached = CONNECTIONS.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .map(|(_, conn)| conn.clone())
+        });
+        if let Some(c) = cached {
             return Ok(c);
         }
-        let client = self.client.clone();
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
             .set_number_of_retries(1);
-        let made = self
-            .runtime
-            .spawn(async move { client.get_connection_manager_with_config(config).await });
-        let conn = match tokio::time::timeout(REDIS_TIMEOUT * 2, made).await {
-            Ok(Ok(Ok(c))) => c,
-            Ok(Ok(Err(e))) => return Err(self.failed(e.to_string())),
-            _ => return Err(self.failed("connect timed out".into())),
+        let made = tokio::time::timeout(
+            REDIS_TIMEOUT * 2,
+            self.client.get_connection_manager_with_config(config),
+        )
+        .await;
+        let conn = match made {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err(self.failed(e.to_string())),
+            Err(_) => return Err(self.failed("connect timed out".into())),
         };
-        if let Ok(mut slot) = self.conn.lock() {
-            *slot = Some(conn.clone());
-        }
+        CONNECTIONS.with(|c| c.borrow_mut().push((self.id, conn.clone())));
         Ok(conn)
     }
 
@@ -168,9 +182,7 @@ impl Redis {
     }
 
     fn forget(&self) {
-        if let Ok(mut slot) = self.conn.lock() {
-            *slot = None;
-        }
+        CONNECTIONS.with(|c| c.borrow_mut().retain(|(id, _)| *id != self.id));
     }
 
     /// Digest: whether `nc` is higher than every count seen for `nonce` (then recorded,
