@@ -436,3 +436,48 @@ async fn rate_limits_may_fail_open_when_configured() {
     assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 503);
     assert!(kc.log(0).iter().any(|l| l.contains("rate_limit_fail_open")));
 }
+
+/// `examples/cluster/run.sh --check`: two instances behind nginx on one PostgreSQL and one
+/// Redis behave as one (a shared rate limit, a revocation seen by both).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_example_runs_and_acts_as_one() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let Some(pg) = crate::common::postgres_admin_url() else {
+        eprintln!("note: KEYCARD_TEST_POSTGRES_URL is not set; the cluster example is not run");
+        return;
+    };
+    if !std::path::Path::new("/usr/sbin/nginx").exists() || !crate::common::tools::curl() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx and curl are installed by .ci/run"
+        );
+        eprintln!("note: nginx is not installed; the cluster example is not run");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/cluster/run.sh");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(script)
+            .arg("--check")
+            .env("KEYCARD_BIN", crate::common::bin())
+            .env("KEYCARD_CLUSTER_PG", pg)
+            .env("KEYCARD_CLUSTER_REDIS", redis)
+            .env("KEYCARD_CLUSTER_PORT", port.to_string())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("cluster OK"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
