@@ -68,6 +68,14 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
                 }
             }
         }
+        if r.policy.rate_limit.is_none() {
+            out.push(finding(
+                Warning,
+                "no_rate_limit",
+                format!("route {prefix} has no rate limit"),
+                "set routes.rate_limit (such as \"100/s\"), so one caller cannot take the API for itself",
+            ));
+        }
         if methods == MethodSet::all() {
             out.push(finding(
                 Warning,
@@ -290,12 +298,13 @@ mod tests {
             (Severity::Warning, "access_token_ttl"),
             (Severity::Warning, "refresh_token_ttl"),
             (Severity::Warning, "all_methods"),
+            (Severity::Warning, "no_rate_limit"),
         ] {
             assert!(c.contains(&want), "{want:?} in {c:?}");
         }
-        // A route limited to api_key is not "all methods".
+        // A route limited to api_key and rate-limited: nothing to say.
         let tidy = settings(
-            "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"api_key\"]\n",
+            "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"api_key\"]\nrate_limit = \"100/s\"\n",
         );
         assert!(codes(&tidy).is_empty(), "{:?}", codes(&tidy));
     }
