@@ -1075,8 +1075,8 @@ mod tests {
                 "routes[1].prefix",
             ),
             (
-                "[[routes]]\nprefix = \"/a/\"\nrate_limit = \"5/s\"",
-                "routes[0].rate_limit",
+                "[[routes]]\nprefix = \"/a/\"\nrate_limit = \"5/s\"\nrate_limit_burst = 0",
+                "routes[0].rate_limit_burst",
             ),
             (
                 "[[routes]]\nprefix = \"/a/\"\nupstream_timeout = \"soon\"",
@@ -1115,7 +1115,13 @@ mod tests {
                 "[hmac]\nrequired_components = [\"@status\"]",
                 "hmac.required_components[0]",
             ),
-            ("[limits]\nredis_url = \"redis://x\"", "limits.redis_url"),
+            ("[limits]\nredis_url = \"rediss://x\"", "limits.redis_url"),
+            ("[limits]\nredis_url = \"not a url\"", "limits.redis_url"),
+            ("[limits]\nredis_prefix = \"\"", "limits.redis_prefix"),
+            (
+                "[[routes]]\nprefix = \"/a/\"\nrate_limit = \"0/s\"",
+                "routes[0].rate_limit",
+            ),
             ("[digest]\nalgorithms = [\"SHA-1\"]", "digest.algorithms[0]"),
             ("[digest]\nalgorithms = []", "digest.algorithms"),
             ("[digest]\nnonce_ttl = \"0s\"", "digest.nonce_ttl"),

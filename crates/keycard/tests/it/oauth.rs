@@ -1276,3 +1276,48 @@ async fn oauth2_tokens_meet_route_scopes_and_audiences() {
     assert_eq!(r.json()["error"], "invalid_target");
     s.stop().await;
 }
+
+/// Two instances on one PostgreSQL: a code redeemed at one cannot be redeemed at the other
+/// (the store's conditional UPDATE decides, whichever instance asks).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_redeemed_at_one_instance_is_refused_at_another() {
+    if crate::common::postgres_admin_url().is_none() {
+        eprintln!("note: KEYCARD_TEST_POSTGRES_URL is not set; the two-instance test is skipped");
+        return;
+    }
+    let mut f = Fixture::new("postgres").await;
+    // A second instance: same store, master key and issuer, another port.
+    let port_b = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let port_a = f.s.base.rsplit(':').next().unwrap().to_owned();
+    let cfg = std::fs::read_to_string(&f.s.kc.config).unwrap();
+    std::fs::write(
+        &f.s.kc.config,
+        cfg.replacen(
+            &format!("listen = \"127.0.0.1:{port_a}\""),
+            &format!("listen = \"127.0.0.1:{port_b}\""),
+            1,
+        ),
+    )
+    .unwrap();
+    f.s.kc.start();
+    std::fs::write(&f.s.kc.config, cfg).unwrap();
+    let code = f.code().await;
+    let at_b = post_form(
+        &f.http,
+        &format!("http://127.0.0.1:{port_b}/oauth2/token"),
+        &[("authorization", &f.web)],
+        &format!(
+            "grant_type=authorization_code&code={code}&redirect_uri={}&code_verifier={VERIFIER}",
+            enc(REDIRECT)
+        ),
+    )
+    .await;
+    assert_eq!(at_b.status, 200, "{}", String::from_utf8_lossy(&at_b.body));
+    let at_a = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER).await;
+    assert_eq!(at_a.json()["error"], "invalid_grant");
+    f.s.stop().await;
+}
