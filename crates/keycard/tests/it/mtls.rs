@@ -856,3 +856,49 @@ async fn doctor_flags_plain_http_off_loopback_and_not_with_tls() {
     assert!(!codes(&v).iter().any(|c| c.ends_with(":plain_http")), "{v}");
     assert_eq!(code, Some(0), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificates() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let cfg = std::fs::read_to_string(&t.kc.config).unwrap();
+    let path = |k: &str| {
+        cfg.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = \"")))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_owned()
+    };
+    let (cert_path, key_path) = (path("cert"), path("key"));
+    let old_times = |p: &str| std::fs::metadata(p).unwrap().modified().unwrap();
+    let (cert_time, key_time) = (old_times(&cert_path), old_times(&key_path));
+    // New files from another CA, with their old modification times put back: only the
+    // signal can make keycard read them.
+    let next = t.other.server("by-signal");
+    std::fs::copy(&next.key, &key_path).unwrap();
+    std::fs::copy(&next.cert, &cert_path).unwrap();
+    for (p, time) in [(&cert_path, cert_time), (&key_path, key_time)] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
+    let health = format!("{}/_keycard/health", t.base);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        curl_to(&t.pki.ca, None, &health, &[]).status,
+        200,
+        "reloaded without a signal"
+    );
+    t.kc.hangup(0);
+    let reloaded = eventually(Duration::from_secs(3), || async {
+        curl_to(&t.other.ca, None, &health, &[]).status == 200
+    })
+    .await;
+    assert!(reloaded.is_some(), "SIGHUP did not reload the certificates");
+    assert!(t.kc.log(0).iter().any(|l| l.contains("SIGHUP")));
+}

@@ -202,6 +202,14 @@ impl Keycard {
         self.procs[i].log.lock().unwrap().clone()
     }
 
+    /// Sends SIGHUP to instance `i` (keycard reloads its TLS certificates).
+    pub fn hangup(&self, i: usize) {
+        let _ = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.procs[i].child.id().to_string())
+            .status();
+    }
+
     /// Stops every instance with SIGTERM (graceful: the audit queue is written) and waits.
     pub fn stop(&mut self) {
         for p in &mut self.procs {
