@@ -19,6 +19,8 @@ use crate::Reason;
 
 /// The one algorithm of shared-secret keys (RFC 9421 §3.3.3).
 pub const HMAC_SHA256: &str = "hmac-sha256";
+/// Signatures with a registered Ed25519 public key (RFC 9421 §3.3.6).
+pub const ED25519: &str = "ed25519";
 /// The longest `Signature-Input` or `Signature` value parsed.
 const MAX_FIELD: usize = 8 * 1024;
 /// The most components one signature may cover.
@@ -367,6 +369,58 @@ impl SharedKey {
     }
 }
 
+/// The key a signature is verified with: a shared secret (`hmac-sha256`) or a registered
+/// Ed25519 public key (`ed25519`). The algorithm is the key's.
+#[derive(Debug, Clone, Copy)]
+pub enum VerifyingKey<'a> {
+    /// A shared secret.
+    Hmac(&'a SharedKey),
+    /// A raw 32-byte Ed25519 public key.
+    Ed25519(&'a [u8; 32]),
+}
+
+impl<'a> From<&'a SharedKey> for VerifyingKey<'a> {
+    fn from(k: &'a SharedKey) -> Self {
+        VerifyingKey::Hmac(k)
+    }
+}
+
+impl VerifyingKey<'_> {
+    /// The RFC 9421 algorithm name.
+    pub fn alg(&self) -> &'static str {
+        match self {
+            VerifyingKey::Hmac(_) => HMAC_SHA256,
+            VerifyingKey::Ed25519(_) => ED25519,
+        }
+    }
+}
+
+/// The raw Ed25519 public key of a PEM `PUBLIC KEY` (SubjectPublicKeyInfo, RFC 8410).
+pub fn ed25519_public_key_from_pem(pem: &[u8]) -> Option<[u8; 32]> {
+    use rustls_pki_types::SubjectPublicKeyInfoDer;
+    use rustls_pki_types::pem::PemObject;
+    let spki = SubjectPublicKeyInfoDer::from_pem_slice(pem).ok()?;
+    // SEQUENCE { SEQUENCE { OID 1.3.101.112 } BIT STRING (0 unused bits) 32 bytes }.
+    const PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let der = spki.as_ref();
+    let key = der.strip_prefix(&PREFIX[..])?;
+    <[u8; 32]>::try_from(key).ok()
+}
+
+/// An Ed25519 signature of `base` with the PKCS#8 private key in `pem` (for `keycard
+/// sign`); `None` when `pem` is not an Ed25519 private key.
+pub fn sign_ed25519(pem: &[u8], base: &str) -> Option<Vec<u8>> {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use rustls_pki_types::pem::PemObject;
+    let der = PrivatePkcs8KeyDer::from_pem_slice(pem).ok()?;
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.secret_pkcs8_der()).ok()?;
+    let _ = pair.public_key();
+    Some(pair.sign(base.as_bytes()).as_ref().to_vec())
+}
+
 impl std::fmt::Debug for SharedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SharedKey(hmac-sha256, ..)")
@@ -397,15 +451,16 @@ impl Policy {
 
 /// Verifies `sig` over `req` with the shared secret `key`, at `now`, under `policy`.
 /// `has_body`: whether the request carries a body (then `content-digest` is required).
-pub fn verify(
+pub fn verify<'k>(
     sig: &Signature,
-    key: &SharedKey,
+    key: impl Into<VerifyingKey<'k>>,
     req: &RequestParts<'_>,
     has_body: bool,
     policy: &Policy,
     now: i64,
 ) -> Result<(), SigError> {
-    if sig.alg.as_deref().is_some_and(|a| a != HMAC_SHA256) {
+    let key = key.into();
+    if sig.alg.as_deref().is_some_and(|a| a != key.alg()) {
         return Err(SigError::AlgMismatch);
     }
     let covered: Vec<&str> = sig.components().collect();
@@ -430,7 +485,14 @@ pub fn verify(
         return Err(SigError::Expired);
     }
     let base = signature_base(sig, req)?;
-    hmac::verify(&key.0, base.as_bytes(), &sig.value).map_err(|_| SigError::BadSignature)
+    match key {
+        VerifyingKey::Hmac(k) => hmac::verify(&k.0, base.as_bytes(), &sig.value),
+        VerifyingKey::Ed25519(pk) => {
+            aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, pk)
+                .verify(base.as_bytes(), &sig.value)
+        }
+    }
+    .map_err(|_| SigError::BadSignature)
 }
 
 /// The `Content-Digest` value for `body` (RFC 9530), with `sha-256`.
@@ -571,6 +633,81 @@ mod tests {
                 1_618_884_473
             ),
             Err(SigError::MissingComponent)
+        );
+    }
+
+    /// RFC 9421 Appendix B.2.6: Ed25519 with `test-key-ed25519` (B.1.4). Ed25519 is
+    /// deterministic, so signing the base with the B.1.4 private key reproduces the RFC's
+    /// signature exactly, and the B.1.4 public key verifies it.
+    #[test]
+    fn rfc9421_b26_ed25519() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        const INPUT: &str = r#"sig-b26=("date" "@method" "@path" "@authority" "content-type" "content-length");created=1618884473;keyid="test-key-ed25519""#;
+        const SIG: &str = "sig-b26=:wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw==:";
+        let h = b2_headers();
+        let req = b2_request(&h);
+        let sig = parse(INPUT, SIG).unwrap().remove(0);
+        let base = signature_base(&sig, &req).unwrap();
+        assert_eq!(
+            base,
+            "\"date\": Tue, 20 Apr 2021 02:07:55 GMT\n\"@method\": POST\n\"@path\": /foo\n\"@authority\": example.com\n\"content-type\": application/json\n\"content-length\": 18\n\"@signature-params\": (\"date\" \"@method\" \"@path\" \"@authority\" \"content-type\" \"content-length\");created=1618884473;keyid=\"test-key-ed25519\""
+        );
+        let seed = URL_SAFE_NO_PAD
+            .decode("n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU")
+            .unwrap();
+        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+        let public: [u8; 32] = URL_SAFE_NO_PAD
+            .decode("JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        use aws_lc_rs::signature::KeyPair;
+        assert_eq!(pair.public_key().as_ref(), &public[..]);
+        assert_eq!(
+            STANDARD.encode(pair.sign(base.as_bytes())),
+            "wqcAqbmYJ2ji2glfAMaRy4gruYYnx2nEFN2HN6jrnDnQCK1u02Gb04v9EDgwUPiu4A0w6vuQv5lIp5WPpBKRCw=="
+        );
+        let policy = Policy {
+            required: vec!["@method".into()],
+            max_skew: 60,
+        };
+        let key = VerifyingKey::Ed25519(&public);
+        assert_eq!(
+            verify(&sig, key, &req, true, &policy, 1_618_884_473),
+            Ok(())
+        );
+        // The algorithm is the key's: the same signature claimed as HMAC is refused, and
+        // an HMAC key cannot verify an Ed25519 signature.
+        let claimed = parse(&format!("{INPUT};alg=\"hmac-sha256\""), SIG)
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            verify(&claimed, key, &req, true, &policy, 1_618_884_473),
+            Err(SigError::AlgMismatch)
+        );
+        assert_eq!(
+            verify(
+                &sig,
+                &SharedKey::new(&public),
+                &req,
+                true,
+                &policy,
+                1_618_884_473
+            ),
+            Err(SigError::BadSignature)
+        );
+        let mut other = public;
+        other[0] ^= 1;
+        assert_eq!(
+            verify(
+                &sig,
+                VerifyingKey::Ed25519(&other),
+                &req,
+                true,
+                &policy,
+                1_618_884_473
+            ),
+            Err(SigError::BadSignature)
         );
     }
 

@@ -85,8 +85,27 @@ pub struct CredentialCache {
 pub struct HmacKey {
     /// Id, subject, scopes, expiry, revocation, disabled subject.
     pub record: ApiKeyRecord,
-    /// The shared secret, ready for HMAC.
-    pub key: keycard_core::httpsig::SharedKey,
+    /// What signatures are verified with.
+    pub key: KeyMaterial,
+}
+
+/// An RFC 9421 key's material.
+#[derive(Debug)]
+pub enum KeyMaterial {
+    /// A shared secret, ready for HMAC (`hmac-sha256`).
+    Hmac(Box<keycard_core::httpsig::SharedKey>),
+    /// A registered Ed25519 public key (`ed25519`).
+    Ed25519([u8; 32]),
+}
+
+impl KeyMaterial {
+    /// The key as the verifier takes it.
+    pub fn verifying_key(&self) -> keycard_core::httpsig::VerifyingKey<'_> {
+        match self {
+            KeyMaterial::Hmac(k) => keycard_core::httpsig::VerifyingKey::Hmac(k),
+            KeyMaterial::Ed25519(pk) => keycard_core::httpsig::VerifyingKey::Ed25519(pk),
+        }
+    }
 }
 
 impl CredentialCache {

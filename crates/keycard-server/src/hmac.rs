@@ -13,7 +13,7 @@ use keycard_core::httpsig::{self, Policy, RequestParts, SigError};
 use keycard_core::{HashDomain, Method, Principal, Reason, Refusal};
 
 use crate::authn::{Authenticator, RequestFacts};
-use crate::cache::HmacKey;
+use crate::cache::{HmacKey, KeyMaterial};
 use crate::config::HmacSettings;
 
 /// How many signatures are remembered at most (16 bytes of keyed hash and an expiry each,
@@ -121,7 +121,7 @@ impl Authenticator {
             };
             httpsig::verify(
                 sig,
-                &key.key,
+                key.key.verifying_key(),
                 &parts,
                 body.is_some(),
                 &self.hmac.policy,
@@ -202,10 +202,23 @@ impl Authenticator {
             })
             .await?;
         let key = row.and_then(|r| {
-            let secret = match httpsig::open_secret(&self.keys.sealer, &r.key_id, &r.sealed) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(credential = %r.id, error = %e, "cannot open an HMAC secret (another master key?); key refused");
+            let material = match r.alg.as_deref() {
+                None => match httpsig::open_secret(&self.keys.sealer, &r.key_id, &r.sealed) {
+                    Ok(s) => KeyMaterial::Hmac(Box::new(httpsig::SharedKey::new(s.expose_secret()))),
+                    Err(e) => {
+                        tracing::error!(credential = %r.id, error = %e, "cannot open an HMAC secret (another master key?); key refused");
+                        return None;
+                    }
+                },
+                Some(httpsig::ED25519) => match <[u8; 32]>::try_from(r.sealed.as_slice()) {
+                    Ok(pk) => KeyMaterial::Ed25519(pk),
+                    Err(_) => {
+                        tracing::error!(credential = %r.id, "a stored Ed25519 public key is not 32 bytes; key refused");
+                        return None;
+                    }
+                },
+                Some(other) => {
+                    tracing::error!(credential = %r.id, alg = other, "unknown algorithm of a stored signing key; key refused");
                     return None;
                 }
             };
@@ -219,7 +232,7 @@ impl Authenticator {
                     revoked_at: r.revoked_at,
                     subject_disabled: r.subject_disabled,
                 },
-                key: httpsig::SharedKey::new(secret.expose_secret()),
+                key: material,
             })
         });
         Ok(self.cache.insert_hmac_key(handle, key, generation))

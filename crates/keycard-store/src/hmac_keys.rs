@@ -18,8 +18,10 @@ pub struct NewHmacKey {
     pub subject: String,
     /// The keyed hash of `key_id`.
     pub lookup: [u8; 32],
-    /// The secret, sealed with the master key.
+    /// The secret, sealed with the master key (for `ed25519`: the public key).
     pub sealed: Vec<u8>,
+    /// `None`: hmac-sha256; `Some("ed25519")`: a registered public key.
+    pub alg: Option<String>,
     /// Space-separated scopes.
     pub scopes: String,
     /// Unix seconds.
@@ -48,8 +50,10 @@ pub struct HmacKeyRow {
     pub key_id: String,
     /// The subject.
     pub subject: String,
-    /// The sealed secret.
+    /// The sealed secret (for `ed25519`: the public key).
     pub sealed: Vec<u8>,
+    /// `None`: hmac-sha256; `Some("ed25519")`.
+    pub alg: Option<String>,
     /// Space-separated scopes.
     pub scopes: String,
     /// Unix seconds.
@@ -81,7 +85,7 @@ macro_rules! select {
     ($tail:literal) => {
         concat!(
             "SELECT c.id, c.key_id, c.subject, c.sealed, c.scopes, c.created_at, c.expires_at, ",
-            "c.revoked_at, c.last_used_at, s.disabled_at ",
+            "c.revoked_at, c.last_used_at, s.disabled_at, c.alg ",
             "FROM credentials c JOIN subjects s ON s.name = c.subject WHERE c.kind = 'hmac' ",
             $tail
         )
@@ -99,6 +103,7 @@ macro_rules! row_to_key {
             key_id: key_id.unwrap_or_default(),
             subject: row.try_get("subject")?,
             sealed: sealed.unwrap_or_default(),
+            alg: row.try_get("alg")?,
             scopes: row.try_get("scopes")?,
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
@@ -122,8 +127,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO credentials (id, kind, subject, lookup, scopes, created_at, expires_at, key_id, sealed) \
-                 VALUES ($1, 'hmac', $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO credentials (id, kind, subject, lookup, scopes, created_at, expires_at, key_id, sealed, alg) \
+                 VALUES ($1, 'hmac', $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&key.id)
             .bind(&key.subject)
@@ -133,6 +138,7 @@ impl Store {
             .bind(key.expires_at)
             .bind(&key.key_id)
             .bind(&key.sealed)
+            .bind(&key.alg)
             .execute(&mut *tx)
             .await?;
             record_changes!(tx, key.created_at, [(ChangeKind::Credential, hex(&key.lookup))]);

@@ -655,6 +655,7 @@ async fn hmac_keys_lifecycle() {
             subject: "signer".into(),
             lookup: [5; 32],
             sealed: vec![1, 2, 3, 4],
+            alg: None,
             scopes: "orders:read".into(),
             created_at: 100,
             expires_at: Some(10_000),

@@ -263,13 +263,17 @@ pub struct SignArgs {
     /// Read the secret (standard base64, as `hmac create` prints it) from standard input.
     #[arg(
         long,
-        conflicts_with = "secret_file",
-        required_unless_present = "secret_file"
+        conflicts_with_all = ["secret_file", "private_key"],
+        required_unless_present_any = ["secret_file", "private_key"]
     )]
     pub secret_stdin: bool,
     /// Read the secret from a file.
-    #[arg(long, value_name = "F")]
+    #[arg(long, value_name = "F", conflicts_with = "private_key")]
     pub secret_file: Option<std::path::PathBuf>,
+    /// Sign with an Ed25519 private key (PEM, PKCS#8) whose public key was registered with
+    /// `hmac create --public-key` (alg="ed25519").
+    #[arg(long, value_name = "FILE.pem")]
+    pub private_key: Option<std::path::PathBuf>,
     /// The request method (default GET, or POST with --body-file).
     #[arg(long, value_name = "M")]
     pub method: Option<String>,
@@ -332,6 +336,10 @@ pub enum HmacCommand {
         /// Lifetime, such as 30d or 12h (default: never expires).
         #[arg(long, value_name = "DUR")]
         expires_in: Option<String>,
+        /// Register an Ed25519 public key (PEM) instead of making a shared secret: the
+        /// client signs with its private key (RFC 9421 `ed25519`) and keycard holds no secret.
+        #[arg(long, value_name = "FILE.pem")]
+        public_key: Option<std::path::PathBuf>,
     },
     /// List keys (never their secrets).
     List {

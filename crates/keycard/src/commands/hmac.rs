@@ -18,6 +18,7 @@ const SECRET_LEN: usize = 32;
 struct Listed {
     id: String,
     key_id: String,
+    alg: String,
     subject: String,
     scopes: Vec<String>,
     status: &'static str,
@@ -37,6 +38,9 @@ fn listed(r: HmacKeyRow, now: i64) -> Listed {
         revoked_at: r.revoked_at.map(keycard_core::time::rfc3339),
         id: r.id,
         key_id: r.key_id,
+        alg: r
+            .alg
+            .unwrap_or_else(|| keycard_core::httpsig::HMAC_SHA256.into()),
         subject: r.subject,
     }
 }
@@ -47,6 +51,65 @@ pub async fn run(settings: &Settings, cmd: HmacCommand, as_json: bool) -> Result
             subject,
             scopes,
             expires_in,
+            public_key: Some(path),
+        } => {
+            check_subject(&subject)?;
+            let scopes =
+                Scopes::from_list(&scopes).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
+            let pem = std::fs::read(&path)
+                .map_err(|e| CliError::Usage(format!("--public-key {}: {e}", path.display())))?;
+            let public = keycard_core::httpsig::ed25519_public_key_from_pem(&pem).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--public-key {}: not an Ed25519 public key (PEM: openssl pkey -in key.pem -pubout)",
+                    path.display()
+                ))
+            })?;
+            let now = now_secs();
+            let expires_at = match expires_in {
+                Some(d) => Some(now + super::key::positive("--expires-in", &d)?),
+                None => None,
+            };
+            let other = |e: keycard_core::MasterKeyError| CliError::Other(e.to_string());
+            let id = new_id("hmac").map_err(other)?;
+            let key_id = new_id("hk").map_err(other)?;
+            let new = NewHmacKey {
+                id: id.clone(),
+                key_id: key_id.clone(),
+                subject: subject.clone(),
+                lookup: master(settings)?
+                    .keyed_hasher()
+                    .hash(HashDomain::HmacKeyId, key_id.as_bytes()),
+                sealed: public.to_vec(),
+                alg: Some(keycard_core::httpsig::ED25519.into()),
+                scopes: scopes.as_str().to_owned(),
+                created_at: now,
+                expires_at,
+            };
+            open_store(settings).await?.create_hmac_key(&new).await?;
+            if as_json {
+                return json(&serde_json::json!({
+                    "id": id,
+                    "key_id": key_id,
+                    "secret": null,
+                    "alg": keycard_core::httpsig::ED25519,
+                    "subject": subject,
+                    "scopes": scopes.to_vec(),
+                    "expires_at": expires_at.map(keycard_core::time::rfc3339),
+                }));
+            }
+            println!("Registered Ed25519 key {id} for {subject}.");
+            println!("key_id: {key_id}");
+            println!("Expires: {}", time_or(expires_at, "never"));
+            println!(
+                "Sign a request: keycard sign --key-id {key_id} --private-key PRIVATE.pem URL"
+            );
+            Ok(())
+        }
+        HmacCommand::Create {
+            subject,
+            scopes,
+            expires_in,
+            public_key: None,
         } => {
             check_subject(&subject)?;
             let scopes =
@@ -78,6 +141,7 @@ pub async fn run(settings: &Settings, cmd: HmacCommand, as_json: bool) -> Result
                     .keyed_hasher()
                     .hash(HashDomain::HmacKeyId, key_id.as_bytes()),
                 sealed,
+                alg: None,
                 scopes: scopes.as_str().to_owned(),
                 created_at: now,
                 expires_at,

@@ -235,6 +235,7 @@ async fn demo_hmac_key(
                 .keyed_hasher()
                 .hash(keycard_core::HashDomain::HmacKeyId, key_id.as_bytes()),
             sealed,
+            alg: None,
             scopes: scopes.as_str().to_owned(),
             created_at: now_secs(),
             expires_at: None,

@@ -17,8 +17,33 @@ use super::CliError;
 use crate::cli::SignArgs;
 use crate::output::json;
 
+/// What signs: a shared secret, or an Ed25519 private key (PEM).
+enum Signer {
+    Hmac(SecretBytes),
+    Ed25519(SecretBytes),
+}
+
 pub fn run(args: SignArgs, as_json: bool) -> Result<(), CliError> {
-    let key = read_secret(&args)?;
+    let signer = match &args.private_key {
+        Some(f) => {
+            let pem = SecretBytes::new(
+                std::fs::read(f)
+                    .map_err(|e| CliError::Usage(format!("--private-key {}: {e}", f.display())))?,
+            );
+            if httpsig::sign_ed25519(pem.expose_secret(), "").is_none() {
+                return Err(CliError::Usage(format!(
+                    "--private-key {}: not an Ed25519 private key (PEM, PKCS#8: openssl genpkey -algorithm ed25519)",
+                    f.display()
+                )));
+            }
+            Signer::Ed25519(pem)
+        }
+        None => Signer::Hmac(read_secret(&args)?),
+    };
+    let alg = match signer {
+        Signer::Hmac(_) => HMAC_SHA256,
+        Signer::Ed25519(_) => httpsig::ED25519,
+    };
     let uri: http::Uri = args
         .url
         .parse()
@@ -92,12 +117,12 @@ pub fn run(args: SignArgs, as_json: bool) -> Result<(), CliError> {
     let nonce = keycard_core::random_base62(22).map_err(|e| CliError::Other(e.to_string()))?;
     let key_id = sfv_string(&args.key_id)?;
     let input = format!(
-        "sig1=({});created={};keyid={key_id};nonce=\"{nonce}\";alg=\"{HMAC_SHA256}\"",
+        "sig1=({});created={};keyid={key_id};nonce=\"{nonce}\";alg=\"{alg}\"",
         covered.join(" "),
         now_secs()
     );
     // Parse what was written, so the base is built exactly as a verifier will build it.
-    let placeholder = format!("sig1=:{}:", STANDARD.encode([0u8; 32]));
+    let placeholder = format!("sig1=:{}:", STANDARD.encode([0u8; 64]));
     let sig = httpsig::parse(&input, &placeholder)
         .map_err(|e| CliError::Other(format!("cannot build Signature-Input: {e}")))?
         .remove(0);
@@ -115,7 +140,11 @@ pub fn run(args: SignArgs, as_json: bool) -> Result<(), CliError> {
     };
     let base = httpsig::signature_base(&sig, &req)
         .map_err(|e| CliError::Other(format!("cannot build the signature base: {e}")))?;
-    let mac = httpsig::sign_hmac(key.expose_secret(), &base);
+    let mac = match &signer {
+        Signer::Hmac(key) => httpsig::sign_hmac(key.expose_secret(), &base),
+        Signer::Ed25519(pem) => httpsig::sign_ed25519(pem.expose_secret(), &base)
+            .ok_or_else(|| CliError::Other("cannot sign with the private key".into()))?,
+    };
     out.push(("Signature-Input".into(), input));
     out.push((
         "Signature".into(),

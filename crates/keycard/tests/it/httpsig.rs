@@ -708,3 +708,145 @@ async fn refused_malformed_signature_fields() {
     );
     assert!(g.stop_and_audit().contains("\"malformed\""));
 }
+
+/// A PEM block of `der`.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// An Ed25519 key pair as PEM files: (private PKCS#8, public SPKI).
+fn ed25519_pair(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
+    let doc = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new()).unwrap();
+    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap();
+    let mut spki = vec![
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    spki.extend_from_slice(pair.public_key().as_ref());
+    let (private, public) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.pub.pem")),
+    );
+    std::fs::write(&private, pem("PRIVATE KEY", doc.as_ref())).unwrap();
+    std::fs::write(&public, pem("PUBLIC KEY", &spki)).unwrap();
+    (private, public)
+}
+
+/// `hmac create --public-key`: the client signs with its Ed25519 private key (RFC 9421
+/// §3.3.6), keycard holds no secret; replays, another private key, and an HMAC signature
+/// under the Ed25519 key's id are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ed25519_key_signs_without_a_shared_secret() {
+    if !tools::curl() {
+        return;
+    }
+    let g = Gateway::start().await;
+    let (private, public) = ed25519_pair(g.dir.path(), "client");
+    let (other_private, _) = ed25519_pair(g.dir.path(), "other");
+    let created: serde_json::Value = serde_json::from_str(&g.kc.cli_ok(&[
+        "hmac",
+        "create",
+        "--subject",
+        "ed-signer",
+        "--public-key",
+        public.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert!(created["secret"].is_null());
+    assert_eq!(created["alg"], "ed25519");
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    let url = format!("{}/api/orders", g.base);
+    let sign = |private: &std::path::Path| -> Headers {
+        let out = Command::new(bin())
+            .args(["sign", "--json", "--key-id", &key_id, "--private-key"])
+            .arg(private)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let status = |headers: &Headers| {
+        let mut args = curl_args(headers);
+        args.extend([
+            "-o".into(),
+            "/dev/null".into(),
+            "-w".into(),
+            "%{http_code}".into(),
+            url.clone(),
+        ]);
+        let out = Command::new("curl").args(&args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let signed = sign(&private);
+    assert!(
+        signed
+            .iter()
+            .any(|(k, v)| k == "Signature-Input" && v.contains("alg=\"ed25519\""))
+    );
+    let mut args = curl_args(&signed);
+    args.push(url.clone());
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["headers"]["x-keycard-method"], "hmac", "{v}");
+    assert_eq!(v["headers"]["x-keycard-subject"], "ed-signer");
+    // The same signed request again: a replay.
+    assert_eq!(status(&signed), "401");
+    // Signed by another private key under this key's id.
+    assert_eq!(status(&sign(&other_private)), "401");
+    // An HMAC signature under the Ed25519 key's id (the key's algorithm decides).
+    let secret_file = g.dir.path().join("fake.b64");
+    std::fs::write(&secret_file, STANDARD.encode([7u8; 32])).unwrap();
+    let out = Command::new(bin())
+        .args(["sign", "--json", "--key-id", &key_id, "--secret-file"])
+        .arg(&secret_file)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hmac: Headers = v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(status(&hmac), "401");
+    // `hmac list` shows the algorithm; a file that is not an Ed25519 public key is refused.
+    let list: serde_json::Value =
+        serde_json::from_str(&g.kc.cli_ok(&["hmac", "list", "--json"])).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["alg"] == "ed25519")
+    );
+    let out = g.kc.cli(&[
+        "hmac",
+        "create",
+        "--subject",
+        "x",
+        "--public-key",
+        private.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
