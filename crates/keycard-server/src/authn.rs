@@ -146,7 +146,7 @@ impl Authenticator {
         let cores = std::thread::available_parallelism().map_or(2, usize::from);
         let redis = match &settings.redis_url {
             Some(u) => Some(Arc::new(
-                crate::ratelimit::Redis::new(u, &settings.redis_prefix)
+                crate::ratelimit::Redis::new(u.as_str(), &settings.redis_prefix)
                     .map_err(|e| AuthnSetupError(e.to_string()))?,
             )),
             None => None,

@@ -196,6 +196,31 @@ struct RawRoute {
     upstream_timeout: Option<String>,
 }
 
+/// A database or Redis URL. It may carry a password (`postgres://user:pw@host/db`), so its
+/// `Debug` shows it with the password replaced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceUrl(String);
+
+impl ServiceUrl {
+    /// The URL, password included (to connect with; never to log).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ServiceUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("redacted"));
+                write!(f, "{:?}", u.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            Err(_) => f.write_str("\"[unparsable URL]\""),
+        }
+    }
+}
+
 /// `server.tls`: keycard terminates TLS itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -243,7 +268,7 @@ pub struct Settings {
     /// `server.realm`: the realm of `Bearer` and `Basic` challenges.
     pub realm: String,
     /// `store.url`, with a relative SQLite path resolved.
-    pub store_url: String,
+    pub store_url: ServiceUrl,
     /// `secrets.master_key_file`, resolved.
     pub master_key_file: PathBuf,
     /// `audit.file`.
@@ -265,7 +290,7 @@ pub struct Settings {
     /// `[mtls]`.
     pub mtls: MtlsSettings,
     /// `limits.redis_url`: shared counters and replay caches; `None`: in-process.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<ServiceUrl>,
     /// `limits.rate_limit_fail_open`: when Redis cannot be asked, let rate-limited routes
     /// through (logged) instead of answering 503. Replay checks always fail closed.
     pub rate_limit_fail_open: bool,
@@ -445,7 +470,7 @@ impl Validator<'_> {
                 if parsed.scheme() != "redis" {
                     return Err(self.err("limits.redis_url", "must be a redis:// URL (TLS to Redis is not supported: keep it on a private network)"));
                 }
-                Some(u)
+                Some(ServiceUrl(u))
             }
         };
         let rate_limit_fail_open = raw.limits.rate_limit_fail_open.unwrap_or(false);
@@ -580,7 +605,7 @@ impl Validator<'_> {
             public_url,
             trusted_proxies,
             realm,
-            store_url,
+            store_url: ServiceUrl(store_url),
             master_key_file,
             audit,
             routes,
@@ -995,7 +1020,10 @@ mod tests {
         let s = load("").unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.public_url, "http://127.0.0.1:8080");
-        assert_eq!(s.store_url, "sqlite:///etc/kc/keycard-data/keycard.db");
+        assert_eq!(
+            s.store_url.as_str(),
+            "sqlite:///etc/kc/keycard-data/keycard.db"
+        );
         assert_eq!(
             s.master_key_file,
             PathBuf::from("/etc/kc/keycard-data/master.key")
@@ -1050,6 +1078,18 @@ mod tests {
         let names: Vec<String> = s.digest.algorithms.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["SHA-256", "MD5", "SHA-256-sess"]);
         assert_eq!(s.failed_auth.per, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn urls_with_passwords_are_redacted_in_debug() {
+        let s = load("[store]\nurl = \"postgres://kc:hunter2@db:5432/kc\"\n[limits]\nredis_url = \"redis://:s3cret@cache:6379/0\"").unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"));
+        assert_eq!(s.store_url.as_str(), "postgres://kc:hunter2@db:5432/kc");
     }
 
     #[test]

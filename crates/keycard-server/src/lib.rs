@@ -122,7 +122,7 @@ impl Running {
 /// and starts serving.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let master = master_key::load_or_create(&settings.master_key_file)?;
-    let store = Store::open(&settings.store_url).await?;
+    let store = Store::open(settings.store_url.as_str()).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -145,7 +145,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let feed_state = Arc::new(feed::FeedState::new(revision));
     background.push(
         feed::spawn_follower(
-            &settings.store_url,
+            settings.store_url.as_str(),
             cache.clone(),
             feed_state.clone(),
             bg_rx.clone(),

@@ -103,8 +103,9 @@ pub fn forwarded_cert(
         // keycard, which saw the client. Within one, `;`-separated key=value pairs; values
         // may be quoted.
         let element = last_element(v).ok_or(Unreadable)?;
-        let cert = xfcc_value(element, "Cert")
-            .or_else(|| xfcc_value(element, "Chain"))
+        // `Chain` (leaf first, with the intermediates) when the proxy sends it, else `Cert`.
+        let cert = xfcc_value(element, "Chain")
+            .or_else(|| xfcc_value(element, "Cert"))
             .ok_or(Unreadable)?;
         percent_decode(&cert).ok_or(Unreadable)?
     } else if let Some(v) = headers.get(X_SSL_CLIENT_CERT) {

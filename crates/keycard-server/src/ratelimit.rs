@@ -22,6 +22,8 @@ const SHARDS: usize = 16;
 /// Most keys kept in-process; beyond it, keys whose budget is whole again are dropped, and
 /// if that is not enough, new keys are refused (fail closed under a flood of subjects).
 const MAX_KEYS: usize = 1_000_000;
+/// After a failed connect, how long calls fail at once before the next attempt (ms).
+const RECONNECT_PAUSE_MS: i64 = 250;
 /// How long one Redis decision may take.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -97,6 +99,9 @@ pub struct Redis {
     failure: redis::Script,
     /// Which of the thread-local connections are this client's.
     id: usize,
+    /// After a failed connect, calls fail at once until then (ms): no connection storm,
+    /// and no request waits on a Redis that is known to be away.
+    down_until_ms: std::sync::atomic::AtomicI64,
     /// Decisions that could not be made (for logs and, later, metrics).
     pub errors: AtomicU64,
 }
@@ -118,6 +123,7 @@ impl Redis {
             nonce_count: redis::Script::new(NONCE_COUNT_LUA),
             failure: redis::Script::new(FAILURE_LUA),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            down_until_ms: std::sync::atomic::AtomicI64::new(0),
             errors: AtomicU64::new(0),
         })
     }
@@ -135,6 +141,9 @@ impl Redis {
         if let Some(c) = cached {
             return Ok(c);
         }
+        if crate::now_millis() < self.down_until_ms.load(Ordering::Relaxed) {
+            return Err(self.failed("unreachable (retrying shortly)".into()));
+        }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
@@ -146,11 +155,17 @@ impl Redis {
         .await;
         let conn = match made {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(self.failed(e.to_string())),
-            Err(_) => return Err(self.failed("connect timed out".into())),
+            Ok(Err(e)) => return Err(self.unreachable(e.to_string())),
+            Err(_) => return Err(self.unreachable("connect timed out".into())),
         };
         CONNECTIONS.with(|c| c.borrow_mut().push((self.id, conn.clone())));
         Ok(conn)
+    }
+
+    fn unreachable(&self, why: String) -> LimitError {
+        self.down_until_ms
+            .store(crate::now_millis() + RECONNECT_PAUSE_MS, Ordering::Relaxed);
+        self.failed(why)
     }
 
     fn failed(&self, why: String) -> LimitError {

@@ -225,12 +225,14 @@ pub fn server_config(
     {
         return Err(err("cert", &settings.cert, e));
     }
+    // The PEM error is not shown: its Debug can quote a line of the file, which is key
+    // material.
     let key = PrivateKeyDer::from_pem_file(&settings.key).map_err(|e| {
-        err(
-            "key",
-            &settings.key,
-            format!("no readable PEM private key ({e:?})"),
-        )
+        let why = match e {
+            rustls::pki_types::pem::Error::Io(io) => io.to_string(),
+            _ => "no readable PEM private key (PKCS#8, SEC1 or PKCS#1)".into(),
+        };
+        err("key", &settings.key, why)
     })?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

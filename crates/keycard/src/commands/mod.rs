@@ -95,7 +95,7 @@ fn load_settings(config: Option<&Path>) -> Result<Settings, CliError> {
 
 /// Opens the store the settings name (creating it on first use).
 async fn open_store(settings: &Settings) -> Result<Store, CliError> {
-    Ok(Store::open(&settings.store_url).await?)
+    Ok(Store::open(settings.store_url.as_str()).await?)
 }
 
 fn master(settings: &Settings) -> Result<MasterKey, CliError> {

@@ -32,6 +32,14 @@ async fn get(
     )
 }
 
+/// The address of the Redis at `url` (for a TCP proxy in front of it).
+fn redis_addr(url: &str) -> std::net::SocketAddr {
+    let u = url::Url::parse(url).unwrap();
+    format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(6379))
+        .parse()
+        .unwrap()
+}
+
 /// A `[limits]` section on `redis` with keys of this test run and `test` alone.
 fn limits(redis: &str, test: &str) -> String {
     format!(
@@ -207,12 +215,7 @@ async fn redis_away_fails_closed_and_service_resumes_when_it_returns() {
     let Some(redis) = redis_url().await else {
         return;
     };
-    let target: std::net::SocketAddr = {
-        let u = url::Url::parse(&redis).unwrap();
-        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(6379))
-            .parse()
-            .unwrap()
-    };
+    let target = redis_addr(&redis);
     let db = url::Url::parse(&redis).unwrap().path().to_owned();
     let proxy = TcpProxy::start(target).await;
     let up = upstream::start().await;
@@ -409,12 +412,7 @@ async fn rate_limits_may_fail_open_when_configured() {
     let Some(redis) = redis_url().await else {
         return;
     };
-    let target: std::net::SocketAddr = {
-        let u = url::Url::parse(&redis).unwrap();
-        format!("{}:{}", u.host_str().unwrap(), u.port().unwrap_or(6379))
-            .parse()
-            .unwrap()
-    };
+    let target = redis_addr(&redis);
     let proxy = TcpProxy::start(target).await;
     let up = upstream::start().await;
     let mut kc = Keycard::new(

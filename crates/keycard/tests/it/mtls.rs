@@ -756,6 +756,22 @@ async fn a_broken_tls_config_stops_start_up_naming_the_key() {
             "server.tls.client_auth",
         ),
     ];
+    // A broken key file: refused, and none of its content in the message.
+    let broken_key = dir.path().join("broken-key.pem");
+    std::fs::write(
+        &broken_key,
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA\n-----BEGIN KEYMATERIAL-----\n",
+    )
+    .unwrap();
+    let mut cases = cases.to_vec();
+    cases.push((
+        format!(
+            "cert = \"{}\"\nkey = \"{}\"",
+            server.cert.display(),
+            broken_key.display()
+        ),
+        "server.tls.key",
+    ));
     for (tls, key) in cases {
         let kc = Keycard::new(None, &format!("[server.tls]\n{tls}\n"));
         let out = Command::new(crate::common::bin())
@@ -767,6 +783,10 @@ async fn a_broken_tls_config_stops_start_up_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{key}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{key}: {err}");
+        assert!(
+            !err.contains("KEYMATERIAL"),
+            "key material in the message: {err}"
+        );
     }
 }
 
