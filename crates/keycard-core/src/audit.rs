@@ -19,6 +19,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome ([`Outcome::index`] is the position here).
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Success,
+        Outcome::Failure,
+        Outcome::Forbidden,
+        Outcome::Throttled,
+    ];
+
+    /// The position in [`Outcome::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The wire name.
     pub const fn as_str(self) -> &'static str {
         match self {

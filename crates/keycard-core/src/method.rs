@@ -50,6 +50,11 @@ impl Method {
         }
     }
 
+    /// The position in [`Method::ALL`]: a dense index for counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     const fn bit(self) -> u8 {
         1 << (self as u8)
     }

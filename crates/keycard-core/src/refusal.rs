@@ -82,6 +82,55 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order ([`Reason::index`] is the position here).
+    pub const ALL: [Reason; 35] = [
+        Reason::NoCredential,
+        Reason::Malformed,
+        Reason::UnknownCredential,
+        Reason::Expired,
+        Reason::Revoked,
+        Reason::Disabled,
+        Reason::MethodNotAllowed,
+        Reason::MissingScope,
+        Reason::StoreUnavailable,
+        Reason::BadPassword,
+        Reason::StaleNonce,
+        Reason::BadNonce,
+        Reason::Replay,
+        Reason::UriMismatch,
+        Reason::TooManyFailures,
+        Reason::TokenTooLarge,
+        Reason::DuplicateKey,
+        Reason::AlgNone,
+        Reason::AlgMismatch,
+        Reason::ForeignKeyHeader,
+        Reason::UnknownCrit,
+        Reason::BadKid,
+        Reason::UnknownKid,
+        Reason::BadSignature,
+        Reason::NotYetValid,
+        Reason::WrongIssuer,
+        Reason::Jwe,
+        Reason::WrongAudience,
+        Reason::WrongTokenType,
+        Reason::BadTotp,
+        Reason::BadCodeVerifier,
+        Reason::MissingComponent,
+        Reason::UntrustedCertificate,
+        Reason::CertificateMismatch,
+        Reason::RateLimited,
+    ];
+
+    /// The position in [`Reason::ALL`]: a dense index for counters.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The reason whose audit code is `code`.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == code)
+    }
+
     /// The short code written to the audit log.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -206,5 +255,19 @@ impl Refusal {
             Refusal::Forbidden { principal, .. } => Some(principal.method()),
             Refusal::RateLimited { principal, .. } => principal.as_ref().map(Principal::method),
         }
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::Reason;
+
+    #[test]
+    fn every_reason_is_in_all_at_its_index() {
+        for (i, r) in Reason::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert_eq!(Reason::from_code(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::from_code("nonsense"), None);
     }
 }

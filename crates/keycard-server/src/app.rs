@@ -23,6 +23,7 @@ use crate::clock::now_millis;
 use crate::config::{RouteSettings, Settings, Upstream};
 use crate::forwarded::{client_ip, is_trusted};
 use crate::identity;
+use crate::metrics::Endpoint;
 use crate::proxy::{ForwardContext, UpstreamClient, upstream_request};
 
 /// `X-Forwarded-Uri` (Traefik, Caddy) — the original request's path and query.
@@ -54,6 +55,8 @@ pub struct ConnInfo {
 struct Target {
     upstream: Option<Upstream>,
     timeout: Duration,
+    /// The route's position in the config (its upstream histogram).
+    index: usize,
 }
 
 /// The running application: everything a request needs, shared by all connections.
@@ -83,17 +86,22 @@ impl App {
         let routes = settings
             .routes
             .iter()
+            .enumerate()
             .map(
-                |RouteSettings {
-                     policy,
-                     upstream,
-                     upstream_timeout,
-                 }| {
+                |(
+                    index,
+                    RouteSettings {
+                        policy,
+                        upstream,
+                        upstream_timeout,
+                    },
+                )| {
                     (
                         policy.clone(),
                         Target {
                             upstream: upstream.clone(),
                             timeout: *upstream_timeout,
+                            index,
                         },
                     )
                 },
@@ -120,25 +128,100 @@ impl App {
         conn: ConnInfo,
         client: &UpstreamClient,
     ) -> Response<Body> {
-        if req.uri().path() == "/.well-known/jwks.json" {
-            return self.jwks().await;
+        let began = std::time::Instant::now();
+        let endpoint = endpoint_of(req.uri().path());
+        let request_id = self.request_id(req.headers(), conn.peer.ip());
+        // The access log is off unless asked for (`KEYCARD_LOG=info,keycard::access=info`):
+        // then the request line and its headers, sensitive ones redacted, never the query.
+        let access = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
+            (
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                crate::redact::headers(req.headers()),
+            )
+        });
+        let resp = self
+            .dispatch(endpoint, req, conn, client, &request_id)
+            .await;
+        self.authn.metrics.request(endpoint, resp.status());
+        if let Some((method, path, headers)) = access {
+            tracing::info!(
+                target: ACCESS_LOG,
+                request_id,
+                endpoint = endpoint.as_str(),
+                http_method = %method,
+                path,
+                status = resp.status().as_u16(),
+                duration_us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX),
+                headers,
+                "request"
+            );
         }
-        if crate::oauth::OAuth::owns(req.uri().path()) {
-            let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
-            let caller = crate::oauth::Caller {
-                ip: client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers()),
-                tls: conn.tls,
-                cert: self.client_cert(&conn, req.headers(), peer_trusted),
-            };
-            return self.oauth.handle(req, caller).await;
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        client: &UpstreamClient,
+        request_id: &str,
+    ) -> Response<Body> {
+        match endpoint {
+            Endpoint::Gateway => self.gateway(req, conn, client, request_id).await,
+            Endpoint::Jwks => self.jwks().await,
+            Endpoint::OAuth => {
+                let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+                let caller = crate::oauth::Caller {
+                    ip: client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers()),
+                    tls: conn.tls,
+                    cert: self.client_cert(&conn, req.headers(), peer_trusted),
+                    request_id: request_id.into(),
+                };
+                self.oauth.handle(req, caller).await
+            }
+            Endpoint::Health if req.uri().path() == "/_keycard/ready" => self.ready().await,
+            Endpoint::Health => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
+            Endpoint::Verify => self.forward_auth(req, conn, request_id).await,
+            Endpoint::Metrics => self.metrics(),
+            Endpoint::Admin | Endpoint::Other => answer::not_found(),
         }
-        match req.uri().path().strip_prefix("/_keycard/") {
-            Some("health") => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
-            Some("ready") => self.ready().await,
-            Some("verify") => self.forward_auth(req, conn).await,
-            Some(_) => answer::not_found(),
-            None => self.gateway(req, conn, client).await,
+    }
+
+    /// The request's id: a trusted proxy's `X-Request-Id` (nginx `$request_id`, Envoy) when
+    /// it is a plain token, else a new one. Sent upstream and written to the audit event.
+    fn request_id(&self, headers: &HeaderMap, peer: IpAddr) -> String {
+        if is_trusted(&self.trusted_proxies, peer)
+            && let Some(v) = headers.get(crate::proxy::X_REQUEST_ID)
+            && let Ok(v) = v.to_str()
+            && (1..=128).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return v.to_owned();
         }
+        self.next_request_id()
+    }
+
+    /// `/_keycard/metrics`: the Prometheus text format.
+    fn metrics(&self) -> Response<Body> {
+        let gauges = crate::metrics::Gauges {
+            audit_queue: self.audit.depth(),
+            store_up: self.authn.feed_is_fresh(),
+            feed_errors: self.authn.feed_errors(),
+            redis_errors: self.authn.redis_errors(),
+        };
+        let text = self
+            .authn
+            .metrics
+            .render(&gauges, &self.authn.cache().hit_counts());
+        let mut r = Response::new(Body::from_bytes(Bytes::from(text)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        r
     }
 
     /// The client certificate of a request: the one a trusted proxy forwards, else the
@@ -205,6 +288,7 @@ impl App {
         req: Request<Incoming>,
         conn: ConnInfo,
         client: &UpstreamClient,
+        request_id: &str,
     ) -> Response<Body> {
         let path = req.uri().path();
         if !path_is_routable(path) {
@@ -262,13 +346,17 @@ impl App {
                 body: body.as_deref(),
                 cert: cert.as_deref(),
             };
-            self.authn.authenticate(policy, &facts).await
+            let began = std::time::Instant::now();
+            let attempt = self.authn.authenticate(policy, &facts).await;
+            if !policy.public {
+                self.observe_verification(&attempt.result, began);
+            }
+            attempt
         };
         drop(reading);
         let (result, quota) = self.limit(policy, ip, attempt.result).await;
-        let request_id = self.next_request_id();
         if !policy.public {
-            self.record(&request_id, policy, ip, &result);
+            self.record(request_id, policy, ip, &result);
         }
         let principal = match result {
             Ok(p) => p,
@@ -282,14 +370,17 @@ impl App {
             peer,
             peer_trusted,
             scheme: if conn.tls { "https" } else { "http" },
-            request_id: &request_id,
+            request_id,
             prefix: &policy.prefix,
         };
         let up = match upstream_request(req, upstream, principal.as_ref(), &ctx) {
             Ok(r) => r,
             Err(_) => return answer::bad_request(),
         };
-        match tokio::time::timeout(target.timeout, client.request(up)).await {
+        let sent = std::time::Instant::now();
+        let answer = tokio::time::timeout(target.timeout, client.request(up)).await;
+        self.authn.metrics.upstream(target.index, sent.elapsed());
+        match answer {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
                 set_authentication_info(resp.headers_mut(), attempt.authentication_info);
@@ -297,17 +388,24 @@ impl App {
                 resp.map(Body::Upstream)
             }
             Ok(Err(e)) => {
+                self.authn.metrics.upstream_error();
                 tracing::warn!(request_id, upstream = %upstream.authority, error = %e, "upstream request failed");
                 answer::bad_gateway()
             }
             Err(_) => {
+                self.authn.metrics.upstream_error();
                 tracing::warn!(request_id, upstream = %upstream.authority, "upstream timed out");
                 answer::gateway_timeout()
             }
         }
     }
 
-    async fn forward_auth(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    async fn forward_auth(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> Response<Body> {
         let Some(target) = original_target(req.headers()) else {
             return answer::bad_request();
         };
@@ -359,11 +457,14 @@ impl App {
             body: body.as_deref(),
             cert: cert.as_deref(),
         };
+        let began = std::time::Instant::now();
         let attempt = self.authn.authenticate(policy, &facts).await;
-        let (result, quota) = self.limit(policy, ip, attempt.result).await;
-        let request_id = self.next_request_id();
         if !policy.public {
-            self.record(&request_id, policy, ip, &result);
+            self.observe_verification(&attempt.result, began);
+        }
+        let (result, quota) = self.limit(policy, ip, attempt.result).await;
+        if !policy.public {
+            self.record(request_id, policy, ip, &result);
         }
         match result {
             Ok(principal) => {
@@ -379,6 +480,18 @@ impl App {
                 .challenger
                 .refusal(&refusal, policy, attempt.token_presented),
         }
+    }
+
+    fn observe_verification(
+        &self,
+        result: &Result<Option<Principal>, Refusal>,
+        began: std::time::Instant,
+    ) {
+        let method = match result {
+            Ok(p) => p.as_ref().map(Principal::method),
+            Err(r) => r.method(),
+        };
+        self.authn.metrics.verified(method, began.elapsed());
     }
 
     /// The route's rate limit, for a request that passed authentication: per subject, or
@@ -467,6 +580,28 @@ impl App {
             credential_id,
             ip: Some(ip.to_string()),
         });
+    }
+}
+
+/// The `tracing` target of the access log.
+pub const ACCESS_LOG: &str = "keycard::access";
+
+/// Which part of keycard a path belongs to.
+fn endpoint_of(path: &str) -> Endpoint {
+    if path == "/.well-known/jwks.json" {
+        Endpoint::Jwks
+    } else if crate::oauth::OAuth::owns(path) {
+        Endpoint::OAuth
+    } else if let Some(rest) = path.strip_prefix("/_keycard/") {
+        match rest {
+            "health" | "ready" => Endpoint::Health,
+            "verify" => Endpoint::Verify,
+            "metrics" => Endpoint::Metrics,
+            _ if rest.starts_with("admin/") => Endpoint::Admin,
+            _ => Endpoint::Other,
+        }
+    } else {
+        Endpoint::Gateway
     }
 }
 

@@ -26,11 +26,15 @@ const GATHER: Duration = Duration::from_millis(100);
 pub struct AuditSink {
     tx: mpsc::UnboundedSender<AuditEvent>,
     depth: Arc<AtomicUsize>,
+    /// Every event is a decision: counted by method, outcome and reason.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AuditSink {
     /// Queues an event; never blocks.
     pub fn record(&self, event: AuditEvent) {
+        self.metrics
+            .decision(event.method, event.outcome, event.reason.as_deref());
         self.depth.fetch_add(1, Ordering::Relaxed);
         if self.tx.send(event).is_err() {
             self.depth.fetch_sub(1, Ordering::Relaxed);
@@ -52,13 +56,14 @@ pub struct AuditWriter {
 }
 
 /// A connected sink and writer.
-pub fn channel() -> (AuditSink, AuditWriter) {
+pub fn channel(metrics: Arc<crate::metrics::Metrics>) -> (AuditSink, AuditWriter) {
     let (tx, rx) = mpsc::unbounded_channel();
     let depth = Arc::new(AtomicUsize::new(0));
     (
         AuditSink {
             tx,
             depth: depth.clone(),
+            metrics,
         },
         AuditWriter { rx, depth },
     )

@@ -117,6 +117,8 @@ pub struct Authenticator {
     pub(crate) redis: Option<Arc<crate::ratelimit::Redis>>,
     /// The routes' rate limits.
     pub(crate) limits: Arc<crate::ratelimit::RateLimits>,
+    /// `/_keycard/metrics`.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Why the authenticator could not be built.
@@ -157,7 +159,15 @@ impl Authenticator {
             }
             None => crate::ratelimit::RateLimits::local(),
         });
+        let metrics = Arc::new(crate::metrics::Metrics::new(
+            settings
+                .routes
+                .iter()
+                .map(|r| r.policy.prefix.clone())
+                .collect(),
+        ));
         Ok(Self {
+            metrics,
             redis,
             limits,
             hasher: master.keyed_hasher(),
@@ -327,6 +337,7 @@ impl Authenticator {
         match tokio::time::timeout(STORE_READ_TIMEOUT, task).await {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => {
+                self.metrics.store_error();
                 tracing::warn!(error = %e, "store read failed during verification");
                 Err(Refusal::Unavailable { method })
             }
@@ -335,6 +346,7 @@ impl Authenticator {
                 Err(Refusal::Unavailable { method })
             }
             Err(_) => {
+                self.metrics.store_error();
                 tracing::warn!("store read timed out during verification");
                 Err(Refusal::Unavailable { method })
             }
@@ -597,6 +609,23 @@ impl Authenticator {
                 })
             }
         }
+    }
+
+    /// The metrics this authenticator (and everything built on it) counts into.
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Change-feed reads that failed since start.
+    pub fn feed_errors(&self) -> u64 {
+        self.feed.errors()
+    }
+
+    /// Redis operations that failed since start (0 without Redis).
+    pub fn redis_errors(&self) -> u64 {
+        self.redis
+            .as_ref()
+            .map_or(0, |r| r.errors.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether cached material can be trusted now.

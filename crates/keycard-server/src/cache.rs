@@ -78,6 +78,49 @@ pub struct CredentialCache {
     verified_tokens: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
     /// HMAC signing keys by keyed hash of their `keyid` (`None`: no such key).
     hmac_keys: RwLock<HashMap<[u8; 32], Option<Arc<HmacKey>>>>,
+    /// Hits and misses per cache, for `/_keycard/metrics`.
+    stats: CacheStats,
+}
+
+/// The caches whose hit ratio is reported (the `cache` label).
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    ApiKey,
+    User,
+    VerifiedPassword,
+    HmacKey,
+    Client,
+    VerifiedToken,
+}
+
+const KINDS: [(Kind, &str); 6] = [
+    (Kind::ApiKey, "api_key"),
+    (Kind::User, "user"),
+    (Kind::VerifiedPassword, "verified_password"),
+    (Kind::HmacKey, "hmac_key"),
+    (Kind::Client, "client"),
+    (Kind::VerifiedToken, "verified_token"),
+];
+
+/// One cache's counters, on a cache line of its own (two workers count at once).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct HitMiss {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct CacheStats([HitMiss; 6]);
+
+impl CacheStats {
+    fn count<T>(&self, kind: Kind, found: Option<T>) -> Option<T> {
+        if let Some(c) = self.0.get(kind as usize) {
+            let counter = if found.is_some() { &c.hits } else { &c.misses };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
 }
 
 /// A cached HMAC signing key: the record the state checks need, and the opened secret.
@@ -116,7 +159,23 @@ impl CredentialCache {
 
     /// A cached answer for `handle`.
     pub fn api_key(&self, handle: &[u8; 32]) -> Option<Cached> {
-        self.api_keys.read().ok()?.get(handle).cloned()
+        let found = self.api_keys.read().ok()?.get(handle).cloned();
+        self.stats.count(Kind::ApiKey, found)
+    }
+
+    /// `(cache, hits, misses)` per cache since start.
+    pub fn hit_counts(&self) -> Vec<(&'static str, u64, u64)> {
+        KINDS
+            .iter()
+            .filter_map(|(k, name)| {
+                let c = self.stats.0.get(*k as usize)?;
+                Some((
+                    *name,
+                    c.hits.load(Ordering::Relaxed),
+                    c.misses.load(Ordering::Relaxed),
+                ))
+            })
+            .collect()
     }
 
     /// Caches what the store said, unless an invalidation happened since `generation`.
@@ -147,7 +206,8 @@ impl CredentialCache {
 
     /// A cached answer for user `name`.
     pub fn user(&self, name: &str) -> Option<CachedUser> {
-        self.users.read().ok()?.get(name).cloned()
+        let found = self.users.read().ok()?.get(name).cloned();
+        self.stats.count(Kind::User, found)
     }
 
     /// Caches what the store said about user `name`, unless an invalidation happened since
@@ -176,8 +236,11 @@ impl CredentialCache {
     /// The user a recently verified (user, password) pair belongs to.
     pub fn verified_pair(&self, pair: &[u8; 32], now_ms: i64) -> Option<Arc<UserRecord>> {
         let map = self.verified.read().ok()?;
-        let v = map.get(pair)?;
-        (v.until_ms > now_ms).then(|| v.user.clone())
+        let found = map
+            .get(pair)
+            .filter(|v| v.until_ms > now_ms)
+            .map(|v| v.user.clone());
+        self.stats.count(Kind::VerifiedPassword, found)
     }
 
     /// Remembers a verified pair until `until_ms`, unless an invalidation happened since
@@ -241,7 +304,8 @@ impl CredentialCache {
 
     /// A cached HMAC key: `Some(None)` when the store has no such key.
     pub fn hmac_key(&self, handle: &[u8; 32]) -> Option<Option<Arc<HmacKey>>> {
-        self.hmac_keys.read().ok()?.get(handle).cloned()
+        let found = self.hmac_keys.read().ok()?.get(handle).cloned();
+        self.stats.count(Kind::HmacKey, found)
     }
 
     /// Caches what the store said about an HMAC key, unless an invalidation happened since
@@ -294,7 +358,8 @@ impl CredentialCache {
 
     /// A cached client: `Some(None)` when the store has no such client.
     pub fn client(&self, client_id: &str) -> Option<Option<Arc<ClientRecord>>> {
-        self.clients.read().ok()?.get(client_id).cloned()
+        let found = self.clients.read().ok()?.get(client_id).cloned();
+        self.stats.count(Kind::Client, found)
     }
 
     /// Caches what the store said about a client, unless an invalidation happened since
@@ -328,7 +393,8 @@ impl CredentialCache {
     /// A verified access token, if remembered and not expired at `now`.
     pub fn verified_token(&self, handle: &[u8; 32], now: i64) -> Option<Arc<AccessToken>> {
         let map = self.verified_tokens.read().ok()?;
-        map.get(handle).filter(|t| t.exp > now).cloned()
+        let found = map.get(handle).filter(|t| t.exp > now).cloned();
+        self.stats.count(Kind::VerifiedToken, found)
     }
 
     /// Remembers a verified access token until its `exp`.

@@ -31,6 +31,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct FeedState {
     last_ok_ms: AtomicI64,
     revision: AtomicI64,
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl FeedState {
@@ -39,7 +40,17 @@ impl FeedState {
         Self {
             last_ok_ms: AtomicI64::new(now_millis()),
             revision: AtomicI64::new(revision),
+            errors: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Reads of the feed that failed or timed out, since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    fn count_error(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Whether the feed was read recently enough to trust the cache.
@@ -106,6 +117,7 @@ pub async fn follow(
             let changes = match read {
                 Ok(Ok(changes)) => changes,
                 Ok(Err(e)) => {
+                    state.count_error();
                     if !lost_track {
                         tracing::warn!(error = %e, "change feed unreadable: refusing requests until the store answers");
                     }
@@ -113,6 +125,7 @@ pub async fn follow(
                     break;
                 }
                 Err(_) => {
+                    state.count_error();
                     if !lost_track {
                         tracing::warn!(
                             "change feed read timed out: refusing requests until the store answers"

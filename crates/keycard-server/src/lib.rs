@@ -26,11 +26,13 @@ pub mod identity;
 pub mod jwks;
 pub mod listener;
 pub mod master_key;
+pub mod metrics;
 pub mod mtls;
 pub mod oauth;
 pub mod own_keys;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redact;
 pub mod replay;
 pub mod throttle;
 pub mod tls;
@@ -153,10 +155,6 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         .map_err(StartError::Feed)?,
     );
 
-    let (sink, writer) = audit::channel();
-    let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
-    background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
-
     own_keys::ensure_key(&store, &master.sealer(), &settings.tokens)
         .await
         .map_err(StartError::SigningKey)?;
@@ -176,6 +174,9 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         jwks_client,
     )
     .map_err(StartError::Authn)?;
+    let (sink, writer) = audit::channel(authn.metrics().clone());
+    let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
+    background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
     authn.keyring.rebuild(
         &store
             .published_signing_keys(now_secs())

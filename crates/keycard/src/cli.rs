@@ -17,8 +17,27 @@ pub struct Cli {
     /// Machine-readable output: one JSON object or array on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Log format on stderr: `text`, or `json` (one object per line, for log shippers).
+    /// Levels and targets come from $KEYCARD_LOG (e.g. `info,keycard::access=info`).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCARD_LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -39,16 +39,27 @@ fn main() -> ExitCode {
 fn init_logging(cli: &cli::Cli) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    // The access log (target `keycard::access`) is off unless KEYCARD_LOG turns it on.
     let default = if cli.command.is_server() {
-        "info"
+        "info,keycard::access=off"
     } else {
         "warn"
     };
     let filter = EnvFilter::try_from_env("KEYCARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        cli::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false)
+            .try_init(),
+        // `{"timestamp","level","target","message",…fields}` on one line.
+        cli::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }

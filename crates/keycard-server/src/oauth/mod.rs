@@ -61,6 +61,8 @@ pub struct Caller {
     pub tls: bool,
     /// The client certificate (RFC 8705 client authentication and bound tokens).
     pub cert: Option<std::sync::Arc<crate::tls::PeerCert>>,
+    /// The request id (audit events and logs).
+    pub request_id: std::sync::Arc<str>,
 }
 
 impl OAuth {
@@ -134,21 +136,18 @@ impl OAuth {
         reason: Option<Reason>,
         subject: Option<&str>,
         credential_id: Option<&str>,
-        ip: IpAddr,
+        caller: &Caller,
     ) {
         self.audit.record(AuditEvent {
             ts_ms: now_millis(),
-            request_id: format!(
-                "oauth-{}",
-                keycard_core::random_base62(12).unwrap_or_default()
-            ),
+            request_id: caller.request_id.to_string(),
             route: Some(route.to_owned()),
             method: Some(Method::Oauth2),
             outcome,
             reason: reason.map(|r| r.as_str().to_owned()),
             subject: subject.map(str::to_owned),
             credential_id: credential_id.map(str::to_owned),
-            ip: Some(ip.to_string()),
+            ip: Some(caller.ip.to_string()),
         });
     }
 }

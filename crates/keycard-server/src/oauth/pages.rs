@@ -545,7 +545,7 @@ impl OAuth {
                 Some(Reason::Malformed),
                 None,
                 None,
-                caller.ip,
+                &caller,
             );
             return self.page(
                 StatusCode::FORBIDDEN,
@@ -588,7 +588,7 @@ impl OAuth {
                 Some(Reason::TooManyFailures),
                 None,
                 None,
-                caller.ip,
+                &caller,
             );
             let mut r = self.page(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -607,7 +607,7 @@ impl OAuth {
                     None,
                     Some(&user.name),
                     Some(&user.password_id),
-                    caller.ip,
+                    &caller,
                 );
                 let mut r = redirect(
                     StatusCode::SEE_OTHER,
@@ -629,7 +629,7 @@ impl OAuth {
                     Some(reason),
                     subject,
                     None,
-                    caller.ip,
+                    &caller,
                 );
                 self.login_page(
                     &parts.headers,
@@ -803,7 +803,7 @@ impl OAuth {
                 Some(Reason::Malformed),
                 Some(&session.u),
                 None,
-                caller.ip,
+                &caller,
             );
             return self.page(
                 StatusCode::FORBIDDEN,

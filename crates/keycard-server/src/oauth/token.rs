@@ -82,7 +82,7 @@ impl OAuth {
                     Some(Reason::TooManyFailures),
                     None,
                     None,
-                    caller.ip,
+                    &caller,
                 );
                 crate::answer::too_many_requests(self.authn.throttle.limit(), retry)
             }
@@ -96,7 +96,7 @@ impl OAuth {
                     Some(reason),
                     client_id,
                     client_id,
-                    caller.ip,
+                    &caller,
                 );
                 let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
                 if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.realm)) {
@@ -150,7 +150,7 @@ impl OAuth {
             None,
             Some(&client.client_id),
             Some(&client.client_id),
-            caller.ip,
+            &caller,
         );
         json_answer(
             StatusCode::OK,
@@ -411,7 +411,7 @@ impl OAuth {
             None,
             Some(&grant.subject),
             Some(&client.client_id),
-            caller.ip,
+            &caller,
         );
         json_answer(StatusCode::OK, &body)
     }
@@ -428,7 +428,7 @@ impl OAuth {
             Some(reason),
             None,
             Some(&client.client_id),
-            caller.ip,
+            &caller,
         );
         oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
     }
@@ -620,7 +620,7 @@ impl OAuth {
                 None,
                 Some(&t.subject),
                 Some(&client.client_id),
-                caller.ip,
+                &caller,
             );
             return ok();
         }
@@ -655,7 +655,7 @@ impl OAuth {
                     None,
                     Some(&g.subject),
                     Some(&client.client_id),
-                    caller.ip,
+                    &caller,
                 );
                 ok()
             }
