@@ -96,6 +96,62 @@ impl SigningKey {
         Ok(Self { kid, alg, pair })
     }
 
+    /// A key from a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`), whichever of ES256
+    /// (P-256), EdDSA (Ed25519) or RS256 it is; `kid` defaults to the RFC 7638 thumbprint.
+    pub fn from_pkcs8_pem(pem: &[u8], kid: Option<String>) -> Result<Self, SigningError> {
+        use rustls_pki_types::PrivatePkcs8KeyDer;
+        use rustls_pki_types::pem::PemObject;
+        let der = PrivatePkcs8KeyDer::from_pem_slice(pem).map_err(|_| SigningError::BadKey)?;
+        let der = der.secret_pkcs8_der();
+        let key = [Alg::Es256, Alg::EdDsa, Alg::Rs256]
+            .into_iter()
+            .find_map(|alg| Self::from_pkcs8(alg, String::new(), der).ok())
+            .ok_or(SigningError::BadKey)?;
+        let kid = kid.unwrap_or_else(|| key.jwk_thumbprint());
+        Ok(key.with_kid(kid))
+    }
+
+    /// The private key as PKCS#8 PEM (for a file only its owner reads).
+    pub fn to_pkcs8_pem(&self) -> Result<crate::SecretString, SigningError> {
+        let der = self.to_pkcs8()?;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.expose_secret());
+        let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(line).map_err(|_| SigningError::Crypto)?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END PRIVATE KEY-----\n");
+        Ok(crate::SecretString::new(pem))
+    }
+
+    /// The same key under another key id.
+    pub fn with_kid(self, kid: String) -> Self {
+        Self { kid, ..self }
+    }
+
+    /// The RFC 7638 JWK thumbprint of the public key (SHA-256, base64url): a key id that
+    /// anyone holding the public key can compute.
+    pub fn jwk_thumbprint(&self) -> String {
+        let jwk = self.public_jwk();
+        let members: &[&str] = match &self.pair {
+            Pair::Ec(_) => &["crv", "kty", "x", "y"],
+            Pair::Ed(_) => &["crv", "kty", "x"],
+            Pair::Rsa(_) => &["e", "kty", "n"],
+        };
+        // The required members in lexicographic order, no whitespace (RFC 7638 §3.2).
+        let mut canonical = String::from("{");
+        for (i, m) in members.iter().enumerate() {
+            if i > 0 {
+                canonical.push(',');
+            }
+            let v = jwk.get(*m).and_then(Value::as_str).unwrap_or_default();
+            canonical.push_str(&format!("\"{m}\":\"{v}\""));
+        }
+        canonical.push('}');
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
+        URL_SAFE_NO_PAD.encode(digest.as_ref())
+    }
+
     /// The key id.
     pub fn kid(&self) -> &str {
         &self.kid
@@ -200,6 +256,31 @@ pub fn mint_access_token(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pem_round_trip_keeps_the_key_and_the_thumbprint_names_it() {
+        for alg in [Alg::Es256, Alg::EdDsa] {
+            let k = SigningKey::generate(alg, "x".into()).unwrap();
+            let pem = k.to_pkcs8_pem().unwrap();
+            let back = SigningKey::from_pkcs8_pem(pem.expose_secret().as_bytes(), None).unwrap();
+            assert_eq!(back.alg(), alg);
+            assert_eq!(back.kid(), k.jwk_thumbprint());
+            assert_eq!(back.public_jwk()["x"], k.public_jwk()["x"]);
+            // 43 characters: base64url of a SHA-256.
+            assert_eq!(back.kid().len(), 43);
+        }
+        let other = SigningKey::generate(Alg::Es256, "y".into()).unwrap();
+        let k = SigningKey::generate(Alg::Es256, "y".into()).unwrap();
+        assert_ne!(other.jwk_thumbprint(), k.jwk_thumbprint());
+        assert!(
+            SigningKey::from_pkcs8_pem(
+                b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                None
+            )
+            .is_err()
+        );
+        assert!(SigningKey::from_pkcs8_pem(b"garbage", None).is_err());
+    }
+
     use super::*;
     use crate::jwt::{self, KeySet, Rules};
 

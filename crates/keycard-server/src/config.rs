@@ -275,8 +275,9 @@ pub struct Settings {
     pub audit: AuditTarget,
     /// `routes`, in configured order.
     pub routes: Vec<RouteSettings>,
-    /// `limits.failed_auth`: failed attempts allowed per client IP (and per subject and IP).
-    pub failed_auth: Rate,
+    /// `limits.failed_auth`: failed attempts allowed per client IP (and per subject and IP);
+    /// `None` when set to `"off"` (`keycard doctor` flags it).
+    pub failed_auth: Option<Rate>,
     /// `[digest]`.
     pub digest: DigestSettings,
     /// `[hmac]`.
@@ -527,8 +528,13 @@ impl Validator<'_> {
             None => None,
         };
         let mtls = self.mtls(raw.mtls, tls.as_ref())?;
-        let failed_auth = parse_rate(raw.limits.failed_auth.as_deref().unwrap_or("10/min"))
-            .map_err(|e| self.err("limits.failed_auth", e.to_string()))?;
+        let failed_auth = match raw.limits.failed_auth.as_deref().unwrap_or("10/min") {
+            "off" => None,
+            rate => Some(
+                parse_rate(rate)
+                    .map_err(|e| self.err("limits.failed_auth", format!("{e}, or \"off\"")))?,
+            ),
+        };
         let digest = self.digest(raw.digest)?;
         let tokens = self.tokens(raw.tokens)?;
         let hmac = self.hmac(raw.hmac)?;
@@ -1067,7 +1073,7 @@ mod tests {
     #[test]
     fn digest_and_limits() {
         let s = load("").unwrap();
-        assert_eq!(s.failed_auth.count, 10);
+        assert_eq!(s.failed_auth.map(|r| r.count), Some(10));
         assert_eq!(s.digest.algorithms, vec![Algorithm::SHA256]);
         assert_eq!(s.digest.realm, "keycard");
         assert_eq!(s.digest.nonce_ttl, Duration::from_secs(300));
@@ -1077,7 +1083,9 @@ mod tests {
         .unwrap();
         let names: Vec<String> = s.digest.algorithms.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["SHA-256", "MD5", "SHA-256-sess"]);
-        assert_eq!(s.failed_auth.per, Duration::from_secs(1));
+        assert_eq!(s.failed_auth.map(|r| r.per), Some(Duration::from_secs(1)));
+        let off = load("[limits]\nfailed_auth = \"off\"").unwrap();
+        assert_eq!(off.failed_auth, None);
     }
 
     #[test]

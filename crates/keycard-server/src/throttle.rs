@@ -98,16 +98,22 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Throttle {
     rate: Rate,
+    /// `limits.failed_auth = "off"`: nothing is counted, nobody is throttled.
+    enabled: bool,
     shards: Vec<Mutex<HashMap<Key, Window>>>,
     keys: AtomicUsize,
     hasher: RandomState,
 }
 
 impl Throttle {
-    /// A throttle allowing `rate.count` failures per `rate.per`.
-    pub fn new(rate: Rate) -> Self {
+    /// A throttle allowing `rate.count` failures per `rate.per`; `None`: switched off.
+    pub fn new(rate: Option<Rate>) -> Self {
         Self {
-            rate,
+            enabled: rate.is_some(),
+            rate: rate.unwrap_or(Rate {
+                count: u32::MAX,
+                per: std::time::Duration::from_secs(1),
+            }),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             keys: AtomicUsize::new(0),
             hasher: RandomState::new(),
@@ -173,6 +179,9 @@ impl Throttle {
     /// Counts a failed attempt from `ip` (and as `subject`, when one was named); returns
     /// the names of the keys counted (for the shared count in Redis).
     pub fn record_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) -> Vec<String> {
+        if !self.enabled {
+            return Vec::new();
+        }
         let client = Client::from(ip);
         let mut keys = vec![Key::Ip(client)];
         if let Some(s) = subject {
@@ -190,6 +199,9 @@ impl Throttle {
     /// Another instance found the key `name` out of attempts until `until_ms`: refuse it
     /// here too. Unknown names are ignored.
     pub fn block(&self, name: &str, until_ms: i64) {
+        if !self.enabled {
+            return;
+        }
         let Some(key) = Key::from_name(name) else {
             return;
         };
@@ -280,10 +292,27 @@ mod tests {
     use std::time::Duration;
 
     fn t() -> Throttle {
-        Throttle::new(Rate {
+        Throttle::new(Some(Rate {
             count: 10,
             per: Duration::from_secs(60),
-        })
+        }))
+    }
+
+    #[test]
+    fn off_counts_nothing_and_throttles_nobody() {
+        let t = Throttle::new(None);
+        for _ in 0..100 {
+            assert!(
+                t.record_failure(ip("192.0.2.1"), Some("alice"), 0)
+                    .is_empty()
+            );
+        }
+        assert!(matches!(t.check_ip(ip("192.0.2.1"), 1), Verdict::Allow));
+        assert!(matches!(
+            t.check_subject("alice", ip("192.0.2.1"), 1),
+            Verdict::Allow
+        ));
+        assert!(t.is_empty());
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -46,12 +46,15 @@ pub enum Command {
     Serve,
     /// A demo: data in DIR, a built-in echo upstream, a working credential, a ready curl command.
     #[command(
-        after_help = "Example:\n  cargo run --release -- quickstart\n  keycard quickstart --listen 127.0.0.1:9090 --dir /tmp/kc-demo"
+        after_help = "Example:\n  cargo run --release -- quickstart\n  keycard quickstart --listen 127.0.0.1:9090 --tls-listen 127.0.0.1:9443 --dir /tmp/kc-demo"
     )]
     Quickstart {
         /// Where keycard listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the same keycard serves HTTPS, for client certificates (mtls).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_listen: SocketAddr,
         /// Where the demo keeps its data (store, master key, audit log, config).
         #[arg(long, default_value = "keycard-demo")]
         dir: PathBuf,
@@ -90,6 +93,10 @@ pub enum Command {
         after_help = "Examples:\n  printf '%s' \"$SECRET\" | keycard sign --key-id hk_3kTMd9 --secret-stdin https://api.example.com/orders?page=2\n  keycard sign --key-id hk_3kTMd9 --secret-file key.b64 --method POST --body-file order.json \\\n      --header 'Content-Type: application/json' https://api.example.com/orders"
     )]
     Sign(SignArgs),
+    /// Mint a JWT with a private key, to try a `[[jwt.issuers]]` setup (the quickstart's
+    /// demo issuer, or a test key of your own).
+    #[command(subcommand)]
+    Jwt(JwtCommand),
     /// A plain HTTP server that answers every request with the request it received, as JSON
     /// (the quickstart's upstream; handy in tests and benchmarks).
     #[command(hide = true)]
@@ -97,6 +104,39 @@ pub enum Command {
         /// Where it listens.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
+    },
+}
+
+/// `keycard jwt …`.
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Print a signed JWT (compact form). The key's algorithm decides `alg` (ES256 for P-256,
+    /// EdDSA for Ed25519, RS256 for RSA); `kid` is the key's RFC 7638 thumbprint unless given.
+    #[command(
+        after_help = "Example:\n  keycard jwt mint --key demo-issuer-key.pem --issuer https://demo-issuer.keycard.test/ \\\n      --audience demo-api --subject demo-user --scope demo:read"
+    )]
+    Mint {
+        /// The private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`).
+        #[arg(long, value_name = "FILE.pem")]
+        key: PathBuf,
+        /// `iss`.
+        #[arg(long)]
+        issuer: String,
+        /// `aud` (repeat for several).
+        #[arg(long = "audience", required = true)]
+        audiences: Vec<String>,
+        /// `sub`.
+        #[arg(long)]
+        subject: String,
+        /// A scope for the `scope` claim (repeats).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Lifetime: `exp` is now plus this.
+        #[arg(long, default_value = "10m", value_name = "DUR")]
+        expires_in: String,
+        /// `kid` in the header (default: the RFC 7638 thumbprint of the public key).
+        #[arg(long)]
+        kid: Option<String>,
     },
 }
 

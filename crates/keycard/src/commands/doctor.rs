@@ -85,6 +85,14 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             ));
         }
     }
+    if s.failed_auth.is_none() {
+        out.push(finding(
+            Critical,
+            "failed_auth_off",
+            "limits.failed_auth is off: passwords and keys can be guessed at full speed".into(),
+            "set limits.failed_auth (the default is \"10/min\")",
+        ));
+    }
     if s.digest.algorithms.iter().any(|a| a.hash == HashAlg::Md5) {
         out.push(finding(
             Warning,
@@ -289,7 +297,7 @@ mod tests {
     #[test]
     fn passwords_without_tls_md5_ttls_and_open_routes_are_flagged() {
         let s = settings(
-            "[server]\nlisten = \"0.0.0.0:8080\"\n[digest]\nalgorithms = [\"SHA-256\", \"MD5\"]\n[tokens]\naccess_token_ttl = \"2h\"\nrefresh_token_ttl = \"180d\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"basic\"]\n[[routes]]\nprefix = \"/b/\"\nupstream = \"http://127.0.0.1:9\"\n",
+            "[server]\nlisten = \"0.0.0.0:8080\"\n[limits]\nfailed_auth = \"off\"\n[digest]\nalgorithms = [\"SHA-256\", \"MD5\"]\n[tokens]\naccess_token_ttl = \"2h\"\nrefresh_token_ttl = \"180d\"\n[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"basic\"]\n[[routes]]\nprefix = \"/b/\"\nupstream = \"http://127.0.0.1:9\"\n",
         );
         let c = codes(&s);
         for want in [
@@ -299,6 +307,7 @@ mod tests {
             (Severity::Warning, "refresh_token_ttl"),
             (Severity::Warning, "all_methods"),
             (Severity::Warning, "no_rate_limit"),
+            (Severity::Critical, "failed_auth_off"),
         ] {
             assert!(c.contains(&want), "{want:?} in {c:?}");
         }

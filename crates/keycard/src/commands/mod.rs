@@ -5,7 +5,9 @@ mod cert;
 mod client;
 mod doctor;
 mod hmac;
+mod jwt;
 mod key;
+mod quickstart;
 mod serve;
 mod sign;
 mod signing_key;
@@ -60,13 +62,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     match cli.command {
         Command::EchoUpstream { listen } => crate::echo::run_until_signal(listen).await,
-        Command::Quickstart { listen, dir } => serve::quickstart(listen, &dir, json).await,
+        Command::Quickstart {
+            listen,
+            tls_listen,
+            dir,
+        } => quickstart::run(listen, tls_listen, &dir, json).await,
         Command::Serve => serve::serve(&load_settings(cli.config.as_deref())?).await,
         Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::SigningKey(cmd) => {
             signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
         }
         Command::Sign(args) => sign::run(args, json),
+        Command::Jwt(cmd) => jwt::run(cmd, json),
         Command::Hmac(cmd) => hmac::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
         Command::Doctor => doctor::run(&load_settings(cli.config.as_deref())?, json).await,
         Command::Cert(cmd) => cert::run(&load_settings(cli.config.as_deref())?, cmd, json).await,

@@ -14,6 +14,7 @@ mod common;
 mod api_keys;
 mod chromium;
 mod cli;
+mod doctor;
 mod forward_auth;
 mod gateway;
 mod httpsig;

@@ -64,3 +64,11 @@ pub fn python_httpsig() -> bool {
         Command::new("python3").args(["-c", "import http_message_signatures, requests"]),
     )
 }
+
+/// Whether `python3` with `prometheus_client` (its text-format parser) runs.
+pub fn python_prometheus() -> bool {
+    available(
+        "python3 with prometheus_client",
+        Command::new("python3").args(["-c", "import prometheus_client.parser"]),
+    )
+}
