@@ -73,6 +73,29 @@ pub struct App {
     oauth: crate::oauth::OAuth,
     /// The CA that certificates forwarded by trusted proxies are judged against.
     forward_ca: Option<Arc<crate::tls::ClientCa>>,
+    /// `/_keycard/admin/v1/`: its policy (API key, token or certificate with
+    /// `keycard:admin`) and its handler.
+    admin_policy: RoutePolicy,
+    admin: crate::admin::Admin,
+}
+
+/// The admin API's policy: the methods a machine uses, and the admin scope.
+fn admin_policy() -> RoutePolicy {
+    let mut methods = keycard_core::MethodSet::empty();
+    for m in [
+        keycard_core::Method::ApiKey,
+        keycard_core::Method::Oauth2,
+        keycard_core::Method::Mtls,
+    ] {
+        methods.insert(m);
+    }
+    RoutePolicy {
+        prefix: "/_keycard/admin/".into(),
+        methods,
+        scopes: keycard_core::Scopes::parse(crate::admin::ADMIN_SCOPE).unwrap_or_default(),
+        public: false,
+        rate_limit: None,
+    }
 }
 
 impl App {
@@ -118,6 +141,12 @@ impl App {
             body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
             oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
             forward_ca: crate::mtls::forwarding_ca(&settings.mtls),
+            admin_policy: admin_policy(),
+            admin: crate::admin::Admin::new(crate::manage::Manager::new(
+                authn.store().clone(),
+                master,
+                settings,
+            )),
         }
     }
 
@@ -185,7 +214,8 @@ impl App {
             Endpoint::Health => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
             Endpoint::Verify => self.forward_auth(req, conn, request_id).await,
             Endpoint::Metrics => self.metrics(),
-            Endpoint::Admin | Endpoint::Other => answer::not_found(),
+            Endpoint::Admin => self.admin(req, conn, request_id).await,
+            Endpoint::Other => answer::not_found(),
         }
     }
 
@@ -202,6 +232,60 @@ impl App {
             return v.to_owned();
         }
         self.next_request_id()
+    }
+
+    /// `/_keycard/admin/…`: authenticated like a route (audited as `/_keycard/admin/`),
+    /// then handed to the admin API. Every path answers 401 without a credential.
+    async fn admin(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> Response<Body> {
+        let policy = &self.admin_policy;
+        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+        let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
+        let attempt = {
+            let (scheme, authority) =
+                client_origin(req.headers(), req.uri(), peer_trusted, conn.tls);
+            let facts = RequestFacts {
+                method: req.method().as_str(),
+                target: req
+                    .uri()
+                    .path_and_query()
+                    .map(|pq| pq.as_str())
+                    .unwrap_or("/"),
+                scheme,
+                authority,
+                headers: req.headers(),
+                ip,
+                body: None,
+                cert: cert.as_deref(),
+            };
+            self.authn.authenticate(policy, &facts).await
+        };
+        self.record(request_id, policy, ip, &attempt.result);
+        let caller = match attempt.result {
+            Ok(Some(p)) => p,
+            Ok(None) => return crate::admin::problem(StatusCode::UNAUTHORIZED, None),
+            Err(refusal) => {
+                return crate::admin::as_problem(self.challenger.refusal(
+                    &refusal,
+                    policy,
+                    attempt.token_presented,
+                ));
+            }
+        };
+        let (parts, body) = req.into_parts();
+        match parts.uri.path().strip_prefix(crate::admin::PREFIX) {
+            Some(rest) => {
+                self.admin
+                    .handle(&caller, &parts.method, rest, parts.uri.query(), body)
+                    .await
+            }
+            None => crate::admin::problem(StatusCode::NOT_FOUND, None),
+        }
     }
 
     /// `/_keycard/metrics`: the Prometheus text format.

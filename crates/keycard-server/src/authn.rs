@@ -611,6 +611,11 @@ impl Authenticator {
         }
     }
 
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The metrics this authenticator (and everything built on it) counts into.
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         &self.metrics

@@ -9,6 +9,7 @@
 //! (that is `keycard-core`).
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod answer;
 pub mod app;
 pub mod audit;
@@ -25,6 +26,7 @@ mod hmac;
 pub mod identity;
 pub mod jwks;
 pub mod listener;
+pub mod manage;
 pub mod master_key;
 pub mod metrics;
 pub mod mtls;

@@ -34,6 +34,8 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// At most this many (the newest ones), returned oldest first.
     pub limit: i64,
+    /// Only events stored before the one with this id (paging back from a cursor).
+    pub before_id: Option<i64>,
 }
 
 impl Store {
@@ -95,10 +97,27 @@ impl Store {
 
     /// Reads events back, newest `limit` matching ones, oldest first.
     pub async fn query_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        Ok(self
+            .query_audit_ids(q)
+            .await?
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect())
+    }
+
+    /// As [`Store::query_audit`], each event with its row id (a paging cursor: pass the
+    /// smallest as `before_id` for the page before).
+    pub async fn query_audit_ids(
+        &self,
+        q: &AuditQuery,
+    ) -> Result<Vec<(i64, AuditEvent)>, StoreError> {
         with_pool!(self, p => {
             let mut qb = QueryBuilder::new(
-                "SELECT ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip FROM audit_events WHERE 1 = 1",
+                "SELECT id, ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip FROM audit_events WHERE 1 = 1",
             );
+            if let Some(before) = q.before_id {
+                qb.push(" AND id < ").push_bind(before);
+            }
             if let Some(since) = q.since_ms {
                 qb.push(" AND ts_ms >= ").push_bind(since);
             }
@@ -114,7 +133,8 @@ impl Store {
             for row in rows.into_iter().rev() {
                 let method: Option<String> = row.try_get("method")?;
                 let outcome: String = row.try_get("outcome")?;
-                out.push(AuditEvent {
+                let id: i64 = row.try_get("id")?;
+                out.push((id, AuditEvent {
                     ts_ms: row.try_get("ts_ms")?,
                     request_id: row.try_get("request_id")?,
                     route: row.try_get("route")?,
@@ -124,7 +144,7 @@ impl Store {
                     subject: row.try_get("subject")?,
                     credential_id: row.try_get("credential_id")?,
                     ip: row.try_get("ip")?,
-                });
+                }));
             }
             Ok(out)
         })

@@ -45,6 +45,15 @@ impl StoreError {
     /// Whether the error means the store cannot be reached or read (fail closed: 503),
     /// rather than a problem with the request.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Database(_))
+        matches!(self, StoreError::Database(e) if !is_unique_violation(e))
     }
+
+    /// Whether the write collided with a row that exists (a primary key or unique index).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(e) if is_unique_violation(e))
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }

@@ -37,7 +37,7 @@ pub use error::StoreError;
 pub use hmac_keys::{HmacKeyRow, NewHmacKey};
 pub use oauth::{ClientRow, CodeRow, GrantRow, Issued, Redeemed, Rotated};
 pub use signing_keys::SigningKeyRow;
-pub use users::{NewUser, UserRow};
+pub use users::{NewUser, SubjectRow, UserRow};
 
 /// The store: a pool on one of the two engines.
 #[derive(Clone, Debug)]

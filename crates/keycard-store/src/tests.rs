@@ -339,6 +339,7 @@ async fn audit_round_trip_and_filters() {
             subject: Some("even".into()),
             outcome: Some(Outcome::Failure),
             limit: 100,
+            before_id: None,
         };
         let got: Vec<String> = t
             .store
@@ -349,6 +350,32 @@ async fn audit_round_trip_and_filters() {
             .map(|e| e.request_id)
             .collect();
         assert_eq!(got, ["r1194", "r1200"]);
+        // Paging back: the page before the smallest id of a page.
+        let page1 = t
+            .store
+            .query_audit_ids(&AuditQuery {
+                limit: 3,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let cursor = page1.iter().map(|(id, _)| *id).min().unwrap();
+        let page2 = t
+            .store
+            .query_audit_ids(&AuditQuery {
+                limit: 3,
+                before_id: Some(cursor),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page2.len(), 3);
+        assert!(page2.iter().all(|(id, _)| *id < cursor));
+        let (n, m) = (events.len(), page2.len());
+        assert_eq!(
+            page2.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+            events[n - 6..n - 6 + m].to_vec()
+        );
         let newest = t
             .store
             .query_audit(&AuditQuery {

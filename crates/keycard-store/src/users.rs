@@ -35,6 +35,19 @@ impl std::fmt::Debug for NewUser {
     }
 }
 
+/// A subject (a user or a service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectRow {
+    /// The name.
+    pub name: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds, when disabled.
+    pub disabled_at: Option<i64>,
+}
+
 /// A stored user.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -200,6 +213,27 @@ impl Store {
             record_changes!(tx, now, [(ChangeKind::Subject, name.to_owned())]);
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    /// Every subject (users and services), by name.
+    pub async fn list_subjects(&self) -> Result<Vec<SubjectRow>, StoreError> {
+        with_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT name, kind, created_at, disabled_at FROM subjects ORDER BY name",
+            )
+            .fetch_all(p)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(SubjectRow {
+                        name: r.try_get("name")?,
+                        kind: r.try_get("kind")?,
+                        created_at: r.try_get("created_at")?,
+                        disabled_at: r.try_get("disabled_at")?,
+                    })
+                })
+                .collect()
         })
     }
 

@@ -21,6 +21,7 @@ pub async fn run(settings: &Settings, args: AuditArgs, as_json: bool) -> Result<
             subject: args.subject,
             outcome,
             limit: i64::from(args.limit),
+            before_id: None,
         })
         .await?;
     if as_json {

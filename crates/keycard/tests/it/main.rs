@@ -11,6 +11,7 @@
 
 mod common;
 
+mod admin;
 mod api_keys;
 mod chromium;
 mod cli;

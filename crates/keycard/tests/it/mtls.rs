@@ -922,3 +922,36 @@ async fn sighup_reloads_the_certificates() {
     assert!(reloaded.is_some(), "SIGHUP did not reload the certificates");
     assert!(t.kc.log(0).iter().any(|l| l.contains("SIGHUP")));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_with_the_admin_scope_uses_the_admin_api() {
+    if !tools::curl() {
+        return;
+    }
+    let t = Tls::start("optional", "").await;
+    let ops = t.pki.client(
+        "ops",
+        &Names {
+            cn: "ops",
+            ..Default::default()
+        },
+    );
+    t.bind(&ops, "ops-robot", &["keycard:admin"]);
+    let plain = t.pki.client(
+        "plain",
+        &Names {
+            cn: "plain",
+            ..Default::default()
+        },
+    );
+    t.bind(&plain, "plain-svc", &["orders:read"]);
+    let a = t.curl(Some(&ops), "/_keycard/admin/v1/certs", &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json().as_array().unwrap().len(), 2);
+    // Without the scope: 403; without a certificate: 401.
+    assert_eq!(
+        t.curl(Some(&plain), "/_keycard/admin/v1/certs", &[]).status,
+        403
+    );
+    assert_eq!(t.curl(None, "/_keycard/admin/v1/certs", &[]).status, 401);
+}

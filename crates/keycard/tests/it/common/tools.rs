@@ -72,3 +72,11 @@ pub fn python_prometheus() -> bool {
         Command::new("python3").args(["-c", "import prometheus_client.parser"]),
     )
 }
+
+/// Whether `schemathesis` runs.
+pub fn schemathesis() -> bool {
+    available(
+        "schemathesis",
+        Command::new("schemathesis").arg("--version"),
+    )
+}

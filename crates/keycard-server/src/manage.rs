@@ -1,0 +1,1285 @@
+//! What an operator does to the store — create, list, rotate and revoke credentials, users,
+//! clients, certificates and signing keys, read the audit trail — in one place, used by the
+//! CLI (`keycard key create` …) and the admin API (`/_keycard/admin/v1/`) alike. Inputs are
+//! checked here; secrets are made here and returned once, in the `…Created` answers.
+
+use std::time::Duration;
+
+use keycard_core::cert::CertIdentity;
+use keycard_core::password::check_policy;
+use keycard_core::user::DigestSecrets;
+use keycard_core::{
+    HashDomain, KeyedHasher, MasterKey, Outcome, Scopes, Sealer, SecretBytes, SecretString,
+    api_key, new_id,
+};
+use keycard_store::{
+    ApiKeyRow, AuditQuery, CertBindingRow, ClientRow, HmacKeyRow, NewApiKey, NewCertBinding,
+    NewHmacKey, NewUser, Store, StoreError, SubjectRow, UserRow,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::Settings;
+use crate::now_secs;
+
+/// Grant types keycard issues.
+pub const GRANTS: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+/// Bytes of a new HMAC secret.
+const HMAC_SECRET_LEN: usize = 32;
+/// How long a retired signing key stays published beyond the access-token TTL.
+const PUBLISH_MARGIN_SECS: i64 = 60;
+/// The most audit events one page holds.
+pub const MAX_AUDIT_PAGE: u32 = 1000;
+
+/// Why an operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The input is wrong (names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such record.
+    #[error("{0}")]
+    NotFound(String),
+    /// The record exists already, or is in a state the operation does not apply to.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot be reached.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (the random generator, sealing).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ManageError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } => ManageError::NotFound(e.to_string()),
+            StoreError::Conflict(m) => ManageError::Conflict(m),
+            e if e.is_unique_violation() => ManageError::Conflict("it exists already".into()),
+            e if e.is_unavailable() => ManageError::Unavailable(e.to_string()),
+            e => ManageError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ManageError {
+    ManageError::Internal(e.to_string())
+}
+
+/// The operations, over one store and the master key's derived keys.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    store: Store,
+    hasher: KeyedHasher,
+    sealer: std::sync::Arc<Sealer>,
+    realm: String,
+    algorithm: keycard_core::jwt::Alg,
+    access_ttl: Duration,
+}
+
+// ---------------------------------------------------------------------------------------
+// What callers send.
+
+/// A new API key.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    /// The subject; a service subject is created when the name is new.
+    pub subject: String,
+    /// Scopes the key holds.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime, such as `90d` (none: never expires).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    /// A label.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A new RFC 9421 key: a shared secret made by keycard, or a client's Ed25519 public key.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewHmacRequest {
+    /// The subject; a service subject is created when the name is new.
+    pub subject: String,
+    /// Scopes the key holds.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime, such as `90d` (none: never expires).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+    /// An Ed25519 public key (PEM `PUBLIC KEY`): keycard keeps no secret.
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+}
+
+/// A new user.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUserRequest {
+    /// The login name (no `:`).
+    pub name: String,
+    /// The password (at least 12 characters, not the name).
+    pub password: String,
+    /// Scopes the user holds.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Also keep the (password-equivalent) Digest hash, so the user can use HTTP Digest.
+    #[serde(default)]
+    pub digest: bool,
+}
+
+impl std::fmt::Debug for NewUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUserRequest")
+            .field("name", &self.name)
+            .field("password", &"..")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new OAuth 2.0 client.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClientRequest {
+    /// `client_id`: 1-100 characters of `A-Z a-z 0-9 - . _ ~`.
+    pub client_id: String,
+    /// A public client (no secret; PKCE).
+    #[serde(default)]
+    pub public: bool,
+    /// Redirect URIs (authorization code flow).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Grants (default: `client_credentials` without redirect URIs, else
+    /// `authorization_code` and `refresh_token`).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Scopes the client may ask for.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// `client_secret_basic` (default), `client_secret_post`, `tls_client_auth`,
+    /// `self_signed_tls_client_auth`.
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// The client's certificate (PEM), for the two certificate methods.
+    #[serde(default)]
+    pub cert_pem: Option<String>,
+    /// The subject DN its certificates carry (RFC 4514), for `tls_client_auth`.
+    #[serde(default)]
+    pub tls_subject_dn: Option<String>,
+    /// Skips the consent page (keycard's own apps).
+    #[serde(default)]
+    pub first_party: bool,
+}
+
+/// A client certificate to bind to a subject.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCertRequest {
+    /// The subject; a service subject is created when the name is new.
+    pub subject: String,
+    /// The certificate (PEM).
+    pub cert_pem: String,
+    /// Scopes requests with it hold.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Lifetime of the binding (none: as long as the certificate).
+    #[serde(default)]
+    pub expires_in: Option<String>,
+}
+
+/// Filters of an audit page.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Only events at or after (Unix ms).
+    pub since_ms: Option<i64>,
+    /// Only this subject's.
+    pub subject: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Page size (1..=[`MAX_AUDIT_PAGE`]).
+    pub limit: u32,
+    /// The cursor of the page after this one (newer), as returned in `next_before`.
+    pub before: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------
+// What they get back.
+
+/// An API key as listed (never its secret).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyView {
+    /// The credential id.
+    pub id: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its label.
+    pub name: Option<String>,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `active`, `expired`, `revoked` or `disabled`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+    /// RFC 3339 (kept to the minute).
+    pub last_used_at: Option<String>,
+    /// The key this one replaced.
+    pub rotated_from: Option<String>,
+}
+
+/// A new API key, with its secret (shown once).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct KeyCreated {
+    /// The credential id.
+    pub id: String,
+    /// The key (`kc_…`): shown once, never stored.
+    pub key: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// Its label.
+    pub name: Option<String>,
+    /// After a rotation: until when the old key keeps working (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_valid_until: Option<String>,
+}
+
+/// An RFC 9421 key as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HmacView {
+    /// The credential id.
+    pub id: String,
+    /// The RFC 9421 `keyid`.
+    pub key_id: String,
+    /// `hmac-sha256` or `ed25519`.
+    pub alg: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `active`, `expired`, `revoked` or `disabled`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+}
+
+/// A new RFC 9421 key; `secret` (standard base64) is shown once, null for Ed25519.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HmacCreated {
+    /// The credential id.
+    pub id: String,
+    /// The RFC 9421 `keyid`.
+    pub key_id: String,
+    /// The shared secret, standard base64 (null for an Ed25519 key).
+    pub secret: Option<String>,
+    /// `hmac-sha256` or `ed25519`.
+    pub alg: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+}
+
+/// A user as listed (never a password or hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserView {
+    /// The login name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: &'static str,
+    /// Whether Digest can be used.
+    pub digest: bool,
+    /// The current password's id (changes with the password).
+    pub password_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub password_changed_at: String,
+    /// RFC 3339.
+    pub disabled_at: Option<String>,
+}
+
+/// A subject.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubjectView {
+    /// The name.
+    pub name: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// `active` or `disabled`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub disabled_at: Option<String>,
+}
+
+/// An OAuth 2.0 client as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClientView {
+    /// `client_id`.
+    pub client_id: String,
+    /// A public client.
+    pub public: bool,
+    /// The token endpoint authentication method.
+    pub auth: String,
+    /// Redirect URIs.
+    pub redirect_uris: Vec<String>,
+    /// Grants.
+    pub grants: Vec<String>,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Skips consent.
+    pub first_party: bool,
+    /// `tls_client_auth` subject DN.
+    pub tls_subject_dn: Option<String>,
+    /// Pinned certificate (SHA-256, hex).
+    pub cert_fingerprint: Option<String>,
+    /// `active` or `revoked`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+}
+
+/// A new client; `client_secret` is shown once (null for public and certificate clients).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClientCreated {
+    /// The client.
+    #[serde(flatten)]
+    pub client: ClientView,
+    /// The secret (`kcs_…`): shown once, stored as a keyed hash.
+    pub client_secret: Option<String>,
+}
+
+/// A certificate binding.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertView {
+    /// The credential id.
+    pub id: String,
+    /// Its subject.
+    pub subject: String,
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub fingerprint: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// `active`, `expired`, `revoked` or `disabled`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+    /// RFC 3339.
+    pub last_used_at: Option<String>,
+}
+
+/// One of keycard's signing keys.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SigningKeyView {
+    /// `kid`.
+    pub kid: String,
+    /// `ES256`, `EdDSA` or `RS256`.
+    pub alg: String,
+    /// Whether it signs new tokens.
+    pub current: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339: when it stopped signing.
+    pub retired_at: Option<String>,
+    /// RFC 3339: until when it stays in the JWKS.
+    pub published_until: Option<String>,
+}
+
+/// A signing-key rotation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SigningKeyRotated {
+    /// The new key's `kid`.
+    pub kid: String,
+    /// Its algorithm.
+    pub alg: String,
+    /// The key it replaced.
+    pub previous: Option<String>,
+    /// Until when the previous key stays published (RFC 3339).
+    pub previous_published_until: Option<String>,
+}
+
+/// One audit event (SPEC §7).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEventView {
+    /// RFC 3339 with milliseconds.
+    pub ts: String,
+    /// The request id.
+    pub request_id: String,
+    /// The route prefix.
+    pub route: Option<String>,
+    /// The authentication method.
+    pub method: Option<String>,
+    /// `success`, `failure`, `forbidden` or `throttled`.
+    pub outcome: String,
+    /// Why it was refused.
+    pub reason: Option<String>,
+    /// The subject.
+    pub subject: Option<String>,
+    /// The credential id.
+    pub credential_id: Option<String>,
+    /// The client address.
+    pub ip: Option<String>,
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The events.
+    pub events: Vec<AuditEventView>,
+    /// Pass as `before` for the next (older) page; null when this is the last.
+    pub next_before: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------
+
+/// `active`, `expired`, `revoked` or `disabled`, in that precedence.
+pub fn credential_status(
+    revoked_at: Option<i64>,
+    expires_at: Option<i64>,
+    subject_disabled: bool,
+    now: i64,
+) -> &'static str {
+    if revoked_at.is_some() {
+        "revoked"
+    } else if expires_at.is_some_and(|e| e <= now) {
+        "expired"
+    } else if subject_disabled {
+        "disabled"
+    } else {
+        "active"
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    keycard_core::time::rfc3339(t)
+}
+
+fn scope_list(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Subject names: 1–200 characters, no control characters (they travel in headers, logs
+/// and audit events).
+pub fn check_subject(what: &str, name: &str) -> Result<(), ManageError> {
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(ManageError::Invalid(format!(
+            "{what}: `{}` is not a valid subject name (1-200 characters, no control characters)",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// A user name: a subject name without `:` (HTTP Basic splits on it).
+pub fn check_user_name(what: &str, name: &str) -> Result<(), ManageError> {
+    check_subject(what, name)?;
+    if name.contains(':') {
+        return Err(ManageError::Invalid(format!(
+            "{what}: a user name cannot contain `:` (HTTP Basic splits on it)"
+        )));
+    }
+    Ok(())
+}
+
+/// A `client_id`: 1-100 characters of `A-Z a-z 0-9 - . _ ~`.
+pub fn check_client_id(id: &str) -> Result<(), ManageError> {
+    if id.is_empty()
+        || id.len() > 100
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err(ManageError::Invalid(format!(
+            "client_id: `{}` must be 1-100 characters of A-Z a-z 0-9 - . _ ~",
+            id.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// Redirect URIs: absolute, no fragment; `https`, or `http` only on loopback (RFC 8252
+/// §7.3), or a private-use scheme with a dot (RFC 8252 §7.1).
+pub fn check_redirect_uri(uri: &str) -> Result<(), ManageError> {
+    let bad = |why: &str| Err(ManageError::Invalid(format!("redirect URI {uri}: {why}")));
+    let Ok(u) = url::Url::parse(uri) else {
+        return bad("not an absolute URI");
+    };
+    if u.fragment().is_some() {
+        return bad("a redirect URI cannot have a fragment (RFC 6749 §3.1.2)");
+    }
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if matches!(u.host_str(), Some("127.0.0.1" | "[::1]" | "localhost")) => Ok(()),
+        "http" => bad(
+            "plain http only for loopback redirects (http://127.0.0.1 or http://[::1]); use https",
+        ),
+        s if s.contains('.') => Ok(()),
+        _ => bad(
+            "use https, a loopback http URI, or a private-use scheme in reverse-DNS form (com.example.app:/cb)",
+        ),
+    }
+}
+
+fn scopes(list: &[String]) -> Result<Scopes, ManageError> {
+    Scopes::from_list(list).map_err(|e| ManageError::Invalid(format!("scopes: {e}")))
+}
+
+/// A positive lifetime such as `90d`, in seconds.
+pub fn lifetime(what: &str, text: &str) -> Result<i64, ManageError> {
+    let d = keycard_core::parse_duration(text)
+        .map_err(|e| ManageError::Invalid(format!("{what}: {e}")))?;
+    let secs = i64::try_from(d.as_secs())
+        .ok()
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .ok_or_else(|| ManageError::Invalid(format!("{what}: `{text}` is too long")))?;
+    if secs <= 0 {
+        return Err(ManageError::Invalid(format!(
+            "{what}: must be more than 0s"
+        )));
+    }
+    Ok(secs)
+}
+
+fn expiry(now: i64, expires_in: Option<&str>) -> Result<Option<i64>, ManageError> {
+    expires_in
+        .map(|d| lifetime("expires_in", d).map(|s| now + s))
+        .transpose()
+}
+
+/// A certificate's identity from PEM (the first certificate).
+pub fn read_cert_pem(what: &str, pem: &[u8]) -> Result<CertIdentity, ManageError> {
+    let der = keycard_core::cert::certs_from_pem(pem)
+        .map_err(|e| ManageError::Invalid(format!("{what}: {e}")))?;
+    let first = der
+        .first()
+        .ok_or_else(|| ManageError::Invalid(format!("{what}: no certificate")))?;
+    CertIdentity::from_der(first).map_err(|e| ManageError::Invalid(format!("{what}: {e}")))
+}
+
+fn key_view(r: ApiKeyRow, now: i64) -> KeyView {
+    KeyView {
+        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        scopes: scope_list(&r.scopes),
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at.map(rfc3339),
+        revoked_at: r.revoked_at.map(rfc3339),
+        last_used_at: r.last_used_at.map(rfc3339),
+        id: r.id,
+        subject: r.subject,
+        name: r.name,
+        rotated_from: r.rotated_from,
+    }
+}
+
+fn hmac_view(r: HmacKeyRow, now: i64) -> HmacView {
+    HmacView {
+        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        scopes: scope_list(&r.scopes),
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at.map(rfc3339),
+        revoked_at: r.revoked_at.map(rfc3339),
+        id: r.id,
+        key_id: r.key_id,
+        alg: r
+            .alg
+            .unwrap_or_else(|| keycard_core::httpsig::HMAC_SHA256.into()),
+        subject: r.subject,
+    }
+}
+
+fn user_view(u: UserRow) -> UserView {
+    UserView {
+        scopes: scope_list(&u.scopes),
+        status: if u.disabled_at.is_some() {
+            "disabled"
+        } else {
+            "active"
+        },
+        digest: u.digest_sealed.is_some(),
+        created_at: rfc3339(u.created_at),
+        password_changed_at: rfc3339(u.password_changed_at),
+        disabled_at: u.disabled_at.map(rfc3339),
+        password_id: u.password_id,
+        name: u.name,
+    }
+}
+
+fn subject_view(s: SubjectRow) -> SubjectView {
+    SubjectView {
+        status: if s.disabled_at.is_some() {
+            "disabled"
+        } else {
+            "active"
+        },
+        created_at: rfc3339(s.created_at),
+        disabled_at: s.disabled_at.map(rfc3339),
+        name: s.name,
+        kind: s.kind,
+    }
+}
+
+/// A stored client as listed.
+pub fn client_view(c: ClientRow) -> ClientView {
+    ClientView {
+        public: c.auth_method == "none",
+        auth: c.auth_method,
+        tls_subject_dn: c.tls_subject_dn,
+        cert_fingerprint: c.cert_fingerprint,
+        redirect_uris: c.redirect_uris,
+        grants: c.grants,
+        scopes: scope_list(&c.scopes),
+        first_party: c.first_party,
+        status: if c.revoked_at.is_some() {
+            "revoked"
+        } else {
+            "active"
+        },
+        created_at: rfc3339(c.created_at),
+        revoked_at: c.revoked_at.map(rfc3339),
+        client_id: c.client_id,
+    }
+}
+
+fn cert_view(r: CertBindingRow, now: i64) -> CertView {
+    CertView {
+        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        scopes: scope_list(&r.scopes),
+        created_at: rfc3339(r.created_at),
+        expires_at: r.expires_at.map(rfc3339),
+        revoked_at: r.revoked_at.map(rfc3339),
+        last_used_at: r.last_used_at.map(rfc3339),
+        id: r.id,
+        subject: r.subject,
+        fingerprint: r.fingerprint,
+    }
+}
+
+impl Manager {
+    /// Operations on `store` with the keys derived from `master`.
+    pub fn new(store: Store, master: &MasterKey, settings: &Settings) -> Self {
+        Self {
+            store,
+            hasher: master.keyed_hasher(),
+            sealer: std::sync::Arc::new(master.sealer()),
+            realm: settings.digest.realm.clone(),
+            algorithm: settings.tokens.algorithm,
+            access_ttl: settings.tokens.access_token_ttl,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    // --- API keys ---
+
+    /// Creates an API key; its text is in the answer only.
+    pub async fn create_api_key(&self, req: NewKeyRequest) -> Result<KeyCreated, ManageError> {
+        check_subject("subject", &req.subject)?;
+        let scopes = scopes(&req.scopes)?;
+        if let Some(n) = &req.name {
+            check_subject("name", n)?;
+        }
+        let now = now_secs();
+        let expires_at = expiry(now, req.expires_in.as_deref())?;
+        let key = api_key::generate().map_err(internal)?;
+        let new = NewApiKey {
+            id: new_id("key").map_err(internal)?,
+            subject: req.subject,
+            lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
+            name: req.name,
+            scopes: scopes.as_str().to_owned(),
+            created_at: now,
+            expires_at,
+        };
+        self.store.create_api_key(&new).await?;
+        Ok(key_created(new, key.expose_secret(), None))
+    }
+
+    /// API keys, of one subject or all.
+    pub async fn list_api_keys(&self, subject: Option<&str>) -> Result<Vec<KeyView>, ManageError> {
+        let now = now_secs();
+        Ok(self
+            .store
+            .list_api_keys(subject)
+            .await?
+            .into_iter()
+            .map(|r| key_view(r, now))
+            .collect())
+    }
+
+    /// Revokes an API key (every instance refuses it within a second).
+    pub async fn revoke_api_key(&self, id: &str) -> Result<(), ManageError> {
+        Ok(self.store.revoke_api_key(id, now_secs()).await?)
+    }
+
+    /// Replaces an API key; the old one works for `grace_secs` more (0: revoked now).
+    pub async fn rotate_api_key(
+        &self,
+        id: &str,
+        grace_secs: i64,
+    ) -> Result<KeyCreated, ManageError> {
+        if grace_secs < 0 {
+            return Err(ManageError::Invalid("grace: must not be negative".into()));
+        }
+        let old = self.store.get_api_key(id).await?;
+        let now = now_secs();
+        // The new key lives as long as the old one was meant to, counted from now.
+        let expires_at = old.expires_at.map(|e| now + (e - old.created_at).max(0));
+        let key = api_key::generate().map_err(internal)?;
+        let new = NewApiKey {
+            id: new_id("key").map_err(internal)?,
+            subject: old.subject.clone(),
+            lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
+            name: old.name.clone(),
+            scopes: old.scopes.clone(),
+            created_at: now,
+            expires_at,
+        };
+        let grace_until = now + grace_secs;
+        self.store.rotate_api_key(id, &new, grace_until).await?;
+        Ok(key_created(
+            new,
+            key.expose_secret(),
+            Some(rfc3339(grace_until)),
+        ))
+    }
+
+    // --- RFC 9421 keys ---
+
+    /// Creates an RFC 9421 key: a fresh shared secret (returned once), or a client's
+    /// Ed25519 public key.
+    pub async fn create_hmac_key(&self, req: NewHmacRequest) -> Result<HmacCreated, ManageError> {
+        use base64::Engine;
+        check_subject("subject", &req.subject)?;
+        let scopes = scopes(&req.scopes)?;
+        let now = now_secs();
+        let expires_at = expiry(now, req.expires_in.as_deref())?;
+        let id = new_id("hmac").map_err(internal)?;
+        let key_id = new_id("hk").map_err(internal)?;
+        let (sealed, alg, secret) = match &req.public_key_pem {
+            Some(pem) => {
+                let public = keycard_core::httpsig::ed25519_public_key_from_pem(pem.as_bytes())
+                    .ok_or_else(|| {
+                        ManageError::Invalid(
+                            "public key: not an Ed25519 public key (PEM: openssl pkey -in key.pem -pubout)"
+                                .into(),
+                        )
+                    })?;
+                (
+                    public.to_vec(),
+                    Some(keycard_core::httpsig::ED25519.to_owned()),
+                    None,
+                )
+            }
+            None => {
+                let mut raw = vec![0u8; HMAC_SECRET_LEN];
+                aws_lc_rs::rand::fill(&mut raw)
+                    .map_err(|_| internal("the random number generator failed"))?;
+                let secret = SecretBytes::new(raw);
+                let sealed = keycard_core::httpsig::seal_secret(
+                    &self.sealer,
+                    &key_id,
+                    secret.expose_secret(),
+                )
+                .map_err(internal)?;
+                let b64 = SecretString::new(
+                    base64::engine::general_purpose::STANDARD.encode(secret.expose_secret()),
+                );
+                (sealed, None, Some(b64))
+            }
+        };
+        let new = NewHmacKey {
+            id: id.clone(),
+            key_id: key_id.clone(),
+            subject: req.subject.clone(),
+            lookup: self.hasher.hash(HashDomain::HmacKeyId, key_id.as_bytes()),
+            sealed,
+            alg: alg.clone(),
+            scopes: scopes.as_str().to_owned(),
+            created_at: now,
+            expires_at,
+        };
+        self.store.create_hmac_key(&new).await?;
+        Ok(HmacCreated {
+            id,
+            key_id,
+            secret: secret.map(|s| s.expose_secret().to_owned()),
+            alg: alg.unwrap_or_else(|| keycard_core::httpsig::HMAC_SHA256.into()),
+            subject: req.subject,
+            scopes: scopes.to_vec(),
+            expires_at: expires_at.map(rfc3339),
+        })
+    }
+
+    /// RFC 9421 keys, of one subject or all.
+    pub async fn list_hmac_keys(
+        &self,
+        subject: Option<&str>,
+    ) -> Result<Vec<HmacView>, ManageError> {
+        let now = now_secs();
+        Ok(self
+            .store
+            .list_hmac_keys(subject)
+            .await?
+            .into_iter()
+            .map(|r| hmac_view(r, now))
+            .collect())
+    }
+
+    /// Revokes an RFC 9421 key.
+    pub async fn revoke_hmac_key(&self, id: &str) -> Result<(), ManageError> {
+        Ok(self.store.revoke_hmac_key(id, now_secs()).await?)
+    }
+
+    // --- users and subjects ---
+
+    /// argon2id of the password (off the async threads) and, with `digest`, the sealed
+    /// RFC 7616 hashes for this realm.
+    async fn hash_and_seal(
+        &self,
+        name: &str,
+        pw: &SecretString,
+        digest: bool,
+    ) -> Result<(String, Option<Vec<u8>>), ManageError> {
+        let for_hash = pw.clone();
+        let hash = tokio::task::spawn_blocking(move || {
+            keycard_core::password::hash(for_hash.expose_secret().as_bytes())
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        let sealed = if digest {
+            let secrets = DigestSecrets::derive(name, &self.realm, pw.expose_secret());
+            Some(secrets.seal(&self.sealer, name).map_err(internal)?)
+        } else {
+            None
+        };
+        Ok((hash, sealed))
+    }
+
+    /// Adds a user with a password.
+    pub async fn add_user(&self, req: NewUserRequest) -> Result<UserView, ManageError> {
+        let NewUserRequest {
+            name,
+            password,
+            scopes: list,
+            digest,
+        } = req;
+        let password = SecretString::new(password);
+        check_user_name("name", &name)?;
+        let scopes = scopes(&list)?;
+        if self.store.find_user(&name).await?.is_some() {
+            return Err(ManageError::Conflict(format!(
+                "user `{name}` already exists"
+            )));
+        }
+        check_policy(&name, password.expose_secret())
+            .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
+        let (hash, sealed) = self.hash_and_seal(&name, &password, digest).await?;
+        self.store
+            .create_user(&NewUser {
+                name: name.clone(),
+                password_id: new_id("pwd").map_err(internal)?,
+                password_hash: hash,
+                digest_sealed: sealed,
+                scopes: scopes.as_str().to_owned(),
+                created_at: now_secs(),
+            })
+            .await?;
+        Ok(user_view(self.store.get_user(&name).await?))
+    }
+
+    /// Sets a user's password (Digest hashes too, when the user has them).
+    pub async fn set_password(
+        &self,
+        name: &str,
+        password: SecretString,
+    ) -> Result<UserView, ManageError> {
+        let user = self.store.get_user(name).await?;
+        check_policy(name, password.expose_secret())
+            .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
+        let digest = user.digest_sealed.is_some();
+        let (hash, sealed) = self.hash_and_seal(name, &password, digest).await?;
+        self.store
+            .set_password(
+                name,
+                &new_id("pwd").map_err(internal)?,
+                &hash,
+                sealed.as_deref(),
+                now_secs(),
+            )
+            .await?;
+        Ok(user_view(self.store.get_user(name).await?))
+    }
+
+    /// Creates the user with `password`, or gives the existing user that password.
+    pub async fn ensure_user(&self, req: NewUserRequest) -> Result<UserView, ManageError> {
+        if self.store.find_user(&req.name).await?.is_some() {
+            let name = req.name.clone();
+            return self
+                .set_password(&name, SecretString::new(req.password))
+                .await;
+        }
+        self.add_user(req).await
+    }
+
+    /// A user.
+    pub async fn get_user(&self, name: &str) -> Result<UserView, ManageError> {
+        Ok(user_view(self.store.get_user(name).await?))
+    }
+
+    /// Every user.
+    pub async fn list_users(&self) -> Result<Vec<UserView>, ManageError> {
+        Ok(self
+            .store
+            .list_users()
+            .await?
+            .into_iter()
+            .map(user_view)
+            .collect())
+    }
+
+    /// Every subject.
+    pub async fn list_subjects(&self) -> Result<Vec<SubjectView>, ManageError> {
+        Ok(self
+            .store
+            .list_subjects()
+            .await?
+            .into_iter()
+            .map(subject_view)
+            .collect())
+    }
+
+    /// Disables (or enables) a subject: all its credentials stop (or start) working.
+    pub async fn set_subject_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<SubjectView, ManageError> {
+        self.store
+            .set_subject_disabled(name, disabled, now_secs())
+            .await?;
+        self.store
+            .list_subjects()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(subject_view)
+            .ok_or_else(|| ManageError::NotFound(format!("subject `{name}` not found")))
+    }
+
+    // --- OAuth clients ---
+
+    /// Registers a client; a confidential one with a secret gets it in the answer only.
+    pub async fn create_client(&self, req: NewClientRequest) -> Result<ClientCreated, ManageError> {
+        let invalid = |m: &str| Err(ManageError::Invalid(m.to_owned()));
+        check_client_id(&req.client_id)?;
+        let auth = match (req.public, req.auth.as_deref()) {
+            (true, None) => "none",
+            (true, Some(_)) => {
+                return invalid("a public client has no auth method: it sends no secret");
+            }
+            (false, None | Some("client_secret_basic")) => "client_secret_basic",
+            (false, Some("client_secret_post")) => "client_secret_post",
+            (false, Some("tls_client_auth")) => "tls_client_auth",
+            (false, Some("self_signed_tls_client_auth")) => "self_signed_tls_client_auth",
+            (false, Some(other)) => {
+                return Err(ManageError::Invalid(format!(
+                    "auth `{}`: one of client_secret_basic, client_secret_post, tls_client_auth, self_signed_tls_client_auth",
+                    other.escape_debug()
+                )));
+            }
+        };
+        let uses_cert = matches!(auth, "tls_client_auth" | "self_signed_tls_client_auth");
+        if !uses_cert && (req.cert_pem.is_some() || req.tls_subject_dn.is_some()) {
+            return invalid(
+                "a certificate or subject DN goes with auth tls_client_auth or self_signed_tls_client_auth",
+            );
+        }
+        let tls_subject_dn = match &req.tls_subject_dn {
+            Some(_) if auth == "self_signed_tls_client_auth" => {
+                return invalid(
+                    "the subject DN goes with tls_client_auth; a self-signed client registers its certificate",
+                );
+            }
+            Some(dn) => Some(keycard_core::cert::normalize_dn(dn).map_err(|e| {
+                ManageError::Invalid(format!("tls subject DN: {e} (write it as `CN=svc,O=Example`, most specific first: openssl x509 -noout -subject -nameopt RFC2253)"))
+            })?),
+            None => None,
+        };
+        let cert_fingerprint = match &req.cert_pem {
+            Some(pem) => Some(read_cert_pem("certificate", pem.as_bytes())?.fingerprint_hex()),
+            None => None,
+        };
+        if auth == "tls_client_auth" && tls_subject_dn.is_none() && cert_fingerprint.is_none() {
+            return invalid(
+                "tls_client_auth needs the subject DN its certificates carry (or a certificate to pin)",
+            );
+        }
+        if auth == "self_signed_tls_client_auth" && cert_fingerprint.is_none() {
+            return invalid("self_signed_tls_client_auth needs the client's certificate");
+        }
+        for uri in &req.redirect_uris {
+            check_redirect_uri(uri)?;
+        }
+        let grants = if req.grants.is_empty() {
+            if req.redirect_uris.is_empty() {
+                vec!["client_credentials".to_owned()]
+            } else {
+                vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+            }
+        } else {
+            req.grants.clone()
+        };
+        for g in &grants {
+            if !GRANTS.contains(&g.as_str()) {
+                return Err(ManageError::Invalid(format!(
+                    "grant `{}`: keycard issues authorization_code, refresh_token and client_credentials (no implicit or password grant, RFC 9700 §2.4)",
+                    g.escape_debug()
+                )));
+            }
+        }
+        if req.public && grants.iter().any(|g| g == "client_credentials") {
+            return invalid(
+                "the client_credentials grant needs a confidential client (not public)",
+            );
+        }
+        if grants.iter().any(|g| g == "authorization_code") && req.redirect_uris.is_empty() {
+            return invalid("the authorization_code grant needs at least one redirect URI");
+        }
+        let scopes = scopes(&req.scopes)?;
+        let secret = if req.public || uses_cert {
+            None
+        } else {
+            let s = keycard_core::random_base62(43).map_err(internal)?;
+            Some(SecretString::new(format!("kcs_{s}")))
+        };
+        let row = ClientRow {
+            client_id: req.client_id,
+            secret_hash: secret.as_ref().map(|s| {
+                self.hasher
+                    .hash(HashDomain::ClientSecret, s.expose_secret().as_bytes())
+                    .to_vec()
+            }),
+            auth_method: auth.to_owned(),
+            redirect_uris: req.redirect_uris,
+            grants,
+            scopes: scopes.as_str().to_owned(),
+            first_party: req.first_party,
+            created_at: now_secs(),
+            revoked_at: None,
+            tls_subject_dn,
+            cert_fingerprint,
+        };
+        if self.store.find_client(&row.client_id).await?.is_some() {
+            return Err(ManageError::Conflict(format!(
+                "client `{}` already exists",
+                row.client_id
+            )));
+        }
+        self.store.create_client(&row).await?;
+        Ok(ClientCreated {
+            client: client_view(row),
+            client_secret: secret.map(|s| s.expose_secret().to_owned()),
+        })
+    }
+
+    /// Every client.
+    pub async fn list_clients(&self) -> Result<Vec<ClientView>, ManageError> {
+        Ok(self
+            .store
+            .list_clients()
+            .await?
+            .into_iter()
+            .map(client_view)
+            .collect())
+    }
+
+    /// Revokes a client and every token it holds.
+    pub async fn revoke_client(&self, client_id: &str) -> Result<(), ManageError> {
+        Ok(self.store.revoke_client(client_id, now_secs()).await?)
+    }
+
+    // --- certificates ---
+
+    /// Binds a client certificate to a subject (the `mtls` method).
+    pub async fn add_cert(&self, req: NewCertRequest) -> Result<CertView, ManageError> {
+        check_subject("subject", &req.subject)?;
+        let scopes = scopes(&req.scopes)?;
+        let identity = read_cert_pem("certificate", req.cert_pem.as_bytes())?;
+        let now = now_secs();
+        if identity.not_after < now {
+            return Err(ManageError::Invalid(format!(
+                "certificate: it expired on {}",
+                rfc3339(identity.not_after)
+            )));
+        }
+        let expires_at = expiry(now, req.expires_in.as_deref())?;
+        let fingerprint = identity.fingerprint_hex();
+        let new = NewCertBinding {
+            id: new_id("cert").map_err(internal)?,
+            subject: req.subject,
+            lookup: self
+                .hasher
+                .hash(HashDomain::CertFingerprint, fingerprint.as_bytes()),
+            fingerprint,
+            scopes: scopes.as_str().to_owned(),
+            created_at: now,
+            expires_at,
+        };
+        self.store.create_cert_binding(&new).await?;
+        Ok(CertView {
+            id: new.id,
+            subject: new.subject,
+            fingerprint: new.fingerprint,
+            scopes: scopes.to_vec(),
+            status: "active",
+            created_at: rfc3339(now),
+            expires_at: expires_at.map(rfc3339),
+            revoked_at: None,
+            last_used_at: None,
+        })
+    }
+
+    /// Every certificate binding.
+    pub async fn list_certs(&self) -> Result<Vec<CertView>, ManageError> {
+        let now = now_secs();
+        Ok(self
+            .store
+            .list_cert_bindings()
+            .await?
+            .into_iter()
+            .map(|r| cert_view(r, now))
+            .collect())
+    }
+
+    /// Revokes a certificate binding.
+    pub async fn revoke_cert(&self, id: &str) -> Result<(), ManageError> {
+        Ok(self.store.revoke_cert_binding(id, now_secs()).await?)
+    }
+
+    // --- signing keys ---
+
+    /// A new signing key; the previous one stops signing and stays published until the
+    /// tokens it signed have expired.
+    pub async fn rotate_signing_key(&self) -> Result<SigningKeyRotated, ManageError> {
+        let now = now_secs();
+        let before = self.store.published_signing_keys(now).await?;
+        let previous = before
+            .iter()
+            .find(|k| k.retired_at.is_none())
+            .map(|k| k.kid.clone());
+        let row =
+            crate::own_keys::new_key_row(self.algorithm, &self.sealer, now).map_err(internal)?;
+        let ttl = i64::try_from(self.access_ttl.as_secs()).unwrap_or(86_400);
+        let publish_until = now + ttl + PUBLISH_MARGIN_SECS;
+        self.store
+            .add_signing_key(&row, publish_until, false)
+            .await?;
+        Ok(SigningKeyRotated {
+            previous_published_until: previous.as_ref().map(|_| rfc3339(publish_until)),
+            previous,
+            kid: row.kid,
+            alg: row.alg,
+        })
+    }
+
+    /// The keys in the JWKS now.
+    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKeyView>, ManageError> {
+        Ok(self
+            .store
+            .published_signing_keys(now_secs())
+            .await?
+            .into_iter()
+            .map(|k| SigningKeyView {
+                current: k.retired_at.is_none(),
+                created_at: rfc3339(k.created_at),
+                retired_at: k.retired_at.map(rfc3339),
+                published_until: k.publish_until.map(rfc3339),
+                kid: k.kid,
+                alg: k.alg,
+            })
+            .collect())
+    }
+
+    // --- audit ---
+
+    /// A page of audit events, newest first.
+    pub async fn audit(&self, f: AuditFilter) -> Result<AuditPage, ManageError> {
+        if f.limit == 0 || f.limit > MAX_AUDIT_PAGE {
+            return Err(ManageError::Invalid(format!(
+                "limit: 1 to {MAX_AUDIT_PAGE}"
+            )));
+        }
+        let rows = self
+            .store
+            .query_audit_ids(&AuditQuery {
+                since_ms: f.since_ms,
+                subject: f.subject,
+                outcome: f.outcome,
+                limit: i64::from(f.limit),
+                before_id: f.before,
+            })
+            .await?;
+        let full = rows.len() == f.limit as usize;
+        let next_before = rows.iter().map(|(id, _)| *id).min().filter(|_| full);
+        let events = rows
+            .into_iter()
+            .rev()
+            .map(|(_, e)| AuditEventView {
+                ts: keycard_core::time::rfc3339_millis(e.ts_ms),
+                request_id: e.request_id,
+                route: e.route,
+                method: e.method.map(|m| m.as_str().to_owned()),
+                outcome: e.outcome.as_str().to_owned(),
+                reason: e.reason,
+                subject: e.subject,
+                credential_id: e.credential_id,
+                ip: e.ip,
+            })
+            .collect();
+        Ok(AuditPage {
+            events,
+            next_before,
+        })
+    }
+}
+
+fn key_created(new: NewApiKey, key: &str, old_valid_until: Option<String>) -> KeyCreated {
+    KeyCreated {
+        scopes: scope_list(&new.scopes),
+        expires_at: new.expires_at.map(rfc3339),
+        id: new.id,
+        key: key.to_owned(),
+        subject: new.subject,
+        name: new.name,
+        old_valid_until,
+    }
+}
