@@ -247,22 +247,7 @@ impl App {
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
         let cert = self.client_cert(&conn, req.headers(), peer_trusted);
         let attempt = {
-            let (scheme, authority) =
-                client_origin(req.headers(), req.uri(), peer_trusted, conn.tls);
-            let facts = RequestFacts {
-                method: req.method().as_str(),
-                target: req
-                    .uri()
-                    .path_and_query()
-                    .map(|pq| pq.as_str())
-                    .unwrap_or("/"),
-                scheme,
-                authority,
-                headers: req.headers(),
-                ip,
-                body: None,
-                cert: cert.as_deref(),
-            };
+            let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, cert.as_deref());
             self.authn.authenticate(policy, &facts).await
         };
         self.record(request_id, policy, ip, &attempt.result);
@@ -414,22 +399,14 @@ impl App {
         };
         let cert = self.client_cert(&conn, req.headers(), peer_trusted);
         let attempt = {
-            let (scheme, authority) =
-                client_origin(req.headers(), req.uri(), peer_trusted, conn.tls);
-            let facts = RequestFacts {
-                method: req.method().as_str(),
-                target: req
-                    .uri()
-                    .path_and_query()
-                    .map(|pq| pq.as_str())
-                    .unwrap_or("/"),
-                scheme,
-                authority,
-                headers: req.headers(),
+            let facts = request_facts(
+                &req,
+                peer_trusted,
+                conn.tls,
                 ip,
-                body: body.as_deref(),
-                cert: cert.as_deref(),
-            };
+                body.as_deref(),
+                cert.as_deref(),
+            );
             let began = std::time::Instant::now();
             let attempt = self.authn.authenticate(policy, &facts).await;
             if !policy.public {
@@ -664,6 +641,33 @@ impl App {
             credential_id,
             ip: Some(ip.to_string()),
         });
+    }
+}
+
+/// What the authenticator needs to know of a request that arrived at keycard directly (the
+/// gateway, the admin API); forward-auth builds its own from the forwarded headers.
+fn request_facts<'a, B>(
+    req: &'a Request<B>,
+    peer_trusted: bool,
+    tls: bool,
+    ip: IpAddr,
+    body: Option<&'a [u8]>,
+    cert: Option<&'a crate::tls::PeerCert>,
+) -> RequestFacts<'a> {
+    let (scheme, authority) = client_origin(req.headers(), req.uri(), peer_trusted, tls);
+    RequestFacts {
+        method: req.method().as_str(),
+        target: req
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/"),
+        scheme,
+        authority,
+        headers: req.headers(),
+        ip,
+        body,
+        cert,
     }
 }
 

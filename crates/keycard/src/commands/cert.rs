@@ -1,58 +1,24 @@
-//! `keycard cert add|list|revoke`: client certificates bound to subjects (the `mtls` method).
+//! `keycard cert add|list|revoke` (the operations are `keycard_server::manage`'s).
 
 use keycard_core::cert::CertIdentity;
-use keycard_core::{HashDomain, Scopes, new_id};
-use keycard_server::{Settings, now_secs};
-use keycard_store::{CertBindingRow, NewCertBinding};
-use serde::Serialize;
+use keycard_server::Settings;
+use keycard_server::manage::NewCertRequest;
 
-use super::{CliError, check_subject, master, open_store};
+use super::{CliError, flag_names, manager};
 use crate::cli::CertCommand;
-use crate::output::{json, time_or};
+use crate::output::json;
 
-#[derive(Serialize)]
-struct Listed {
-    id: String,
-    subject: String,
-    fingerprint: String,
-    scopes: Vec<String>,
-    status: &'static str,
-    created_at: String,
-    expires_at: Option<String>,
-    revoked_at: Option<String>,
-    last_used_at: Option<String>,
-}
-
-fn listed(r: CertBindingRow, now: i64) -> Listed {
-    let status =
-        crate::output::credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now);
-    Listed {
-        status,
-        scopes: r.scopes.split_whitespace().map(str::to_owned).collect(),
-        created_at: keycard_core::time::rfc3339(r.created_at),
-        expires_at: r.expires_at.map(keycard_core::time::rfc3339),
-        revoked_at: r.revoked_at.map(keycard_core::time::rfc3339),
-        last_used_at: r.last_used_at.map(keycard_core::time::rfc3339),
-        id: r.id,
-        subject: r.subject,
-        fingerprint: r.fingerprint,
-    }
-}
-
-/// The first certificate of a PEM file, read.
-pub(crate) fn read_cert(path: &std::path::Path) -> Result<CertIdentity, CliError> {
-    let pem = std::fs::read(path)
+/// The certificate (first of the PEM file) and the file's text.
+pub(crate) fn read_cert(path: &std::path::Path) -> Result<(CertIdentity, String), CliError> {
+    let pem = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("--cert {}: {e}", path.display())))?;
-    let der = keycard_core::cert::certs_from_pem(&pem)
+    let identity = keycard_server::manage::read_cert_pem("certificate", pem.as_bytes())
         .map_err(|e| CliError::Usage(format!("--cert {}: {e}", path.display())))?;
-    let first = der
-        .first()
-        .ok_or_else(|| CliError::Usage(format!("--cert {}: no certificate", path.display())))?;
-    CertIdentity::from_der(first)
-        .map_err(|e| CliError::Usage(format!("--cert {}: {e}", path.display())))
+    Ok((identity, pem))
 }
 
 pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result<(), CliError> {
+    let m = manager(settings).await?;
     match cmd {
         CertCommand::Add {
             subject,
@@ -60,54 +26,33 @@ pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result
             scopes,
             expires_in,
         } => {
-            check_subject(&subject)?;
-            let scopes =
-                Scopes::from_list(&scopes).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
-            let identity = read_cert(&cert)?;
-            let now = now_secs();
-            if identity.not_after < now {
-                return Err(CliError::Usage(format!(
-                    "--cert {}: the certificate expired on {}",
-                    cert.display(),
-                    keycard_core::time::rfc3339(identity.not_after)
-                )));
-            }
-            let expires_at = match expires_in {
-                Some(d) => Some(now + super::key::positive("--expires-in", &d)?),
-                None => None,
-            };
-            let fingerprint = identity.fingerprint_hex();
-            let id = new_id("cert").map_err(|e| CliError::Other(e.to_string()))?;
-            let new = NewCertBinding {
-                id: id.clone(),
-                subject: subject.clone(),
-                lookup: master(settings)?
-                    .keyed_hasher()
-                    .hash(HashDomain::CertFingerprint, fingerprint.as_bytes()),
-                fingerprint: fingerprint.clone(),
-                scopes: scopes.as_str().to_owned(),
-                created_at: now,
-                expires_at,
-            };
-            let store = open_store(settings).await?;
-            store.create_cert_binding(&new).await?;
+            let (identity, cert_pem) = read_cert(&cert)?;
+            let b = m
+                .add_cert(NewCertRequest {
+                    subject,
+                    cert_pem,
+                    scopes,
+                    expires_in,
+                })
+                .await
+                .map_err(flag_names)?;
+            let not_after = keycard_core::time::rfc3339(identity.not_after);
             if as_json {
-                return json(&serde_json::json!({
-                    "id": id,
-                    "subject": subject,
-                    "fingerprint": fingerprint,
-                    "scopes": scopes.to_vec(),
-                    "expires_at": expires_at.map(keycard_core::time::rfc3339),
-                    "cert_subject_dn": identity.subject_dn,
-                    "cert_not_after": keycard_core::time::rfc3339(identity.not_after),
-                }));
+                let mut v = serde_json::to_value(&b).map_err(|e| CliError::Other(e.to_string()))?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("cert_subject_dn".into(), identity.subject_dn.into());
+                    o.insert("cert_not_after".into(), not_after.into());
+                }
+                return json(&v);
             }
-            println!("Bound certificate {fingerprint} to {subject} ({id}).");
+            println!(
+                "Bound certificate {} to {} ({}).",
+                b.fingerprint, b.subject, b.id
+            );
             println!("Certificate subject: {}", identity.subject_dn);
             println!(
-                "Certificate valid until {}; binding expires: {}",
-                keycard_core::time::rfc3339(identity.not_after),
-                time_or(expires_at, "never")
+                "Certificate valid until {not_after}; binding expires: {}",
+                b.expires_at.as_deref().unwrap_or("never")
             );
             if settings.mtls.client_ca.is_none() {
                 println!(
@@ -117,14 +62,7 @@ pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result
             Ok(())
         }
         CertCommand::List => {
-            let store = open_store(settings).await?;
-            let now = now_secs();
-            let rows: Vec<Listed> = store
-                .list_cert_bindings()
-                .await?
-                .into_iter()
-                .map(|r| listed(r, now))
-                .collect();
+            let rows = m.list_certs().await?;
             if as_json {
                 return json(&rows);
             }
@@ -149,8 +87,7 @@ pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result
             Ok(())
         }
         CertCommand::Revoke { id } => {
-            let store = open_store(settings).await?;
-            store.revoke_cert_binding(&id, now_secs()).await?;
+            m.revoke_cert(&id).await?;
             if as_json {
                 return json(&serde_json::json!({"id": id, "revoked": true}));
             }

@@ -16,6 +16,7 @@ mod user;
 use std::path::{Path, PathBuf};
 
 use keycard_core::{MasterKey, parse_duration};
+use keycard_server::manage::{ManageError, Manager};
 use keycard_server::{ConfigError, Settings, master_key};
 use keycard_store::{Store, StoreError};
 
@@ -109,27 +110,50 @@ fn master(settings: &Settings) -> Result<MasterKey, CliError> {
     Ok(master_key::load_or_create(&settings.master_key_file)?)
 }
 
+/// The operations the admin API runs too, over this config's store and master key.
+async fn manager(settings: &Settings) -> Result<Manager, CliError> {
+    let store = open_store(settings).await?;
+    Ok(Manager::new(store, &master(settings)?, settings))
+}
+
+/// A refusal of the operations, which name the fields (`scopes: …`), with the CLI's flag
+/// names instead (`--scope: …`).
+fn flag_names(e: ManageError) -> CliError {
+    const FLAGS: [(&str, &str); 8] = [
+        ("subject: ", "--subject: "),
+        ("scopes: ", "--scope: "),
+        ("expires_in: ", "--expires-in: "),
+        ("name: ", "NAME: "),
+        ("grace: ", "--grace: "),
+        ("certificate: ", "--cert: "),
+        ("public key: ", "--public-key: "),
+        ("client_id: ", "CLIENT_ID: "),
+    ];
+    match e {
+        ManageError::Invalid(m) => CliError::Usage(
+            FLAGS
+                .iter()
+                .find_map(|(field, flag)| m.strip_prefix(field).map(|rest| format!("{flag}{rest}")))
+                .unwrap_or(m),
+        ),
+        e => e.into(),
+    }
+}
+
+impl From<ManageError> for CliError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::Invalid(m) => CliError::Usage(m),
+            e => CliError::Other(e.to_string()),
+        }
+    }
+}
+
 /// A `DUR` flag, in seconds.
 fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
     let d = parse_duration(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
     i64::try_from(d.as_secs())
         .map_err(|_| CliError::Usage(format!("{flag}: `{value}` is too long")))
-}
-
-/// Subject names: 1–200 characters, no control characters (they travel in headers, logs
-/// and audit events).
-fn check_subject(name: &str) -> Result<(), CliError> {
-    check_name("--subject", name)
-}
-
-fn check_name(what: &str, name: &str) -> Result<(), CliError> {
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(CliError::Usage(format!(
-            "{what}: `{}` is not a valid subject name (1-200 characters, no control characters)",
-            name.escape_debug()
-        )));
-    }
-    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use keycard_core::password::check_policy;
-use keycard_core::{Scopes, SecretString, api_key, new_id, random_base62};
-use keycard_server::{Settings, now_secs};
-use keycard_store::{NewApiKey, NewUser, Store};
+use keycard_core::{SecretString, random_base62};
+use keycard_server::Settings;
+use keycard_server::manage::{
+    NewCertRequest, NewClientRequest, NewHmacRequest, NewKeyRequest, NewUserRequest,
+};
 use serde::Serialize;
 
-use super::user::{hash_and_seal, new_password_id};
-use super::{CliError, master, open_store};
+use super::{CliError, manager};
 
 /// The quickstart's demo user (Basic and Digest).
 const DEMO_USER: &str = "alice";
@@ -93,70 +94,62 @@ pub async fn run(
     let settings = Settings::load(&config_path)?;
     let tls_settings = Settings::load(&tls_config_path)?;
 
-    // One demo credential per method.
-    let store = open_store(&settings).await?;
-    let hasher = master(&settings)?.keyed_hasher();
-    let key = api_key::generate().map_err(|e| other(&e))?;
-    let scopes = Scopes::from_list(["demo:read"]).map_err(|e| other(&e))?;
-    store
-        .create_api_key(&NewApiKey {
-            id: new_id("key").map_err(|e| other(&e))?,
+    // One demo credential per method, made by the operations the CLI and admin API run.
+    let m = manager(&settings).await?;
+    let scopes = vec!["demo:read".to_owned()];
+    let key = m
+        .create_api_key(NewKeyRequest {
             subject: "demo".into(),
-            lookup: api_key::lookup_handle(&hasher, key.expose_secret()),
+            scopes: scopes.clone(),
+            expires_in: None,
             name: Some("quickstart".into()),
-            scopes: scopes.as_str().to_owned(),
-            created_at: now_secs(),
-            expires_at: None,
         })
-        .await?;
-    let password = demo_user(&settings, &store, &scopes).await?;
+        .await?
+        .key;
+    let password = loop {
+        let p = SecretString::new(random_base62(20).map_err(|e| other(&e))?);
+        if check_policy(DEMO_USER, p.expose_secret()).is_ok() {
+            break p;
+        }
+    };
+    m.ensure_user(NewUserRequest {
+        name: DEMO_USER.into(),
+        password: password.expose_secret().to_owned(),
+        scopes: scopes.clone(),
+        digest: true,
+    })
+    .await?;
     // A client-credentials client (a new one each run: its secret is shown only once).
-    let client_id = format!("demo-{}", random_base62(6).map_err(|e| other(&e))?);
-    let client_secret =
-        SecretString::new(format!("kcs_{}", random_base62(43).map_err(|e| other(&e))?));
-    store
-        .create_client(&keycard_store::ClientRow {
-            client_id: client_id.clone(),
-            secret_hash: Some(
-                hasher
-                    .hash(
-                        keycard_core::HashDomain::ClientSecret,
-                        client_secret.expose_secret().as_bytes(),
-                    )
-                    .to_vec(),
-            ),
-            auth_method: "client_secret_basic".into(),
-            redirect_uris: Vec::new(),
-            grants: vec!["client_credentials".into()],
-            scopes: scopes.as_str().to_owned(),
-            first_party: false,
-            created_at: now_secs(),
-            revoked_at: None,
-            tls_subject_dn: None,
-            cert_fingerprint: None,
+    let client = m
+        .create_client(NewClientRequest {
+            client_id: format!("demo-{}", random_base62(6).map_err(|e| other(&e))?),
+            scopes: scopes.clone(),
+            ..Default::default()
         })
         .await?;
+    let client_id = client.client.client_id;
+    let client_secret = SecretString::new(client.client_secret.unwrap_or_default());
     // An RFC 9421 signing key (a new one each run: its secret is shown only once).
-    let (hmac_key_id, hmac_secret) = demo_hmac_key(&settings, &store, &scopes).await?;
-    // The client certificate made above, bound to a device subject.
-    let fingerprint = keycard_core::cert::CertIdentity::from_der(&tls.client_der)
-        .map_err(|e| other(&e))?
-        .fingerprint_hex();
-    store
-        .create_cert_binding(&keycard_store::NewCertBinding {
-            id: new_id("cert").map_err(|e| other(&e))?,
-            subject: "demo-device".into(),
-            lookup: hasher.hash(
-                keycard_core::HashDomain::CertFingerprint,
-                fingerprint.as_bytes(),
-            ),
-            fingerprint,
-            scopes: scopes.as_str().to_owned(),
-            created_at: now_secs(),
-            expires_at: None,
+    let hmac = m
+        .create_hmac_key(NewHmacRequest {
+            subject: "demo".into(),
+            scopes: scopes.clone(),
+            ..Default::default()
         })
         .await?;
-    store.close().await;
+    let (hmac_key_id, hmac_secret) = (
+        hmac.key_id,
+        SecretString::new(hmac.secret.unwrap_or_default()),
+    );
+    // The client certificate made above, bound to a device subject.
+    m.add_cert(NewCertRequest {
+        subject: "demo-device".into(),
+        cert_pem: tls.client_pem,
+        scopes,
+        expires_in: None,
+    })
+    .await?;
+    m.store().close().await;
 
     let running = keycard_server::start(&settings).await?;
     let running_tls = keycard_server::start(&tls_settings).await?;
@@ -170,10 +163,7 @@ pub async fn run(
         Example {
             method: "api_key",
             description: "API key in the X-API-Key header",
-            command: format!(
-                "curl -s -H 'X-API-Key: {}' {base}/api/hello",
-                key.expose_secret()
-            ),
+            command: format!("curl -s -H 'X-API-Key: {key}' {base}/api/hello"),
         },
         Example {
             method: "basic",
@@ -291,7 +281,7 @@ fn demo_issuer(dir: &Path) -> Result<PathBuf, CliError> {
 /// The demo's certificates in `tls/`: a CA (also the client CA), a server certificate for
 /// 127.0.0.1 and localhost, and a client certificate (CN demo-device). New on every run.
 struct DemoPki {
-    client_der: Vec<u8>,
+    client_pem: String,
 }
 
 fn demo_pki(dir: &Path) -> Result<DemoPki, CliError> {
@@ -348,7 +338,7 @@ fn demo_pki(dir: &Path) -> Result<DemoPki, CliError> {
         client_key.serialize_pem().as_bytes(),
     )?;
     Ok(DemoPki {
-        client_der: client_cert.der().to_vec(),
+        client_pem: client_cert.pem(),
     })
 }
 
@@ -364,74 +354,4 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
         .open(path)
         .and_then(|mut f| f.write_all(bytes))
         .map_err(|e| CliError::Other(format!("cannot write {}: {e}", path.display())))
-}
-
-/// A fresh HMAC signing key for the demo subject: (key_id, secret as standard base64).
-async fn demo_hmac_key(
-    settings: &Settings,
-    store: &Store,
-    scopes: &Scopes,
-) -> Result<(String, SecretString), CliError> {
-    use base64::Engine;
-    let master = master(settings)?;
-    let mut raw = vec![0u8; 32];
-    aws_lc_rs::rand::fill(&mut raw)
-        .map_err(|_| CliError::Other("the random number generator failed".into()))?;
-    let secret = keycard_core::SecretBytes::new(raw);
-    let other = |e: keycard_core::MasterKeyError| CliError::Other(e.to_string());
-    let key_id = new_id("hk").map_err(other)?;
-    let sealed =
-        keycard_core::httpsig::seal_secret(&master.sealer(), &key_id, secret.expose_secret())
-            .map_err(|e| CliError::Other(e.to_string()))?;
-    store
-        .create_hmac_key(&keycard_store::NewHmacKey {
-            id: new_id("hmac").map_err(other)?,
-            key_id: key_id.clone(),
-            subject: "demo".into(),
-            lookup: master
-                .keyed_hasher()
-                .hash(keycard_core::HashDomain::HmacKeyId, key_id.as_bytes()),
-            sealed,
-            alg: None,
-            scopes: scopes.as_str().to_owned(),
-            created_at: now_secs(),
-            expires_at: None,
-        })
-        .await?;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(secret.expose_secret());
-    Ok((key_id, SecretString::new(b64)))
-}
-
-/// Creates the demo user with a fresh random password (or gives it one when a previous run
-/// made it), with Digest enabled.
-async fn demo_user(
-    settings: &Settings,
-    store: &Store,
-    scopes: &Scopes,
-) -> Result<SecretString, CliError> {
-    let password = loop {
-        let p = SecretString::new(random_base62(20).map_err(|e| CliError::Other(e.to_string()))?);
-        if check_policy(DEMO_USER, p.expose_secret()).is_ok() {
-            break p;
-        }
-    };
-    let (hash, sealed) = hash_and_seal(settings, DEMO_USER, &password, true).await?;
-    let id = new_password_id()?;
-    if store.find_user(DEMO_USER).await?.is_some() {
-        store
-            .set_password(DEMO_USER, &id, &hash, sealed.as_deref(), now_secs())
-            .await?;
-    } else {
-        store
-            .create_user(&NewUser {
-                name: DEMO_USER.into(),
-                password_id: id,
-                password_hash: hash,
-                digest_sealed: sealed,
-                scopes: scopes.as_str().to_owned(),
-                created_at: now_secs(),
-            })
-            .await?;
-    }
-    Ok(password)
 }

@@ -1,29 +1,15 @@
-//! `keycard user add|passwd|disable|enable|list`.
+//! `keycard user add|passwd|disable|enable|list` (the operations are
+//! `keycard_server::manage`'s).
 
 use std::io::Read;
 
-use keycard_core::password::{self, check_policy};
-use keycard_core::user::DigestSecrets;
-use keycard_core::{Scopes, SecretString, new_id};
+use keycard_core::SecretString;
+use keycard_server::manage::{NewUserRequest, UserView};
 use keycard_server::{Settings, now_secs};
-use keycard_store::{NewUser, Store, UserRow};
-use serde::Serialize;
 
-use super::{CliError, check_name, master, open_store};
+use super::{CliError, flag_names, manager, master, open_store};
 use crate::cli::UserCommand;
 use crate::output::json;
-
-#[derive(Serialize)]
-struct Shown {
-    name: String,
-    scopes: Vec<String>,
-    status: &'static str,
-    digest: bool,
-    password_id: String,
-    created_at: String,
-    password_changed_at: String,
-    disabled_at: Option<String>,
-}
 
 pub async fn run(settings: &Settings, cmd: UserCommand, as_json: bool) -> Result<(), CliError> {
     match cmd {
@@ -33,49 +19,32 @@ pub async fn run(settings: &Settings, cmd: UserCommand, as_json: bool) -> Result
             scopes,
             digest,
         } => {
+            let m = manager(settings).await?;
             check_user_name(&name)?;
-            let scopes =
-                Scopes::from_list(&scopes).map_err(|e| CliError::Usage(format!("--scope: {e}")))?;
-            let store = open_store(settings).await?;
-            if store.find_user(&name).await?.is_some() {
+            if m.store().find_user(&name).await?.is_some() {
                 return Err(CliError::Other(format!("user `{name}` already exists")));
             }
             let pw = read_password(password_stdin)?;
-            check_policy(&name, pw.expose_secret()).map_err(|e| CliError::Usage(e.to_string()))?;
-            let (hash, sealed) = hash_and_seal(settings, &name, &pw, digest).await?;
-            let now = now_secs();
-            let new = NewUser {
-                name: name.clone(),
-                password_id: new_password_id()?,
-                password_hash: hash,
-                digest_sealed: sealed,
-                scopes: scopes.as_str().to_owned(),
-                created_at: now,
-            };
-            store.create_user(&new).await?;
-            show_one(&store, &name, as_json, "Added").await
+            let u = m
+                .add_user(NewUserRequest {
+                    name,
+                    password: pw.expose_secret().to_owned(),
+                    scopes,
+                    digest,
+                })
+                .await
+                .map_err(passwords)?;
+            show(&u, as_json, "Added")
         }
         UserCommand::Passwd {
             name,
             password_stdin,
         } => {
-            let store = open_store(settings).await?;
-            let user = store.get_user(&name).await?;
+            let m = manager(settings).await?;
+            m.get_user(&name).await?;
             let pw = read_password(password_stdin)?;
-            check_policy(&name, pw.expose_secret()).map_err(|e| CliError::Usage(e.to_string()))?;
-            // Digest stays on for users who had it: its hash is replaced with the password.
-            let digest = user.digest_sealed.is_some();
-            let (hash, sealed) = hash_and_seal(settings, &name, &pw, digest).await?;
-            store
-                .set_password(
-                    &name,
-                    &new_password_id()?,
-                    &hash,
-                    sealed.as_deref(),
-                    now_secs(),
-                )
-                .await?;
-            show_one(&store, &name, as_json, "Changed the password of").await
+            let u = m.set_password(&name, pw).await.map_err(passwords)?;
+            show(&u, as_json, "Changed the password of")
         }
         UserCommand::Disable { name } => set_disabled(settings, &name, true, as_json).await,
         UserCommand::Enable { name } => set_disabled(settings, &name, false, as_json).await,
@@ -103,8 +72,7 @@ pub async fn run(settings: &Settings, cmd: UserCommand, as_json: bool) -> Result
             Ok(())
         }
         UserCommand::List => {
-            let store = open_store(settings).await?;
-            let users: Vec<Shown> = store.list_users().await?.into_iter().map(shown).collect();
+            let users = manager(settings).await?.list_users().await?;
             if as_json {
                 return json(&users);
             }
@@ -157,17 +125,7 @@ async fn set_disabled(
 
 /// User names travel in Basic credentials, where a colon ends the user-id (RFC 7617 §2).
 fn check_user_name(name: &str) -> Result<(), CliError> {
-    check_name("NAME", name)?;
-    if name.contains(':') {
-        return Err(CliError::Usage(
-            "NAME: a user name cannot contain `:` (HTTP Basic splits on it)".into(),
-        ));
-    }
-    Ok(())
-}
-
-pub(super) fn new_password_id() -> Result<String, CliError> {
-    new_id("pwd").map_err(|e| CliError::Other(e.to_string()))
+    Ok(keycard_server::manage::check_user_name("NAME", name)?)
 }
 
 /// Reads the password: all of stdin minus one trailing newline, or a prompt (asked twice).
@@ -196,37 +154,19 @@ fn read_password(from_stdin: bool) -> Result<SecretString, CliError> {
     Ok(first)
 }
 
-/// The argon2id hash (on a blocking thread: it takes tens of milliseconds and 19 MiB), and
-/// for `digest` the sealed RFC 7616 secrets.
-pub(super) async fn hash_and_seal(
-    settings: &Settings,
-    name: &str,
-    pw: &SecretString,
-    digest: bool,
-) -> Result<(String, Option<Vec<u8>>), CliError> {
-    let for_hash = pw.clone();
-    let hash =
-        tokio::task::spawn_blocking(move || password::hash(for_hash.expose_secret().as_bytes()))
-            .await
-            .map_err(|e| CliError::Other(e.to_string()))?
-            .map_err(|e| CliError::Other(e.to_string()))?;
-    let sealed = if digest {
-        let secrets = DigestSecrets::derive(name, &settings.digest.realm, pw.expose_secret());
-        Some(
-            secrets
-                .seal(&master(settings)?.sealer(), name)
-                .map_err(|e| CliError::Other(e.to_string()))?,
-        )
-    } else {
-        None
-    };
-    Ok((hash, sealed))
+/// A refused password says why, as the policy put it (without the field name).
+fn passwords(e: keycard_server::manage::ManageError) -> CliError {
+    match flag_names(e) {
+        CliError::Usage(m) => {
+            CliError::Usage(m.strip_prefix("password: ").unwrap_or(&m).to_owned())
+        }
+        other => other,
+    }
 }
 
-async fn show_one(store: &Store, name: &str, as_json: bool, verb: &str) -> Result<(), CliError> {
-    let u = shown(store.get_user(name).await?);
+fn show(u: &UserView, as_json: bool, verb: &str) -> Result<(), CliError> {
     if as_json {
-        return json(&u);
+        return json(u);
     }
     println!(
         "{verb} user {} (methods: basic{}; scopes: {})",
@@ -239,23 +179,4 @@ async fn show_one(store: &Store, name: &str, as_json: bool, verb: &str) -> Resul
         }
     );
     Ok(())
-}
-
-fn shown(u: UserRow) -> Shown {
-    Shown {
-        scopes: Scopes::parse(&u.scopes)
-            .map(|s| s.to_vec())
-            .unwrap_or_default(),
-        status: if u.disabled_at.is_some() {
-            "disabled"
-        } else {
-            "active"
-        },
-        digest: u.digest_sealed.is_some(),
-        created_at: keycard_core::time::rfc3339(u.created_at),
-        password_changed_at: keycard_core::time::rfc3339(u.password_changed_at),
-        disabled_at: u.disabled_at.map(keycard_core::time::rfc3339),
-        password_id: u.password_id,
-        name: u.name,
-    }
 }

@@ -29,6 +29,9 @@ pub struct Keycard {
     pub config: PathBuf,
     pub store_url: String,
     procs: Vec<Proc>,
+    /// Every secret the CLI printed or a test passed in (passwords): when the test ends,
+    /// none may be in the logs of the instances it ran (their access logs are on).
+    secrets: Mutex<Vec<String>>,
 }
 
 struct Proc {
@@ -65,6 +68,7 @@ impl Keycard {
             config,
             store_url,
             procs: Vec::new(),
+            secrets: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,8 +102,16 @@ impl Keycard {
         child.wait_with_output().unwrap()
     }
 
+    /// Remembers a secret that must never appear in the logs.
+    pub fn secret(&self, s: &str) {
+        if s.len() >= 8 {
+            self.secrets.lock().unwrap().push(s.to_owned());
+        }
+    }
+
     /// `user add NAME --password-stdin` with `extra` flags; must succeed.
     pub fn add_user(&self, name: &str, password: &str, extra: &[&str]) {
+        self.secret(password);
         let mut args = vec!["user", "add", name, "--password-stdin"];
         args.extend_from_slice(extra);
         let out = self.cli_stdin(&args, &format!("{password}\n"));
@@ -118,7 +130,15 @@ impl Keycard {
             "keycard {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        let text = String::from_utf8(out.stdout).unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            for field in ["key", "secret", "client_secret"] {
+                if let Some(s) = v[field].as_str() {
+                    self.secret(s);
+                }
+            }
+        }
+        text
     }
 
     /// `key create --json`; returns (id, key).
@@ -154,7 +174,7 @@ impl Keycard {
             .arg(&self.config)
             .arg("serve")
             .env_remove("KEYCARD_MASTER_KEY")
-            .env("KEYCARD_LOG", "info")
+            .env("KEYCARD_LOG", "info,keycard::access=info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -229,6 +249,7 @@ impl Keycard {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+        self.assert_no_secret_in_logs();
         self.procs.clear();
     }
 
@@ -243,6 +264,26 @@ impl Drop for Keycard {
         for p in &mut self.procs {
             let _ = p.child.kill();
             let _ = p.child.wait();
+        }
+        if !std::thread::panicking() {
+            self.assert_no_secret_in_logs();
+        }
+    }
+}
+
+impl Keycard {
+    /// No secret the test created is in any instance's log (with the access log on).
+    fn assert_no_secret_in_logs(&self) {
+        let secrets = self.secrets.lock().unwrap();
+        for p in &self.procs {
+            for line in p.log.lock().unwrap().iter() {
+                for s in secrets.iter() {
+                    assert!(
+                        !line.contains(s.as_str()),
+                        "a secret the test created is in keycard's log: {line}"
+                    );
+                }
+            }
         }
     }
 }
