@@ -304,3 +304,62 @@ async fn pyjwt_verifies_keycard_tokens_against_its_jwks_across_a_rotation() {
     );
     kc.stop();
 }
+
+/// `keycard jwt mint`: PyJWT verifies what it signs with a key Python made, and its default
+/// `kid` is the RFC 7638 thumbprint Authlib computes.
+#[test]
+fn keycard_jwt_mint_interoperates_with_pyjwt_and_authlib() {
+    if !crate::common::tools::python_authlib() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import subprocess, sys, warnings, jwt
+warnings.simplefilter("ignore")
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives import serialization
+from authlib.jose import JsonWebKey
+for name, key, kty, alg in [("ec", ec.generate_private_key(ec.SECP256R1()), "EC", "ES256"),
+                            ("ed", ed25519.Ed25519PrivateKey.generate(), "OKP", "EdDSA")]:
+    path = sys.argv[2] + "/" + name + ".pem"
+    open(path, "wb").write(key.private_bytes(serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    tok = subprocess.check_output([sys.argv[1], "jwt", "mint", "--key", path, "--issuer",
+        "https://idp.test/", "--audience", "api", "--subject", "svc", "--scope", "a:b"]).decode().strip()
+    claims = jwt.decode(tok, key.public_key(), algorithms=[alg], audience="api", issuer="https://idp.test/")
+    assert claims["sub"] == "svc" and claims["scope"] == "a:b", claims
+    pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert jwt.get_unverified_header(tok)["kid"] == JsonWebKey.import_key(pub, {"kty": kty}).thumbprint()
+    print(name, "ok")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, crate::common::bin()])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ec ok\ned ok\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A file that is no private key is a usage error naming the flag.
+    std::fs::write(dir.path().join("junk.pem"), "junk").unwrap();
+    let bad = std::process::Command::new(crate::common::bin())
+        .args([
+            "jwt",
+            "mint",
+            "--issuer",
+            "i",
+            "--audience",
+            "a",
+            "--subject",
+            "s",
+            "--key",
+        ])
+        .arg(dir.path().join("junk.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--key"));
+}
