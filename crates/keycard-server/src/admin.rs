@@ -16,7 +16,7 @@ use crate::body::Body;
 use crate::manage::{
     AuditFilter, AuditPage, CertView, ClientCreated, ClientView, HmacCreated, HmacView, KeyCreated,
     KeyView, ManageError, Manager, NewCertRequest, NewClientRequest, NewHmacRequest, NewKeyRequest,
-    NewUserRequest, SigningKeyRotated, SigningKeyView, SubjectView, UserView,
+    NewUserRequest, SigningKeyRotated, SigningKeyView, SubjectView, TotpEnrolled, UserView,
 };
 
 /// The scope an admin credential must hold.
@@ -277,6 +277,14 @@ async fn set_password(m: &Manager, name: &str, body: &[u8]) -> Answer {
         .await?)
 }
 
+/// Enrols TOTP for a user; `secret` and `uri` are in this answer only.
+#[utoipa::path(post, path = "/users/{name}/totp", tag = "users",
+    params(("name" = String, Path, description = "The user")),
+    responses((status = 201, body = TotpEnrolled), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn enroll_totp(m: &Manager, name: &str) -> Answer {
+    created(&m.enroll_totp(name).await?)
+}
+
 /// API keys (never their text).
 #[utoipa::path(get, path = "/keys", tag = "keys",
     params(("subject" = Option<String>, Query, description = "Only this subject's")),
@@ -488,7 +496,7 @@ impl Modify for Security {
     servers((url = "/_keycard/admin/v1")),
     paths(
         list_subjects, disable_subject, enable_subject,
-        list_users, add_user, get_user, set_password,
+        list_users, add_user, get_user, set_password, enroll_totp,
         list_keys, create_key, revoke_key, rotate_key,
         list_hmac, create_hmac, revoke_hmac,
         list_clients, create_client, revoke_client,
@@ -577,6 +585,7 @@ impl Admin {
             (&M::PUT, ["users", name, "password"]) => {
                 set_password(m, &segment(name)?, &read().await?).await
             }
+            (&M::POST, ["users", name, "totp"]) => enroll_totp(m, &segment(name)?).await,
             (&M::GET, ["keys"]) => list_keys(m, &q).await,
             (&M::POST, ["keys"]) => create_key(m, &read().await?).await,
             (&M::DELETE, ["keys", id]) => revoke_key(m, &segment(id)?).await,
@@ -647,7 +656,9 @@ fn allowed(path: &[&str]) -> Option<&'static str> {
             }
         }
         ["users" | "keys" | "hmac-keys"] => "GET, POST",
-        ["subjects", _, "disable" | "enable"] | ["keys", _, "rotate"] => "POST",
+        ["subjects", _, "disable" | "enable"] | ["keys", _, "rotate"] | ["users", _, "totp"] => {
+            "POST"
+        }
         ["signing-keys", "rotate"] => "POST",
         ["users", _] => "GET",
         ["users", _, "password"] => "PUT",

@@ -316,6 +316,17 @@ pub struct UserView {
     pub disabled_at: Option<String>,
 }
 
+/// A TOTP enrolment: the seed, shown once, for an authenticator app.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TotpEnrolled {
+    /// The user.
+    pub name: String,
+    /// The seed, base32 (SHA-1, 6 digits, 30 s).
+    pub secret: String,
+    /// The `otpauth://` URI (a QR code of it is what apps scan).
+    pub uri: String,
+}
+
 /// A subject.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubjectView {
@@ -948,6 +959,20 @@ impl Manager {
                 .await;
         }
         self.add_user(req).await
+    }
+
+    /// Enrols (or re-enrols) TOTP for a user: the login page asks for a code from then on.
+    pub async fn enroll_totp(&self, name: &str) -> Result<TotpEnrolled, ManageError> {
+        self.store.get_user(name).await?;
+        let seed = keycard_core::totp::generate_seed().map_err(internal)?;
+        let sealed = keycard_core::user::seal_totp_seed(&self.sealer, name, seed.expose_secret())
+            .map_err(internal)?;
+        self.store.set_totp(name, &sealed, now_secs()).await?;
+        Ok(TotpEnrolled {
+            name: name.to_owned(),
+            secret: keycard_core::totp::base32_encode(seed.expose_secret()),
+            uri: keycard_core::totp::otpauth_uri("keycard", name, seed.expose_secret()),
+        })
     }
 
     /// A user.

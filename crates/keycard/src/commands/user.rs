@@ -7,7 +7,7 @@ use keycard_core::SecretString;
 use keycard_server::manage::{NewUserRequest, UserView};
 use keycard_server::{Settings, now_secs};
 
-use super::{CliError, flag_names, manager, master, open_store};
+use super::{CliError, flag_names, manager, open_store};
 use crate::cli::UserCommand;
 use crate::output::json;
 
@@ -49,25 +49,13 @@ pub async fn run(settings: &Settings, cmd: UserCommand, as_json: bool) -> Result
         UserCommand::Disable { name } => set_disabled(settings, &name, true, as_json).await,
         UserCommand::Enable { name } => set_disabled(settings, &name, false, as_json).await,
         UserCommand::Totp { name } => {
-            let store = open_store(settings).await?;
-            store.get_user(&name).await?;
-            let seed =
-                keycard_core::totp::generate_seed().map_err(|e| CliError::Other(e.to_string()))?;
-            let sealed = keycard_core::user::seal_totp_seed(
-                &master(settings)?.sealer(),
-                &name,
-                seed.expose_secret(),
-            )
-            .map_err(|e| CliError::Other(e.to_string()))?;
-            store.set_totp(&name, &sealed, now_secs()).await?;
-            let secret = keycard_core::totp::base32_encode(seed.expose_secret());
-            let uri = keycard_core::totp::otpauth_uri("keycard", &name, seed.expose_secret());
+            let t = manager(settings).await?.enroll_totp(&name).await?;
             if as_json {
-                return json(&serde_json::json!({ "name": name, "secret": secret, "uri": uri }));
+                return json(&t);
             }
             println!("TOTP enrolled for {name}. Add it to an authenticator app (shown once):");
-            println!("  uri:    {uri}");
-            println!("  secret: {secret}   (base32, SHA-1, 6 digits, 30 s)");
+            println!("  uri:    {}", t.uri);
+            println!("  secret: {}   (base32, SHA-1, 6 digits, 30 s)", t.secret);
             println!("The login page now asks {name} for a one-time code.");
             Ok(())
         }

@@ -109,6 +109,7 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
         created["key"].as_str().unwrap(),
     );
     assert!(key.starts_with("kc_"));
+    kc.secret(key);
     assert!(created["expires_at"].is_string());
     let through = http.get(&kc.url("/api/x"), &[("x-api-key", key)]).await;
     assert_eq!(through.status, 200);
@@ -202,6 +203,19 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
         )
         .await;
     assert_eq!(basic.status, 200);
+    kc.secret("a long enough passphrase");
+    let totp = post("/users/carol/totp", serde_json::json!({})).await;
+    assert_eq!(totp.status, 201, "{:?}", totp.body);
+    let seed = totp.json()["secret"].as_str().unwrap().to_owned();
+    kc.secret(&seed);
+    assert!(
+        totp.json()["uri"]
+            .as_str()
+            .unwrap()
+            .starts_with("otpauth://totp/")
+    );
+    let listed = http.get(&kc.url(&format!("{V1}/users/carol")), &auth).await;
+    assert!(!String::from_utf8_lossy(&listed.body).contains(&seed));
     let dup = post(
         "/users",
         serde_json::json!({"name": "carol", "password": "another long passphrase"}),
@@ -217,6 +231,7 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
     .await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let secret = r.json()["client_secret"].as_str().unwrap().to_owned();
+    kc.secret(&secret);
     let listed = http.get(&kc.url(&format!("{V1}/clients")), &auth).await;
     assert!(!String::from_utf8_lossy(&listed.body).contains(&secret));
     let basic_auth = format!(
@@ -236,6 +251,7 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
         .await;
     assert_eq!(tok.status, 200, "{:?}", tok.body);
     let token = tok.json()["access_token"].as_str().unwrap().to_owned();
+    kc.secret(&token);
     let bearer = format!("Bearer {token}");
     let users = http
         .get(
@@ -250,6 +266,7 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
     let r = post("/hmac-keys", serde_json::json!({"subject": "partner"})).await;
     assert_eq!(r.status, 201);
     let hmac_secret = r.json()["secret"].as_str().unwrap().to_owned();
+    kc.secret(&hmac_secret);
     let listed = http.get(&kc.url(&format!("{V1}/hmac-keys")), &auth).await;
     assert!(!String::from_utf8_lossy(&listed.body).contains(&hmac_secret));
     let r = post("/signing-keys/rotate", serde_json::json!({})).await;
