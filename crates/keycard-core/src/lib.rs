@@ -41,6 +41,7 @@ mod refusal;
 pub mod route;
 mod scope;
 mod secret;
+pub mod sign;
 pub mod signing;
 pub mod time;
 pub mod totp;

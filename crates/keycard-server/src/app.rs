@@ -12,16 +12,16 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use keycard_core::MasterKey;
 use keycard_core::route::{RoutePolicy, RouteTable, path_is_routable};
-use keycard_core::{AuditEvent, MasterKey, Outcome, Principal, Refusal};
 
 use crate::answer::{self, Challenger};
 use crate::audit::AuditSink;
 use crate::authn::{Authenticator, RequestFacts};
 use crate::body::Body;
-use crate::clock::now_millis;
 use crate::config::{RouteSettings, Settings, Upstream};
 use crate::forwarded::{client_ip, is_trusted};
+use crate::gate::{Gate, Passed};
 use crate::identity;
 use crate::metrics::Endpoint;
 use crate::proxy::{ForwardContext, UpstreamClient, upstream_request};
@@ -32,8 +32,6 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 /// `X-Forwarded-Method` (forward-auth: the original request's method).
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-/// `Authentication-Info` (RFC 7615), carrying Digest's `rspauth`.
-const AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("authentication-info");
 /// The largest request body read to check a Digest `qop=auth-int` credential.
 const MAX_AUTH_INT_BODY: usize = 8 * 1024 * 1024;
 /// How many such bodies may be read at once (bounds memory at 16 × 8 MiB: the body is read
@@ -63,7 +61,7 @@ struct Target {
 #[derive(Debug)]
 pub struct App {
     routes: RouteTable<Target>,
-    challenger: Challenger,
+    gate: Gate,
     trusted_proxies: Vec<ipnet::IpNet>,
     authn: Authenticator,
     audit: AuditSink,
@@ -132,7 +130,11 @@ impl App {
             .collect();
         Self {
             routes: RouteTable::new(routes),
-            challenger: Challenger::new(settings, master),
+            gate: Gate {
+                authn: authn.clone(),
+                audit: audit.clone(),
+                challenger: Challenger::new(settings, master),
+            },
             trusted_proxies: settings.trusted_proxies.clone(),
             authn: authn.clone(),
             audit: audit.clone(),
@@ -246,21 +248,16 @@ impl App {
         let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
         let cert = self.client_cert(&conn, req.headers(), peer_trusted);
-        let attempt = {
+        let passed = {
             let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, cert.as_deref());
-            self.authn.authenticate(policy, &facts).await
+            self.gate.check(policy, &facts, request_id).await
         };
-        self.record(request_id, policy, ip, &attempt.result);
-        let caller = match attempt.result {
-            Ok(Some(p)) => p,
-            Ok(None) => return crate::admin::problem(StatusCode::UNAUTHORIZED, None),
-            Err(refusal) => {
-                return crate::admin::as_problem(self.challenger.refusal(
-                    &refusal,
-                    policy,
-                    attempt.token_presented,
-                ));
-            }
+        let caller = match passed {
+            Ok(Passed {
+                principal: Some(p), ..
+            }) => p,
+            Ok(_) => return crate::admin::problem(StatusCode::UNAUTHORIZED, None),
+            Err(refused) => return crate::admin::as_problem(refused),
         };
         let (parts, body) = req.into_parts();
         match parts.uri.path().strip_prefix(crate::admin::PREFIX) {
@@ -398,7 +395,7 @@ impl App {
             (req.map(Body::Upstream), None)
         };
         let cert = self.client_cert(&conn, req.headers(), peer_trusted);
-        let attempt = {
+        let passed = {
             let facts = request_facts(
                 &req,
                 peer_trusted,
@@ -407,25 +404,12 @@ impl App {
                 body.as_deref(),
                 cert.as_deref(),
             );
-            let began = std::time::Instant::now();
-            let attempt = self.authn.authenticate(policy, &facts).await;
-            if !policy.public {
-                self.observe_verification(&attempt.result, began);
-            }
-            attempt
+            self.gate.check(policy, &facts, request_id).await
         };
         drop(reading);
-        let (result, quota) = self.limit(policy, ip, attempt.result).await;
-        if !policy.public {
-            self.record(request_id, policy, ip, &result);
-        }
-        let principal = match result {
+        let passed = match passed {
             Ok(p) => p,
-            Err(refusal) => {
-                return self
-                    .challenger
-                    .refusal(&refusal, policy, attempt.token_presented);
-            }
+            Err(refused) => return refused,
         };
         let ctx = ForwardContext {
             peer,
@@ -434,7 +418,7 @@ impl App {
             request_id,
             prefix: &policy.prefix,
         };
-        let up = match upstream_request(req, upstream, principal.as_ref(), &ctx) {
+        let up = match upstream_request(req, upstream, passed.principal.as_ref(), &ctx) {
             Ok(r) => r,
             Err(_) => return answer::bad_request(),
         };
@@ -444,8 +428,7 @@ impl App {
         match answer {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
-                set_authentication_info(resp.headers_mut(), attempt.authentication_info);
-                set_quota(resp.headers_mut(), quota);
+                passed.set_headers(resp.headers_mut());
                 resp.map(Body::Upstream)
             }
             Ok(Err(e)) => {
@@ -518,129 +501,17 @@ impl App {
             body: body.as_deref(),
             cert: cert.as_deref(),
         };
-        let began = std::time::Instant::now();
-        let attempt = self.authn.authenticate(policy, &facts).await;
-        if !policy.public {
-            self.observe_verification(&attempt.result, began);
-        }
-        let (result, quota) = self.limit(policy, ip, attempt.result).await;
-        if !policy.public {
-            self.record(request_id, policy, ip, &result);
-        }
-        match result {
-            Ok(principal) => {
+        match self.gate.check(policy, &facts, request_id).await {
+            Ok(passed) => {
                 let mut r = answer::json(StatusCode::OK, r#"{"status":"ok"}"#);
-                if let Some(p) = principal {
-                    identity::set_identity(r.headers_mut(), &p);
+                if let Some(p) = &passed.principal {
+                    identity::set_identity(r.headers_mut(), p);
                 }
-                set_authentication_info(r.headers_mut(), attempt.authentication_info);
-                set_quota(r.headers_mut(), quota);
+                passed.set_headers(r.headers_mut());
                 r
             }
-            Err(refusal) => self
-                .challenger
-                .refusal(&refusal, policy, attempt.token_presented),
+            Err(refused) => refused,
         }
-    }
-
-    fn observe_verification(
-        &self,
-        result: &Result<Option<Principal>, Refusal>,
-        began: std::time::Instant,
-    ) {
-        let method = match result {
-            Ok(p) => p.as_ref().map(Principal::method),
-            Err(r) => r.method(),
-        };
-        self.authn.metrics.verified(method, began.elapsed());
-    }
-
-    /// The route's rate limit, for a request that passed authentication: per subject, or
-    /// per client address on a public route.
-    async fn limit(
-        &self,
-        policy: &RoutePolicy,
-        ip: IpAddr,
-        result: Result<Option<Principal>, Refusal>,
-    ) -> (Result<Option<Principal>, Refusal>, Option<Quota>) {
-        let Some(limit) = policy.rate_limit.as_ref().map(|g| g.limit) else {
-            return (result, None);
-        };
-        let Ok(principal) = result else {
-            return (result, None);
-        };
-        let key = match &principal {
-            Some(p) => p.subject().to_owned(),
-            None => ip.to_string(),
-        };
-        match self
-            .authn
-            .rate_limit(policy, &key, principal.as_ref())
-            .await
-        {
-            Ok(d) => (Ok(principal), d.map(|d| Quota { limit, decision: d })),
-            Err(r) => (Err(r), None),
-        }
-    }
-
-    fn record(
-        &self,
-        request_id: &str,
-        policy: &RoutePolicy,
-        ip: IpAddr,
-        result: &Result<Option<Principal>, Refusal>,
-    ) {
-        let (outcome, method, reason, subject, credential_id) = match result {
-            Ok(Some(p)) => (
-                Outcome::Success,
-                Some(p.method()),
-                None,
-                Some(p.subject().to_owned()),
-                Some(p.credential_id().to_owned()),
-            ),
-            Ok(None) => return,
-            Err(r) => {
-                let (outcome, subject, cred) = match r {
-                    Refusal::Forbidden { principal, .. } => (
-                        Outcome::Forbidden,
-                        Some(principal.subject().to_owned()),
-                        Some(principal.credential_id().to_owned()),
-                    ),
-                    Refusal::Unauthorized {
-                        subject,
-                        credential_id,
-                        ..
-                    } => (Outcome::Failure, subject.clone(), credential_id.clone()),
-                    Refusal::Throttled { subject, .. } => {
-                        (Outcome::Throttled, subject.clone(), None)
-                    }
-                    Refusal::RateLimited { principal, .. } => (
-                        Outcome::Throttled,
-                        principal.as_ref().map(|p| p.subject().to_owned()),
-                        principal.as_ref().map(|p| p.credential_id().to_owned()),
-                    ),
-                    _ => (Outcome::Failure, None, None),
-                };
-                (
-                    outcome,
-                    r.method(),
-                    Some(r.reason().as_str().to_owned()),
-                    subject,
-                    cred,
-                )
-            }
-        };
-        self.audit.record(AuditEvent {
-            ts_ms: now_millis(),
-            request_id: request_id.to_owned(),
-            route: Some(policy.prefix.clone()),
-            method,
-            outcome,
-            reason,
-            subject,
-            credential_id,
-            ip: Some(ip.to_string()),
-        });
     }
 }
 
@@ -690,28 +561,6 @@ fn endpoint_of(path: &str) -> Endpoint {
         }
     } else {
         Endpoint::Gateway
-    }
-}
-
-/// A rate-limit decision to report on a successful answer.
-#[derive(Debug, Clone, Copy)]
-struct Quota {
-    limit: u32,
-    decision: keycard_core::rate::Decision,
-}
-
-/// `RateLimit-Limit`, `-Remaining` and `-Reset` on an answer that went through.
-fn set_quota(h: &mut http::HeaderMap, quota: Option<Quota>) {
-    if let Some(q) = quota {
-        h.insert(answer::RATELIMIT_LIMIT, HeaderValue::from(q.limit));
-        h.insert(
-            answer::RATELIMIT_REMAINING,
-            HeaderValue::from(q.decision.remaining),
-        );
-        h.insert(
-            answer::RATELIMIT_RESET,
-            HeaderValue::from(keycard_core::rate::ceil_secs(q.decision.reset_us)),
-        );
     }
 }
 
@@ -766,7 +615,7 @@ fn client_origin<'a>(
 /// signature on a request that may carry a body. `may_have_body`: the body is not known to
 /// be empty — an HTTP/2 request need send neither `Content-Length` nor `Transfer-Encoding`,
 /// so the headers alone cannot tell. A false positive only reads an empty body.
-fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
+pub(crate) fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
     let signed_body = headers.contains_key("signature-input") && may_have_body;
     signed_body
         || headers.get(AUTHORIZATION).is_some_and(|v| {
@@ -787,12 +636,6 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
             r#"{"error":"payload_too_large"}"#,
         )),
         Err(_) => Err(answer::bad_request()),
-    }
-}
-
-fn set_authentication_info(headers: &mut HeaderMap, info: Option<String>) {
-    if let Some(v) = info.and_then(|i| HeaderValue::from_str(&i).ok()) {
-        headers.insert(AUTHENTICATION_INFO, v);
     }
 }
 

@@ -22,9 +22,11 @@ pub mod config;
 mod digest;
 pub mod feed;
 pub mod forwarded;
+pub mod gate;
 mod hmac;
 pub mod identity;
 pub mod jwks;
+pub mod layer;
 pub mod listener;
 pub mod manage;
 pub mod master_key;
@@ -98,11 +100,8 @@ pub struct Running {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
     conn_shutdown: watch::Sender<bool>,
-    bg_shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
-    background: Vec<JoinHandle<()>>,
-    store: Store,
-    authn: authn::Authenticator,
+    core: Core,
 }
 
 impl Running {
@@ -110,6 +109,96 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.conn_shutdown.send(true);
         let _ = self.accept.await;
+        self.core.shutdown().await;
+    }
+}
+
+/// Everything but the listener: the store, the caches and the change feed that keeps them
+/// honest, the audit writer, keycard's signing keys, the authenticator and its timers.
+/// [`start`] puts a listener in front of it; [`layer::Embedded`] a tower layer.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) master: keycard_core::MasterKey,
+    pub(crate) store: Store,
+    pub(crate) authn: authn::Authenticator,
+    pub(crate) sink: audit::AuditSink,
+    pub(crate) bg_shutdown: watch::Sender<bool>,
+    pub(crate) bg_rx: watch::Receiver<bool>,
+    pub(crate) background: Vec<JoinHandle<()>>,
+}
+
+impl Core {
+    pub(crate) async fn start(
+        settings: &Settings,
+        master: keycard_core::MasterKey,
+        store: Store,
+    ) -> Result<Core, StartError> {
+        let (bg_shutdown, bg_rx) = watch::channel(false);
+        let mut background = Vec::new();
+
+        let revision = store.latest_revision().await?;
+        let cache = Arc::new(cache::CredentialCache::default());
+        cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
+        let feed_state = Arc::new(feed::FeedState::new(revision));
+        background.push(
+            feed::spawn_follower(
+                settings.store_url.as_str(),
+                cache.clone(),
+                feed_state.clone(),
+                bg_rx.clone(),
+            )
+            .map_err(StartError::Feed)?,
+        );
+        own_keys::ensure_key(&store, &master.sealer(), &settings.tokens)
+            .await
+            .map_err(StartError::SigningKey)?;
+        let jwks_client = proxy::client().map_err(StartError::Client)?;
+        let issuers = Arc::new(
+            jwks::Issuers::load(&settings.jwt_issuers, &jwks_client)
+                .await
+                .map_err(StartError::Jwks)?,
+        );
+        let authn = authn::Authenticator::new(
+            &master,
+            settings,
+            store.clone(),
+            cache,
+            feed_state,
+            issuers,
+            jwks_client,
+        )
+        .map_err(StartError::Authn)?;
+        let (sink, writer) = audit::channel(authn.metrics().clone());
+        let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
+        background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
+        authn.keyring.rebuild(
+            &store
+                .published_signing_keys(now_secs())
+                .await
+                .map_err(StartError::Store)?,
+        );
+        if let Some(follower) = authn.follow_throttle_blocks(bg_rx.clone()) {
+            background.push(follower);
+        }
+        background.push(tokio::spawn(housekeeping(
+            store.clone(),
+            authn.clone(),
+            bg_rx.clone(),
+        )));
+        Ok(Core {
+            master,
+            store,
+            authn,
+            sink,
+            bg_shutdown,
+            bg_rx,
+            background,
+        })
+    }
+
+    /// Stops the timers and the feed, writes the audit queue and `last_used_at`, closes
+    /// the store.
+    pub(crate) async fn shutdown(self) {
         let _ = self.bg_shutdown.send(true);
         for t in self.background {
             let _ = t.await;
@@ -137,89 +226,33 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         addr: settings.listen,
         source,
     })?;
-
     let (conn_shutdown, conn_rx) = watch::channel(false);
-    let (bg_shutdown, bg_rx) = watch::channel(false);
-    let mut background = Vec::new();
-
-    let revision = store.latest_revision().await?;
-    let cache = Arc::new(cache::CredentialCache::default());
-    // After the revision: a revocation made since is in the feed.
-    cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
-    let feed_state = Arc::new(feed::FeedState::new(revision));
-    background.push(
-        feed::spawn_follower(
-            settings.store_url.as_str(),
-            cache.clone(),
-            feed_state.clone(),
-            bg_rx.clone(),
-        )
-        .map_err(StartError::Feed)?,
-    );
-
-    own_keys::ensure_key(&store, &master.sealer(), &settings.tokens)
-        .await
-        .map_err(StartError::SigningKey)?;
-    let jwks_client = proxy::client().map_err(StartError::Client)?;
-    let issuers = Arc::new(
-        jwks::Issuers::load(&settings.jwt_issuers, &jwks_client)
-            .await
-            .map_err(StartError::Jwks)?,
-    );
-    let authn = authn::Authenticator::new(
-        &master,
-        settings,
-        store.clone(),
-        cache,
-        feed_state,
-        issuers,
-        jwks_client,
-    )
-    .map_err(StartError::Authn)?;
-    let (sink, writer) = audit::channel(authn.metrics().clone());
-    let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
-    background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
-    authn.keyring.rebuild(
-        &store
-            .published_signing_keys(now_secs())
-            .await
-            .map_err(StartError::Store)?,
-    );
-    let bg_rx_tls = bg_rx.clone();
-    if let Some(follower) = authn.follow_throttle_blocks(bg_rx.clone()) {
-        background.push(follower);
-    }
-    background.push(tokio::spawn(housekeeping(
-        store.clone(),
-        authn.clone(),
-        bg_rx,
-    )));
-
-    // Fail early where the upstream client cannot be built (each worker builds its own).
-    proxy::client().map_err(StartError::Client)?;
+    let mut core = Core::start(settings, master, store).await?;
     let tls = match &settings.tls {
         Some(t) => {
             let state = Arc::new(tls::TlsState::load(t).map_err(StartError::Tls)?);
-            background.push(tokio::spawn(state.clone().watch(bg_rx_tls)));
+            core.background
+                .push(tokio::spawn(state.clone().watch(core.bg_rx.clone())));
             Some(state)
         }
         None => None,
     };
-    let app = Arc::new(app::App::new(settings, &master, authn.clone(), sink));
+    let app = Arc::new(app::App::new(
+        settings,
+        &core.master,
+        core.authn.clone(),
+        core.sink.clone(),
+    ));
     let accept = tokio::spawn(listener::serve(listener, app, tls, conn_rx));
-    tracing::info!(listen = %local_addr, store = store.engine(), routes = settings.routes.len(), "keycard is serving");
+    tracing::info!(listen = %local_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,
         conn_shutdown,
-        bg_shutdown,
         accept,
-        background,
-        store,
-        authn,
+        core,
     })
 }
 
-/// Periodic chores: write `last_used_at` in batches, prune old change-feed rows.
 async fn housekeeping(
     store: Store,
     authn: authn::Authenticator,

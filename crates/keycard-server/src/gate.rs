@@ -1,0 +1,204 @@
+//! The one verification step every shape of keycard runs — the gateway, forward-auth, the
+//! admin API and the embedded tower layer ([`crate::layer`]): authenticate against the
+//! route's policy, apply its rate limit, write the audit event and the metrics, and turn a
+//! refusal into the SPEC §6 answer. [`Gate::check`] is that step.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue, Response};
+use keycard_core::route::RoutePolicy;
+use keycard_core::{AuditEvent, Outcome, Principal, Refusal};
+
+use crate::answer::{self, Challenger};
+use crate::audit::AuditSink;
+use crate::authn::{Authenticator, RequestFacts};
+use crate::body::Body;
+use crate::clock::now_millis;
+
+/// `Authentication-Info` (RFC 7615), carrying Digest's `rspauth`.
+const AUTHENTICATION_INFO: http::HeaderName = http::HeaderName::from_static("authentication-info");
+
+/// What a request must get through: the authenticator, the audit trail and the challenges.
+#[derive(Debug)]
+pub struct Gate {
+    pub(crate) authn: Authenticator,
+    pub(crate) audit: AuditSink,
+    pub(crate) challenger: Challenger,
+}
+
+/// A request that passed.
+#[derive(Debug)]
+pub struct Passed {
+    /// Who sent it (`None` on a public route).
+    pub principal: Option<Principal>,
+    quota: Option<Quota>,
+    authentication_info: Option<String>,
+}
+
+impl Passed {
+    /// Adds what the answer tells the client: Digest's `Authentication-Info`, and
+    /// `RateLimit-*` when the route is limited.
+    pub fn set_headers(&self, h: &mut HeaderMap) {
+        if let Some(v) = self
+            .authentication_info
+            .as_deref()
+            .and_then(|i| HeaderValue::from_str(i).ok())
+        {
+            h.insert(AUTHENTICATION_INFO, v);
+        }
+        set_quota(h, self.quota);
+    }
+}
+
+impl Gate {
+    /// Authenticates `facts` against `policy`, applies the rate limit, records the audit
+    /// event (not on public routes) and the metrics. `Err` is the answer to send.
+    pub async fn check(
+        &self,
+        policy: &RoutePolicy,
+        facts: &RequestFacts<'_>,
+        request_id: &str,
+    ) -> Result<Passed, Response<Body>> {
+        let began = std::time::Instant::now();
+        let attempt = self.authn.authenticate(policy, facts).await;
+        if !policy.public {
+            self.observe_verification(&attempt.result, began);
+        }
+        let (result, quota) = self.limit(policy, facts.ip, attempt.result).await;
+        if !policy.public {
+            self.record(request_id, policy, facts.ip, &result);
+        }
+        match result {
+            Ok(principal) => Ok(Passed {
+                principal,
+                quota,
+                authentication_info: attempt.authentication_info,
+            }),
+            Err(refusal) => Err(self
+                .challenger
+                .refusal(&refusal, policy, attempt.token_presented)),
+        }
+    }
+
+    fn observe_verification(
+        &self,
+        result: &Result<Option<Principal>, Refusal>,
+        began: std::time::Instant,
+    ) {
+        let method = match result {
+            Ok(p) => p.as_ref().map(Principal::method),
+            Err(r) => r.method(),
+        };
+        self.authn.metrics.verified(method, began.elapsed());
+    }
+
+    /// The route's rate limit, for a request that passed authentication: per subject, or
+    /// per client address on a public route.
+    async fn limit(
+        &self,
+        policy: &RoutePolicy,
+        ip: IpAddr,
+        result: Result<Option<Principal>, Refusal>,
+    ) -> (Result<Option<Principal>, Refusal>, Option<Quota>) {
+        let Some(limit) = policy.rate_limit.as_ref().map(|g| g.limit) else {
+            return (result, None);
+        };
+        let Ok(principal) = result else {
+            return (result, None);
+        };
+        let key = match &principal {
+            Some(p) => p.subject().to_owned(),
+            None => ip.to_string(),
+        };
+        match self
+            .authn
+            .rate_limit(policy, &key, principal.as_ref())
+            .await
+        {
+            Ok(d) => (Ok(principal), d.map(|d| Quota { limit, decision: d })),
+            Err(r) => (Err(r), None),
+        }
+    }
+
+    fn record(
+        &self,
+        request_id: &str,
+        policy: &RoutePolicy,
+        ip: IpAddr,
+        result: &Result<Option<Principal>, Refusal>,
+    ) {
+        let (outcome, method, reason, subject, credential_id) = match result {
+            Ok(Some(p)) => (
+                Outcome::Success,
+                Some(p.method()),
+                None,
+                Some(p.subject().to_owned()),
+                Some(p.credential_id().to_owned()),
+            ),
+            Ok(None) => return,
+            Err(r) => {
+                let (outcome, subject, cred) = match r {
+                    Refusal::Forbidden { principal, .. } => (
+                        Outcome::Forbidden,
+                        Some(principal.subject().to_owned()),
+                        Some(principal.credential_id().to_owned()),
+                    ),
+                    Refusal::Unauthorized {
+                        subject,
+                        credential_id,
+                        ..
+                    } => (Outcome::Failure, subject.clone(), credential_id.clone()),
+                    Refusal::Throttled { subject, .. } => {
+                        (Outcome::Throttled, subject.clone(), None)
+                    }
+                    Refusal::RateLimited { principal, .. } => (
+                        Outcome::Throttled,
+                        principal.as_ref().map(|p| p.subject().to_owned()),
+                        principal.as_ref().map(|p| p.credential_id().to_owned()),
+                    ),
+                    _ => (Outcome::Failure, None, None),
+                };
+                (
+                    outcome,
+                    r.method(),
+                    Some(r.reason().as_str().to_owned()),
+                    subject,
+                    cred,
+                )
+            }
+        };
+        self.audit.record(AuditEvent {
+            ts_ms: now_millis(),
+            request_id: request_id.to_owned(),
+            route: Some(policy.prefix.clone()),
+            method,
+            outcome,
+            reason,
+            subject,
+            credential_id,
+            ip: Some(ip.to_string()),
+        });
+    }
+}
+
+/// A rate-limit decision to report on a successful answer.
+#[derive(Debug, Clone, Copy)]
+struct Quota {
+    limit: u32,
+    decision: keycard_core::rate::Decision,
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` on an answer that went through.
+fn set_quota(h: &mut http::HeaderMap, quota: Option<Quota>) {
+    if let Some(q) = quota {
+        h.insert(answer::RATELIMIT_LIMIT, HeaderValue::from(q.limit));
+        h.insert(
+            answer::RATELIMIT_REMAINING,
+            HeaderValue::from(q.decision.remaining),
+        );
+        h.insert(
+            answer::RATELIMIT_RESET,
+            HeaderValue::from(keycard_core::rate::ceil_secs(q.decision.reset_us)),
+        );
+    }
+}
