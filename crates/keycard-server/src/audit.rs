@@ -71,7 +71,7 @@ pub fn channel(metrics: Arc<crate::metrics::Metrics>) -> (AuditSink, AuditWriter
 
 /// Opens the audit file for appending (0600 when created).
 ///
-/// Plain blocking writes: one append of a batch every [`GATHER`] from a background task is
+/// Plain blocking writes: one append of a batch every `GATHER` from a background task is
 /// a page-cache copy of a few hundred kilobytes at most, cheaper than handing each batch to
 /// a blocking-pool thread.
 pub fn open_target(target: &AuditTarget) -> std::io::Result<Box<dyn Write + Send>> {

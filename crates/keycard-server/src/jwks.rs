@@ -1,6 +1,6 @@
 //! Keys of external JWT issuers (`[[jwt.issuers]]`): from a JWKS file read at start, or a
 //! JWKS URL fetched over HTTP(S) and cached per `Cache-Control: max-age` (bounded to
-//! [`MIN_MAX_AGE`]..[`MAX_MAX_AGE`], default [`DEFAULT_MAX_AGE`]). An unknown `kid` triggers
+//! `MIN_MAX_AGE`..`MAX_MAX_AGE`, default `DEFAULT_MAX_AGE`). An unknown `kid` triggers
 //! a refetch at most once per [`FORCED_REFETCH_EVERY`] per issuer; a failed fetch keeps the
 //! last good set.
 

@@ -100,7 +100,7 @@ pub struct KeyState {
     loaded_ms: i64,
 }
 
-/// The signing keys, re-read from the store at most every [`REFRESH_MS`] (a rotation by
+/// The signing keys, re-read from the store at most every `REFRESH_MS` (a rotation by
 /// the CLI or another instance shows within that).
 #[derive(Debug)]
 pub struct Keyring {
@@ -130,7 +130,7 @@ impl Keyring {
         }
     }
 
-    /// Whether the keys were read within [`REFRESH_MS`].
+    /// Whether the keys were read within `REFRESH_MS`.
     pub fn is_fresh(&self) -> bool {
         now_millis().saturating_sub(self.current().loaded_ms) < REFRESH_MS
     }

@@ -116,7 +116,7 @@ impl PeerCert {
 }
 
 impl PeerCert {
-    /// The certificate of a completed handshake under [`CaOrSelfSigned`]: that verifier
+    /// The certificate of a completed handshake under `CaOrSelfSigned`: that verifier
     /// let through only certificates that chain to `ca` and self-issued ones, so only a
     /// self-issued one is checked again (it might be neither).
     pub fn from_handshake(chain: &[CertificateDer<'_>], ca: Option<&ClientCa>) -> Option<Self> {

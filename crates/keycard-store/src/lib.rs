@@ -2,7 +2,7 @@
 //! (the default, one file, nothing to install) or PostgreSQL (for several instances).
 //!
 //! Both engines run the same SQL text for every operation: each method is written once and
-//! expanded for each pool by [`with_pool!`], so the two backends cannot drift apart. The
+//! expanded for each pool by `with_pool!`, so the two backends cannot drift apart. The
 //! migrations are the only per-engine files (`migrations/sqlite`, `migrations/postgres`),
 //! kept in step by the test suite, which runs every test on both engines.
 //!

@@ -265,7 +265,7 @@ pub enum ClientCommand {
         #[arg(long)]
         public: bool,
         /// A redirect URI, matched exactly (repeat for several); for http://127.0.0.1 and
-        /// http://[::1] any port matches (RFC 8252).
+        /// `http://[::1]` on any port matches (RFC 8252).
         #[arg(long = "redirect-uri", value_name = "URI")]
         redirect_uris: Vec<String>,
         /// A grant type it may use: authorization_code, refresh_token, client_credentials

@@ -1,0 +1,289 @@
+//! The example service, built and run: it accepts an API key, a keycard-issued token and an
+//! RFC 9421 signature made with the Rust helper, and refuses what the gateway refuses.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use keycard_server::manage::{Manager, NewClientRequest, NewHmacRequest, NewKeyRequest};
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.body))
+    }
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .request(b.body(Full::new(Bytes::copy_from_slice(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body.collect().await.unwrap().to_bytes()).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_layer_accepts_what_the_gateway_accepts_and_refuses_the_same_attacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keycard.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"sqlite://data/k.db\"\n[secrets]\nmaster_key_file = \"data/master.key\"\n[audit]\nfile = \"data/audit.jsonl\"\n[limits]\nfailed_auth = \"100000/min\"\n",
+    )
+    .unwrap();
+    let settings = keycard_server::Settings::load(&config).unwrap();
+    // keycard serve beside it (its token endpoint), and the service with the layer, both on
+    // the same store.
+    let server = keycard_server::start(&settings).await.unwrap();
+    let keycard = keycard_server::layer::Embedded::start(&settings)
+        .await
+        .unwrap();
+    let app = keycard_embedded_example::app(&keycard).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let base = format!("http://{addr}");
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    let master = keycard_server::master_key::load_or_create(&settings.master_key_file).unwrap();
+    let store = keycard_store::Store::open(settings.store_url.as_str())
+        .await
+        .unwrap();
+    let m = Manager::new(store, &master, &settings);
+    let key = m
+        .create_api_key(NewKeyRequest {
+            subject: "billing".into(),
+            scopes: vec!["orders:read".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let weak = m
+        .create_api_key(NewKeyRequest {
+            subject: "intern".into(),
+            scopes: vec!["other:read".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // An API key: through, and the handler read the caller with the extractor.
+    let url = format!("{base}/orders/42");
+    let a = send(&client, Method::GET, &url, &[("x-api-key", &key.key)], b"").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let v = a.json();
+    assert_eq!(
+        (
+            v["order"].as_str(),
+            v["subject"].as_str(),
+            v["method"].as_str()
+        ),
+        (Some("42"), Some("billing"), Some("api_key"))
+    );
+    // No credential, a wrong key, a truncated key: the same 401 with a challenge.
+    let truncated = &key.key[..key.key.len() - 1];
+    for headers in [
+        vec![],
+        vec![("x-api-key", "kc_notakeyatall")],
+        vec![("x-api-key", truncated)],
+    ] {
+        let a = send(&client, Method::GET, &url, &headers, b"").await;
+        assert_eq!(a.status, 401, "{headers:?}");
+        assert_eq!(a.body, r#"{"error":"unauthorized"}"#);
+        assert!(a.headers.get("www-authenticate").is_some());
+    }
+    // A key without the scope: 403.
+    let a = send(&client, Method::GET, &url, &[("x-api-key", &weak.key)], b"").await;
+    assert_eq!(a.status, 403);
+    // A method the layer does not allow (Basic) is refused even if right.
+    let a = send(
+        &client,
+        Method::GET,
+        &url,
+        &[("authorization", "Basic YTpi")],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 401);
+
+    // A keycard access token (client credentials at keycard serve's token endpoint).
+    let c = m
+        .create_client(NewClientRequest {
+            client_id: "reports".into(),
+            scopes: vec!["orders:read".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let basic = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("reports:{}", c.client_secret.unwrap()))
+    };
+    let tok = send(
+        &client,
+        Method::POST,
+        &format!("http://{}/oauth2/token", server.local_addr),
+        &[
+            ("authorization", &format!("Basic {basic}")),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        b"grant_type=client_credentials&scope=orders:read",
+    )
+    .await;
+    assert_eq!(tok.status, 200, "{}", tok.body);
+    let token = tok.json()["access_token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+    let a = send(
+        &client,
+        Method::GET,
+        &url,
+        &[("authorization", &bearer)],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["method"], "oauth2");
+    // The token with one byte changed: 401.
+    let mut forged = token.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = format!("Bearer {}", String::from_utf8(forged).unwrap());
+    let a = send(
+        &client,
+        Method::GET,
+        &url,
+        &[("authorization", &forged)],
+        b"",
+    )
+    .await;
+    assert_eq!(a.status, 401);
+
+    // An RFC 9421 signature made with the Rust helper; replayed, or for another path: 401.
+    let h = m
+        .create_hmac_key(NewHmacRequest {
+            subject: "partner".into(),
+            scopes: vec!["orders:read".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let secret = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(h.secret.unwrap())
+            .unwrap()
+    };
+    let signer = keycard_core::sign::Signer::Hmac(&secret);
+    let mut req = Request::builder()
+        .method(Method::GET)
+        .uri(&url)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    keycard_core::sign::sign_http_request(&mut req, b"", &signer, &h.key_id, &[]).unwrap();
+    let signed: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect();
+    let pairs: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let a = send(&client, Method::GET, &url, &pairs, b"").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["method"], "hmac");
+    let replay = send(&client, Method::GET, &url, &pairs, b"").await;
+    assert_eq!(replay.status, 401, "a replayed signature went through");
+    let other = send(
+        &client,
+        Method::GET,
+        &format!("{base}/orders/43"),
+        &pairs,
+        b"",
+    )
+    .await;
+    assert_eq!(
+        other.status, 401,
+        "a signature for another path went through"
+    );
+
+    // Revoked through the store while serving: refused within a second (the change feed).
+    m.revoke_api_key(&key.id).await.unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        if send(&client, Method::GET, &url, &[("x-api-key", &key.key)], b"")
+            .await
+            .status
+            == 401
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a revoked key still works after 2 s");
+
+    // Every attempt is in the audit trail, under the layer's route.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = m
+        .audit(keycard_server::manage::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let routes: Vec<_> = events
+        .events
+        .iter()
+        .filter(|e| e.route.as_deref() == Some("/orders/"))
+        .collect();
+    assert!(routes.iter().any(|e| e.outcome == "forbidden"));
+    assert!(
+        routes
+            .iter()
+            .any(|e| e.method.as_deref() == Some("hmac") && e.reason.as_deref() == Some("replay"))
+    );
+    keycard.shutdown().await;
+    server.shutdown().await;
+}
