@@ -37,6 +37,43 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
+//! # Per method
+//! What a caller sends to a layered service — exactly what it sends to the gateway:
+//!
+//! | method | the request carries |
+//! |---|---|
+//! | `api_key` | `X-API-Key: kc_…` or `Authorization: Bearer kc_…` (`keycard key create`) |
+//! | `oauth2` | `Authorization: Bearer <access token>` from `keycard serve`'s `/oauth2/token` |
+//! | `jwt` | `Authorization: Bearer <JWT>` of a `[[jwt.issuers]]` issuer |
+//! | `basic`, `digest` | `Authorization: Basic …` / `Digest …` (the 401 carries the challenges) |
+//! | `hmac` | `Signature-Input`, `Signature` (+ `Content-Digest`): [`keycard_core::sign`] |
+//! | `mtls` | no header: the host puts the TLS peer's chain in [`PeerCertificates`] |
+//!
+//! A caller signing with the Rust helper, for the `hmac` method:
+//! ```
+//! use keycard_core::sign::{Signer, sign_http_request};
+//!
+//! let secret = [7u8; 32]; // `keycard hmac create`'s secret, base64-decoded
+//! let mut req = http::Request::post("https://orders.internal/orders")
+//!     .header("content-type", "application/json")
+//!     .body(r#"{"sku":"A1"}"#)
+//!     .unwrap();
+//! let body = req.body().as_bytes().to_vec();
+//! sign_http_request(&mut req, &body, &Signer::Hmac(&secret), "hk_3kTMd9", &["content-type"])
+//!     .unwrap();
+//! assert!(req.headers().contains_key("signature"));
+//! ```
+//!
+//! A host handing over the client certificate, for the `mtls` method:
+//! ```
+//! use keycard_server::layer::PeerCertificates;
+//!
+//! # let chain_der: Vec<Vec<u8>> = Vec::new();
+//! let mut req = http::Request::get("/whoami").body(()).unwrap();
+//! // `chain_der`: from the TLS stack (rustls: `peer_certificates()`), leaf first.
+//! req.extensions_mut().insert(PeerCertificates(chain_der));
+//! ```
+//!
 //! The peer address comes from axum's `ConnectInfo<SocketAddr>` (serve with
 //! `into_make_service_with_connect_info`), or a [`PeerAddr`] extension; without either the
 //! failed-attempt throttle counts all callers as one address.

@@ -287,3 +287,91 @@ async fn the_layer_accepts_what_the_gateway_accepts_and_refuses_the_same_attacks
     keycard.shutdown().await;
     server.shutdown().await;
 }
+
+/// mTLS through the layer: the host hands over the TLS peer's chain; keycard verifies it
+/// against `mtls.client_ca` and maps it through its certificate bindings.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_handed_over_by_the_host_is_verified_and_mapped() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(p, key))
+    };
+    let client = |issuer: &Issuer<'_, KeyPair>, cn: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.signed_by(&key, issuer).unwrap()
+    };
+    let (ca_pem, issuer) = ca("embedded test CA");
+    let (_, other) = ca("another CA");
+    std::fs::write(dir.path().join("ca.pem"), ca_pem).unwrap();
+    let config = dir.path().join("keycard.toml");
+    std::fs::write(
+        &config,
+        "[store]\nurl = \"sqlite://data/k.db\"\n[secrets]\nmaster_key_file = \"data/master.key\"\n[audit]\nfile = \"data/audit.jsonl\"\n[mtls]\nclient_ca = \"ca.pem\"\n",
+    )
+    .unwrap();
+    let settings = keycard_server::Settings::load(&config).unwrap();
+    let keycard = keycard_server::layer::Embedded::start(&settings)
+        .await
+        .unwrap();
+    let master = keycard_server::master_key::load_or_create(&settings.master_key_file).unwrap();
+    let store = keycard_store::Store::open(settings.store_url.as_str())
+        .await
+        .unwrap();
+    let m = Manager::new(store, &master, &settings);
+    let device = client(&issuer, "device-1");
+    m.add_cert(keycard_server::manage::NewCertRequest {
+        subject: "device-1".into(),
+        cert_pem: device.pem(),
+        scopes: vec![],
+        expires_in: None,
+    })
+    .await
+    .unwrap();
+    let unbound = client(&issuer, "device-2");
+    let foreign = client(&other, "device-1");
+    let mut app = keycard_embedded_example::app(&keycard).unwrap();
+    let call = |cert: Option<Vec<u8>>| {
+        let mut req = http::Request::builder()
+            .uri("/whoami")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        if let Some(der) = cert {
+            req.extensions_mut()
+                .insert(keycard_server::layer::PeerCertificates(vec![der]));
+        }
+        req
+    };
+    let r = app.call(call(Some(device.der().to_vec()))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["subject"].as_str(), v["method"].as_str()),
+        (Some("device-1"), Some("mtls"))
+    );
+    for (what, cert) in [
+        ("no certificate", None),
+        ("a certificate of another CA", Some(foreign.der().to_vec())),
+        (
+            "a certificate bound to nobody",
+            Some(unbound.der().to_vec()),
+        ),
+        ("garbage", Some(b"not a certificate".to_vec())),
+    ] {
+        let r = app.call(call(cert)).await.unwrap();
+        assert_eq!(r.status(), 401, "{what}");
+    }
+    keycard.shutdown().await;
+}
