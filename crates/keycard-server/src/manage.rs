@@ -208,6 +208,37 @@ pub struct AuditFilter {
 // ---------------------------------------------------------------------------------------
 // What they get back.
 
+/// A credential's status and times (flattened into the views: `status`, `created_at`,
+/// `expires_at`, `revoked_at`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Lifecycle {
+    /// `active`, `expired`, `revoked` or `disabled`.
+    pub status: &'static str,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339; null: never.
+    pub expires_at: Option<String>,
+    /// RFC 3339.
+    pub revoked_at: Option<String>,
+}
+
+impl Lifecycle {
+    fn of(
+        created_at: i64,
+        expires_at: Option<i64>,
+        revoked_at: Option<i64>,
+        subject_disabled: bool,
+        now: i64,
+    ) -> Self {
+        Self {
+            status: credential_status(revoked_at, expires_at, subject_disabled, now),
+            created_at: rfc3339(created_at),
+            expires_at: expires_at.map(rfc3339),
+            revoked_at: revoked_at.map(rfc3339),
+        }
+    }
+}
+
 /// An API key as listed (never its secret).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyView {
@@ -219,14 +250,9 @@ pub struct KeyView {
     pub name: Option<String>,
     /// Its scopes.
     pub scopes: Vec<String>,
-    /// `active`, `expired`, `revoked` or `disabled`.
-    pub status: &'static str,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339; null: never.
-    pub expires_at: Option<String>,
-    /// RFC 3339.
-    pub revoked_at: Option<String>,
+    /// Status and times.
+    #[serde(flatten)]
+    pub life: Lifecycle,
     /// RFC 3339 (kept to the minute).
     pub last_used_at: Option<String>,
     /// The key this one replaced.
@@ -266,14 +292,9 @@ pub struct HmacView {
     pub subject: String,
     /// Its scopes.
     pub scopes: Vec<String>,
-    /// `active`, `expired`, `revoked` or `disabled`.
-    pub status: &'static str,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339; null: never.
-    pub expires_at: Option<String>,
-    /// RFC 3339.
-    pub revoked_at: Option<String>,
+    /// Status and times.
+    #[serde(flatten)]
+    pub life: Lifecycle,
 }
 
 /// A new RFC 9421 key; `secret` (standard base64) is shown once, null for Ed25519.
@@ -392,14 +413,9 @@ pub struct CertView {
     pub fingerprint: String,
     /// Its scopes.
     pub scopes: Vec<String>,
-    /// `active`, `expired`, `revoked` or `disabled`.
-    pub status: &'static str,
-    /// RFC 3339.
-    pub created_at: String,
-    /// RFC 3339; null: never.
-    pub expires_at: Option<String>,
-    /// RFC 3339.
-    pub revoked_at: Option<String>,
+    /// Status and times.
+    #[serde(flatten)]
+    pub life: Lifecycle,
     /// RFC 3339.
     pub last_used_at: Option<String>,
 }
@@ -594,11 +610,14 @@ pub fn read_cert_pem(what: &str, pem: &[u8]) -> Result<CertIdentity, ManageError
 
 fn key_view(r: ApiKeyRow, now: i64) -> KeyView {
     KeyView {
-        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        life: Lifecycle::of(
+            r.created_at,
+            r.expires_at,
+            r.revoked_at,
+            r.subject_disabled,
+            now,
+        ),
         scopes: scope_list(&r.scopes),
-        created_at: rfc3339(r.created_at),
-        expires_at: r.expires_at.map(rfc3339),
-        revoked_at: r.revoked_at.map(rfc3339),
         last_used_at: r.last_used_at.map(rfc3339),
         id: r.id,
         subject: r.subject,
@@ -609,11 +628,14 @@ fn key_view(r: ApiKeyRow, now: i64) -> KeyView {
 
 fn hmac_view(r: HmacKeyRow, now: i64) -> HmacView {
     HmacView {
-        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        life: Lifecycle::of(
+            r.created_at,
+            r.expires_at,
+            r.revoked_at,
+            r.subject_disabled,
+            now,
+        ),
         scopes: scope_list(&r.scopes),
-        created_at: rfc3339(r.created_at),
-        expires_at: r.expires_at.map(rfc3339),
-        revoked_at: r.revoked_at.map(rfc3339),
         id: r.id,
         key_id: r.key_id,
         alg: r
@@ -678,11 +700,14 @@ pub fn client_view(c: ClientRow) -> ClientView {
 
 fn cert_view(r: CertBindingRow, now: i64) -> CertView {
     CertView {
-        status: credential_status(r.revoked_at, r.expires_at, r.subject_disabled, now),
+        life: Lifecycle::of(
+            r.created_at,
+            r.expires_at,
+            r.revoked_at,
+            r.subject_disabled,
+            now,
+        ),
         scopes: scope_list(&r.scopes),
-        created_at: rfc3339(r.created_at),
-        expires_at: r.expires_at.map(rfc3339),
-        revoked_at: r.revoked_at.map(rfc3339),
         last_used_at: r.last_used_at.map(rfc3339),
         id: r.id,
         subject: r.subject,
@@ -1185,10 +1210,7 @@ impl Manager {
             subject: new.subject,
             fingerprint: new.fingerprint,
             scopes: scopes.to_vec(),
-            status: "active",
-            created_at: rfc3339(now),
-            expires_at: expires_at.map(rfc3339),
-            revoked_at: None,
+            life: Lifecycle::of(now, expires_at, None, false, now),
             last_used_at: None,
         })
     }

@@ -1,5 +1,6 @@
 //! API keys: stored by the keyed hash of the key (the `lookup`), never the key.
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::changes::{ChangeKind, hex, record_changes};
@@ -110,7 +111,7 @@ impl Store {
     /// Stores a new key (and its subject, when new).
     pub async fn create_api_key(&self, key: &NewApiKey) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             insert_key!(tx, key, None::<String>);
             record_changes!(tx, key.created_at, [(ChangeKind::Credential, hex(&key.lookup))]);
             tx.commit().await?;
@@ -161,7 +162,7 @@ impl Store {
     /// Revokes a key now. Errors if unknown or already revoked.
     pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let lookup: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND kind = 'api_key' AND revoked_at IS NULL RETURNING lookup",
             )
@@ -192,7 +193,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let now = new.created_at;
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // A grace that has already ended revokes at once.
             let sql = "UPDATE credentials SET \
                  expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END, \
@@ -226,7 +227,7 @@ impl Store {
             return Ok(());
         }
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for (id, at) in uses {
                 sqlx::query("UPDATE credentials SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)")
                     .bind(id)

@@ -1,5 +1,6 @@
 //! The audit trail in the store (the server also appends it to a JSON-lines file).
 
+use crate::BeginWrite;
 use keycard_core::{AuditEvent, Method, Outcome};
 use sqlx::{QueryBuilder, Row};
 
@@ -49,7 +50,7 @@ impl Store {
             // parameters (UNNEST), far cheaper to bind than thousands of scalar ones, so a
             // busy audit trail does not crowd out the reads the request path waits on.
             Backend::Postgres(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 for chunk in events.chunks(PG_CHUNK) {
                     sqlx::query(
                         "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) \
@@ -71,7 +72,7 @@ impl Store {
                 Ok(())
             }
             Backend::Sqlite(p) => {
-                let mut tx = p.begin().await?;
+                let mut tx = p.begin_write().await?;
                 for chunk in chunks(events) {
                     let mut qb = QueryBuilder::new(
                         "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) ",

@@ -3,6 +3,7 @@
 //! in `key_id` (it is public: `cert list` shows it). One active binding per certificate; a
 //! revoked binding's lookup is retired so that the certificate can be bound again.
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::changes::{ChangeKind, hex, record_changes};
@@ -85,7 +86,7 @@ impl Store {
     /// when the certificate already has an active binding.
     pub async fn create_cert_binding(&self, b: &NewCertBinding) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let existing: Vec<(String, Option<i64>)> = sqlx::query_as(
                 "SELECT id, revoked_at FROM credentials WHERE kind = 'cert' AND lookup = $1",
             )
@@ -164,7 +165,7 @@ impl Store {
     /// Revokes a binding now. Errors if unknown or already revoked.
     pub async fn revoke_cert_binding(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let lookup: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND kind = 'cert' AND revoked_at IS NULL RETURNING lookup",
             )

@@ -2,6 +2,7 @@
 //! of their public `key_id`, with the secret sealed by the caller (the store never sees it
 //! in the clear).
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::changes::{ChangeKind, hex, record_changes};
@@ -118,7 +119,7 @@ impl Store {
     /// Stores a new HMAC key (and its subject, when new).
     pub async fn create_hmac_key(&self, key: &NewHmacKey) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO subjects (name, kind, created_at) VALUES ($1, 'service', $2) ON CONFLICT (name) DO NOTHING",
             )
@@ -182,7 +183,7 @@ impl Store {
     /// Revokes an HMAC key now (by its id or its `key_id`). Errors if unknown or revoked.
     pub async fn revoke_hmac_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let lookup: Option<Vec<u8>> = sqlx::query_scalar(
                 "UPDATE credentials SET revoked_at = $2 WHERE (id = $1 OR key_id = $1) AND kind = 'hmac' AND revoked_at IS NULL RETURNING lookup",
             )

@@ -64,6 +64,37 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// A write transaction. On SQLite it is `BEGIN IMMEDIATE`: a deferred transaction that reads
+/// first and writes second fails at once with `SQLITE_BUSY` (no busy timeout helps) when
+/// another connection — `keycard serve` while the CLI writes, say — committed in between.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+    + Send {
+        self.begin()
+    }
+}
+
 impl Store {
     /// Which engine: `"sqlite"` or `"postgres"`.
     pub fn engine(&self) -> &'static str {

@@ -6,6 +6,7 @@
 //! racing redemptions cannot both win; the loser's presentation counts as reuse and
 //! revokes the grant (RFC 9700 §4.14.2, RFC 6749 §4.1.2).
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::changes::{ChangeKind, record_changes};
@@ -261,7 +262,7 @@ impl Store {
     /// Registers a client. Errors when the id is taken.
     pub async fn create_client(&self, c: &ClientRow) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let inserted = sqlx::query(
                 "INSERT INTO oauth_clients (client_id, secret_hash, auth_method, redirect_uris, grants, scopes, first_party, created_at, tls_subject_dn, cert_fingerprint) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (client_id) DO NOTHING",
@@ -318,7 +319,7 @@ impl Store {
     /// access tokens are refused by the gateway, which follows the client's state).
     pub async fn revoke_client(&self, client_id: &str, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE oauth_clients SET revoked_at = COALESCE(revoked_at, $2) WHERE client_id = $1",
             )
@@ -373,7 +374,7 @@ impl Store {
     /// code is marked used too and returned: the caller refuses it by `expires_at`.
     pub async fn redeem_code(&self, code_hash: &[u8], now: i64) -> Result<Redeemed, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row = sqlx::query(
                 "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
                  RETURNING grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at",
@@ -417,7 +418,7 @@ impl Store {
     /// Starts a grant (from a redeemed code) with its first refresh token and access token.
     pub async fn start_grant(&self, g: &GrantRow, issued: &Issued) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query(
                 "INSERT INTO oauth_grants (grant_id, client_id, subject, scopes, audience, auth_time, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -449,7 +450,7 @@ impl Store {
         now: i64,
     ) -> Result<Rotated, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let grant_id: Option<String> = sqlx::query_scalar(
                 "UPDATE oauth_refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING grant_id",
             )
@@ -522,7 +523,7 @@ impl Store {
     /// Revokes the grant a refresh token belongs to (RFC 7009). `false` when unknown.
     pub async fn revoke_by_refresh(&self, hash: &[u8], now: i64) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let grant_id: Option<String> = sqlx::query_scalar(
                 "SELECT grant_id FROM oauth_refresh_tokens WHERE token_hash = $1",
             )
@@ -546,7 +547,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let inserted = sqlx::query(
                 "INSERT INTO oauth_revoked_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3) ON CONFLICT (jti) DO NOTHING",
             )
@@ -615,7 +616,7 @@ impl Store {
     /// Enrols a user in TOTP (replacing an earlier seed).
     pub async fn set_totp(&self, name: &str, sealed: &[u8], now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE subjects SET totp_sealed = $2, totp_last_step = NULL WHERE name = $1 AND kind = 'user'",
             )
@@ -654,7 +655,7 @@ impl Store {
     /// expiry, grants (with their tokens) past their absolute lifetime.
     pub async fn prune_oauth(&self, now: i64) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // A used code is kept a little longer than its life: a late second redemption
             // still finds it and revokes the grant.
             sqlx::query("DELETE FROM oauth_codes WHERE expires_at < $1").bind(now - 3600).execute(&mut *tx).await?;

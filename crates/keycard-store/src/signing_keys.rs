@@ -1,5 +1,6 @@
 //! keycard's own JWT signing keys, sealed: the store never sees a private key in the clear.
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::{Store, StoreError, with_pool};
@@ -77,7 +78,7 @@ impl Store {
         only_if_none: bool,
     ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             // Serialises concurrent rotations on PostgreSQL (SQLite has one writer).
             sqlx::query("UPDATE feed_head SET revision = revision WHERE id = 1")
                 .execute(&mut *tx)

@@ -275,6 +275,43 @@ async fn change_feed_is_monotonic_and_names_what_changed() {
     .await;
 }
 
+/// Two processes on one SQLite file (keycard serve and the CLI) write at once: each write
+/// transaction takes the write lock up front, so none fails with `database is locked`.
+#[tokio::test]
+async fn two_stores_on_one_file_write_at_once() {
+    each_engine(|t| async move {
+        let other = crate::Store::open(&t.url).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40u8 {
+            let s = if i % 2 == 0 {
+                t.store.clone()
+            } else {
+                other.clone()
+            };
+            // A binding reads before it writes: the case a deferred transaction loses.
+            tasks.push(tokio::spawn(async move {
+                s.create_cert_binding(&crate::NewCertBinding {
+                    id: format!("cert_{i}"),
+                    subject: format!("svc{}", i % 3),
+                    fingerprint: format!("{i:064x}"),
+                    lookup: [i; 32],
+                    scopes: String::new(),
+                    created_at: 100,
+                    expires_at: None,
+                })
+                .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(t.store.list_cert_bindings().await.unwrap().len(), 40);
+        other.close().await;
+        t
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn concurrent_writers_commit_revisions_in_order() {
     each_engine(|t| async move {

@@ -1,6 +1,7 @@
 //! Users: subjects of kind `user` with an argon2id password hash, and for those who opted in,
 //! sealed Digest secrets. The store never sees a password; callers hand it the hash.
 
+use crate::BeginWrite;
 use sqlx::Row;
 
 use crate::changes::{ChangeKind, record_changes};
@@ -117,7 +118,7 @@ impl Store {
     /// Creates a user. Errors when the name is taken by any subject.
     pub async fn create_user(&self, user: &NewUser) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let inserted = sqlx::query(
                 "INSERT INTO subjects (name, kind, created_at, scopes, password_id, password_hash, digest_sealed, password_changed_at) \
                  VALUES ($1, 'user', $2, $3, $4, $5, $6, $2) ON CONFLICT (name) DO NOTHING",
@@ -194,7 +195,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE subjects SET password_id = $2, password_hash = $3, digest_sealed = $4, password_changed_at = $5 \
                  WHERE name = $1 AND kind = 'user'",
@@ -246,7 +247,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         with_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE subjects SET disabled_at = CASE WHEN $2 THEN COALESCE(disabled_at, $3) ELSE NULL END WHERE name = $1",
             )

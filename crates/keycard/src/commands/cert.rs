@@ -52,7 +52,7 @@ pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result
             println!("Certificate subject: {}", identity.subject_dn);
             println!(
                 "Certificate valid until {not_after}; binding expires: {}",
-                b.expires_at.as_deref().unwrap_or("never")
+                b.life.expires_at.as_deref().unwrap_or("never")
             );
             if settings.mtls.client_ca.is_none() {
                 println!(
@@ -79,7 +79,7 @@ pub async fn run(settings: &Settings, cmd: CertCommand, as_json: bool) -> Result
                     "{:<22} {:<16} {:<8} {:<64} {}",
                     r.id,
                     r.subject,
-                    r.status,
+                    r.life.status,
                     r.fingerprint,
                     r.scopes.join(" ")
                 );

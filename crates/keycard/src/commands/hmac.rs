@@ -80,8 +80,8 @@ pub async fn run(settings: &Settings, cmd: HmacCommand, as_json: bool) -> Result
                     k.id,
                     k.key_id,
                     k.subject,
-                    k.status,
-                    k.expires_at.unwrap_or_else(|| "never".into()),
+                    k.life.status,
+                    k.life.expires_at.unwrap_or_else(|| "never".into()),
                     k.scopes.join(" ")
                 );
             }

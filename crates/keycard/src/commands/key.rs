@@ -45,8 +45,8 @@ pub async fn run(settings: &Settings, cmd: KeyCommand, as_json: bool) -> Result<
                     "{:<21} {:<16} {:<8} {:<20} {:<20} {:<20} {}",
                     k.id,
                     k.subject,
-                    k.status,
-                    k.expires_at.as_deref().unwrap_or("never"),
+                    k.life.status,
+                    k.life.expires_at.as_deref().unwrap_or("never"),
                     k.last_used_at.as_deref().unwrap_or("-"),
                     k.name.as_deref().unwrap_or("-"),
                     k.scopes.join(" ")
