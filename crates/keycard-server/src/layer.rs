@@ -362,6 +362,15 @@ fn peer_ip<B>(req: &Request<B>) -> IpAddr {
     {
         return a.ip();
     }
+    // Without an address every caller counts as one for the failed-attempt throttle: one
+    // guesser could lock everybody out. Say so, once.
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "keycard layer: the request carries no peer address (axum ConnectInfo or PeerAddr); \
+             the failed-attempt throttle counts all callers as one"
+        );
+    });
     IpAddr::V4(Ipv4Addr::UNSPECIFIED)
 }
 

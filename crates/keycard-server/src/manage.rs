@@ -260,7 +260,7 @@ pub struct KeyView {
 }
 
 /// A new API key, with its secret (shown once).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct KeyCreated {
     /// The credential id.
     pub id: String,
@@ -298,7 +298,7 @@ pub struct HmacView {
 }
 
 /// A new RFC 9421 key; `secret` (standard base64) is shown once, null for Ed25519.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct HmacCreated {
     /// The credential id.
     pub id: String,
@@ -338,7 +338,7 @@ pub struct UserView {
 }
 
 /// A TOTP enrolment: the seed, shown once, for an authenticator app.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct TotpEnrolled {
     /// The user.
     pub name: String,
@@ -393,7 +393,7 @@ pub struct ClientView {
 }
 
 /// A new client; `client_secret` is shown once (null for public and certificate clients).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Clone, Serialize, ToSchema)]
 pub struct ClientCreated {
     /// The client.
     #[serde(flatten)]
@@ -1319,6 +1319,45 @@ impl Manager {
     }
 }
 
+// The answers that carry a secret show it in JSON, once, and never in `Debug`.
+impl std::fmt::Debug for KeyCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCreated")
+            .field("id", &self.id)
+            .field("key", &"..")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for HmacCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacCreated")
+            .field("id", &self.id)
+            .field("key_id", &self.key_id)
+            .field("secret", &self.secret.as_ref().map(|_| ".."))
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for TotpEnrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TotpEnrolled")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ClientCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCreated")
+            .field("client", &self.client)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
 fn key_created(new: NewApiKey, key: &str, old_valid_until: Option<String>) -> KeyCreated {
     KeyCreated {
         scopes: scope_list(&new.scopes),
@@ -1328,5 +1367,69 @@ fn key_created(new: NewApiKey, key: &str, old_valid_until: Option<String>) -> Ke
         subject: new.subject,
         name: new.name,
         old_valid_until,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_answers_never_show_their_secret_in_debug() {
+        let life = Lifecycle::of(0, None, None, false, 0);
+        let k = KeyCreated {
+            id: "key_1".into(),
+            key: "kc_SECRETSECRET".into(),
+            subject: "s".into(),
+            scopes: vec![],
+            expires_at: None,
+            name: None,
+            old_valid_until: None,
+        };
+        let h = HmacCreated {
+            id: "hmac_1".into(),
+            key_id: "hk_1".into(),
+            secret: Some("SECRETSECRET".into()),
+            alg: "hmac-sha256".into(),
+            subject: "s".into(),
+            scopes: vec![],
+            expires_at: None,
+        };
+        let t = TotpEnrolled {
+            name: "u".into(),
+            secret: "SECRETSECRET".into(),
+            uri: "otpauth://totp/keycard:u?secret=SECRETSECRET".into(),
+        };
+        let c = ClientCreated {
+            client: ClientView {
+                client_id: "c".into(),
+                public: false,
+                auth: "client_secret_basic".into(),
+                redirect_uris: vec![],
+                grants: vec![],
+                scopes: vec![],
+                first_party: false,
+                tls_subject_dn: None,
+                cert_fingerprint: None,
+                status: life.status,
+                created_at: life.created_at.clone(),
+                revoked_at: None,
+            },
+            client_secret: Some("kcs_SECRETSECRET".into()),
+        };
+        for text in [
+            format!("{k:?}"),
+            format!("{h:?}"),
+            format!("{t:?}"),
+            format!("{c:?}"),
+        ] {
+            assert!(!text.contains("SECRETSECRET"), "{text}");
+        }
+        // The JSON answer does carry it: that is where it is shown, once.
+        assert!(
+            serde_json::to_string(&k)
+                .unwrap()
+                .contains("kc_SECRETSECRET")
+        );
     }
 }
