@@ -22,7 +22,7 @@ pub fn generate() -> Result<SecretString, MasterKeyError> {
     key.push_str(PREFIX);
     key.push_str(&random_base62(RANDOM_LEN)?);
     let sum = crc32(key.as_bytes());
-    key.push_str(&base62_fixed(u64::from(sum), CHECKSUM_LEN));
+    key.push_str(std::str::from_utf8(&base62_fixed(u64::from(sum))).unwrap_or_default());
     Ok(SecretString::new(key))
 }
 
@@ -43,9 +43,9 @@ pub fn check_format(text: &str) -> Result<(), Reason> {
         return Err(Reason::Malformed);
     }
     let (head, sum) = bytes.split_at(KEY_LEN - CHECKSUM_LEN);
-    let expected = base62_fixed(u64::from(crc32(head)), CHECKSUM_LEN);
+    let expected = base62_fixed(u64::from(crc32(head)));
     // Not secret (the checksum is derived from the key it travels with), so a plain compare.
-    if expected.as_bytes() != sum {
+    if expected[..] != *sum {
         return Err(Reason::Malformed);
     }
     Ok(())
@@ -104,14 +104,16 @@ pub fn verify_as(record: &ApiKeyRecord, method: Method, now: i64) -> Result<Prin
     ))
 }
 
-fn base62_fixed(mut n: u64, len: usize) -> String {
+/// The checksum's text: `n` in base62, most significant digit first, zero-padded. On the
+/// stack: every presented key is checked with it.
+fn base62_fixed(mut n: u64) -> [u8; CHECKSUM_LEN] {
     const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut out = vec![b'0'; len];
+    let mut out = [b'0'; CHECKSUM_LEN];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET.get((n % 62) as usize).copied().unwrap_or(b'0');
         n /= 62;
     }
-    String::from_utf8(out).unwrap_or_default()
+    out
 }
 
 /// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`).

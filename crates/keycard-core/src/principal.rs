@@ -16,6 +16,16 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The subject, shared (a reference-count bump, no copy).
+    pub fn subject_arc(&self) -> Arc<str> {
+        self.subject.clone()
+    }
+
+    /// The credential id, shared.
+    pub fn credential_id_arc(&self) -> Arc<str> {
+        self.credential_id.clone()
+    }
+
     pub(crate) fn new(
         subject: Arc<str>,
         method: Method,

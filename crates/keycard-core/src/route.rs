@@ -1,12 +1,14 @@
 //! Route policy: which requests need which proof. Longest prefix wins; no match is 404.
 
+use std::sync::Arc;
+
 use crate::{MethodSet, Scopes};
 
 /// What one route asks of a request.
 #[derive(Debug, Clone)]
 pub struct RoutePolicy {
     /// The path prefix that selects this route (also the audit `route`).
-    pub prefix: String,
+    pub prefix: Arc<str>,
     /// The methods accepted here.
     pub methods: MethodSet,
     /// Scopes a request must hold, all of them.
@@ -35,7 +37,7 @@ impl<T> RouteTable<T> {
     pub fn find(&self, path: &str) -> Option<&(RoutePolicy, T)> {
         self.routes
             .iter()
-            .find(|(p, _)| path.starts_with(&p.prefix))
+            .find(|(p, _)| path.starts_with(&*p.prefix))
     }
 
     /// Every route, longest prefix first.

@@ -47,6 +47,92 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The client certificate of the TLS handshake.
     pub cert: Option<Arc<crate::tls::PeerCert>>,
+    /// The peer's address as a header value (`X-Forwarded-For`), built once per connection.
+    pub peer_value: HeaderValue,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            peer,
+            tls,
+            cert: None,
+            peer_value: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
+/// A request id, held inline: assigning one costs no allocation.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    buf: [u8; RequestId::MAX],
+    len: usize,
+}
+
+impl RequestId {
+    /// The longest id accepted from a trusted proxy.
+    const MAX: usize = 128;
+
+    /// A proxy's id when it is 1–128 of `[A-Za-z0-9._:-]`.
+    fn from_proxy(v: &[u8]) -> Option<Self> {
+        if !(1..=Self::MAX).contains(&v.len())
+            || !v
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return None;
+        }
+        let mut id = Self {
+            buf: [0; Self::MAX],
+            len: v.len(),
+        };
+        id.buf.get_mut(..v.len())?.copy_from_slice(v);
+        Some(id)
+    }
+
+    /// `{prefix}-{n in hex}`.
+    fn generated(prefix: &str, n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = Self {
+            buf: [0; Self::MAX],
+            len: 0,
+        };
+        let p = prefix.as_bytes();
+        let p = p.get(..p.len().min(Self::MAX - 17)).unwrap_or_default();
+        if let Some(dst) = id.buf.get_mut(..p.len()) {
+            dst.copy_from_slice(p);
+        }
+        id.len = p.len();
+        if let Some(b) = id.buf.get_mut(id.len) {
+            *b = b'-';
+        }
+        id.len += 1;
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
+            if let (Some(b), Some(h)) = (id.buf.get_mut(id.len + i), HEX.get(nibble as usize)) {
+                *b = *h;
+            }
+        }
+        id.len += digits;
+        id
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        self.buf
+            .get(..self.len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("")
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug)]
@@ -162,6 +248,7 @@ impl App {
         let began = std::time::Instant::now();
         let endpoint = endpoint_of(req.uri().path());
         let request_id = self.request_id(req.headers(), conn.peer.ip());
+        let request_id = request_id.as_str();
         // The access log is off unless asked for (`KEYCARD_LOG=info,keycard::access=info`):
         // then the request line and its headers, sensitive ones redacted, never the query.
         let access = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
@@ -171,9 +258,7 @@ impl App {
                 crate::redact::headers(req.headers()),
             )
         });
-        let resp = self
-            .dispatch(endpoint, req, conn, client, &request_id)
-            .await;
+        let resp = self.dispatch(endpoint, req, conn, client, request_id).await;
         self.authn.metrics.request(endpoint, resp.status());
         if let Some((method, path, headers)) = access {
             tracing::info!(
@@ -223,17 +308,15 @@ impl App {
 
     /// The request's id: a trusted proxy's `X-Request-Id` (nginx `$request_id`, Envoy) when
     /// it is a plain token, else a new one. Sent upstream and written to the audit event.
-    fn request_id(&self, headers: &HeaderMap, peer: IpAddr) -> String {
+    fn request_id(&self, headers: &HeaderMap, peer: IpAddr) -> RequestId {
         if is_trusted(&self.trusted_proxies, peer)
             && let Some(v) = headers.get(crate::proxy::X_REQUEST_ID)
-            && let Ok(v) = v.to_str()
-            && (1..=128).contains(&v.len())
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            && let Some(id) = RequestId::from_proxy(v.as_bytes())
         {
-            return v.to_owned();
+            return id;
         }
-        self.next_request_id()
+        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
+        RequestId::generated(&self.request_prefix, n)
     }
 
     /// `/_keycard/admin/…`: authenticated like a route (audited as `/_keycard/admin/`),
@@ -309,11 +392,6 @@ impl App {
         } else {
             conn.cert.clone()
         }
-    }
-
-    fn next_request_id(&self) -> String {
-        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:x}", self.request_prefix)
     }
 
     /// `/.well-known/jwks.json`: keycard's public signing keys (RFC 7517).
@@ -417,6 +495,7 @@ impl App {
             scheme: if conn.tls { "https" } else { "http" },
             request_id,
             prefix: &policy.prefix,
+            peer_value: &conn.peer_value,
         };
         let up = match upstream_request(req, upstream, passed.principal.as_ref(), &ctx) {
             Ok(r) => r,
@@ -587,7 +666,7 @@ fn client_origin<'a>(
     believe_forwarded: bool,
     tls: bool,
 ) -> (&'a str, &'a str) {
-    let forwarded = |name: &str| {
+    let forwarded = |name: HeaderName| {
         believe_forwarded
             .then(|| headers.get(name).and_then(|v| v.to_str().ok()))
             .flatten()
@@ -641,3 +720,39 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
 
 /// Shared handle.
 pub type SharedApp = Arc<App>;
+
+#[cfg(test)]
+mod tests {
+    use super::RequestId;
+
+    #[test]
+    fn generated_ids_are_prefix_dash_hex() {
+        for n in [0u64, 1, 15, 16, 255, 0xdead_beef, u64::MAX] {
+            assert_eq!(
+                RequestId::generated("AbC123xyz0", n).as_str(),
+                format!("AbC123xyz0-{n:x}")
+            );
+        }
+    }
+
+    #[test]
+    fn a_proxy_id_is_kept_only_when_it_is_a_plain_token() {
+        let ok = "req-1_2.3:4".repeat(12);
+        assert_eq!(
+            RequestId::from_proxy(&ok.as_bytes()[..128])
+                .unwrap()
+                .as_str(),
+            &ok[..128]
+        );
+        for bad in [
+            &b""[..],
+            &[b'a'; 129][..],
+            b"a b",
+            b"a\"b",
+            b"a\r\nX-Keycard-Subject: admin",
+            "Jos\u{e9}".as_bytes(),
+        ] {
+            assert!(RequestId::from_proxy(bad).is_none());
+        }
+    }
+}

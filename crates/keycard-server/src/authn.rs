@@ -163,7 +163,7 @@ impl Authenticator {
             settings
                 .routes
                 .iter()
-                .map(|r| r.policy.prefix.clone())
+                .map(|r| r.policy.prefix.to_string())
                 .collect(),
         ));
         Ok(Self {

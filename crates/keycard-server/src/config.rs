@@ -389,6 +389,9 @@ pub struct Upstream {
     /// A path that replaces the route prefix (nginx `proxy_pass` with a URI); empty: the
     /// request path is forwarded as it is.
     pub base_path: String,
+    /// The `Host` the upstream receives: its host, and the port unless the scheme's default
+    /// (what nginx sends as `$proxy_host`). Built once, cloned per request.
+    pub host: http::HeaderValue,
 }
 
 const DEFAULTS: &str = "<built-in defaults>";
@@ -974,7 +977,7 @@ impl Validator<'_> {
         }
         Ok(RouteSettings {
             policy: RoutePolicy {
-                prefix: r.prefix,
+                prefix: r.prefix.into(),
                 methods,
                 scopes,
                 public: r.public,
@@ -1006,10 +1009,21 @@ pub fn parse_upstream(text: &str) -> Result<Upstream, String> {
     } else {
         path.to_owned()
     };
+    let default_port = if scheme == http::uri::Scheme::HTTPS {
+        443
+    } else {
+        80
+    };
+    let host = match authority.port_u16() {
+        Some(p) if p != default_port => format!("{}:{p}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    let host = http::HeaderValue::from_str(&host).map_err(|_| "needs a valid host")?;
     Ok(Upstream {
         scheme,
         authority,
         base_path,
+        host,
     })
 }
 

@@ -6,11 +6,11 @@ use http::HeaderMap;
 use ipnet::IpNet;
 
 /// `X-Forwarded-For`.
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
 
 /// Whether `ip` is one of the trusted proxies.
 pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {

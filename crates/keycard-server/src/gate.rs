@@ -132,29 +132,33 @@ impl Gate {
                 Outcome::Success,
                 Some(p.method()),
                 None,
-                Some(p.subject().to_owned()),
-                Some(p.credential_id().to_owned()),
+                Some(p.subject_arc()),
+                Some(p.credential_id_arc()),
             ),
             Ok(None) => return,
             Err(r) => {
                 let (outcome, subject, cred) = match r {
                     Refusal::Forbidden { principal, .. } => (
                         Outcome::Forbidden,
-                        Some(principal.subject().to_owned()),
-                        Some(principal.credential_id().to_owned()),
+                        Some(principal.subject_arc()),
+                        Some(principal.credential_id_arc()),
                     ),
                     Refusal::Unauthorized {
                         subject,
                         credential_id,
                         ..
-                    } => (Outcome::Failure, subject.clone(), credential_id.clone()),
+                    } => (
+                        Outcome::Failure,
+                        subject.as_deref().map(Into::into),
+                        credential_id.as_deref().map(Into::into),
+                    ),
                     Refusal::Throttled { subject, .. } => {
-                        (Outcome::Throttled, subject.clone(), None)
+                        (Outcome::Throttled, subject.as_deref().map(Into::into), None)
                     }
                     Refusal::RateLimited { principal, .. } => (
                         Outcome::Throttled,
-                        principal.as_ref().map(|p| p.subject().to_owned()),
-                        principal.as_ref().map(|p| p.credential_id().to_owned()),
+                        principal.as_ref().map(Principal::subject_arc),
+                        principal.as_ref().map(Principal::credential_id_arc),
                     ),
                     _ => (Outcome::Failure, None, None),
                 };
@@ -176,7 +180,7 @@ impl Gate {
             reason,
             subject,
             credential_id,
-            ip: Some(ip.to_string()),
+            ip: Some(ip_text(ip)),
         });
     }
 }
@@ -201,4 +205,12 @@ fn set_quota(h: &mut http::HeaderMap, quota: Option<Quota>) {
             HeaderValue::from(keycard_core::rate::ceil_secs(q.decision.reset_us)),
         );
     }
+}
+
+/// An address as text in one allocation of the right size (`to_string` grows its buffer).
+fn ip_text(ip: IpAddr) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(if ip.is_ipv4() { 15 } else { 39 });
+    let _ = write!(s, "{ip}");
+    s
 }

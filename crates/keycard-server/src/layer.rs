@@ -159,7 +159,7 @@ impl Embedded {
         KeycardLayer {
             shared: self.shared.clone(),
             policy: Arc::new(RoutePolicy {
-                prefix: route.to_owned(),
+                prefix: route.into(),
                 methods: MethodSet::all(),
                 scopes: Scopes::default(),
                 public: false,
@@ -170,7 +170,10 @@ impl Embedded {
 
     /// A layer with a route's policy from the config (`[[routes]]` with this `prefix`).
     pub fn layer_for_route(&self, settings: &Settings, prefix: &str) -> Option<KeycardLayer> {
-        let route = settings.routes.iter().find(|r| r.policy.prefix == prefix)?;
+        let route = settings
+            .routes
+            .iter()
+            .find(|r| *r.policy.prefix == *prefix)?;
         Some(KeycardLayer {
             shared: self.shared.clone(),
             policy: Arc::new(route.policy.clone()),

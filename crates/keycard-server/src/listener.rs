@@ -112,11 +112,7 @@ pub async fn serve(
         let Ok(std_stream) = stream.into_std() else {
             continue;
         };
-        let info = ConnInfo {
-            peer,
-            tls: tls.is_some(),
-            cert: None,
-        };
+        let info = ConnInfo::new(peer, tls.is_some());
         if let Some(tx) = senders.get(next % senders.len()) {
             let _ = tx.send((std_stream, info));
         }

@@ -1303,12 +1303,12 @@ impl Manager {
             .map(|(_, e)| AuditEventView {
                 ts: keycard_core::time::rfc3339_millis(e.ts_ms),
                 request_id: e.request_id,
-                route: e.route,
+                route: e.route.as_deref().map(str::to_owned),
                 method: e.method.map(|m| m.as_str().to_owned()),
                 outcome: e.outcome.as_str().to_owned(),
                 reason: e.reason,
-                subject: e.subject,
-                credential_id: e.credential_id,
+                subject: e.subject.as_deref().map(str::to_owned),
+                credential_id: e.credential_id.as_deref().map(str::to_owned),
                 ip: e.ip,
             })
             .collect();

@@ -69,6 +69,8 @@ pub struct ForwardContext<'a> {
     pub request_id: &'a str,
     /// The matched route's prefix.
     pub prefix: &'a str,
+    /// The TCP peer's address as a header value (built once per connection).
+    pub peer_value: &'a HeaderValue,
 }
 
 /// Turns the client's request into the upstream's: new URI, cleaned headers, identity set.
@@ -104,39 +106,47 @@ pub fn upstream_request(
     parts.authority = Some(upstream.authority.clone());
     parts.path_and_query = Some(path_and_query);
     let uri = Uri::from_parts(parts).map_err(http::Error::from)?;
-    let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
+    // Taken out rather than copied: the client's Host becomes X-Forwarded-Host.
+    let original_host = match req.headers_mut().remove(header::HOST) {
+        Some(h) => Some(h),
+        None => req
+            .uri()
             .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
 
     let h = req.headers_mut();
-    remove_hop_by_hop(h);
-    h.remove(header::HOST);
-    h.remove(header::EXPECT);
-    identity::strip_identity(h);
-    // A forwarded client certificate is keycard's input, never the upstream's: an upstream
+    // The credential proved who the caller is; the upstream needs only the result. A
+    // forwarded client certificate is keycard's input, never the upstream's: an upstream
     // that believed one sent through keycard could be fooled.
-    h.remove(crate::mtls::X_FORWARDED_CLIENT_CERT);
-    h.remove(crate::mtls::X_SSL_CLIENT_CERT);
+    let keep = if principal.is_some() {
+        0
+    } else {
+        CREDENTIAL_HEADERS
+    };
+    let drops = REQUEST_DROPS
+        .get(..REQUEST_DROPS.len() - keep)
+        .unwrap_or(&REQUEST_DROPS);
+    remove_present(h, drops);
     if let Some(p) = principal {
-        // The credential proved who the caller is; the upstream needs only the result.
-        h.remove(header::AUTHORIZATION);
-        h.remove(keycard_core::credential::X_API_KEY);
-        h.remove("signature");
-        h.remove("signature-input");
         identity::set_identity(h, p);
     }
-    let xff = match (
-        ctx.peer_trusted,
-        h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) => format!("{prev}, {}", ctx.peer),
-        _ => ctx.peer.to_string(),
+    if upstream.scheme == http::uri::Scheme::HTTP {
+        // Over https the client sets it per protocol (HTTP/2 sends `:authority` instead).
+        h.insert(header::HOST, upstream.host.clone());
+    }
+    let prev = if ctx.peer_trusted {
+        h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    } else {
+        None
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let xff = match prev {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.peer)).ok(),
+        None => Some(ctx.peer_value.clone()),
+    };
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
     }
     if !(ctx.peer_trusted && h.contains_key(X_FORWARDED_PROTO)) {
@@ -154,31 +164,117 @@ pub fn upstream_request(
     Ok(req)
 }
 
+/// The hop-by-hop headers of RFC 9110 §7.6.1 (and the old `Keep-Alive`/`Proxy-Connection`).
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// How many names at the end of [`REQUEST_DROPS`] carry the client's credential (removed
+/// only when keycard verified one: a public route forwards them untouched).
+const CREDENTIAL_HEADERS: usize = 4;
+
+/// What never reaches an upstream: hop-by-hop headers, `Expect` (keycard answers it), a
+/// forwarded client certificate, then the credential headers.
+static REQUEST_DROPS: [HeaderName; 16] = [
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::EXPECT,
+    crate::mtls::X_FORWARDED_CLIENT_CERT,
+    crate::mtls::X_SSL_CLIENT_CERT,
+    header::AUTHORIZATION,
+    HeaderName::from_static(keycard_core::credential::X_API_KEY),
+    HeaderName::from_static("signature"),
+    HeaderName::from_static("signature-input"),
+];
+
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        h.remove(name);
+    remove_present(h, &HOP_BY_HOP);
+}
+
+/// Removes every header of `names` that is present, the names a `Connection` header lists,
+/// and any `X-Keycard-*`. One pass over the (few) headers present instead of a lookup per
+/// name, and no allocation unless a `Connection` header lists more than 256 bytes of names.
+fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
+    let mut present = 0u32;
+    let mut spoofed = false;
+    for k in h.keys() {
+        if let Some(i) = names.iter().position(|n| n == k) {
+            present |= 1 << i;
+        } else if k.as_str().starts_with("x-keycard-") {
+            spoofed = true;
+        }
     }
-    for name in [
-        header::CONNECTION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::PROXY_AUTHORIZATION,
-        header::PROXY_AUTHENTICATE,
-    ] {
-        h.remove(name);
+    if present == 0 && !spoofed {
+        return;
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    if present & 1 != 0 && names.first() == Some(&header::CONNECTION) {
+        // `Connection: a, b` makes `a` and `b` hop-by-hop too (RFC 9110 §7.6.1). Copied out
+        // first: the names are removed from the map they are read from.
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let mut len = 0usize;
+        for v in h.get_all(header::CONNECTION) {
+            let v = v.as_bytes();
+            if heap.is_empty() && len + v.len() < stack.len() {
+                if let Some(dst) = stack.get_mut(len..len + v.len()) {
+                    dst.copy_from_slice(v);
+                }
+                len += v.len();
+                if let Some(b) = stack.get_mut(len) {
+                    *b = b',';
+                }
+                len += 1;
+            } else {
+                if heap.is_empty() {
+                    heap.extend_from_slice(stack.get(..len).unwrap_or_default());
+                }
+                heap.extend_from_slice(v);
+                heap.push(b',');
+            }
+        }
+        let listed = if heap.is_empty() {
+            stack.get(..len).unwrap_or_default()
+        } else {
+            heap.as_slice()
+        };
+        for name in listed.split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            if name.is_empty()
+                || name.eq_ignore_ascii_case(b"close")
+                || name.eq_ignore_ascii_case(b"keep-alive")
+            {
+                continue;
+            }
+            // Not a valid header name: nothing by that name can be present.
+            if let Ok(name) = std::str::from_utf8(name) {
+                h.remove(name);
+            }
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
+    }
+    if spoofed {
+        identity::strip_identity(h);
+    }
 }
 
 #[cfg(test)]
@@ -202,5 +298,120 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn connection_names_in_any_case_and_beyond_the_stack_copy_go() {
+        let mut h = HeaderMap::new();
+        let many: Vec<String> = (0..60).map(|i| format!("x-hop-{i}")).collect();
+        for n in &many {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        // > 256 bytes of listed names, split over two Connection headers, mixed case,
+        // empty items and a name that is not a valid header name.
+        let (a, b) = many.split_at(30);
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_str(&format!("Close, ,{}", a.join(" , ").to_uppercase())).unwrap(),
+        );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_str(&format!("{}, bad name", b.join(","))).unwrap(),
+        );
+        h.insert("x-keycard-subject", HeaderValue::from_static("admin"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept"]);
+    }
+
+    fn forwarded(mut h: HeaderMap, principal: Option<&Principal>) -> HeaderMap {
+        h.insert(header::HOST, HeaderValue::from_static("client.example"));
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = Uri::from_static("/api/x?q=1");
+        *req.headers_mut() = h;
+        let upstream = crate::config::parse_upstream("http://127.0.0.1:9000").unwrap();
+        let peer_value = HeaderValue::from_static("192.0.2.7");
+        let ctx = ForwardContext {
+            peer: "192.0.2.7".parse().unwrap(),
+            peer_trusted: false,
+            scheme: "http",
+            request_id: "rid-1",
+            prefix: "/api/",
+            peer_value: &peer_value,
+        };
+        let up = upstream_request(req, &upstream, principal, &ctx).unwrap();
+        assert_eq!(up.uri(), "http://127.0.0.1:9000/api/x?q=1");
+        up.headers().clone()
+    }
+
+    #[test]
+    fn credentials_go_only_when_verified_and_identity_cannot_be_spoofed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        h.insert("x-api-key", HeaderValue::from_static("kc_x"));
+        h.insert("signature", HeaderValue::from_static("sig1=:AA==:"));
+        h.insert("signature-input", HeaderValue::from_static("sig1=()"));
+        h.insert("x-keycard-subject", HeaderValue::from_static("admin"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        h.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=1"),
+        );
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let public = forwarded(h.clone(), None);
+        for kept in [
+            "authorization",
+            "x-api-key",
+            "signature",
+            "signature-input",
+            "x-kept",
+        ] {
+            assert!(public.contains_key(kept), "{kept}");
+        }
+        let verified = keycard_core::api_key::verify(
+            &keycard_core::api_key::ApiKeyRecord {
+                id: "key_1".into(),
+                subject: "svc".into(),
+                scopes: keycard_core::Scopes::default(),
+                expires_at: None,
+                revoked_at: None,
+                subject_disabled: false,
+            },
+            0,
+        )
+        .unwrap();
+        let out = forwarded(h, Some(&verified));
+        for gone in [
+            "authorization",
+            "x-api-key",
+            "signature",
+            "signature-input",
+            "x-forwarded-client-cert",
+            "expect",
+            "te",
+        ] {
+            assert!(!out.contains_key(gone), "{gone}");
+        }
+        for gone in ["x-forwarded-client-cert", "expect", "te"] {
+            assert!(!public.contains_key(gone), "{gone}");
+        }
+        for out in [&public, &out] {
+            assert_eq!(out["host"], "127.0.0.1:9000");
+            assert_eq!(out["x-forwarded-host"], "client.example");
+            // An untrusted peer's X-Forwarded-For is replaced, not extended.
+            assert_eq!(out["x-forwarded-for"], "192.0.2.7");
+            assert_eq!(out["x-forwarded-proto"], "http");
+            assert_eq!(out["x-request-id"], "rid-1");
+            assert_eq!(out["x-kept"], "1");
+        }
+        assert!(!public.contains_key("x-keycard-subject"));
+        assert_eq!(out["x-keycard-subject"], "svc");
+        assert_eq!(out["x-keycard-method"], "api_key");
     }
 }

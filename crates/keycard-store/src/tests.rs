@@ -334,6 +334,86 @@ async fn concurrent_writers_commit_revisions_in_order() {
     .await;
 }
 
+/// Every field survives the store whatever it holds: JSON's special characters, control
+/// characters, non-ASCII, and `None` in every optional field (SQLite takes a batch as one JSON
+/// text, so this is its escaping under test).
+#[tokio::test]
+async fn audit_events_keep_awkward_text_and_nulls() {
+    each_engine(|t| async move {
+        let awkward = "q\"uote b\\ack n\nl t\tab c\u{1}trl José 🗝 ]},[ null";
+        let events = vec![
+            AuditEvent {
+                ts_ms: 1_700_000_000_123,
+                request_id: awkward.into(),
+                route: Some(awkward.into()),
+                method: Some(Method::Digest),
+                outcome: Outcome::Throttled,
+                reason: Some(awkward.into()),
+                subject: Some(awkward.into()),
+                credential_id: Some(awkward.into()),
+                ip: Some("2001:db8::1".into()),
+            },
+            AuditEvent {
+                ts_ms: 0,
+                request_id: String::new(),
+                route: None,
+                method: None,
+                outcome: Outcome::Failure,
+                reason: None,
+                subject: None,
+                credential_id: None,
+                ip: None,
+            },
+            AuditEvent {
+                ts_ms: i64::MAX,
+                request_id: "null".into(),
+                route: Some("".into()),
+                method: Some(Method::Mtls),
+                outcome: Outcome::Success,
+                reason: Some("null".into()),
+                subject: Some("[]".into()),
+                credential_id: Some("{}".into()),
+                ip: Some("0".into()),
+            },
+        ];
+        t.store.insert_audit(&events).await.unwrap();
+        let back = t
+            .store
+            .query_audit(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(back, events);
+        // A batch larger than one SQLite statement's chunk keeps every event, in order.
+        let many: Vec<AuditEvent> = (0..4100)
+            .map(|i| AuditEvent {
+                ts_ms: 2_000_000_000_000 + i,
+                request_id: format!("m{i}"),
+                ..events[1].clone()
+            })
+            .collect();
+        t.store.insert_audit(&many).await.unwrap();
+        let back = t
+            .store
+            .query_audit(&AuditQuery {
+                limit: 5000,
+                since_ms: Some(2_000_000_000_000),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.ts_ms != i64::MAX)
+            .collect::<Vec<_>>();
+        assert_eq!(back.len(), many.len());
+        assert!(back == many, "events lost or out of order");
+        t
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn audit_round_trip_and_filters() {
     each_engine(|t| async move {

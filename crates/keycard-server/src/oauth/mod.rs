@@ -141,12 +141,12 @@ impl OAuth {
         self.audit.record(AuditEvent {
             ts_ms: now_millis(),
             request_id: caller.request_id.to_string(),
-            route: Some(route.to_owned()),
+            route: Some(route.into()),
             method: Some(Method::Oauth2),
             outcome,
             reason: reason.map(|r| r.as_str().to_owned()),
-            subject: subject.map(str::to_owned),
-            credential_id: credential_id.map(str::to_owned),
+            subject: subject.map(Into::into),
+            credential_id: credential_id.map(Into::into),
             ip: Some(caller.ip.to_string()),
         });
     }
