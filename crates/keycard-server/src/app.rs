@@ -24,7 +24,8 @@ use crate::forwarded::{client_ip, is_trusted};
 use crate::gate::{Gate, Passed};
 use crate::identity;
 use crate::metrics::Endpoint;
-use crate::proxy::{ForwardContext, UpstreamClient, upstream_request};
+use crate::pool::UpstreamPool;
+use crate::proxy::{ForwardContext, upstream_request};
 
 /// `X-Forwarded-Uri` (Traefik, Caddy) — the original request's path and query.
 const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
@@ -243,7 +244,7 @@ impl App {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        client: &UpstreamClient,
+        client: &UpstreamPool,
     ) -> Response<Body> {
         let began = std::time::Instant::now();
         let endpoint = endpoint_of(req.uri().path());
@@ -281,7 +282,7 @@ impl App {
         endpoint: Endpoint,
         req: Request<Incoming>,
         conn: ConnInfo,
-        client: &UpstreamClient,
+        client: &UpstreamPool,
         request_id: &str,
     ) -> Response<Body> {
         match endpoint {
@@ -431,7 +432,7 @@ impl App {
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        client: &UpstreamClient,
+        client: &UpstreamPool,
         request_id: &str,
     ) -> Response<Body> {
         let path = req.uri().path();
@@ -502,7 +503,7 @@ impl App {
             Err(_) => return answer::bad_request(),
         };
         let sent = std::time::Instant::now();
-        let answer = tokio::time::timeout(target.timeout, client.request(up)).await;
+        let answer = tokio::time::timeout(target.timeout, client.send(up, upstream)).await;
         self.authn.metrics.upstream(target.index, sent.elapsed());
         match answer {
             Ok(Ok(mut resp)) => {

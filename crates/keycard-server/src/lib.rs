@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod mtls;
 pub mod oauth;
 pub mod own_keys;
+pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;

@@ -22,13 +22,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{App, ConnInfo};
-use crate::proxy::{self, UpstreamClient};
+use crate::pool::UpstreamPool;
+use crate::proxy;
 use crate::tls::{PeerCert, TlsState};
 
 /// The per-connection service: every request of the connection carries its `info`.
 fn service(
     app: Arc<App>,
-    client: Arc<UpstreamClient>,
+    client: Arc<UpstreamPool>,
     info: ConnInfo,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
@@ -133,8 +134,8 @@ async fn worker(
     app: Arc<App>,
     tls: Option<Arc<TlsState>>,
 ) {
-    let client = match proxy::client() {
-        Ok(c) => Arc::new(c),
+    let client = match proxy::connector() {
+        Ok(c) => Arc::new(UpstreamPool::new(c)),
         Err(e) => {
             tracing::error!(error = %e, "cannot build the upstream client; worker stops");
             return;
@@ -222,6 +223,3 @@ async fn worker(
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
     }
 }
-
-/// Keeps the type in one place for callers that need it.
-pub type SharedClient = Arc<UpstreamClient>;

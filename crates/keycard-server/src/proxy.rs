@@ -24,8 +24,18 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Builds the pooled client (system roots for `https://` upstreams).
+/// Builds the pooled client for keycard's own fetches (JWKS; system roots for `https://`).
 pub fn client() -> std::io::Result<UpstreamClient> {
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector()?))
+}
+
+/// Opens upstream connections: TCP (no Nagle, 5 s connect timeout), and for `https://` TLS
+/// with the system roots and ALPN `h2`, `http/1.1`.
+pub fn connector() -> std::io::Result<HttpsConnector<HttpConnector>> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -44,16 +54,11 @@ pub fn client() -> std::io::Result<UpstreamClient> {
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
         }
     };
-    let connector = builder
+    Ok(builder
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector))
+        .wrap_connector(http))
 }
 
 /// What the gateway knows of the request beyond its headers.
@@ -101,11 +106,8 @@ pub fn upstream_request(
         );
         http::uri::PathAndQuery::try_from(joined)?
     };
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(upstream.scheme.clone());
-    parts.authority = Some(upstream.authority.clone());
-    parts.path_and_query = Some(path_and_query);
-    let uri = Uri::from_parts(parts).map_err(http::Error::from)?;
+    // Origin-form: the pool makes it absolute for HTTP/2 (`:scheme`, `:authority`).
+    let uri = Uri::from(path_and_query);
     // Taken out rather than copied: the client's Host becomes X-Forwarded-Host.
     let original_host = match req.headers_mut().remove(header::HOST) {
         Some(h) => Some(h),
@@ -133,10 +135,8 @@ pub fn upstream_request(
     if let Some(p) = principal {
         identity::set_identity(h, p);
     }
-    if upstream.scheme == http::uri::Scheme::HTTP {
-        // Over https the client sets it per protocol (HTTP/2 sends `:authority` instead).
-        h.insert(header::HOST, upstream.host.clone());
-    }
+    // HTTP/2 sends `:authority` instead: the pool removes it there.
+    h.insert(header::HOST, upstream.host.clone());
     let prev = if ctx.peer_trusted {
         h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
     } else {
@@ -344,7 +344,7 @@ mod tests {
             peer_value: &peer_value,
         };
         let up = upstream_request(req, &upstream, principal, &ctx).unwrap();
-        assert_eq!(up.uri(), "http://127.0.0.1:9000/api/x?q=1");
+        assert_eq!(up.uri(), "/api/x?q=1");
         up.headers().clone()
     }
 

@@ -197,3 +197,70 @@ async fn http2_clients_are_served() {
     );
     assert_eq!(Http::http2().get(&kc.url("/api/h2"), &[]).await.status, 401);
 }
+
+/// `https://` upstreams: the certificate verified against the system roots (here
+/// `SSL_CERT_FILE`, which they honour), HTTP/2 when the upstream offers it by ALPN — one
+/// connection per worker carrying every request — else HTTP/1.1 with `Host`; an upstream
+/// whose certificate no root vouches for is a 502.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_speak_http2_or_http1_as_they_offer() {
+    use crate::common::pki::Pki;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "upstream-ca");
+    let server = pki.server("upstream");
+    let h2 = upstream::start_tls(&server.cert, &server.key, &[b"h2", b"http/1.1"]).await;
+    let h1 = upstream::start_tls(&server.cert, &server.key, &[b"http/1.1"]).await;
+    let stranger = Pki::new(dir.path(), "stranger-ca").server("stranger");
+    let untrusted = upstream::start_tls(&stranger.cert, &stranger.key, &[b"h2"]).await;
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "{}{}{}",
+            route("/h2/", &h2, ""),
+            route("/h1/", &h1, ""),
+            route("/untrusted/", &untrusted, "public = true"),
+        ),
+    );
+    kc.env("SSL_CERT_FILE", pki.ca.to_str().unwrap());
+    kc.env(
+        "KEYCARD_LOG",
+        "info,keycard::access=info,keycard_server::pool=debug",
+    );
+    kc.start();
+    let (_, key) = kc.create_key("svc", &[], &[]);
+    let http = Http::new();
+    let k = [("x-api-key", key.as_str())];
+    for i in 0..20 {
+        let r = http.get(&kc.url(&format!("/h2/x{i}?q={i}")), &k).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let j = r.json();
+        assert_eq!(j["version"], "HTTP/2.0");
+        assert_eq!(j["path"], format!("/h2/x{i}"));
+        assert_eq!(j["query"], format!("q={i}"));
+        assert_eq!(j["headers"]["x-keycard-subject"], "svc");
+        assert!(j["headers"].get("x-api-key").is_none());
+        let r = http.get(&kc.url(&format!("/h1/y{i}")), &k).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        let j = r.json();
+        assert_eq!(j["version"], "HTTP/1.1");
+        assert_eq!(j["path"], format!("/h1/y{i}"));
+        assert_eq!(j["headers"]["host"], h1.trim_start_matches("https://"));
+        assert_eq!(j["headers"]["x-keycard-subject"], "svc");
+    }
+    assert_eq!(http.get(&kc.url("/untrusted/x"), &[]).await.status, 502);
+    let opened = |protocol: &str| {
+        kc.log(0)
+            .iter()
+            .filter(|l| l.contains("opened an upstream connection"))
+            .filter(|l| l.contains(protocol))
+            .count()
+    };
+    // At most one per worker thread (one per core), however many requests.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert!((1..=workers).contains(&opened("h2")), "{:?}", kc.log(0));
+    assert!(
+        (1..=workers).contains(&opened("http/1.1")),
+        "{:?}",
+        kc.log(0)
+    );
+}

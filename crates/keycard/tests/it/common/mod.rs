@@ -29,6 +29,8 @@ pub struct Keycard {
     pub config: PathBuf,
     pub store_url: String,
     procs: Vec<Proc>,
+    /// Environment for the instances started from now on.
+    env: Vec<(String, String)>,
     /// Every secret the CLI printed or a test passed in (passwords): when the test ends,
     /// none may be in the logs of the instances it ran (their access logs are on).
     secrets: Mutex<Vec<String>>,
@@ -68,6 +70,7 @@ impl Keycard {
             config,
             store_url,
             procs: Vec::new(),
+            env: Vec::new(),
             secrets: Mutex::new(Vec::new()),
         }
     }
@@ -167,6 +170,12 @@ impl Keycard {
         std::fs::write(&self.config, cfg).unwrap();
     }
 
+    /// Sets an environment variable for the instances started from now on (it may
+    /// override `KEYCARD_LOG`).
+    pub fn env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts one more `keycard serve` on this config; returns its address.
     pub fn start(&mut self) -> SocketAddr {
         let mut child = Command::new(bin())
@@ -175,6 +184,7 @@ impl Keycard {
             .arg("serve")
             .env_remove("KEYCARD_MASTER_KEY")
             .env("KEYCARD_LOG", "info,keycard::access=info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -32,6 +32,46 @@ pub async fn start() -> String {
     format!("http://{addr}")
 }
 
+/// The same echo over TLS with `cert`/`key` (PEM files), offering `alpn` (such as
+/// `[b"h2", b"http/1.1"]`); returns `https://localhost:PORT`.
+pub async fn start_tls(cert: &std::path::Path, key: &std::path::Path, alpn: &[&[u8]]) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    format!("https://localhost:{}", addr.port())
+}
+
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path().contains("/slow") {
         tokio::time::sleep(Duration::from_secs(5)).await;
