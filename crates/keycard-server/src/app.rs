@@ -285,9 +285,12 @@ impl App {
         client: &UpstreamPool,
         request_id: &str,
     ) -> Response<Body> {
+        // Only the gateway's future is inline: the others are boxed so that the future of
+        // every proxied request (moved as it is polled) is not as large as the largest
+        // endpoint's.
         match endpoint {
             Endpoint::Gateway => self.gateway(req, conn, client, request_id).await,
-            Endpoint::Jwks => self.jwks().await,
+            Endpoint::Jwks => Box::pin(self.jwks()).await,
             Endpoint::OAuth => {
                 let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
                 let caller = crate::oauth::Caller {
@@ -296,13 +299,15 @@ impl App {
                     cert: self.client_cert(&conn, req.headers(), peer_trusted),
                     request_id: request_id.into(),
                 };
-                self.oauth.handle(req, caller).await
+                Box::pin(self.oauth.handle(req, caller)).await
             }
-            Endpoint::Health if req.uri().path() == "/_keycard/ready" => self.ready().await,
+            Endpoint::Health if req.uri().path() == "/_keycard/ready" => {
+                Box::pin(self.ready()).await
+            }
             Endpoint::Health => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
-            Endpoint::Verify => self.forward_auth(req, conn, request_id).await,
+            Endpoint::Verify => Box::pin(self.forward_auth(req, conn, request_id)).await,
             Endpoint::Metrics => self.metrics(),
-            Endpoint::Admin => self.admin(req, conn, request_id).await,
+            Endpoint::Admin => Box::pin(self.admin(req, conn, request_id)).await,
             Endpoint::Other => answer::not_found(),
         }
     }
@@ -464,7 +469,7 @@ impl App {
         };
         let (req, body) = if reading.is_some() {
             let (parts, incoming) = req.into_parts();
-            let bytes = match read_body(incoming).await {
+            let bytes = match Box::pin(read_body(incoming)).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };

@@ -242,9 +242,14 @@ impl Authenticator {
         {
             return Err(Refusal::unauthorized(Reason::MethodNotAllowed, Some(m)));
         }
+        // Each method's future is boxed but the API key's: the future of every request
+        // (moved as it is polled) is then the size of the common path, not of the largest
+        // method (a password hash on the blocking pool, a JWKS fetch).
         match presented {
             Presented::Nothing => match req.cert {
-                Some(cert) if policy.methods.contains(Method::Mtls) => self.verify_mtls(cert).await,
+                Some(cert) if policy.methods.contains(Method::Mtls) => {
+                    Box::pin(self.verify_mtls(cert)).await
+                }
                 _ => Err(Refusal::unauthorized(Reason::NoCredential, None)),
             },
             Presented::Malformed(m) => Err(Refusal::unauthorized(Reason::Malformed, m)),
@@ -261,7 +266,7 @@ impl Authenticator {
                     ));
                 }
                 let path = req.target.split('?').next().unwrap_or("/");
-                self.verify_oauth2(t, path, req.cert).await
+                Box::pin(self.verify_oauth2(t, path, req.cert)).await
             }
             Presented::BearerToken(t) if jwt::looks_like_jwt(t) => {
                 if !policy.methods.contains(Method::Jwt) {
@@ -270,18 +275,21 @@ impl Authenticator {
                         Some(Method::Jwt),
                     ));
                 }
-                self.verify_jwt(t, req.cert).await
+                Box::pin(self.verify_jwt(t, req.cert)).await
             }
             Presented::BearerToken(_) => {
                 Err(Refusal::unauthorized(Reason::UnknownCredential, None))
             }
             Presented::ApiKey(key) => self.verify_api_key(key).await,
-            Presented::Basic(token) => self.verify_basic(token, req, now_ms, claimed).await,
+            Presented::Basic(token) => {
+                Box::pin(self.verify_basic(token, req, now_ms, claimed)).await
+            }
             Presented::Signature { input, signature } => {
-                self.verify_signature(input, signature, req, now_ms).await
+                Box::pin(self.verify_signature(input, signature, req, now_ms)).await
             }
             Presented::Digest(params) => {
-                let (result, info) = self.verify_digest(params, req, now_ms, claimed).await;
+                let (result, info) =
+                    Box::pin(self.verify_digest(params, req, now_ms, claimed)).await;
                 attempt.authentication_info = info;
                 result
             }

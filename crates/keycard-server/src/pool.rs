@@ -114,7 +114,9 @@ impl UpstreamPool {
             let reused = idle.is_some();
             let mut tx = match idle {
                 Some(tx) => tx,
-                None => self.connect(upstream).await?,
+                // Boxed: the handshakes' state would otherwise make every request's future
+                // (moved on each poll) as large as a TLS connect.
+                None => Box::pin(self.connect(upstream)).await?,
             };
             let sent = match &mut tx {
                 Sender::H1(s) => {
