@@ -246,7 +246,6 @@ impl App {
         conn: ConnInfo,
         client: &UpstreamPool,
     ) -> Response<Body> {
-        let began = std::time::Instant::now();
         let endpoint = endpoint_of(req.uri().path());
         let request_id = self.request_id(req.headers(), conn.peer.ip());
         let request_id = request_id.as_str();
@@ -254,6 +253,7 @@ impl App {
         // then the request line and its headers, sensitive ones redacted, never the query.
         let access = tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO).then(|| {
             (
+                std::time::Instant::now(),
                 req.method().clone(),
                 req.uri().path().to_owned(),
                 crate::redact::headers(req.headers()),
@@ -261,7 +261,7 @@ impl App {
         });
         let resp = self.dispatch(endpoint, req, conn, client, request_id).await;
         self.authn.metrics.request(endpoint, resp.status());
-        if let Some((method, path, headers)) = access {
+        if let Some((began, method, path, headers)) = access {
             tracing::info!(
                 target: ACCESS_LOG,
                 request_id,

@@ -65,6 +65,8 @@ pub struct Attempt {
     pub token_presented: bool,
     /// The `Authentication-Info` value of a verified Digest request (RFC 7616 §3.5).
     pub authentication_info: Option<String>,
+    /// When it was judged (Unix milliseconds; 0 on a public route): the audit event's time.
+    pub at_ms: i64,
 }
 
 /// Key material for the password methods.
@@ -202,6 +204,7 @@ impl Authenticator {
             result: Ok(None),
             token_presented: false,
             authentication_info: None,
+            at_ms: 0,
         };
         if policy.public {
             return attempt;
@@ -209,6 +212,7 @@ impl Authenticator {
         let presented = credential::presented(req.headers);
         attempt.token_presented = presented.is_token();
         let now_ms = now_millis();
+        attempt.at_ms = now_ms;
         if let Verdict::Throttled { retry_after_secs } = self.throttle.check_ip(req.ip, now_ms) {
             attempt.result = Err(self.throttled(presented.method(), retry_after_secs));
             return attempt;

@@ -59,14 +59,14 @@ impl Gate {
         facts: &RequestFacts<'_>,
         request_id: &str,
     ) -> Result<Passed, Response<Body>> {
-        let began = std::time::Instant::now();
+        let began = (!policy.public).then(std::time::Instant::now);
         let attempt = self.authn.authenticate(policy, facts).await;
-        if !policy.public {
+        if let Some(began) = began {
             self.observe_verification(&attempt.result, began);
         }
         let (result, quota) = self.limit(policy, facts.ip, attempt.result).await;
         if !policy.public {
-            self.record(request_id, policy, facts.ip, &result);
+            self.record(request_id, policy, facts.ip, &result, attempt.at_ms);
         }
         match result {
             Ok(principal) => Ok(Passed {
@@ -126,6 +126,7 @@ impl Gate {
         policy: &RoutePolicy,
         ip: IpAddr,
         result: &Result<Option<Principal>, Refusal>,
+        at_ms: i64,
     ) {
         let (outcome, method, reason, subject, credential_id) = match result {
             Ok(Some(p)) => (
@@ -172,7 +173,7 @@ impl Gate {
             }
         };
         self.audit.record(AuditEvent {
-            ts_ms: now_millis(),
+            ts_ms: if at_ms > 0 { at_ms } else { now_millis() },
             request_id: request_id.to_owned(),
             route: Some(policy.prefix.clone()),
             method,

@@ -105,9 +105,11 @@ impl UpstreamPool {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let mut last: Option<UpstreamError> = None;
+        // One clock read a request: idle times are kept to well under a second.
+        let now = Instant::now();
         for attempt in 0..ATTEMPTS {
             let idle = if attempt + 1 < ATTEMPTS {
-                checkout(&self.hosts, upstream)
+                checkout(&self.hosts, upstream, now)
             } else {
                 None
             };
@@ -141,7 +143,7 @@ impl UpstreamPool {
             };
             match sent {
                 Ok(resp) => {
-                    checkin(&self.hosts, upstream, tx);
+                    checkin(&self.hosts, upstream, tx, now);
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
@@ -202,10 +204,9 @@ fn is_host(h: &Host, upstream: &Upstream) -> bool {
 
 /// An idle connection to `upstream` that can take a request now, if any. Most recently used
 /// first; closed or expired ones met on the way are dropped (which closes them).
-fn checkout(hosts: &Hosts, upstream: &Upstream) -> Option<Sender> {
+fn checkout(hosts: &Hosts, upstream: &Upstream, now: Instant) -> Option<Sender> {
     let mut hosts = hosts.lock().ok()?;
     let host = hosts.iter_mut().find(|h| is_host(h, upstream))?;
-    let now = Instant::now();
     while let Some(idle) = host.idle.pop_back() {
         if now.saturating_duration_since(idle.since) > IDLE_TIMEOUT {
             continue;
@@ -228,7 +229,7 @@ fn checkout(hosts: &Hosts, upstream: &Upstream) -> Option<Sender> {
 
 /// Puts a connection back after a response head arrived: now when it can take another
 /// request (the whole response was read), else once its response body is done.
-fn checkin(hosts: &Hosts, upstream: &Upstream, tx: Sender) {
+fn checkin(hosts: &Hosts, upstream: &Upstream, tx: Sender, now: Instant) {
     match tx {
         // The shared HTTP/2 connection stays in the list; this handle is a clone.
         Sender::H2(_) => {
@@ -243,10 +244,10 @@ fn checkin(hosts: &Hosts, upstream: &Upstream, tx: Sender) {
                 })
                 .unwrap_or(true);
             if !held {
-                put(hosts, upstream, tx);
+                put(hosts, upstream, tx, now);
             }
         }
-        Sender::H1(tx) if tx.is_ready() => put(hosts, upstream, Sender::H1(tx)),
+        Sender::H1(tx) if tx.is_ready() => put(hosts, upstream, Sender::H1(tx), now),
         Sender::H1(mut tx) if !tx.is_closed() => {
             let (hosts, scheme, authority) = (
                 hosts.clone(),
@@ -255,7 +256,7 @@ fn checkin(hosts: &Hosts, upstream: &Upstream, tx: Sender) {
             );
             tokio::spawn(async move {
                 if tx.ready().await.is_ok() {
-                    put_key(&hosts, &scheme, &authority, Sender::H1(tx));
+                    put_key(&hosts, &scheme, &authority, Sender::H1(tx), Instant::now());
                 }
             });
         }
@@ -263,15 +264,14 @@ fn checkin(hosts: &Hosts, upstream: &Upstream, tx: Sender) {
     }
 }
 
-fn put(hosts: &Hosts, upstream: &Upstream, tx: Sender) {
-    put_key(hosts, &upstream.scheme, &upstream.authority, tx);
+fn put(hosts: &Hosts, upstream: &Upstream, tx: Sender, now: Instant) {
+    put_key(hosts, &upstream.scheme, &upstream.authority, tx, now);
 }
 
-fn put_key(hosts: &Hosts, scheme: &Scheme, authority: &Authority, tx: Sender) {
+fn put_key(hosts: &Hosts, scheme: &Scheme, authority: &Authority, tx: Sender, now: Instant) {
     let Ok(mut hosts) = hosts.lock() else {
         return;
     };
-    let now = Instant::now();
     let host = match hosts
         .iter()
         .position(|h| &h.authority == authority && &h.scheme == scheme)
