@@ -165,6 +165,7 @@ pub fn upstream_request(
 }
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 (and the old `Keep-Alive`/`Proxy-Connection`).
+/// `Connection` first: [`remove_present`] reads the names it lists when bit 0 is set.
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
@@ -181,18 +182,9 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// only when keycard verified one: a public route forwards them untouched).
 const CREDENTIAL_HEADERS: usize = 4;
 
-/// What never reaches an upstream: hop-by-hop headers, `Expect` (keycard answers it), a
-/// forwarded client certificate, then the credential headers.
-static REQUEST_DROPS: [HeaderName; 16] = [
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+/// Beyond the hop-by-hop headers, what never reaches an upstream: `Expect` (keycard answers
+/// it), a forwarded client certificate, then the credential headers.
+static REQUEST_DROPS: [HeaderName; 7] = [
     header::EXPECT,
     crate::mtls::X_FORWARDED_CLIENT_CERT,
     crate::mtls::X_SSL_CLIENT_CERT,
@@ -204,17 +196,18 @@ static REQUEST_DROPS: [HeaderName; 16] = [
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    remove_present(h, &HOP_BY_HOP);
+    remove_present(h, &[]);
 }
 
-/// Removes every header of `names` that is present, the names a `Connection` header lists,
-/// and any `X-Keycard-*`. One pass over the (few) headers present instead of a lookup per
+/// Removes every hop-by-hop header and header of `extra` that is present, the names a
+/// `Connection` header lists, and any `X-Keycard-*`. One pass over the (few) headers present instead of a lookup per
 /// name, and no allocation unless a `Connection` header lists more than 256 bytes of names.
-fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
+fn remove_present(h: &mut HeaderMap, extra: &[HeaderName]) {
+    let names = || HOP_BY_HOP.iter().chain(extra);
     let mut present = 0u32;
     let mut spoofed = false;
     for k in h.keys() {
-        if let Some(i) = names.iter().position(|n| n == k) {
+        if let Some(i) = names().position(|n| n == k) {
             present |= 1 << i;
         } else if k.as_str().starts_with("x-keycard-") {
             spoofed = true;
@@ -223,7 +216,7 @@ fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
     if present == 0 && !spoofed {
         return;
     }
-    if present & 1 != 0 && names.first() == Some(&header::CONNECTION) {
+    if present & 1 != 0 {
         // `Connection: a, b` makes `a` and `b` hop-by-hop too (RFC 9110 §7.6.1). Copied out
         // first: the names are removed from the map they are read from.
         let mut stack = [0u8; 256];
@@ -267,7 +260,7 @@ fn remove_present(h: &mut HeaderMap, names: &[HeaderName]) {
             }
         }
     }
-    for (i, n) in names.iter().enumerate() {
+    for (i, n) in names().enumerate() {
         if present & (1 << i) != 0 {
             h.remove(n);
         }
