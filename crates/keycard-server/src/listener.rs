@@ -141,6 +141,7 @@ async fn worker(
             return;
         }
     };
+    tokio::spawn(UpstreamPool::sweep(Arc::downgrade(&client)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -13,8 +13,9 @@
 //!   rustls connector as before, system roots); an HTTP/2 connection is shared.
 //! - A request that was never written (the upstream closed the idle connection as it was
 //!   taken) is retried on another connection, the last time on a new one.
-//! - Idle connections are closed after [`IDLE_TIMEOUT`]; at most [`MAX_IDLE`] are kept per
-//!   upstream and worker.
+//! - Idle connections are closed after [`IDLE_TIMEOUT`] (checked when connections are taken
+//!   and returned, and by [`UpstreamPool::sweep`] every half of it); at most [`MAX_IDLE`]
+//!   are kept per upstream and worker.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -91,6 +92,31 @@ impl UpstreamPool {
                     .map_or(0, |h| h.idle.len())
             })
             .unwrap_or(0)
+    }
+
+    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now` (an upstream that
+    /// gets no more traffic does not keep them open forever).
+    pub fn prune(&self, now: Instant) {
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return;
+        };
+        for host in hosts.iter_mut() {
+            host.idle
+                .retain(|i| now.saturating_duration_since(i.since) <= IDLE_TIMEOUT);
+        }
+        hosts.retain(|h| !h.idle.is_empty());
+    }
+
+    /// Prunes every `IDLE_TIMEOUT / 2` until the pool is dropped; spawn it on the runtime
+    /// that uses the pool.
+    pub async fn sweep(pool: std::sync::Weak<UpstreamPool>) {
+        loop {
+            tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+            match pool.upgrade() {
+                Some(p) => p.prune(Instant::now()),
+                None => return,
+            }
+        }
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to `upstream`; the response head.
@@ -439,6 +465,19 @@ mod tests {
             assert_eq!(read_all(resp).await, b"ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 30);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (up, accepted) = upstream(b"ok".to_vec(), false).await;
+        let pool = pool();
+        read_all(pool.send(get("/x"), &up).await.unwrap()).await;
+        pool.prune(Instant::now());
+        assert_eq!(pool.idle_count(&up), 1, "a fresh connection was closed");
+        pool.prune(Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1));
+        assert_eq!(pool.idle_count(&up), 0);
+        read_all(pool.send(get("/x"), &up).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

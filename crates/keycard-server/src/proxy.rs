@@ -131,7 +131,7 @@ pub fn upstream_request(
     let drops = REQUEST_DROPS
         .get(..REQUEST_DROPS.len() - keep)
         .unwrap_or(&REQUEST_DROPS);
-    remove_present(h, drops);
+    remove_present(h, drops, true);
     if let Some(p) = principal {
         identity::set_identity(h, p);
     }
@@ -142,13 +142,11 @@ pub fn upstream_request(
     } else {
         None
     };
-    let xff = match prev {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.peer)).ok(),
-        None => Some(ctx.peer_value.clone()),
-    };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR, v);
-    }
+    // Whatever happens, the client's own X-Forwarded-For is replaced.
+    let xff = prev
+        .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", ctx.peer)).ok())
+        .unwrap_or_else(|| ctx.peer_value.clone());
+    h.insert(X_FORWARDED_FOR, xff);
     if !(ctx.peer_trusted && h.contains_key(X_FORWARDED_PROTO)) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
     }
@@ -196,20 +194,21 @@ static REQUEST_DROPS: [HeaderName; 7] = [
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    remove_present(h, &[]);
+    remove_present(h, &[], false);
 }
 
 /// Removes every hop-by-hop header and header of `extra` that is present, the names a
-/// `Connection` header lists, and any `X-Keycard-*`. One pass over the (few) headers present instead of a lookup per
+/// `Connection` header lists, and with `identity` any `X-Keycard-*` (a request's: only
+/// keycard sets them). One pass over the (few) headers present instead of a lookup per
 /// name, and no allocation unless a `Connection` header lists more than 256 bytes of names.
-fn remove_present(h: &mut HeaderMap, extra: &[HeaderName]) {
+fn remove_present(h: &mut HeaderMap, extra: &[HeaderName], identity: bool) {
     let names = || HOP_BY_HOP.iter().chain(extra);
     let mut present = 0u32;
     let mut spoofed = false;
     for k in h.keys() {
         if let Some(i) = names().position(|n| n == k) {
             present |= 1 << i;
-        } else if k.as_str().starts_with("x-keycard-") {
+        } else if identity && k.as_str().starts_with("x-keycard-") {
             spoofed = true;
         }
     }
@@ -314,7 +313,6 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_str(&format!("{}, bad name", b.join(","))).unwrap(),
         );
-        h.insert("x-keycard-subject", HeaderValue::from_static("admin"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
@@ -339,6 +337,55 @@ mod tests {
         let up = upstream_request(req, &upstream, principal, &ctx).unwrap();
         assert_eq!(up.uri(), "/api/x?q=1");
         up.headers().clone()
+    }
+
+    /// The fast path (nothing else to drop) must still strip a spoofed identity, and a
+    /// `Connection` header cannot carry one through either.
+    #[test]
+    fn a_spoofed_identity_alone_is_still_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-keycard-subject", HeaderValue::from_static("admin"));
+        h.insert(
+            "x-keycard-scopes",
+            HeaderValue::from_static("keycard:admin"),
+        );
+        let out = forwarded(h, None);
+        assert!(
+            out.keys().all(|k| !k.as_str().starts_with("x-keycard-")),
+            "{out:?}"
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-keycard-subject"),
+        );
+        h.insert("X-Keycard-Subject", HeaderValue::from_static("admin"));
+        let out = forwarded(h, None);
+        assert!(
+            out.keys().all(|k| !k.as_str().starts_with("x-keycard-")),
+            "{out:?}"
+        );
+        assert!(!out.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn a_trusted_proxys_chain_is_extended_an_untrusted_one_replaced() {
+        let mut req = Request::new(Body::empty());
+        *req.uri_mut() = Uri::from_static("/x");
+        req.headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        let upstream = crate::config::parse_upstream("http://127.0.0.1:9000").unwrap();
+        let peer_value = HeaderValue::from_static("10.0.0.2");
+        let ctx = ForwardContext {
+            peer: "10.0.0.2".parse().unwrap(),
+            peer_trusted: true,
+            scheme: "https",
+            request_id: "rid",
+            prefix: "/",
+            peer_value: &peer_value,
+        };
+        let up = upstream_request(req, &upstream, None, &ctx).unwrap();
+        assert_eq!(up.headers()["x-forwarded-for"], "203.0.113.9, 10.0.0.2");
     }
 
     #[test]
