@@ -1,7 +1,6 @@
 //! Audit events (SPEC §7): one per authentication attempt. Never a secret in here: the
 //! fields are ids, names and short reason codes.
 
-use std::io::Write as _;
 use std::sync::Arc;
 
 use serde::ser::{Serialize, SerializeStruct, Serializer};
@@ -105,29 +104,6 @@ impl AuditEvent {
         out.extend_from_slice(b",\"ip\":");
         json_opt(out, self.ip.as_deref());
         out.extend_from_slice(b"}\n");
-    }
-    /// Appends the event as a JSON array in the store's column order — `[ts_ms, request_id,
-    /// route, method, outcome, reason, subject, credential_id, ip]` — so a whole batch goes to
-    /// SQLite as one text parameter (`json_each`) instead of nine bound values a row.
-    pub fn write_json_row(&self, out: &mut Vec<u8>) {
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "[{},", self.ts_ms);
-        json_str(out, &self.request_id);
-        out.push(b',');
-        json_opt(out, self.route.as_deref());
-        out.push(b',');
-        json_opt(out, self.method.map(Method::as_str));
-        out.push(b',');
-        json_str(out, self.outcome.as_str());
-        out.push(b',');
-        json_opt(out, self.reason.as_deref());
-        out.push(b',');
-        json_opt(out, self.subject.as_deref());
-        out.push(b',');
-        json_opt(out, self.credential_id.as_deref());
-        out.push(b',');
-        json_opt(out, self.ip.as_deref());
-        out.push(b']');
     }
 }
 

@@ -225,7 +225,14 @@ impl UpstreamPool {
 }
 
 fn is_host(h: &Host, upstream: &Upstream) -> bool {
-    h.authority == upstream.authority && h.scheme == upstream.scheme
+    same_host(h, &upstream.scheme, &upstream.authority)
+}
+
+/// Byte-exact: `Authority`'s own `==` ignores case byte by byte, a cost on every request for
+/// nothing — both sides come from the same configured URL, and at worst two spellings of one
+/// host keep two lists.
+fn same_host(h: &Host, scheme: &Scheme, authority: &Authority) -> bool {
+    h.authority.as_str() == authority.as_str() && h.scheme.as_str() == scheme.as_str()
 }
 
 /// An idle connection to `upstream` that can take a request now, if any. Most recently used
@@ -298,10 +305,7 @@ fn put_key(hosts: &Hosts, scheme: &Scheme, authority: &Authority, tx: Sender, no
     let Ok(mut hosts) = hosts.lock() else {
         return;
     };
-    let host = match hosts
-        .iter()
-        .position(|h| &h.authority == authority && &h.scheme == scheme)
-    {
+    let host = match hosts.iter().position(|h| same_host(h, scheme, authority)) {
         Some(i) => hosts.get_mut(i),
         None => {
             hosts.push(Host {

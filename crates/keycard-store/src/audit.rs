@@ -1,13 +1,12 @@
 //! The audit trail in the store (the server also appends it to a JSON-lines file).
 
+use std::sync::LazyLock;
+
 use crate::BeginWrite;
 use keycard_core::{AuditEvent, Method, Outcome};
 use sqlx::{QueryBuilder, Row};
 
 use crate::{Backend, Store, StoreError, with_pool};
-
-/// Rows per SQLite statement (one JSON text parameter whatever the count).
-const SQLITE_CHUNK: usize = 4096;
 
 /// Rows per PostgreSQL statement (nine array parameters whatever the count).
 const PG_CHUNK: usize = 4096;
@@ -59,31 +58,31 @@ impl Store {
                 tx.commit().await?;
                 Ok(())
             }
-            // SQLite: the batch as one JSON text, unpacked by `jsonb_each` inside SQLite (each row's array stays binary JSON: no text re-parse per column) — one
-            // bound value per chunk instead of nine allocated copies per row.
+            // SQLite: multi-row `VALUES` statements of bound parameters (a few shapes, each
+            // prepared once), all in one transaction. `OR FAIL` keeps SQLite from copying every
+            // page the batch touches to a statement journal first (it does for a multi-row
+            // statement that may abort, in a transaction); a failure still rolls the whole
+            // batch back, since the transaction is then dropped uncommitted.
             Backend::Sqlite(p) => {
                 let mut tx = p.begin_write().await?;
-                let mut rows = Vec::with_capacity(events.len().min(SQLITE_CHUNK) * 160);
-                for chunk in events.chunks(SQLITE_CHUNK) {
-                    rows.clear();
-                    rows.push(b'[');
-                    for (i, e) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            rows.push(b',');
-                        }
-                        e.write_json_row(&mut rows);
+                let mut rest = events;
+                while let Some((sql, rows)) = sqlite_shape(rest.len()) {
+                    let (chunk, tail) = rest.split_at(rows);
+                    let mut q = sqlx::query(sql);
+                    for e in chunk {
+                        q = q
+                            .bind(e.ts_ms)
+                            .bind(e.request_id.as_str())
+                            .bind(e.route.clone())
+                            .bind(e.method.map(Method::as_str))
+                            .bind(e.outcome.as_str())
+                            .bind(e.reason.as_deref())
+                            .bind(e.subject.clone())
+                            .bind(e.credential_id.clone())
+                            .bind(e.ip.as_deref());
                     }
-                    rows.push(b']');
-                    let text = String::from_utf8(std::mem::take(&mut rows))
-                        .map_err(|e| StoreError::Database(sqlx::Error::Encode(Box::new(e))))?;
-                    sqlx::query(
-                        "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) \
-                         SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 \
-                         FROM jsonb_each(?1) ORDER BY key",
-                    )
-                    .bind(text)
-                    .execute(&mut *tx)
-                    .await?;
+                    q.execute(&mut *tx).await?;
+                    rest = tail;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -144,5 +143,57 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+/// Rows per SQLite statement, largest first: a batch is cut into these, so only this many
+/// statement texts exist (each prepared once per connection and cached), 9 parameters a row.
+const SQLITE_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// The statement for the next rows of a batch with `left` events to go, and how many rows
+/// it takes; `None` when none are left.
+fn sqlite_shape(left: usize) -> Option<(&'static str, usize)> {
+    static SHAPES: LazyLock<Vec<(String, usize)>> = LazyLock::new(|| {
+        SQLITE_ROWS
+            .iter()
+            .map(|&rows| {
+                let mut sql = String::from(
+                    "INSERT OR FAIL INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) VALUES ",
+                );
+                for i in 0..rows {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str("(?,?,?,?,?,?,?,?,?)");
+                }
+                (sql, rows)
+            })
+            .collect()
+    });
+    SHAPES
+        .iter()
+        .find(|(_, rows)| *rows <= left)
+        .map(|(sql, rows)| (sql.as_str(), *rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_batch_size_is_cut_into_whole_statements() {
+        assert_eq!(sqlite_shape(0), None);
+        for n in 1..=1100 {
+            let (mut left, mut statements) = (n, 0);
+            while let Some((sql, rows)) = sqlite_shape(left) {
+                assert!(rows <= left);
+                assert_eq!(sql.matches('?').count(), rows * 9, "{sql}");
+                left -= rows;
+                statements += 1;
+            }
+            assert_eq!(left, 0);
+            // At most one statement per full 256 rows plus one per bit of the remainder.
+            assert!(statements <= n / 256 + 8, "{n}: {statements}");
+        }
     }
 }

@@ -335,8 +335,7 @@ async fn concurrent_writers_commit_revisions_in_order() {
 }
 
 /// Every field survives the store whatever it holds: JSON's special characters, control
-/// characters, non-ASCII, and `None` in every optional field (SQLite takes a batch as one JSON
-/// text, so this is its escaping under test).
+/// characters, non-ASCII, and `None` in every optional field.
 #[tokio::test]
 async fn audit_events_keep_awkward_text_and_nulls() {
     each_engine(|t| async move {
@@ -386,7 +385,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
             .await
             .unwrap();
         assert_eq!(back, events);
-        // A batch larger than one SQLite statement's chunk keeps every event, in order.
+        // A batch of many statements (SQLite: 16 × 256 rows and 4) keeps every event, in order.
         let many: Vec<AuditEvent> = (0..4100)
             .map(|i| AuditEvent {
                 ts_ms: 2_000_000_000_000 + i,
