@@ -413,6 +413,65 @@ async fn audit_events_keep_awkward_text_and_nulls() {
     .await;
 }
 
+/// A batch is all or nothing: an event the database refuses (here a trigger's) fails the
+/// insert and none of the batch is kept — also the rows of statements already run (SQLite cuts
+/// 300 events into statements of 256, 32, 8 and 4 rows; the refused one is in the second) —
+/// so the writer's retry never stores an event twice.
+#[tokio::test]
+async fn a_refused_audit_event_keeps_none_of_its_batch() {
+    each_engine(|t| async move {
+        let refuse: &[&str] = match &t.store.backend {
+            crate::Backend::Sqlite(_) => {
+                &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+                 WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"]
+            }
+            crate::Backend::Postgres(_) => &[
+                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+            ],
+        };
+        for sql in refuse {
+            crate::with_pool!(t.store, p => sqlx::query(*sql).execute(p).await.map(|_| ()))
+                .unwrap();
+        }
+        let batch: Vec<AuditEvent> = (0..300)
+            .map(|i| AuditEvent {
+                ts_ms: 1_700_000_000_000 + i,
+                request_id: if i == 290 {
+                    "boom".into()
+                } else {
+                    format!("r{i}")
+                },
+                route: None,
+                method: Some(Method::ApiKey),
+                outcome: Outcome::Success,
+                reason: None,
+                subject: Some("svc".into()),
+                credential_id: None,
+                ip: None,
+            })
+            .collect();
+        assert!(t.store.insert_audit(&batch).await.is_err());
+        let all = AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        assert_eq!(t.store.query_audit(&all).await.unwrap(), vec![]);
+        // Without the refused event the same batch goes in whole, in order.
+        let ok: Vec<AuditEvent> = batch
+            .into_iter()
+            .filter(|e| e.request_id != "boom")
+            .collect();
+        t.store.insert_audit(&ok).await.unwrap();
+        assert_eq!(t.store.query_audit(&all).await.unwrap(), ok);
+        t
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn audit_round_trip_and_filters() {
     each_engine(|t| async move {
