@@ -14,33 +14,18 @@ cd "$(dirname "$0")/.."
 N=${1:-2000}
 RATE=200
 SECS=$(( (N + RATE - 1) / RATE ))
-NGINX=${NGINX:-/usr/sbin/nginx}
+. bench/lib.sh
+need_nginx
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
 KC=target/release/keycard
 LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); KP=$(free_port)
 
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/up.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/up/body; proxy_temp_path $WORK/up/proxy;
-  fastcgi_temp_path $WORK/up/fcgi; uwsgi_temp_path $WORK/up/uwsgi; scgi_temp_path $WORK/up/scgi;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 '{"ok":true}'; } }
-}
-CONF
-"$NGINX" -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf"
+nginx_upstream "$UP"
 
 cat > "$WORK/keycard.toml" <<CONF
 [server]

@@ -13,32 +13,17 @@ CONNS=${2:-64}
 ROUNDS=${3:-3}
 REDIS=${4:-redis://127.0.0.1:6379/0}
 SECS=${DURATION%s}
-NGINX=${NGINX:-/usr/sbin/nginx}
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+. bench/lib.sh
+need_nginx
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
 KC=target/release/keycard
 LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill ${PIDS:-} 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PL=$(free_port); PR=$(free_port)
 
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/up.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/up/b; proxy_temp_path $WORK/up/p; fastcgi_temp_path $WORK/up/f;
-  uwsgi_temp_path $WORK/up/u; scgi_temp_path $WORK/up/s;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 '{"ok":true}'; } }
-}
-CONF
-"$NGINX" -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf"
+nginx_upstream "$UP"
 
 config() { # file port redis-section
   cat > "$1" <<CONF

@@ -23,9 +23,9 @@ CONNS=${2:-64}
 RATE=${3:-2000}
 ROUNDS=${4:-3}
 THREADS=2
-NGINX=${NGINX:-/usr/sbin/nginx}
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+. bench/lib.sh
+need_wrk
+need_nginx
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
 KC=target/release/keycard
@@ -33,27 +33,9 @@ LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); PX=$(free_port); KP=$(free_port)
 
-nginx_conf() { # name workers body
-  mkdir -p "$WORK/$1"
-  cat > "$WORK/$1/nginx.conf" <<CONF
-worker_processes $2;
-pid $WORK/$1.pid;
-error_log $WORK/$1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1/body; proxy_temp_path $WORK/$1/proxy;
-  fastcgi_temp_path $WORK/$1/fcgi; uwsgi_temp_path $WORK/$1/uwsgi; scgi_temp_path $WORK/$1/scgi;
-  keepalive_requests 1000000;
-  $3
-}
-CONF
-  "$NGINX" -e "$WORK/$1/error.log" -c "$WORK/$1/nginx.conf"
-}
-nginx_conf upstream 1 "server { listen 127.0.0.1:$UP; location / { return 200 '{\"ok\":true}'; } }"
+nginx_upstream "$UP"
 nginx_conf proxy auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$PX; location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://app; } }"
 

@@ -15,8 +15,8 @@ DURATION=${1:-8s}
 CONNS=${2:-64}
 ROUNDS=${3:-3}
 SECS=${DURATION%s}
-NGINX=${NGINX:-/usr/sbin/nginx}
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install nginx-light)" >&2; exit 1; }
+. bench/lib.sh
+need_nginx
 command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 1; }
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
@@ -24,7 +24,6 @@ KC=target/release/keycard
 LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); KP=$(free_port)
 
 # The PKI: a CA, a server certificate for 127.0.0.1, a client certificate.
@@ -41,21 +40,7 @@ extendedKeyUsage=serverAuth"
 issue client "/CN=bench-client" "extendedKeyUsage=clientAuth"
 cd - >/dev/null
 
-mkdir -p "$WORK/up"
-cat > "$WORK/up/nginx.conf" <<CONF
-worker_processes 1;
-pid $WORK/up.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/up/b; proxy_temp_path $WORK/up/p; fastcgi_temp_path $WORK/up/f;
-  uwsgi_temp_path $WORK/up/u; scgi_temp_path $WORK/up/s;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 '{"ok":true}'; } }
-}
-CONF
-"$NGINX" -e "$WORK/up/error.log" -c "$WORK/up/nginx.conf"
+nginx_upstream "$UP"
 
 cat > "$WORK/keycard.toml" <<CONF
 [server]

@@ -19,7 +19,8 @@ ROUNDS=${3:-3}
 ALG=${4:-ES256}
 PG=${5:-${KEYCARD_TEST_POSTGRES_URL:-}}
 RATE=${6:-10000}
-command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+. bench/lib.sh
+need_wrk
 cargo build --release -q -p keycard --bin keycard --example loadgen
 KC=$PWD/target/release/keycard
 LOADGEN=$PWD/target/release/examples/loadgen
@@ -31,7 +32,6 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 cat > "$WORK/post.lua" <<'LUA'
 wrk.method = "POST"
