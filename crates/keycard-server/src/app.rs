@@ -514,7 +514,7 @@ impl App {
             Ok(Ok(mut resp)) => {
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
                 passed.set_headers(resp.headers_mut());
-                resp.map(Body::Upstream)
+                resp
             }
             Ok(Err(e)) => {
                 self.authn.metrics.upstream_error();

@@ -14,9 +14,15 @@ use hyper::body::Incoming;
 pub enum Body {
     /// keycard's own answer.
     Full(Full<Bytes>),
-    /// The upstream's answer, streamed.
+    /// The upstream's answer through hyper (or the client's body to the upstream),
+    /// streamed.
     Upstream(Incoming),
+    /// The upstream's answer read by [`crate::h1`], streamed.
+    Plain(crate::h1::RecvBody),
 }
+
+/// Why a body could not be read.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Body {
     /// A body from static or owned bytes.
@@ -32,7 +38,7 @@ impl Body {
 
 impl HttpBody for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -45,7 +51,8 @@ impl HttpBody for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Body::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Body::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Body::Plain(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -53,6 +60,7 @@ impl HttpBody for Body {
         match self {
             Body::Full(b) => b.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
+            Body::Plain(b) => b.is_end_stream(),
         }
     }
 
@@ -60,6 +68,7 @@ impl HttpBody for Body {
         match self {
             Body::Full(b) => b.size_hint(),
             Body::Upstream(b) => b.size_hint(),
+            Body::Plain(b) => b.size_hint(),
         }
     }
 }

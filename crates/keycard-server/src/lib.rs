@@ -23,6 +23,7 @@ mod digest;
 pub mod feed;
 pub mod forwarded;
 pub mod gate;
+pub mod h1;
 mod hmac;
 pub mod identity;
 pub mod jwks;

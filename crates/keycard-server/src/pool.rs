@@ -7,6 +7,9 @@
 //! and a visible share of the CPU of a proxied request. Here a request takes an idle
 //! connection from a short list (one uncontended lock), sends, and puts it back.
 //!
+//! - A request without a body to an `http://` upstream is written and answered by the
+//!   request's own task, on a connection of its own list ([`crate::h1`]): no connection
+//!   task, no channels. Other requests go through hyper's connection API.
 //! - HTTP/1.1 connections are used one request at a time, most recently used first; one
 //!   whose response body is still streaming goes back when it is done.
 //! - `https://` upstreams negotiate HTTP/2 or HTTP/1.1 by ALPN (through the same
@@ -22,16 +25,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version, header};
+use http::{Method, Request, Response, Uri, Version, header};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service as _;
 
 use crate::body::Body;
 use crate::config::Upstream;
+use crate::h1;
 
 /// An idle connection unused this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,7 +65,73 @@ struct Idle {
 struct Host {
     scheme: Scheme,
     authority: Authority,
+    /// hyper's connections.
     idle: VecDeque<Idle>,
+    /// Connections spoken to by [`crate::h1`], with when each was last used.
+    plain: VecDeque<(Box<h1::Conn>, Instant)>,
+}
+
+impl Host {
+    fn new(scheme: &Scheme, authority: &Authority) -> Self {
+        Host {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            idle: VecDeque::new(),
+            plain: VecDeque::new(),
+        }
+    }
+
+    /// Closes the connections idle longer than [`IDLE_TIMEOUT`] at `now` (the oldest are
+    /// at the front of each list).
+    fn expire(&mut self, now: Instant) {
+        let expired = |since: Instant| now.saturating_duration_since(since) > IDLE_TIMEOUT;
+        while self.idle.front().is_some_and(|i| expired(i.since)) {
+            self.idle.pop_front();
+        }
+        while self.plain.front().is_some_and(|(_, since)| expired(*since)) {
+            self.plain.pop_front();
+        }
+    }
+}
+
+/// Where a connection read by [`crate::h1`] goes back once its answer has been read.
+#[derive(Debug)]
+pub struct Home {
+    hosts: Hosts,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Home {
+    /// Takes back a connection that can carry another request.
+    pub fn put(self, conn: Box<h1::Conn>) {
+        let Ok(mut hosts) = self.hosts.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let Some(host) = host_entry(&mut hosts, &self.scheme, &self.authority) else {
+            return;
+        };
+        host.expire(now);
+        if host.plain.len() < MAX_IDLE {
+            host.plain.push_back((conn, now));
+        }
+    }
+}
+
+/// `hosts`' entry for the upstream, added if missing.
+fn host_entry<'a>(
+    hosts: &'a mut Vec<Host>,
+    scheme: &Scheme,
+    authority: &Authority,
+) -> Option<&'a mut Host> {
+    match hosts.iter().position(|h| same_host(h, scheme, authority)) {
+        Some(i) => hosts.get_mut(i),
+        None => {
+            hosts.push(Host::new(scheme, authority));
+            hosts.last_mut()
+        }
+    }
 }
 
 type Hosts = Arc<Mutex<Vec<Host>>>;
@@ -89,7 +160,7 @@ impl UpstreamPool {
                 hosts
                     .iter()
                     .find(|h| is_host(h, upstream))
-                    .map_or(0, |h| h.idle.len())
+                    .map_or(0, |h| h.idle.len() + h.plain.len())
             })
             .unwrap_or(0)
     }
@@ -103,8 +174,10 @@ impl UpstreamPool {
         for host in hosts.iter_mut() {
             host.idle
                 .retain(|i| now.saturating_duration_since(i.since) <= IDLE_TIMEOUT);
+            host.plain
+                .retain(|(_, since)| now.saturating_duration_since(*since) <= IDLE_TIMEOUT);
         }
-        hosts.retain(|h| !h.idle.is_empty());
+        hosts.retain(|h| !h.idle.is_empty() || !h.plain.is_empty());
     }
 
     /// Prunes every `IDLE_TIMEOUT / 2` until the pool is dropped; spawn it on the runtime
@@ -119,8 +192,100 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to `upstream`; the response head.
+    /// Sends `req` (origin-form URI, `Host` set) to `upstream`; the response head, its body
+    /// to be read.
     pub async fn send(
+        &self,
+        req: Request<Body>,
+        upstream: &Upstream,
+    ) -> Result<Response<Body>, UpstreamError> {
+        if upstream.scheme == Scheme::HTTP && req.body().is_end_stream() {
+            self.send_plain(req, upstream).await
+        } else {
+            // Boxed: the hot path's future (moved as it is polled) stays small.
+            Ok(Box::pin(self.send_hyper(req, upstream))
+                .await?
+                .map(Body::Upstream))
+        }
+    }
+
+    /// A request without a body, over HTTP/1.1 spoken by this task ([`crate::h1`]).
+    async fn send_plain(
+        &self,
+        mut req: Request<Body>,
+        upstream: &Upstream,
+    ) -> Result<Response<Body>, UpstreamError> {
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| upstream.host.clone());
+        *req.version_mut() = Version::HTTP_11;
+        let idempotent = is_idempotent(req.method());
+        let mut last: Option<UpstreamError> = None;
+        for attempt in 0..ATTEMPTS {
+            let idle = if attempt + 1 < ATTEMPTS {
+                self.checkout_plain(upstream)
+            } else {
+                None
+            };
+            let reused = idle.is_some();
+            let mut conn = match idle {
+                Some(conn) => conn,
+                None => Box::pin(self.connect_plain(upstream)).await?,
+            };
+            match conn.exchange(&req).await {
+                Ok((head, framing)) => {
+                    let home = Home {
+                        hosts: self.hosts.clone(),
+                        scheme: upstream.scheme.clone(),
+                        authority: upstream.authority.clone(),
+                    };
+                    let body = h1::RecvBody::new(conn, framing, home);
+                    return Ok(head.map(|()| Body::Plain(body)));
+                }
+                // A reused connection the upstream had closed: send again when the request
+                // cannot have been acted on, or acting twice is harmless (RFC 9110 §9.2.2).
+                Err(h1::Failure::NoAnswer { written, error })
+                    if reused && (!written || idempotent) =>
+                {
+                    last = Some(Box::new(error));
+                }
+                Err(f) => return Err(Box::new(std::io::Error::from(f))),
+            }
+        }
+        Err(last.unwrap_or_else(|| "no connection to the upstream".into()))
+    }
+
+    /// The most recently used idle [`crate::h1`] connection to `upstream` that can take a
+    /// request; expired or closed ones met on the way are dropped (which closes them).
+    fn checkout_plain(&self, upstream: &Upstream) -> Option<Box<h1::Conn>> {
+        let mut hosts = self.hosts.lock().ok()?;
+        let host = hosts.iter_mut().find(|h| is_host(h, upstream))?;
+        let now = Instant::now();
+        while let Some((mut conn, since)) = host.plain.pop_back() {
+            if now.saturating_duration_since(since) <= IDLE_TIMEOUT && conn.is_usable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Opens a TCP connection for [`crate::h1`] (the connector's resolver, timeout and
+    /// socket options).
+    async fn connect_plain(&self, upstream: &Upstream) -> Result<Box<h1::Conn>, UpstreamError> {
+        let uri = origin_uri(upstream)?;
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+        match connector.call(uri).await? {
+            MaybeHttpsStream::Http(io) => {
+                tracing::debug!(upstream = %upstream.authority, "opened an upstream connection");
+                Ok(Box::new(h1::Conn::new(io.into_inner())))
+            }
+            MaybeHttpsStream::Https(_) => Err("an http:// upstream answered with TLS".into()),
+        }
+    }
+
+    /// Sends `req` through hyper's connection API; the response head.
+    async fn send_hyper(
         &self,
         mut req: Request<Body>,
         upstream: &Upstream,
@@ -187,11 +352,7 @@ impl UpstreamPool {
 
     /// Opens a connection (TCP, and TLS with ALPN for `https://`).
     async fn connect(&self, upstream: &Upstream) -> Result<Sender, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(upstream.scheme.clone());
-        parts.authority = Some(upstream.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_static("/"));
-        let uri = Uri::from_parts(parts)?;
+        let uri = origin_uri(upstream)?;
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
         let io = connector.call(uri).await?;
@@ -222,6 +383,23 @@ impl UpstreamPool {
             Ok(Sender::H1(tx))
         }
     }
+}
+
+/// `scheme://authority/` of the upstream, what the connector connects to.
+fn origin_uri(upstream: &Upstream) -> Result<Uri, http::Error> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(upstream.scheme.clone());
+    parts.authority = Some(upstream.authority.clone());
+    parts.path_and_query = Some(PathAndQuery::from_static("/"));
+    Ok(Uri::from_parts(parts)?)
+}
+
+/// RFC 9110 §9.2.2: methods whose repetition has the effect of one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 fn is_host(h: &Host, upstream: &Upstream) -> bool {
@@ -305,28 +483,10 @@ fn put_key(hosts: &Hosts, scheme: &Scheme, authority: &Authority, tx: Sender, no
     let Ok(mut hosts) = hosts.lock() else {
         return;
     };
-    let host = match hosts.iter().position(|h| same_host(h, scheme, authority)) {
-        Some(i) => hosts.get_mut(i),
-        None => {
-            hosts.push(Host {
-                scheme: scheme.clone(),
-                authority: authority.clone(),
-                idle: VecDeque::new(),
-            });
-            hosts.last_mut()
-        }
-    };
-    let Some(host) = host else {
+    let Some(host) = host_entry(&mut hosts, scheme, authority) else {
         return;
     };
-    // The oldest are at the front: close those past their idle time.
-    while host
-        .idle
-        .front()
-        .is_some_and(|i| now.saturating_duration_since(i.since) > IDLE_TIMEOUT)
-    {
-        host.idle.pop_front();
-    }
+    host.expire(now);
     if host.idle.len() < MAX_IDLE {
         host.idle.push_back(Idle { tx, since: now });
     }
@@ -366,7 +526,18 @@ mod tests {
                             }
                         }
                         let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        buf.drain(..end);
+                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < end + length {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + length);
                         let head =
                             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                         if s.write_all(head.as_bytes()).await.is_err()
@@ -395,7 +566,20 @@ mod tests {
         r
     }
 
-    async fn read_all(resp: Response<Incoming>) -> Vec<u8> {
+    /// A request with a body: sent through hyper, not [`crate::h1`].
+    fn post(path: &'static str) -> Request<Body> {
+        let mut r = Request::new(Body::from_bytes("data"));
+        *r.method_mut() = Method::POST;
+        *r.uri_mut() = Uri::from_static(path);
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from_static("4"));
+        r
+    }
+
+    /// Both ways a request is sent: without a body ([`crate::h1`]) and with one (hyper).
+    const KINDS: [fn(&'static str) -> Request<Body>; 2] = [get, post];
+
+    async fn read_all(resp: Response<Body>) -> Vec<u8> {
         resp.into_body()
             .collect()
             .await
@@ -406,82 +590,93 @@ mod tests {
 
     #[tokio::test]
     async fn sequential_requests_share_one_connection() {
-        let (up, accepted) = upstream(b"ok".to_vec(), false).await;
-        let pool = pool();
-        for _ in 0..20 {
-            let resp = pool.send(get("/x"), &up).await.unwrap();
-            assert_eq!(read_all(resp).await, b"ok");
+        for kind in KINDS {
+            let (up, accepted) = upstream(b"ok".to_vec(), false).await;
+            let pool = pool();
+            for _ in 0..20 {
+                let resp = pool.send(kind("/x"), &up).await.unwrap();
+                assert_eq!(read_all(resp).await, b"ok");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
+            assert_eq!(pool.idle_count(&up), 1);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.idle_count(&up), 1);
     }
 
     #[tokio::test]
     async fn a_connection_whose_body_streams_comes_back_when_the_body_is_read() {
         let big = vec![b'a'; 4 * 1024 * 1024];
-        let (up, accepted) = upstream(big.clone(), false).await;
-        let pool = pool();
-        for _ in 0..3 {
-            let resp = pool.send(get("/big"), &up).await.unwrap();
-            assert_eq!(read_all(resp).await.len(), big.len());
-            // The connection returns from a background wait once its body is done.
-            for _ in 0..100 {
-                if pool.idle_count(&up) == 1 {
-                    break;
+        for kind in KINDS {
+            let (up, accepted) = upstream(big.clone(), false).await;
+            let pool = pool();
+            for _ in 0..3 {
+                let resp = pool.send(kind("/big"), &up).await.unwrap();
+                assert_eq!(pool.idle_count(&up), 0, "lent out while its body is unread");
+                assert_eq!(read_all(resp).await.len(), big.len());
+                // hyper's connection returns from a background wait once its body is done.
+                for _ in 0..100 {
+                    if pool.idle_count(&up) == 1 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            assert_eq!(accepted.load(Ordering::SeqCst), 1);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn concurrent_requests_open_connections_then_reuse_them() {
-        let (up, accepted) = upstream(b"ok".to_vec(), false).await;
-        let pool = Arc::new(pool());
-        for _ in 0..3 {
-            let mut tasks = Vec::new();
-            for _ in 0..8 {
-                let (pool, up) = (pool.clone(), up.clone());
-                tasks.push(tokio::spawn(async move {
-                    read_all(pool.send(get("/x"), &up).await.unwrap()).await
-                }));
+        for kind in KINDS {
+            let (up, accepted) = upstream(b"ok".to_vec(), false).await;
+            let pool = Arc::new(pool());
+            for _ in 0..3 {
+                let mut tasks = Vec::new();
+                for _ in 0..8 {
+                    let (pool, up) = (pool.clone(), up.clone());
+                    tasks.push(tokio::spawn(async move {
+                        read_all(pool.send(kind("/x"), &up).await.unwrap()).await
+                    }));
+                }
+                for t in tasks {
+                    assert_eq!(t.await.unwrap(), b"ok");
+                }
             }
-            for t in tasks {
-                assert_eq!(t.await.unwrap(), b"ok");
-            }
+            assert!(
+                accepted.load(Ordering::SeqCst) <= 8,
+                "connections were not reused"
+            );
         }
-        assert!(
-            accepted.load(Ordering::SeqCst) <= 8,
-            "connections were not reused"
-        );
     }
 
     #[tokio::test]
     async fn connections_the_upstream_closed_are_not_used_again() {
-        let (up, accepted) = upstream(b"ok".to_vec(), true).await;
-        let pool = pool();
-        for i in 0..30 {
-            let resp = pool
-                .send(get("/x"), &up)
-                .await
-                .unwrap_or_else(|e| panic!("request {i}: {e}"));
-            assert_eq!(read_all(resp).await, b"ok");
+        for kind in KINDS {
+            let (up, accepted) = upstream(b"ok".to_vec(), true).await;
+            let pool = pool();
+            for i in 0..30 {
+                let resp = pool
+                    .send(kind("/x"), &up)
+                    .await
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"));
+                assert_eq!(read_all(resp).await, b"ok");
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 30);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 30);
     }
 
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout() {
-        let (up, accepted) = upstream(b"ok".to_vec(), false).await;
-        let pool = pool();
-        read_all(pool.send(get("/x"), &up).await.unwrap()).await;
-        pool.prune(Instant::now());
-        assert_eq!(pool.idle_count(&up), 1, "a fresh connection was closed");
-        pool.prune(Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1));
-        assert_eq!(pool.idle_count(&up), 0);
-        read_all(pool.send(get("/x"), &up).await.unwrap()).await;
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for kind in KINDS {
+            let (up, accepted) = upstream(b"ok".to_vec(), false).await;
+            let pool = pool();
+            read_all(pool.send(kind("/x"), &up).await.unwrap()).await;
+            pool.prune(Instant::now());
+            assert_eq!(pool.idle_count(&up), 1, "a fresh connection was closed");
+            pool.prune(Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1));
+            assert_eq!(pool.idle_count(&up), 0);
+            read_all(pool.send(kind("/x"), &up).await.unwrap()).await;
+            assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        }
     }
 
     #[tokio::test]
@@ -491,7 +686,9 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let up = crate::config::parse_upstream(&format!("http://127.0.0.1:{port}")).unwrap();
-        assert!(pool().send(get("/x"), &up).await.is_err());
+        for kind in KINDS {
+            assert!(pool().send(kind("/x"), &up).await.is_err());
+        }
     }
 
     #[test]
