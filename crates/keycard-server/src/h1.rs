@@ -126,7 +126,12 @@ impl Conn {
     ) -> Result<(Response<()>, Framing), Failure> {
         self.out.clear();
         write_head(&mut self.out, req);
-        if let Err(error) = self.io.write_all(&self.out).await {
+        let written = self.io.write_all(&self.out).await;
+        if self.out.capacity() > MAX_HEAD {
+            // A rare huge request: not kept with the connection.
+            self.out = Vec::new();
+        }
+        if let Err(error) = written {
             return Err(Failure::NoAnswer {
                 written: false,
                 error,
