@@ -665,6 +665,26 @@ impl http_body::Body for RecvBody {
     }
 }
 
+/// Test upstreams' half: the next request head from `s` (bytes read past it stay in
+/// `buf`); `None` when the connection ends first.
+#[cfg(test)]
+pub(crate) async fn read_request_head(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(buf.drain(..end + 4).collect());
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(chunk.get(..n)?),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -673,7 +693,7 @@ mod tests {
 
     use http::{Method, Request, Uri};
     use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
 
     use crate::body::Body;
     use crate::config::Upstream;
@@ -719,16 +739,7 @@ mod tests {
                 let (script, reqs) = (script.clone(), reqs.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        let head: Vec<u8> = buf.drain(..end).collect();
+                    while let Some(head) = super::read_request_head(&mut s, &mut buf).await {
                         let n = {
                             let mut r = reqs.lock().unwrap();
                             r.push(String::from_utf8(head).unwrap());

@@ -518,26 +518,19 @@ mod tests {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
-                    loop {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    while let Some(head) = h1::read_request_head(&mut s, &mut buf).await {
+                        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                         let length: usize = head
                             .lines()
                             .find_map(|l| l.strip_prefix("content-length:"))
                             .map_or(0, |v| v.trim().parse().unwrap());
-                        while buf.len() < end + length {
+                        while buf.len() < length {
                             match s.read(&mut chunk).await {
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                             }
                         }
-                        buf.drain(..end + length);
+                        buf.drain(..length);
                         let head =
                             format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                         if s.write_all(head.as_bytes()).await.is_err()
