@@ -143,15 +143,20 @@ impl Conn {
                 match parse_head(&mut self.buf, &mut self.spans, req.method() == Method::HEAD) {
                     Ok(Some(Parsed::Informational(n))) => {
                         seen += n;
+                        if seen >= MAX_HEAD {
+                            return Err(Failure::Failed(bad("too many informational answers")));
+                        }
                         continue;
                     }
                     Ok(Some(Parsed::Final(resp, framing))) => return Ok((resp, framing)),
                     Ok(None) => {}
                     Err(e) => return Err(Failure::Failed(e)),
                 }
-                if seen + self.buf.len() >= MAX_HEAD {
-                    return Err(Failure::Failed(bad("upstream answer head too large")));
-                }
+            }
+            // Also when informational answers ended exactly at a read's end: a stream of
+            // them is bounded like one head.
+            if seen + self.buf.len() >= MAX_HEAD {
+                return Err(Failure::Failed(bad("upstream answer head too large")));
             }
             let answered = seen > 0 || !self.buf.is_empty();
             match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
@@ -916,6 +921,16 @@ mod tests {
             let s = scripted(&[Answer(answer.leak(), KEEP)]).await;
             assert!(fetch(&pool(), &s.up, Method::GET).await.is_err());
         }
+    }
+
+    #[tokio::test]
+    async fn an_endless_stream_of_informational_answers_is_refused() {
+        let mut answer = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(super::MAX_HEAD / 25 + 1);
+        answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+        let s = scripted(&[Answer(answer.leak(), KEEP)]).await;
+        assert!(fetch(&pool(), &s.up, Method::GET).await.is_err());
+        // A few are skipped (informational_answers_are_skipped): the bound refuses many,
+        // also when they arrive in one read with the final answer behind them.
     }
 
     #[tokio::test]
