@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::Home;
@@ -104,18 +104,16 @@ impl Conn {
     }
 
     /// Reads more of the answer into the buffer; `Ok(0)` at the end of the stream.
+    ///
+    /// Through tokio's `AsyncRead`, which forgets the socket's readiness after a read that
+    /// did not fill the space offered (the socket was drained): the idle connection's check
+    /// at the next checkout ([`Conn::is_usable`]) then costs no system call, where a plain
+    /// `try_read` would leave the readiness set and pay a `recv` answering `EAGAIN`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
-                self.buf.reserve(READ_SPACE);
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                other => return Poll::Ready(other),
-            }
+        if self.buf.capacity() - self.buf.len() < READ_SPACE / 4 {
+            self.buf.reserve(READ_SPACE);
         }
+        std::future::Future::poll(std::pin::pin!(self.io.read_buf(&mut self.buf)), cx)
     }
 
     /// Writes `req` (origin-form target, `Host` set, no body) and reads the answer's head.
@@ -677,7 +675,6 @@ pub(crate) async fn read_request_head(
     s: &mut tokio::net::TcpStream,
     buf: &mut Vec<u8>,
 ) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt;
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -710,6 +707,19 @@ mod tests {
     struct Answer(&'static [u8], bool);
     const KEEP: bool = false;
     const CLOSE: bool = true;
+    const PAUSE: &[u8] = b"<pause>";
+
+    /// The writes an answer's bytes are split into at each `PAUSE`.
+    fn writes(bytes: &[u8]) -> Vec<&[u8]> {
+        let mut parts = Vec::new();
+        let mut rest = bytes;
+        while let Some(at) = rest.windows(PAUSE.len()).position(|w| w == PAUSE) {
+            parts.push(&rest[..at]);
+            rest = &rest[at + PAUSE.len()..];
+        }
+        parts.push(rest);
+        parts
+    }
 
     struct Scripted {
         up: Upstream,
@@ -753,7 +763,16 @@ mod tests {
                         let Some(&Answer(bytes, close)) = script.get(n) else {
                             return;
                         };
-                        if s.write_all(bytes).await.is_err() || close {
+                        // `PAUSE` splits an answer into writes 50 ms apart.
+                        for (i, part) in writes(bytes).into_iter().enumerate() {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                            }
+                            if s.write_all(part).await.is_err() {
+                                return;
+                            }
+                        }
+                        if close {
                             return;
                         }
                     }
@@ -945,6 +964,25 @@ mod tests {
         .await;
         let pool = pool();
         assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"ok");
+        assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"second");
+        assert_eq!(s.connections(), 2);
+    }
+
+    #[tokio::test]
+    async fn bytes_arriving_on_an_idle_connection_are_never_taken_for_the_next_answer() {
+        // The unasked bytes come after the answer was read (and the socket found drained):
+        // the idle connection must notice them at checkout and be dropped.
+        let s = scripted(&[
+            Answer(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok<pause>HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nSMUGGL",
+                KEEP,
+            ),
+            Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond", KEEP),
+        ])
+        .await;
+        let pool = pool();
+        assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"ok");
+        tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"second");
         assert_eq!(s.connections(), 2);
     }
