@@ -172,7 +172,11 @@ impl Core {
         .map_err(StartError::Authn)?;
         let (sink, writer) = audit::channel(authn.metrics().clone());
         let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
-        background.push(tokio::spawn(writer.run(out, store.clone(), bg_rx.clone())));
+        background.push(tokio::spawn(writer.run(
+            out,
+            store.audit_appender(),
+            bg_rx.clone(),
+        )));
         authn.keyring.rebuild(
             &store
                 .published_signing_keys(now_secs())

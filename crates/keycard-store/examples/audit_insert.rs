@@ -1,4 +1,4 @@
-//! CPU per audit event of `Store::insert_audit` on SQLite: the store's share of every
+//! CPU per audit event of the store's audit appender on SQLite: the store's share of every
 //! request's cost under load (keycard writes the events it gathers every 100 ms as one batch,
 //! a few thousand events at saturation).
 //!
@@ -46,12 +46,15 @@ async fn main() {
         })
         .collect();
     let rounds = total / batch;
+    let mut appender = store.audit_appender();
     let (cpu0, wall0) = (cpu_seconds(), Instant::now());
     for _ in 0..rounds {
         for e in &mut events {
             e.ts_ms += batch as i64;
         }
-        store.insert_audit(&events).await.expect("insert");
+        let (back, result) = appender.append(events).await;
+        result.expect("insert");
+        events = back;
     }
     let n = (rounds * batch) as f64;
     println!(

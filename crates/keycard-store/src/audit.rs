@@ -1,11 +1,12 @@
 //! The audit trail in the store (the server also appends it to a JSON-lines file).
 
+use std::path::PathBuf;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use crate::BeginWrite;
 use keycard_core::{AuditEvent, Method, Outcome};
-use sqlx::sqlite::SqliteArguments;
-use sqlx::{Arguments as _, QueryBuilder, Row};
+use sqlx::{QueryBuilder, Row};
 
 use crate::{Backend, Store, StoreError, with_pool};
 
@@ -28,71 +29,31 @@ pub struct AuditQuery {
 }
 
 impl Store {
-    /// Appends events, in one transaction.
+    /// Appends events, in one transaction: all of them or none.
+    ///
+    /// The server's audit writer goes through an [`AuditAppender`] instead, which keeps its
+    /// SQLite connection between batches; this is the same code for an occasional batch.
     pub async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
         if events.is_empty() {
             return Ok(());
         }
         match &self.backend {
-            // The one place the engines differ: PostgreSQL takes a whole batch as nine array
-            // parameters (UNNEST), far cheaper to bind than thousands of scalar ones, so a
-            // busy audit trail does not crowd out the reads the request path waits on.
-            Backend::Postgres(p) => {
-                let mut tx = p.begin_write().await?;
-                for chunk in events.chunks(PG_CHUNK) {
-                    sqlx::query(
-                        "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) \
-                         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
-                    )
-                    .bind(chunk.iter().map(|e| e.ts_ms).collect::<Vec<i64>>())
-                    .bind(chunk.iter().map(|e| e.request_id.as_str()).collect::<Vec<&str>>())
-                    .bind(chunk.iter().map(|e| e.route.as_deref()).collect::<Vec<Option<&str>>>())
-                    .bind(chunk.iter().map(|e| e.method.map(Method::as_str)).collect::<Vec<Option<&str>>>())
-                    .bind(chunk.iter().map(|e| e.outcome.as_str()).collect::<Vec<&str>>())
-                    .bind(chunk.iter().map(|e| e.reason.as_deref()).collect::<Vec<Option<&str>>>())
-                    .bind(chunk.iter().map(|e| e.subject.as_deref()).collect::<Vec<Option<&str>>>())
-                    .bind(chunk.iter().map(|e| e.credential_id.as_deref()).collect::<Vec<Option<&str>>>())
-                    .bind(chunk.iter().map(|e| e.ip.as_deref()).collect::<Vec<Option<&str>>>())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(())
+            Backend::Postgres(p) => insert_pg(p, events).await,
+            Backend::Sqlite(_) => {
+                let (_, result) = self.audit_appender().append(events.to_vec()).await;
+                result
             }
-            // SQLite: multi-row `VALUES` statements of bound parameters (a few shapes, each
-            // prepared once), all in one transaction. `OR FAIL` keeps SQLite from copying every
-            // page the batch touches to a statement journal first (it does for a multi-row
-            // statement that may abort, in a transaction); a failure still rolls the whole
-            // batch back, since the transaction is then dropped uncommitted.
-            Backend::Sqlite(p) => {
-                let mut tx = p.begin_write().await?;
-                let mut rest = events;
-                while let Some((sql, rows)) = sqlite_shape(rest.len()) {
-                    let (chunk, tail) = rest.split_at(rows);
-                    // Arguments gathered first, then one query: `Query::bind` moves the
-                    // whole query on every call, nine times a row.
-                    let mut args = SqliteArguments::default();
-                    args.reserve(rows * 9, rows * 9 * 16);
-                    for e in chunk {
-                        args.add(e.ts_ms).map_err(sqlx::Error::Encode)?;
-                        args.add(e.request_id.as_str())
-                            .map_err(sqlx::Error::Encode)?;
-                        args.add(e.route.clone()).map_err(sqlx::Error::Encode)?;
-                        args.add(e.method.map(Method::as_str))
-                            .map_err(sqlx::Error::Encode)?;
-                        args.add(e.outcome.as_str()).map_err(sqlx::Error::Encode)?;
-                        args.add(e.reason.as_deref()).map_err(sqlx::Error::Encode)?;
-                        args.add(e.subject.clone()).map_err(sqlx::Error::Encode)?;
-                        args.add(e.credential_id.clone())
-                            .map_err(sqlx::Error::Encode)?;
-                        args.add(e.ip.as_deref()).map_err(sqlx::Error::Encode)?;
-                    }
-                    sqlx::query_with(sql, args).execute(&mut *tx).await?;
-                    rest = tail;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+        }
+    }
+
+    /// An appender for a stream of audit batches (the server's audit writer).
+    pub fn audit_appender(&self) -> AuditAppender {
+        match &self.backend {
+            Backend::Postgres(p) => AuditAppender(Appender::Postgres(p.clone())),
+            Backend::Sqlite(p) => AuditAppender(Appender::Sqlite {
+                path: p.connect_options().get_filename().to_path_buf(),
+                conn: None,
+            }),
         }
     }
 
@@ -152,6 +113,160 @@ impl Store {
     }
 }
 
+/// PostgreSQL takes a whole batch as nine array parameters (UNNEST), far cheaper to bind
+/// than thousands of scalar ones, so a busy audit trail does not crowd out the reads the
+/// request path waits on.
+async fn insert_pg(p: &sqlx::PgPool, events: &[AuditEvent]) -> Result<(), StoreError> {
+    let mut tx = p.begin_write().await?;
+    for chunk in events.chunks(PG_CHUNK) {
+        sqlx::query(
+                "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])",
+            )
+            .bind(chunk.iter().map(|e| e.ts_ms).collect::<Vec<i64>>())
+            .bind(chunk.iter().map(|e| e.request_id.as_str()).collect::<Vec<&str>>())
+            .bind(chunk.iter().map(|e| e.route.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(chunk.iter().map(|e| e.method.map(Method::as_str)).collect::<Vec<Option<&str>>>())
+            .bind(chunk.iter().map(|e| e.outcome.as_str()).collect::<Vec<&str>>())
+            .bind(chunk.iter().map(|e| e.reason.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(chunk.iter().map(|e| e.subject.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(chunk.iter().map(|e| e.credential_id.as_deref()).collect::<Vec<Option<&str>>>())
+            .bind(chunk.iter().map(|e| e.ip.as_deref()).collect::<Vec<Option<&str>>>())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Appends audit batches to the store, one transaction each, keeping what it needs between
+/// batches. On SQLite that is its own connection (`rusqlite`), used from a blocking thread:
+/// the insert of a few thousand rows runs as plain C calls with no per-statement hop between
+/// threads, about half the CPU per event of going through the async pool — and the audit
+/// trail takes a share of every authenticated request's budget. On PostgreSQL the batch goes
+/// through the pool as nine arrays ([`Store::insert_audit`]).
+#[derive(Debug)]
+pub struct AuditAppender(Appender);
+
+enum Appender {
+    Postgres(sqlx::PgPool),
+    Sqlite {
+        path: PathBuf,
+        /// Opened at the first batch, dropped after an error (opened again at the next).
+        conn: Option<rusqlite::Connection>,
+    },
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Appender::Postgres(_) => f.write_str("Appender::Postgres"),
+            Appender::Sqlite { path, conn } => f
+                .debug_struct("Appender::Sqlite")
+                .field("path", path)
+                .field("open", &conn.is_some())
+                .finish(),
+        }
+    }
+}
+
+/// How long a SQLite insert waits for another writer (the CLI, another instance) to finish.
+const SQLITE_BUSY: Duration = Duration::from_secs(5);
+/// How long a PostgreSQL insert may take before the batch is kept for a retry.
+const PG_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl AuditAppender {
+    /// Appends `events` in one transaction — all or none — and hands them back, so that the
+    /// caller can keep them for a retry when the store refused them.
+    pub async fn append(
+        &mut self,
+        events: Vec<AuditEvent>,
+    ) -> (Vec<AuditEvent>, Result<(), StoreError>) {
+        if events.is_empty() {
+            return (events, Ok(()));
+        }
+        match &mut self.0 {
+            Appender::Postgres(p) => {
+                let result = match tokio::time::timeout(PG_TIMEOUT, insert_pg(p, &events)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(StoreError::Timeout),
+                };
+                (events, result)
+            }
+            Appender::Sqlite { path, conn } => {
+                let (path, taken) = (path.clone(), conn.take());
+                let job = tokio::task::spawn_blocking(move || {
+                    let mut conn = taken;
+                    let result = sqlite_append(&path, &mut conn, &events);
+                    if result.is_err() {
+                        conn = None;
+                    }
+                    (conn, events, result)
+                });
+                match job.await {
+                    Ok((back, events, result)) => {
+                        *conn = back;
+                        (events, result)
+                    }
+                    // The blocking task panicked or was cancelled at shutdown: its batch
+                    // is gone with it (the audit file has it).
+                    Err(e) => (Vec::new(), Err(StoreError::Task(e.to_string()))),
+                }
+            }
+        }
+    }
+}
+
+/// Inserts `events` in one transaction on the SQLite file at `path`, opening the connection
+/// if there is none.
+fn sqlite_append(
+    path: &std::path::Path,
+    conn: &mut Option<rusqlite::Connection>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    let conn = match conn {
+        Some(c) => c,
+        None => conn.insert(open_sqlite(path)?),
+    };
+    let tx = conn.transaction()?;
+    let mut rest = events;
+    while let Some((sql, rows)) = sqlite_shape(rest.len()) {
+        let (chunk, tail) = rest.split_at(rows);
+        let mut st = tx.prepare_cached(sql)?;
+        let mut i = 1;
+        for e in chunk {
+            st.raw_bind_parameter(i, e.ts_ms)?;
+            st.raw_bind_parameter(i + 1, e.request_id.as_str())?;
+            st.raw_bind_parameter(i + 2, e.route.as_deref())?;
+            st.raw_bind_parameter(i + 3, e.method.map(Method::as_str))?;
+            st.raw_bind_parameter(i + 4, e.outcome.as_str())?;
+            st.raw_bind_parameter(i + 5, e.reason.as_deref())?;
+            st.raw_bind_parameter(i + 6, e.subject.as_deref())?;
+            st.raw_bind_parameter(i + 7, e.credential_id.as_deref())?;
+            st.raw_bind_parameter(i + 8, e.ip.as_deref())?;
+            i += 9;
+        }
+        st.raw_execute()?;
+        rest = tail;
+    }
+    // Dropped uncommitted on any error above: the whole batch is rolled back.
+    tx.commit()?;
+    Ok(())
+}
+
+/// The audit connection: the store's file, which exists and is migrated (the pool opened it
+/// first); WAL is the file's own setting, `synchronous` each connection's.
+fn open_sqlite(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(SQLITE_BUSY)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    Ok(conn)
+}
+
 /// Rows per SQLite statement, largest first: a batch is cut into these, so only this many
 /// statement texts exist (each prepared once per connection and cached), 9 parameters a row.
 const SQLITE_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
@@ -159,6 +274,9 @@ const SQLITE_ROWS: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
 /// The statement for the next rows of a batch with `left` events to go, and how many rows
 /// it takes; `None` when none are left.
 fn sqlite_shape(left: usize) -> Option<(&'static str, usize)> {
+    // `OR FAIL` keeps SQLite from copying every page a multi-row statement touches to a
+    // statement journal first (it does for one that may abort, in a transaction); a failure
+    // still rolls the whole batch back, since the transaction is then dropped uncommitted.
     static SHAPES: LazyLock<Vec<(String, usize)>> = LazyLock::new(|| {
         SQLITE_ROWS
             .iter()

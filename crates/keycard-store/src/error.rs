@@ -18,6 +18,15 @@ pub enum StoreError {
     /// The database answered with an error or could not be reached.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite file answered the audit writer's connection with an error.
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database did not answer in time.
+    #[error("store: no answer in time")]
+    Timeout,
+    /// A blocking task doing store work ended abnormally.
+    #[error("store: {0}")]
+    Task(String),
     /// The schema is newer than this build of keycard understands.
     #[error(
         "the store's schema is at version {found}, newer than this keycard knows ({known}); upgrade keycard"
@@ -45,7 +54,11 @@ impl StoreError {
     /// Whether the error means the store cannot be reached or read (fail closed: 503),
     /// rather than a problem with the request.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Database(e) if !is_unique_violation(e))
+        match self {
+            StoreError::Database(e) => !is_unique_violation(e),
+            StoreError::Sqlite(_) | StoreError::Timeout | StoreError::Task(_) => true,
+            _ => false,
+        }
     }
 
     /// Whether the write collided with a row that exists (a primary key or unique index).

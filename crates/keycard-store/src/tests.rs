@@ -472,6 +472,62 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
     .await;
 }
 
+/// The server's writer keeps one appender: a refused batch comes back whole (for its retry)
+/// and the next batches still go in, in order — on SQLite through a connection opened again.
+#[tokio::test]
+async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
+    each_engine(|t| async move {
+        let refuse: &[&str] = match &t.store.backend {
+            crate::Backend::Sqlite(_) => {
+                &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+                 WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"]
+            }
+            crate::Backend::Postgres(_) => &[
+                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql",
+                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+            ],
+        };
+        for sql in refuse {
+            crate::with_pool!(t.store, p => sqlx::query(*sql).execute(p).await.map(|_| ()))
+                .unwrap();
+        }
+        let ev = |id: &str| AuditEvent {
+            ts_ms: 1_700_000_000_000,
+            request_id: id.into(),
+            route: Some("/api/".into()),
+            method: Some(Method::ApiKey),
+            outcome: Outcome::Success,
+            reason: None,
+            subject: Some("svc".into()),
+            credential_id: Some("key_1".into()),
+            ip: Some("::1".into()),
+        };
+        let mut appender = t.store.audit_appender();
+        let first: Vec<AuditEvent> = (0..40).map(|i| ev(&format!("a{i}"))).collect();
+        let (back, r) = appender.append(first.clone()).await;
+        r.unwrap();
+        assert_eq!(back, first);
+        let refused = vec![ev("b0"), ev("boom"), ev("b2")];
+        let (back, r) = appender.append(refused.clone()).await;
+        assert!(r.is_err());
+        assert_eq!(back, refused, "a refused batch must come back whole");
+        let third: Vec<AuditEvent> = (0..3).map(|i| ev(&format!("c{i}"))).collect();
+        let (_, r) = appender.append(third.clone()).await;
+        r.unwrap();
+        let all = AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        let stored = t.store.query_audit(&all).await.unwrap();
+        assert_eq!(stored, [first, third].concat());
+        t
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn audit_round_trip_and_filters() {
     each_engine(|t| async move {
