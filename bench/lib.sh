@@ -39,3 +39,10 @@ CONF
 nginx_upstream() {
   nginx_conf upstream 1 "server { listen 127.0.0.1:$1; location / { return 200 '{\"ok\":true}'; } }"
 }
+
+# Servers under test start in a session of their own (`setsid`), as under a service manager
+# and as nginx puts itself when it daemonises. With the kernel's autogroup scheduling (on in
+# Debian: /proc/sys/kernel/sched_autogroup_enabled) each session gets one share of the CPU
+# when it is contended: a keycard left in the script's session would share one with wrk and
+# the load generator, while the nginx it is compared with has its own. (Seen here: keycard's
+# public route at 0.8× nginx proxy_pass in wrk's session, 0.95× in its own.)

@@ -50,7 +50,7 @@ redis_prefix = \"kcbench-$$:\""
 KEY=$($KC --config "$WORK/local.toml" key create --subject bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 PIDS=""
 for c in local redis; do
-  KEYCARD_LOG=warn $KC --config "$WORK/$c.toml" serve 2>"$WORK/$c.log" &
+  KEYCARD_LOG=warn setsid $KC --config "$WORK/$c.toml" serve 2>"$WORK/$c.log" &
   PIDS="$PIDS $!"
 done
 for p in "$PL" "$PR"; do

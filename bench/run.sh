@@ -76,7 +76,7 @@ BASIC="Authorization: Basic $(printf 'benchuser:%s' "$PASSWORD" | base64 -w0)"
 HMAC_JSON=$($KC --config "$WORK/keycard.toml" hmac create --subject bench --json)
 HMAC_ARG="hmac:$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d["key_id"] + ":" + d["secret"])' "$HMAC_JSON")"
 CLIENT_SECRET=$($KC --config "$WORK/keycard.toml" client create bench-client --grant client_credentials --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
-KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
+KEYCARD_LOG=warn setsid $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
 KC_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$KP/_keycard/health" >/dev/null && break; sleep 0.1; done
 curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$KP/api/x" >/dev/null || { echo "keycard did not answer"; cat "$WORK/keycard.log"; exit 1; }

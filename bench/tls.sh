@@ -61,7 +61,7 @@ methods = ["mtls"]
 CONF
 KEY=$($KC --config "$WORK/keycard.toml" key create --subject bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 $KC --config "$WORK/keycard.toml" cert add --subject bench-client --cert "$WORK/client.pem" >/dev/null
-KEYCARD_LOG=warn $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
+KEYCARD_LOG=warn setsid $KC --config "$WORK/keycard.toml" serve 2>"$WORK/keycard.log" &
 KC_PID=$!
 for _ in $(seq 1 100); do curl -sfk "https://127.0.0.1:$KP/_keycard/health" >/dev/null && break; sleep 0.1; done
 curl -sf --cacert "$WORK/ca.pem" --cert "$WORK/client.pem" --key "$WORK/client-key.pem" "https://127.0.0.1:$KP/mtls/x" >/dev/null \

@@ -67,7 +67,7 @@ CONF
   secret=$($KC --config "$dir/keycard.toml" client create bench-worker --grant client_credentials --scope orders:read --json \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["client_secret"])')
   "$KC" echo-upstream --listen "127.0.0.1:$up" >/dev/null 2>&1 & UP_PID=$!
-  "$KC" --config "$dir/keycard.toml" serve >"$dir/serve.log" 2>&1 & KC_PID=$!
+  setsid "$KC" --config "$dir/keycard.toml" serve >"$dir/serve.log" 2>&1 & KC_PID=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/_keycard/health" >/dev/null && break; sleep 0.1; done
   export KC_BASIC="Basic $(printf 'bench-worker:%s' "$secret" | base64 -w0)"
   local token

@@ -31,9 +31,9 @@ pub fn looks_like_key(text: &str) -> bool {
     text.starts_with(PREFIX)
 }
 
-/// Checks the shape and checksum of a presented key; `Err(Reason::Malformed)` if wrong.
-/// Costs no lookup: random garbage never reaches the cache or the store.
-pub fn check_format(text: &str) -> Result<(), Reason> {
+/// Checks the shape of a presented key — length, prefix, alphabet — but not its checksum;
+/// `Err(Reason::Malformed)` if wrong. What passes is short enough to hash for a cache lookup.
+pub fn check_shape(text: &str) -> Result<(), Reason> {
     let bytes = text.as_bytes();
     if bytes.len() != KEY_LEN || !text.starts_with(PREFIX) {
         return Err(Reason::Malformed);
@@ -42,6 +42,14 @@ pub fn check_format(text: &str) -> Result<(), Reason> {
     if !body.iter().all(u8::is_ascii_alphanumeric) {
         return Err(Reason::Malformed);
     }
+    Ok(())
+}
+
+/// Checks the shape and checksum of a presented key; `Err(Reason::Malformed)` if wrong.
+/// Costs no lookup: a mistyped or truncated key never reaches the store.
+pub fn check_format(text: &str) -> Result<(), Reason> {
+    check_shape(text)?;
+    let bytes = text.as_bytes();
     let (head, sum) = bytes.split_at(KEY_LEN - CHECKSUM_LEN);
     let expected = base62_fixed(u64::from(crc32(head)));
     // Not secret (the checksum is derived from the key it travels with), so a plain compare.
@@ -71,6 +79,19 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
     /// Whether its subject is disabled.
     pub subject_disabled: bool,
+}
+
+impl ApiKeyRecord {
+    /// An equal record that shares no allocation with this one (for a per-thread copy: the
+    /// reference counts its principals bump are then written by one core only).
+    pub fn detached(&self) -> Self {
+        Self {
+            id: Arc::from(&*self.id),
+            subject: Arc::from(&*self.subject),
+            scopes: self.scopes.detached(),
+            ..*self
+        }
+    }
 }
 
 /// Verifies a key whose format checked and whose record was found by its lookup handle.
@@ -184,6 +205,17 @@ mod tests {
             &format!("kc_{}", "é".repeat(19)),
         ] {
             assert_eq!(check_format(bad), Err(Reason::Malformed), "{bad:?}");
+        }
+        // The shape alone lets the tampered key through (to a cache lookup that misses,
+        // then this checksum check), and nothing of another length or alphabet.
+        assert_eq!(check_shape(&tampered), Ok(()));
+        for bad in [
+            &k[..KEY_LEN - 1],
+            &format!("{k}0"),
+            &k.replacen("kc_", "kd_", 1),
+            &format!("{}-{}", &k[..20], &k[21..]),
+        ] {
+            assert_eq!(check_shape(bad), Err(Reason::Malformed), "{bad:?}");
         }
     }
 

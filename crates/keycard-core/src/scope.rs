@@ -40,6 +40,12 @@ impl Scopes {
         Ok(Self(Arc::from(list.join(" "))))
     }
 
+    /// An equal set that shares no allocation with this one (for a per-thread copy: its
+    /// reference count is then written by one core only).
+    pub fn detached(&self) -> Self {
+        Self(Arc::from(&*self.0))
+    }
+
     /// Parses a space-separated scope string (as stored, or an OAuth `scope` parameter).
     pub fn parse(s: &str) -> Result<Self, InvalidScope> {
         Self::from_list(s.split(' ').filter(|x| !x.is_empty()))

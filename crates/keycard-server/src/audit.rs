@@ -9,7 +9,6 @@
 //! push touches memory only its own thread writes between two takes; the writer wakes on a
 //! timer, not per event.
 
-use std::cell::Cell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,10 +30,13 @@ const GATHER: Duration = Duration::from_millis(100);
 /// After the store refused a batch, how long before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One thread's share of the queue, alone on its cache lines.
+/// One thread's share of the queue, alone on its cache lines. Each event with the instant it
+/// was queued: the writer puts a batch in that order (the monotonic clock is the same on every
+/// core), so events of requests made one after the other keep their order whatever thread
+/// answered each.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-struct Shard(Mutex<Vec<AuditEvent>>);
+struct Shard(Mutex<Vec<(std::time::Instant, AuditEvent)>>);
 
 #[derive(Debug)]
 struct Queue {
@@ -45,42 +47,29 @@ struct Queue {
     stopped: AtomicBool,
 }
 
-thread_local! {
-    /// This thread's shard (taken in turn by threads as they first record).
-    static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
-}
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
 impl Queue {
     fn new() -> Self {
-        // Room for the workers and the other runtime's threads without sharing, mostly.
-        let n = std::thread::available_parallelism().map_or(2, usize::from) * 2 + 2;
         Self {
-            shards: (0..n).map(|_| Shard::default()).collect(),
+            shards: (0..crate::shard::count())
+                .map(|_| Shard::default())
+                .collect(),
             in_flight: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
         }
     }
 
     fn push(&self, event: AuditEvent) {
-        let i = SHARD.with(|s| {
-            s.get().unwrap_or_else(|| {
-                let i = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
-                s.set(Some(i));
-                i
-            })
-        });
-        if let Some(shard) = self.shards.get(i % self.shards.len()) {
+        if let Some(shard) = self.shards.get(crate::shard::index()) {
             shard
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push(event);
+                .push((std::time::Instant::now(), event));
         }
     }
 
     /// Moves every queued event to `into`, shard by shard (each in the order it was pushed).
-    fn take(&self, into: &mut Vec<AuditEvent>) {
+    fn take(&self, into: &mut Vec<(std::time::Instant, AuditEvent)>) {
         for shard in &self.shards {
             let mut events = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
             into.append(&mut events);
@@ -172,6 +161,7 @@ impl AuditWriter {
         mut store: AuditAppender,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut taken: Vec<(std::time::Instant, AuditEvent)> = Vec::new();
         let mut batch: Vec<AuditEvent> = Vec::new();
         let mut retry: Vec<AuditEvent> = Vec::new();
         let mut line = Vec::with_capacity(64 * 1024);
@@ -188,10 +178,11 @@ impl AuditWriter {
                 // From here a late event is reported, not silently left in the queue.
                 self.queue.stopped.store(true, Ordering::Relaxed);
             }
-            self.queue.take(&mut batch);
-            // Shard by shard is each thread's order; across threads, time order (to the
-            // millisecond). The shards' runs are sorted already: a merge, not a full sort.
-            batch.sort_by_key(|e| e.ts_ms);
+            self.queue.take(&mut taken);
+            // In the order they were queued. The shards' runs are sorted already: a merge,
+            // not a full sort.
+            taken.sort_by_key(|(at, _)| *at);
+            batch.extend(taken.drain(..).map(|(_, e)| e));
             self.queue
                 .in_flight
                 .store(retry.len() + batch.len(), Ordering::Relaxed);
@@ -356,19 +347,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_from_several_threads_is_written_in_time_order() {
+    async fn events_recorded_one_after_another_keep_their_order_across_threads() {
         let s = setup().await;
-        // Thread 0 records the even milliseconds, thread 1 the odd ones, before the writer
-        // takes them in one batch.
+        // Two threads take turns (each records, then hands over to the other), all before
+        // the writer takes them in one batch; the timestamps say nothing of the order.
+        let (to_0, from_1) = std::sync::mpsc::channel::<()>();
+        let (to_1, from_0) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|scope| {
-            for t in 0..2 {
-                let sink = s.sink.clone();
-                scope.spawn(move || {
-                    for i in 0..100 {
-                        sink.record(event(t, i, 1_000 + (2 * i + t) as i64));
+            let sink = s.sink.clone();
+            scope.spawn(move || {
+                for i in 0..100 {
+                    sink.record(event(0, i, 7));
+                    to_1.send(()).unwrap();
+                    if i < 99 {
+                        from_1.recv().unwrap();
                     }
-                });
-            }
+                }
+            });
+            let sink = s.sink.clone();
+            scope.spawn(move || {
+                for i in 0..100 {
+                    from_0.recv().unwrap();
+                    sink.record(event(1, i, 7));
+                    let _ = to_0.send(());
+                }
+            });
         });
         assert_eq!(s.sink.depth(), 200);
         let (stop, stopped) = watch::channel(true);

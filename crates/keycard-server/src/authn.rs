@@ -20,7 +20,7 @@ use keycard_core::{KeyedHasher, MasterKey, Method, Principal, Reason, Refusal, S
 use keycard_store::{ApiKeyRow, Store, StoreError, UserRow};
 use tokio::sync::Semaphore;
 
-use crate::cache::{Cached, CachedUser, CredentialCache};
+use crate::cache::{Cached, CachedUser, CredentialCache, KeyLookup};
 use crate::clock::{now_millis, now_secs};
 use crate::config::{DigestSettings, Settings};
 use crate::feed::FeedState;
@@ -513,12 +513,27 @@ impl Authenticator {
 
     async fn verify_api_key(&self, key: &str) -> Result<Principal, Refusal> {
         let method = Some(Method::ApiKey);
-        api_key::check_format(key).map_err(|r| Refusal::unauthorized(r, method))?;
-        self.require_fresh(method)?;
+        let malformed = |r| Refusal::unauthorized(r, method);
+        // Length and prefix first: nothing else is hashed.
+        api_key::check_shape(key).map_err(malformed)?;
         let handle = api_key::lookup_handle(&self.hasher, key);
-        let cached = match self.cache.api_key(&handle) {
-            Some(c) => c,
-            None => {
+        let now = now_secs();
+        // Fails closed (503) when the cache may be stale; a use is noted only when it passes.
+        let verify = |record: &ApiKeyRecord| {
+            self.require_fresh(method)?;
+            api_key::verify(record, now)
+        };
+        match self.cache.api_key_local(&handle, now, verify) {
+            // A cached key was issued by keycard, so its checksum holds: checked only on the
+            // way to the store, which a mistyped or truncated key never reaches.
+            KeyLookup::Known(verdict) => verdict,
+            KeyLookup::Unknown => {
+                self.require_fresh(method)?;
+                Err(Refusal::unauthorized(Reason::UnknownCredential, method))
+            }
+            KeyLookup::Miss => {
+                api_key::check_format(key).map_err(malformed)?;
+                self.require_fresh(method)?;
                 let generation = self.cache.generation();
                 let row = self
                     .read_store(
@@ -527,16 +542,12 @@ impl Authenticator {
                     )
                     .await?;
                 let record = row.and_then(record_from_row);
-                self.cache.insert_api_key(handle, record, generation)
-            }
-        };
-        match cached {
-            Cached::Unknown => Err(Refusal::unauthorized(Reason::UnknownCredential, method)),
-            Cached::Known(entry) => {
-                let now = now_secs();
-                let principal = api_key::verify(&entry.record, now)?;
-                self.cache.mark_used(&entry, now);
-                Ok(principal)
+                match self.cache.insert_api_key(handle, record, generation) {
+                    Cached::Known(entry) => self.cache.verify_entry(&entry, now, verify),
+                    Cached::Unknown => {
+                        Err(Refusal::unauthorized(Reason::UnknownCredential, method))
+                    }
+                }
             }
         }
     }

@@ -16,6 +16,7 @@ use keycard_core::user::UserRecord;
 use keycard_core::access_token::AccessToken;
 
 use crate::oauth::ClientRecord;
+use crate::shard::Striped;
 
 /// How many entries before the cache starts over (bounds memory under a flood of unknown keys).
 const MAX_ENTRIES: usize = 200_000;
@@ -80,6 +81,55 @@ pub struct CredentialCache {
     hmac_keys: RwLock<HashMap<[u8; 32], Option<Arc<HmacKey>>>>,
     /// Hits and misses per cache, for `/_keycard/metrics`.
     stats: CacheStats,
+    /// Tells this cache's entries in a thread's [`LocalKeys`] from another's.
+    id: CacheId,
+}
+
+/// A process-unique number per cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheId(u64);
+
+impl Default for CacheId {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Entries per thread in its copy of the API-key cache; beyond it the copy starts over.
+const LOCAL_MAX: usize = 4096;
+
+/// A thread's copy of the API keys it verified: a hit reads memory only this thread writes —
+/// no lock word, no reference count shared with the other workers (each costing a cache
+/// line's trip between cores per request). Valid for one cache at one generation: any
+/// invalidation empties every thread's copy at its next lookup.
+#[derive(Default)]
+struct LocalKeys {
+    cache: Option<CacheId>,
+    generation: u64,
+    entries: HashMap<[u8; 32], LocalKey>,
+}
+
+struct LocalKey {
+    /// Its own allocations ([`ApiKeyRecord::detached`]).
+    record: ApiKeyRecord,
+    /// The shared entry, for its `last_used` (read-mostly).
+    shared: Arc<KeyEntry>,
+}
+
+thread_local! {
+    static LOCAL_KEYS: std::cell::RefCell<LocalKeys> = std::cell::RefCell::new(LocalKeys::default());
+}
+
+/// What the cache knows of an API key.
+#[derive(Debug)]
+pub enum KeyLookup<T> {
+    /// Not cached: the store must be asked.
+    Miss,
+    /// The store had no such key.
+    Unknown,
+    /// The key exists: what the verifier made of its record.
+    Known(T),
 }
 
 /// The caches whose hit ratio is reported (the `cache` label).
@@ -102,24 +152,29 @@ const KINDS: [(Kind, &str); 6] = [
     (Kind::VerifiedToken, "verified_token"),
 ];
 
-/// One cache's counters, on a cache line of its own (two workers count at once).
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct HitMiss {
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
+/// Hits and misses per cache (`[kind][hit, miss]`), each thread counting in its own shard.
+#[derive(Debug)]
+struct CacheStats(Striped);
 
-#[derive(Debug, Default)]
-struct CacheStats([HitMiss; 6]);
+impl Default for CacheStats {
+    fn default() -> Self {
+        Self(Striped::new(KINDS.len() * 2))
+    }
+}
 
 impl CacheStats {
     fn count<T>(&self, kind: Kind, found: Option<T>) -> Option<T> {
-        if let Some(c) = self.0.get(kind as usize) {
-            let counter = if found.is_some() { &c.hits } else { &c.misses };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
+        self.0
+            .add(kind as usize * 2 + usize::from(found.is_none()), 1);
         found
+    }
+
+    fn hits(&self, kind: Kind) -> u64 {
+        self.0.get(kind as usize * 2)
+    }
+
+    fn misses(&self, kind: Kind) -> u64 {
+        self.0.get(kind as usize * 2 + 1)
     }
 }
 
@@ -167,15 +222,70 @@ impl CredentialCache {
     pub fn hit_counts(&self) -> Vec<(&'static str, u64, u64)> {
         KINDS
             .iter()
-            .filter_map(|(k, name)| {
-                let c = self.stats.0.get(*k as usize)?;
-                Some((
-                    *name,
-                    c.hits.load(Ordering::Relaxed),
-                    c.misses.load(Ordering::Relaxed),
-                ))
-            })
+            .map(|(k, name)| (*name, self.stats.hits(*k), self.stats.misses(*k)))
             .collect()
+    }
+
+    /// Runs `verify` on the cached record of `handle` — this thread's own copy when it has
+    /// one — and notes a use at `now` when it passes.
+    pub fn api_key_local<T, E>(
+        &self,
+        handle: &[u8; 32],
+        now: i64,
+        verify: impl FnOnce(&ApiKeyRecord) -> Result<T, E>,
+    ) -> KeyLookup<Result<T, E>> {
+        let generation = self.generation();
+        let mut verify = Some(verify);
+        let hit = LOCAL_KEYS.with_borrow_mut(|local| {
+            if local.cache != Some(self.id) || local.generation != generation {
+                local.entries.clear();
+                local.cache = Some(self.id);
+                local.generation = generation;
+            }
+            let e = local.entries.get(handle)?;
+            let verdict = verify.take()?(&e.record);
+            if verdict.is_ok() {
+                self.mark_used(&e.shared, now);
+            }
+            Some(verdict)
+        });
+        if let Some(verdict) = hit {
+            self.stats.count(Kind::ApiKey, Some(()));
+            return KeyLookup::Known(verdict);
+        }
+        let (Some(verify), Some(cached)) = (verify, self.api_key(handle)) else {
+            return KeyLookup::Miss;
+        };
+        let Cached::Known(shared) = cached else {
+            return KeyLookup::Unknown;
+        };
+        let verdict = self.verify_entry(&shared, now, verify);
+        let record = shared.record.detached();
+        LOCAL_KEYS.with_borrow_mut(|local| {
+            // Tagged with the generation read before the shared lookup: had an invalidation
+            // come between, the copy goes at the next lookup.
+            if local.cache == Some(self.id) && local.generation == generation {
+                if local.entries.len() >= LOCAL_MAX {
+                    local.entries.clear();
+                }
+                local.entries.insert(*handle, LocalKey { record, shared });
+            }
+        });
+        KeyLookup::Known(verdict)
+    }
+
+    /// Runs `verify` on a shared entry's record and notes a use at `now` when it passes.
+    pub fn verify_entry<T, E>(
+        &self,
+        entry: &KeyEntry,
+        now: i64,
+        verify: impl FnOnce(&ApiKeyRecord) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let verdict = verify(&entry.record);
+        if verdict.is_ok() {
+            self.mark_used(entry, now);
+        }
+        verdict
     }
 
     /// Caches what the store said, unless an invalidation happened since `generation`.
@@ -560,6 +670,83 @@ mod tests {
         c.invalidate_subject("a");
         assert!(c.api_key(&[1; 32]).is_none() && c.api_key(&[3; 32]).is_none());
         assert!(c.api_key(&[2; 32]).is_some());
+    }
+
+    /// The subject `verify` saw for `handle`, or what the lookup said instead.
+    fn local(c: &CredentialCache, handle: u8, now: i64) -> String {
+        match c.api_key_local(&[handle; 32], now, |r| {
+            if r.revoked_at.is_some() {
+                Err(())
+            } else {
+                Ok(r.subject.to_string())
+            }
+        }) {
+            KeyLookup::Known(Ok(s)) => s,
+            KeyLookup::Known(Err(())) => "refused".into(),
+            KeyLookup::Unknown => "unknown".into(),
+            KeyLookup::Miss => "miss".into(),
+        }
+    }
+
+    #[test]
+    fn a_threads_copy_of_a_key_goes_with_any_invalidation() {
+        let c = CredentialCache::default();
+        assert_eq!(local(&c, 1, 100), "miss");
+        c.insert_api_key([1; 32], Some(rec("a")), c.generation());
+        c.insert_api_key([2; 32], None, c.generation());
+        assert_eq!(local(&c, 1, 100), "a", "from the shared map");
+        assert_eq!(local(&c, 1, 101), "a", "from this thread's copy");
+        assert_eq!(local(&c, 2, 101), "unknown");
+        // Revoked: the shared entry goes, and this thread's copy with it.
+        c.invalidate_handle(&[1; 32]);
+        assert_eq!(local(&c, 1, 102), "miss");
+        let mut revoked = rec("a");
+        revoked.revoked_at = Some(90);
+        c.insert_api_key([1; 32], Some(revoked), c.generation());
+        assert_eq!(local(&c, 1, 103), "refused");
+        assert_eq!(
+            local(&c, 1, 104),
+            "refused",
+            "the copy is of the new record"
+        );
+        c.clear();
+        assert_eq!(local(&c, 1, 105), "miss");
+        // Another cache on the same thread (at the same generation) never sees this one's
+        // copies.
+        let (first, second) = (CredentialCache::default(), CredentialCache::default());
+        first.insert_api_key([1; 32], Some(rec("a")), first.generation());
+        assert_eq!(local(&first, 1, 106), "a");
+        assert_eq!(first.generation(), second.generation());
+        assert_eq!(local(&second, 1, 106), "miss");
+        c.insert_api_key([1; 32], Some(rec("a")), c.generation());
+        // Other threads keep their own copies and see the same invalidations.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(local(&c, 1, 107), "a"));
+        });
+        c.invalidate_subject("a");
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(local(&c, 1, 108), "miss"));
+        });
+        assert_eq!(local(&c, 1, 108), "miss");
+    }
+
+    #[test]
+    fn a_use_is_noted_only_when_the_key_passes() {
+        let c = CredentialCache::default();
+        let mut revoked = rec("a");
+        revoked.id = "key_r".into();
+        revoked.revoked_at = Some(1);
+        c.insert_api_key([1; 32], Some(revoked), c.generation());
+        c.insert_api_key([2; 32], Some(rec("b")), c.generation());
+        for now in [100, 200] {
+            assert_eq!(local(&c, 1, now), "refused");
+            assert_eq!(local(&c, 2, now), "b");
+        }
+        let used = c.take_last_used();
+        assert_eq!(
+            used,
+            vec![("key_1".to_owned(), 100), ("key_1".to_owned(), 200)]
+        );
     }
 
     fn user(name: &str) -> UserRecord {

@@ -40,6 +40,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
 pub mod replay;
+pub mod shard;
 pub mod throttle;
 pub mod tls;
 

@@ -1,8 +1,9 @@
 //! `/_keycard/metrics`: counters and histograms in the Prometheus text format (0.0.4).
 //!
 //! Every series is a fixed atomic slot chosen by a dense index (method, outcome, reason,
-//! endpoint, status class, route): recording is one relaxed `fetch_add`, with no map, no
-//! lock and no allocation on the request path. Labels come only from closed sets — the
+//! endpoint, status class, route): recording is one relaxed `fetch_add` on the recording
+//! thread's own copy ([`crate::shard::Striped`]: no cache line shared between cores), with
+//! no map, no lock and no allocation on the request path; a scrape sums the copies. Labels come only from closed sets — the
 //! SPEC's methods, outcomes and reason codes, keycard's own endpoints, the configured route
 //! prefixes — so no label can carry a secret, a subject or any other unbounded value.
 
@@ -11,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use keycard_core::{Method, Outcome, Reason};
+
+use crate::shard::Striped;
 
 /// The `method` label of a decision or verification with no recognised credential.
 const NO_METHOD: usize = Method::ALL.len();
@@ -84,14 +87,13 @@ const UPSTREAM_BOUNDS: [f64; 15] = [
 ];
 
 /// A histogram over fixed bounds: per-bucket counts (not cumulative; summed when rendered),
-/// the count and the sum in nanoseconds.
+/// the count and the sum in nanoseconds, each thread writing its own shard.
 #[derive(Debug)]
 pub struct Histogram {
     bounds_ns: Vec<u64>,
     bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_ns: AtomicU64,
+    /// The buckets (one more for +Inf), then the count, then the sum.
+    cells: Striped,
 }
 
 impl Histogram {
@@ -99,11 +101,16 @@ impl Histogram {
         Self {
             bounds_ns: bounds.iter().map(|b| (b * 1e9) as u64).collect(),
             bounds,
-            // One more for +Inf.
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
+            cells: Striped::new(bounds.len() + 3),
         }
+    }
+
+    fn count_cell(&self) -> usize {
+        self.bounds.len() + 1
+    }
+
+    fn sum_cell(&self) -> usize {
+        self.bounds.len() + 2
     }
 
     /// Records one observation.
@@ -114,26 +121,22 @@ impl Histogram {
             .iter()
             .position(|&b| ns <= b)
             .unwrap_or(self.bounds_ns.len());
-        if let Some(b) = self.buckets.get(i) {
-            b.fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.cells.add(i, 1);
+        self.cells.add(self.count_cell(), 1);
+        self.cells.add(self.sum_cell(), ns);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0u64;
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.cells.get(i);
             let _ = writeln!(
                 out,
                 "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
             );
         }
-        if let Some(inf) = self.buckets.last() {
-            cumulative += inf.load(Ordering::Relaxed);
-        }
+        cumulative += self.cells.get(self.bounds.len());
         let _ = writeln!(
             out,
             "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
@@ -145,13 +148,13 @@ impl Histogram {
                 format!("{{{s}}}")
             }
         };
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.cells.get(self.sum_cell()) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum{} {sum}", braces(labels));
         let _ = writeln!(
             out,
             "{name}_count{} {}",
             braces(labels),
-            self.count.load(Ordering::Relaxed)
+            self.cells.get(self.count_cell())
         );
     }
 }
@@ -161,9 +164,9 @@ impl Histogram {
 pub struct Metrics {
     started: Instant,
     /// `[endpoint][status class]`.
-    requests: Vec<AtomicU64>,
+    requests: Striped,
     /// `[method][outcome][reason]`.
-    decisions: Vec<AtomicU64>,
+    decisions: Striped,
     /// Verification time by method.
     verify: Vec<Histogram>,
     /// Upstream time by route (index as in `routes`).
@@ -176,11 +179,10 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics for a deployment whose routes have these prefixes (the `route` label).
     pub fn new(routes: Vec<String>) -> Self {
-        let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Self {
             started: Instant::now(),
-            requests: zeros(Endpoint::ALL.len() * STATUS_CLASSES.len()),
-            decisions: zeros(METHODS * OUTCOMES * REASONS),
+            requests: Striped::new(Endpoint::ALL.len() * STATUS_CLASSES.len()),
+            decisions: Striped::new(METHODS * OUTCOMES * REASONS),
             verify: (0..METHODS)
                 .map(|_| Histogram::new(&VERIFY_BOUNDS))
                 .collect(),
@@ -197,10 +199,8 @@ impl Metrics {
     /// Counts an answered request.
     pub fn request(&self, endpoint: Endpoint, status: http::StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
-        let i = endpoint as usize * STATUS_CLASSES.len() + class;
-        if let Some(c) = self.requests.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.requests
+            .add(endpoint as usize * STATUS_CLASSES.len() + class, 1);
     }
 
     /// Counts a decision (one per audit event).
@@ -210,10 +210,8 @@ impl Metrics {
             None => REASON_NONE,
             Some(code) => Reason::from_code(code).map_or(REASON_OTHER, Reason::index),
         };
-        let i = (m * OUTCOMES + outcome.index()) * REASONS + r;
-        if let Some(c) = self.decisions.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
+        self.decisions
+            .add((m * OUTCOMES + outcome.index()) * REASONS + r, 1);
     }
 
     /// Records how long verification took, by the method of the presented credential.
@@ -251,7 +249,7 @@ impl Metrics {
         );
         for (e, endpoint) in Endpoint::ALL.iter().enumerate() {
             for (c, class) in STATUS_CLASSES.iter().enumerate() {
-                let n = load(&self.requests, e * STATUS_CLASSES.len() + c);
+                let n = self.requests.get(e * STATUS_CLASSES.len() + c);
                 if n > 0 || (*class == "2xx" && *endpoint == Endpoint::Gateway) {
                     let _ = writeln!(
                         out,
@@ -271,7 +269,7 @@ impl Metrics {
             let method = Method::ALL.get(m).map_or("none", |m| m.as_str());
             for (o, outcome) in Outcome::ALL.iter().enumerate() {
                 for r in 0..REASONS {
-                    let n = load(&self.decisions, (m * OUTCOMES + o) * REASONS + r);
+                    let n = self.decisions.get((m * OUTCOMES + o) * REASONS + r);
                     // Success by method is always shown (zero included), so a dashboard's
                     // series exist from the start; refusals appear when they happen.
                     let always = *outcome == Outcome::Success && r == REASON_NONE && m < NO_METHOD;
@@ -385,10 +383,6 @@ pub struct Gauges {
     pub feed_errors: u64,
     /// Redis operations that failed.
     pub redis_errors: u64,
-}
-
-fn load(v: &[AtomicU64], i: usize) -> u64 {
-    v.get(i).map_or(0, |c| c.load(Ordering::Relaxed))
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -44,6 +44,13 @@ async fn postgres_unreachable_means_503_and_service_resumes_when_it_returns() {
     }
     assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 503);
     assert_eq!(http.get(&kc.url("/_keycard/health"), &[]).await.status, 200);
+    // A mistyped key (the cached one, one character changed: its checksum fails) is
+    // refused for what it is, 401, with the store away: it never needed the store.
+    let mut typo = cached.clone().into_bytes();
+    typo[10] = if typo[10] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).unwrap();
+    let r = http.get(&kc.url("/api/x"), &[("x-api-key", &typo)]).await;
+    assert_eq!(r.status, 401);
 
     proxy.restore().await;
     let back = eventually(Duration::from_secs(15), || {
