@@ -413,6 +413,24 @@ async fn audit_events_keep_awkward_text_and_nulls() {
     .await;
 }
 
+/// A trigger that makes the database refuse an audit event whose `request_id` is `boom`.
+async fn refuse_boom(t: &TempStore) {
+    let refuse: &[&str] = match &t.store.backend {
+        crate::Backend::Sqlite(_) => &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+             WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"],
+        crate::Backend::Postgres(_) => &[
+            "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
+             IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+        ],
+    };
+    for sql in refuse {
+        crate::with_pool!(t.store, p => sqlx::query(*sql).execute(p).await.map(|_| ())).unwrap();
+    }
+}
+
 /// A batch is all or nothing: an event the database refuses (here a trigger's) fails the
 /// insert and none of the batch is kept — also the rows of statements already run (SQLite cuts
 /// 300 events into statements of 256, 32, 8 and 4 rows; the refused one is in the second) —
@@ -420,23 +438,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
 #[tokio::test]
 async fn a_refused_audit_event_keeps_none_of_its_batch() {
     each_engine(|t| async move {
-        let refuse: &[&str] = match &t.store.backend {
-            crate::Backend::Sqlite(_) => {
-                &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
-                 WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"]
-            }
-            crate::Backend::Postgres(_) => &[
-                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql",
-                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
-            ],
-        };
-        for sql in refuse {
-            crate::with_pool!(t.store, p => sqlx::query(*sql).execute(p).await.map(|_| ()))
-                .unwrap();
-        }
+        refuse_boom(&t).await;
         let batch: Vec<AuditEvent> = (0..300)
             .map(|i| AuditEvent {
                 ts_ms: 1_700_000_000_000 + i,
@@ -477,23 +479,7 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
 #[tokio::test]
 async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
     each_engine(|t| async move {
-        let refuse: &[&str] = match &t.store.backend {
-            crate::Backend::Sqlite(_) => {
-                &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
-                 WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"]
-            }
-            crate::Backend::Postgres(_) => &[
-                "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql",
-                "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
-                 FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
-            ],
-        };
-        for sql in refuse {
-            crate::with_pool!(t.store, p => sqlx::query(*sql).execute(p).await.map(|_| ()))
-                .unwrap();
-        }
+        refuse_boom(&t).await;
         let ev = |id: &str| AuditEvent {
             ts_ms: 1_700_000_000_000,
             request_id: id.into(),
