@@ -30,10 +30,10 @@ const GATHER: Duration = Duration::from_millis(100);
 /// After the store refused a batch, how long before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One thread's share of the queue, alone on its cache lines. Each event with the instant it
-/// was queued: the writer puts a batch in that order (the monotonic clock is the same on every
-/// core), so events of requests made one after the other keep their order whatever thread
-/// answered each.
+/// One thread's share of the queue, alone on its cache lines. Each event with the instant its
+/// request began (or it was queued): the writer puts a batch in that order (the monotonic clock
+/// is the same on every core), so events of requests made one after the other keep their
+/// order whatever thread answered each.
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct Shard(Mutex<Vec<(std::time::Instant, AuditEvent)>>);
@@ -58,13 +58,13 @@ impl Queue {
         }
     }
 
-    fn push(&self, event: AuditEvent) {
+    fn push(&self, at: std::time::Instant, event: AuditEvent) {
         if let Some(shard) = self.shards.get(crate::shard::index()) {
             shard
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((std::time::Instant::now(), event));
+                .push((at, event));
         }
     }
 
@@ -96,13 +96,19 @@ impl AuditSink {
     /// Queues an event; never blocks (the lock is its thread's own but for a moment every
     /// `GATHER`).
     pub fn record(&self, event: AuditEvent) {
+        self.record_at(std::time::Instant::now(), event);
+    }
+
+    /// As [`AuditSink::record`], for a request that began at `began` (read already): the
+    /// writer orders events by it.
+    pub fn record_at(&self, began: std::time::Instant, event: AuditEvent) {
         self.metrics
             .decision(event.method, event.outcome, event.reason.as_deref());
         if self.queue.stopped.load(Ordering::Relaxed) {
             tracing::error!("audit writer has stopped; an audit event could not be queued");
             return;
         }
-        self.queue.push(event);
+        self.queue.push(began, event);
     }
 
     /// Events queued and not yet in the store.

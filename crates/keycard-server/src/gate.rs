@@ -65,8 +65,8 @@ impl Gate {
             self.observe_verification(&attempt.result, began);
         }
         let (result, quota) = self.limit(policy, facts.ip, attempt.result).await;
-        if !policy.public {
-            self.record(request_id, policy, facts.ip, &result, attempt.at_ms);
+        if let Some(began) = began {
+            self.record(request_id, policy, facts.ip, &result, attempt.at_ms, began);
         }
         match result {
             Ok(principal) => Ok(Passed {
@@ -127,6 +127,7 @@ impl Gate {
         ip: IpAddr,
         result: &Result<Option<Principal>, Refusal>,
         at_ms: i64,
+        began: std::time::Instant,
     ) {
         let (outcome, method, reason, subject, credential_id) = match result {
             Ok(Some(p)) => (
@@ -172,17 +173,20 @@ impl Gate {
                 )
             }
         };
-        self.audit.record(AuditEvent {
-            ts_ms: if at_ms > 0 { at_ms } else { now_millis() },
-            request_id: request_id.to_owned(),
-            route: Some(policy.prefix.clone()),
-            method,
-            outcome,
-            reason,
-            subject,
-            credential_id,
-            ip: Some(ip_text(ip)),
-        });
+        self.audit.record_at(
+            began,
+            AuditEvent {
+                ts_ms: if at_ms > 0 { at_ms } else { now_millis() },
+                request_id: request_id.to_owned(),
+                route: Some(policy.prefix.clone()),
+                method,
+                outcome,
+                reason,
+                subject,
+                credential_id,
+                ip: Some(ip_text(ip)),
+            },
+        );
     }
 }
 
