@@ -59,12 +59,15 @@ impl Queue {
     }
 
     fn push(&self, at: std::time::Instant, event: AuditEvent) {
-        if let Some(shard) = self.shards.get(crate::shard::index()) {
-            shard
+        // Never dropped for want of a shard: any index lands in one.
+        let i = crate::shard::index() % self.shards.len().max(1);
+        match self.shards.get(i) {
+            Some(shard) => shard
                 .0
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((at, event));
+                .push((at, event)),
+            None => tracing::error!("audit queue has no shard; an audit event could not be queued"),
         }
     }
 
