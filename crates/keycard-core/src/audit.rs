@@ -80,29 +80,75 @@ pub struct AuditEvent {
     pub ip: Option<String>,
 }
 
+/// An audit event borrowing its text: what the audit writer encodes from, without an owned
+/// copy of each field per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditEventRef<'a> {
+    /// When, in Unix milliseconds.
+    pub ts_ms: i64,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The matched route's prefix.
+    pub route: Option<&'a str>,
+    /// The method of the presented credential.
+    pub method: Option<Method>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it was refused.
+    pub reason: Option<&'a str>,
+    /// The subject, when known.
+    pub subject: Option<&'a str>,
+    /// The credential id, when known.
+    pub credential_id: Option<&'a str>,
+    /// The client address.
+    pub ip: Option<&'a str>,
+}
+
 impl AuditEvent {
-    /// Appends the event as one JSON line (the same document as its `Serialize` form, and a
-    /// newline), without intermediate strings: the audit writer encodes every request's
-    /// event, so this is on the throughput budget.
+    /// The event with its text borrowed.
+    pub fn borrowed(&self) -> AuditEventRef<'_> {
+        AuditEventRef {
+            ts_ms: self.ts_ms,
+            request_id: &self.request_id,
+            route: self.route.as_deref(),
+            method: self.method,
+            outcome: self.outcome,
+            reason: self.reason.as_deref(),
+            subject: self.subject.as_deref(),
+            credential_id: self.credential_id.as_deref(),
+            ip: self.ip.as_deref(),
+        }
+    }
+
+    /// Appends the event as one JSON line (see [`AuditEventRef::write_json_line`]).
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        self.borrowed().write_json_line(out);
+    }
+}
+
+impl AuditEventRef<'_> {
+    /// Appends the event as one JSON line (the same document as [`AuditEvent`]'s `Serialize`
+    /// form, and a newline), without intermediate strings: the audit writer encodes every
+    /// request's event, so this is on the throughput budget.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"ts\":\"");
         time::write_rfc3339_millis(out, self.ts_ms);
         out.extend_from_slice(b"\",\"request_id\":");
-        json_str(out, &self.request_id);
+        json_str(out, self.request_id);
         out.extend_from_slice(b",\"route\":");
-        json_opt(out, self.route.as_deref());
+        json_opt(out, self.route);
         out.extend_from_slice(b",\"method\":");
         json_opt(out, self.method.map(Method::as_str));
         out.extend_from_slice(b",\"outcome\":");
         json_str(out, self.outcome.as_str());
         out.extend_from_slice(b",\"reason\":");
-        json_opt(out, self.reason.as_deref());
+        json_opt(out, self.reason);
         out.extend_from_slice(b",\"subject\":");
-        json_opt(out, self.subject.as_deref());
+        json_opt(out, self.subject);
         out.extend_from_slice(b",\"credential_id\":");
-        json_opt(out, self.credential_id.as_deref());
+        json_opt(out, self.credential_id);
         out.extend_from_slice(b",\"ip\":");
-        json_opt(out, self.ip.as_deref());
+        json_opt(out, self.ip);
         out.extend_from_slice(b"}\n");
     }
 }
@@ -118,6 +164,12 @@ fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
 fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
+    // Ids, names and addresses: nearly always nothing to escape, then one copy.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         if b >= 0x20 && b != b'"' && b != b'\\' {

@@ -44,6 +44,77 @@ pub fn write_rfc3339_millis(out: &mut Vec<u8>, unix_millis: i64) {
     out.push(b'Z');
 }
 
+/// Reads back what [`rfc3339_millis`] (or [`rfc3339`]) wrote: `2026-11-28T10:00:00.123Z`,
+/// the fraction optional (one to three digits), UTC only; years beyond 9999 (and before 0,
+/// with a `-`) as those functions write them. `None` for anything else.
+pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
+    let (negative, rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s),
+    };
+    let dash = rest.find('-')?;
+    let (year, b) = (rest.get(..dash)?, rest.get(dash..)?.as_bytes());
+    // `{y:04}` counts a sign in the width: year -1 is written `-001`.
+    if year.len() < 4 - usize::from(negative)
+        || year.len() > 12
+        || !year.bytes().all(|d| d.is_ascii_digit())
+    {
+        return None;
+    }
+    let y: i64 = year.parse().ok()?;
+    let y = if negative { -y } else { y };
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = b.get(from..from + len)?;
+        digits.iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    // `b` is `-MM-DDTHH:MM:SS…`.
+    let sep = |at: usize, c: u8| b.get(at) == Some(&c);
+    if !(sep(0, b'-') && sep(3, b'-') && sep(6, b'T') && sep(9, b':') && sep(12, b':')) {
+        return None;
+    }
+    let (m, d) = (num(1, 2)?, num(4, 2)?);
+    let (hh, mm, ss) = (num(7, 2)?, num(10, 2)?, num(13, 2)?);
+    let ms = match b.get(15..)? {
+        b"Z" => 0,
+        [b'.', frac @ .., b'Z'] if (1..=3).contains(&frac.len()) => {
+            num(16, frac.len())? * 10i64.pow(3 - frac.len() as u32)
+        }
+        _ => return None,
+    };
+    let (m, d) = (u32::try_from(m).ok()?, u32::try_from(d).ok()?);
+    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || hh > 23 || mm > 59 || ss > 59
+    {
+        return None;
+    }
+    days_from_civil(y, m, d)
+        .checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)?
+        .checked_mul(1000)?
+        .checked_add(ms)
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Howard Hinnant's `days_from_civil`, the inverse of [`civil_from_days`].
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn split(unix_secs: i64) -> ((i64, u32, u32), i64) {
     let days = unix_secs.div_euclid(86_400);
     (civil_from_days(days), unix_secs.rem_euclid(86_400))
@@ -95,6 +166,49 @@ mod tests {
             let mut out = Vec::new();
             write_rfc3339_millis(&mut out, ms);
             assert_eq!(String::from_utf8(out).unwrap(), rfc3339_millis(ms));
+        }
+    }
+
+    #[test]
+    fn timestamps_read_back_to_the_millisecond() {
+        for ms in [
+            0,
+            1_795_868_261_042,
+            951_782_400_999,
+            68_169_600_000,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MAX,
+            -1,
+            -62_167_219_200_001,
+        ] {
+            assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_rfc3339_millis("2026-11-28T12:17:41Z"),
+            Some(1_795_868_261_000)
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2026-11-28T12:17:41.5Z"),
+            Some(1_795_868_261_500)
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-11-28T12:17:41",
+            "2026-11-28T12:17:41.0421Z",
+            "2026-11-28T12:17:41.Z",
+            "2026-11-28T12:17:41+01:00",
+            "2026-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T24:00:00Z",
+            "2026-11-28 12:17:41Z",
+            "2026-1x-28T12:17:41Z",
+            "+026-11-28T12:17:41Z",
+            "026-11-28T12:17:41Z",
+            "99999999999999-11-28T12:17:41Z",
+        ] {
+            assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
         }
     }
 }

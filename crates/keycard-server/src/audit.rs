@@ -5,17 +5,23 @@
 //!
 //! Why shards: every authenticated request records one event, from every worker at once. A
 //! single channel makes them all write the same cache lines (its tail, a wake-up flag, a depth
-//! counter), a cost paid per request on each core. With one short-locked `Vec` per thread the
+//! counter), a cost paid per request on each core. With one short-locked buffer per thread the
 //! push touches memory only its own thread writes between two takes; the writer wakes on a
 //! timer, not per event.
+//!
+//! Why bytes: an event is copied into its shard's buffer as it is — borrowed text, the address
+//! unformatted — so the request path allocates nothing for it, and shares no reference count
+//! (a route's prefix, a key's subject) with the writer's thread, which would otherwise free
+//! or release each on another core. The writer decodes, formats and orders them.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use keycard_core::AuditEvent;
-use keycard_store::AuditAppender;
+use keycard_core::{AuditEventRef, Method, Outcome};
+use keycard_store::{AuditAppender, AuditLines};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -30,13 +36,157 @@ const GATHER: Duration = Duration::from_millis(100);
 /// After the store refused a batch, how long before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One thread's share of the queue, alone on its cache lines. Each event with the instant its
-/// request began (or it was queued): the writer puts a batch in that order (the monotonic clock
-/// is the same on every core), so events of requests made one after the other keep their
-/// order whatever thread answered each.
+/// One authentication attempt, as the request path has it at hand (SPEC §7's fields).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// When, in Unix milliseconds.
+    pub ts_ms: i64,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The matched route's prefix.
+    pub route: Option<&'a str>,
+    /// The method of the presented credential; `None` when none was recognised.
+    pub method: Option<Method>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it was refused (`None` on success).
+    pub reason: Option<&'a str>,
+    /// The subject, when known.
+    pub subject: Option<&'a str>,
+    /// The credential id, when known.
+    pub credential_id: Option<&'a str>,
+    /// The client address.
+    pub ip: Option<IpAddr>,
+}
+
+/// The instant events are ordered from (a record keeps its offset from it).
+static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
+
+/// A text field's length word when the field is absent.
+const ABSENT: u32 = u32::MAX;
+
+/// Appends `r` to `buf`: order key, `ts_ms`, method, outcome, address, then each text field
+/// as its length and bytes. [`decode`] reads it back.
+fn encode(buf: &mut Vec<u8>, key: u64, r: &Record<'_>) {
+    buf.extend_from_slice(&key.to_le_bytes());
+    buf.extend_from_slice(&r.ts_ms.to_le_bytes());
+    buf.push(r.method.map_or(u8::MAX, |m| m.index() as u8));
+    buf.push(r.outcome.index() as u8);
+    match r.ip {
+        None => buf.push(0),
+        Some(IpAddr::V4(a)) => {
+            buf.push(4);
+            buf.extend_from_slice(&a.octets());
+        }
+        Some(IpAddr::V6(a)) => {
+            buf.push(6);
+            buf.extend_from_slice(&a.octets());
+        }
+    }
+    for text in [
+        Some(r.request_id),
+        r.route,
+        r.reason,
+        r.subject,
+        r.credential_id,
+    ] {
+        match text {
+            // Longer than 4 GiB cannot happen (a request's head is bounded); kept whole or
+            // cut at a character boundary all the same.
+            Some(t) => {
+                let mut end = t.len().min(ABSENT as usize - 1);
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                buf.extend_from_slice(&(end as u32).to_le_bytes());
+                buf.extend_from_slice(t.as_bytes().get(..end).unwrap_or_default());
+            }
+            None => buf.extend_from_slice(&ABSENT.to_le_bytes()),
+        }
+    }
+}
+
+/// A record read back from a shard's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Decoded<'a> {
+    key: u64,
+    ts_ms: i64,
+    method: Option<Method>,
+    outcome: Outcome,
+    ip: Option<IpAddr>,
+    request_id: &'a str,
+    route: Option<&'a str>,
+    reason: Option<&'a str>,
+    subject: Option<&'a str>,
+    credential_id: Option<&'a str>,
+}
+
+/// Reads the record at the start of `buf`; returns it and the bytes after it. `None` only if
+/// `buf` is not what [`encode`] wrote.
+fn decode(buf: &[u8]) -> Option<(Decoded<'_>, &[u8])> {
+    fn take<const N: usize>(buf: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = buf.split_first_chunk::<N>()?;
+        *buf = rest;
+        Some(*head)
+    }
+    fn text<'a>(buf: &mut &'a [u8]) -> Option<Option<&'a str>> {
+        let len = u32::from_le_bytes(take::<4>(buf)?);
+        if len == ABSENT {
+            return Some(None);
+        }
+        let (t, rest) = buf.split_at_checked(len as usize)?;
+        *buf = rest;
+        Some(Some(std::str::from_utf8(t).ok()?))
+    }
+    let mut b = buf;
+    let key = u64::from_le_bytes(take::<8>(&mut b)?);
+    let ts_ms = i64::from_le_bytes(take::<8>(&mut b)?);
+    let [method, outcome] = take::<2>(&mut b)?;
+    let method = match method {
+        u8::MAX => None,
+        m => Some(*Method::ALL.get(usize::from(m))?),
+    };
+    let outcome = *Outcome::ALL.get(usize::from(outcome))?;
+    let ip = match take::<1>(&mut b)? {
+        [0] => None,
+        [4] => Some(IpAddr::from(take::<4>(&mut b)?)),
+        [6] => Some(IpAddr::from(take::<16>(&mut b)?)),
+        _ => return None,
+    };
+    let request_id = text(&mut b)?.unwrap_or_default();
+    let (route, reason) = (text(&mut b)?, text(&mut b)?);
+    let (subject, credential_id) = (text(&mut b)?, text(&mut b)?);
+    Some((
+        Decoded {
+            key,
+            ts_ms,
+            method,
+            outcome,
+            ip,
+            request_id,
+            route,
+            reason,
+            subject,
+            credential_id,
+        },
+        b,
+    ))
+}
+
+/// One thread's share of the queue, alone on its cache lines: its events encoded one after
+/// the other, each with the instant its request began (or it was queued) as its order key.
+/// The writer puts a batch in that order (the monotonic clock is the same on every core), so
+/// events of requests made one after the other keep their order whatever thread answered
+/// each.
 #[repr(align(128))]
 #[derive(Debug, Default)]
-struct Shard(Mutex<Vec<(std::time::Instant, AuditEvent)>>);
+struct Shard(Mutex<Pending>);
+
+#[derive(Debug, Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    events: usize,
+}
 
 #[derive(Debug)]
 struct Queue {
@@ -49,6 +199,7 @@ struct Queue {
 
 impl Queue {
     fn new() -> Self {
+        LazyLock::force(&EPOCH);
         Self {
             shards: (0..crate::shard::count())
                 .map(|_| Shard::default())
@@ -58,32 +209,90 @@ impl Queue {
         }
     }
 
-    fn push(&self, at: std::time::Instant, event: AuditEvent) {
+    fn push(&self, at: std::time::Instant, record: &Record<'_>) {
+        let key =
+            u64::try_from(at.saturating_duration_since(*EPOCH).as_nanos()).unwrap_or(u64::MAX);
         // Never dropped for want of a shard: any index lands in one.
         let i = crate::shard::index() % self.shards.len().max(1);
         match self.shards.get(i) {
-            Some(shard) => shard
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push((at, event)),
+            Some(shard) => {
+                let mut p = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+                encode(&mut p.bytes, key, record);
+                p.events += 1;
+            }
             None => tracing::error!("audit queue has no shard; an audit event could not be queued"),
         }
     }
 
-    /// Moves every queued event to `into`, shard by shard (each in the order it was pushed).
-    fn take(&self, into: &mut Vec<(std::time::Instant, AuditEvent)>) {
-        for shard in &self.shards {
-            let mut events = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
-            into.append(&mut events);
+    /// Swaps every shard's buffer with one of `into` (emptied, its memory kept for the
+    /// shard): the buffers taken are then read without holding a lock.
+    fn take(&self, into: &mut Vec<Pending>) {
+        into.resize_with(self.shards.len(), Pending::default);
+        for (shard, spare) in self.shards.iter().zip(into.iter_mut()) {
+            spare.bytes.clear();
+            spare.events = 0;
+            let mut p = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            std::mem::swap(&mut *p, spare);
         }
     }
 
     fn queued(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner).events)
             .sum()
+    }
+}
+
+/// Puts the events of `taken` into `batch` as JSON lines, ordered by their key (each shard's
+/// run is in order already; the sort is stable).
+fn gather(taken: &[Pending], order: &mut Vec<(u64, usize, usize)>, batch: &mut AuditLines) {
+    order.clear();
+    for (s, p) in taken.iter().enumerate() {
+        let mut rest = p.bytes.as_slice();
+        while !rest.is_empty() {
+            let offset = p.bytes.len() - rest.len();
+            match decode(rest) {
+                Some((d, after)) => {
+                    order.push((d.key, s, offset));
+                    rest = after;
+                }
+                None => {
+                    tracing::error!(
+                        "audit queue holds a damaged event; the rest of its shard is lost"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+    order.sort_by_key(|(key, _, _)| *key);
+    let mut ip = String::new();
+    for &(_, s, offset) in order.iter() {
+        let Some((d, _)) = taken
+            .get(s)
+            .and_then(|p| p.bytes.get(offset..))
+            .and_then(decode)
+        else {
+            continue;
+        };
+        ip.clear();
+        if let Some(addr) = d.ip {
+            use std::fmt::Write as _;
+            let _ = write!(ip, "{addr}");
+        }
+        let event = AuditEventRef {
+            ts_ms: d.ts_ms,
+            request_id: d.request_id,
+            route: d.route,
+            method: d.method,
+            outcome: d.outcome,
+            reason: d.reason,
+            subject: d.subject,
+            credential_id: d.credential_id,
+            ip: d.ip.map(|_| ip.as_str()),
+        };
+        batch.push_with(d.ts_ms, |out| event.write_json_line(out));
     }
 }
 
@@ -98,20 +307,20 @@ pub struct AuditSink {
 impl AuditSink {
     /// Queues an event; never blocks (the lock is its thread's own but for a moment every
     /// `GATHER`).
-    pub fn record(&self, event: AuditEvent) {
-        self.record_at(std::time::Instant::now(), event);
+    pub fn record(&self, record: &Record<'_>) {
+        self.record_at(std::time::Instant::now(), record);
     }
 
     /// As [`AuditSink::record`], for a request that began at `began` (read already): the
     /// writer orders events by it.
-    pub fn record_at(&self, began: std::time::Instant, event: AuditEvent) {
+    pub fn record_at(&self, began: std::time::Instant, record: &Record<'_>) {
         self.metrics
-            .decision(event.method, event.outcome, event.reason.as_deref());
+            .decision(record.method, record.outcome, record.reason);
         if self.queue.stopped.load(Ordering::Relaxed) {
             tracing::error!("audit writer has stopped; an audit event could not be queued");
             return;
         }
-        self.queue.push(began, event);
+        self.queue.push(began, record);
     }
 
     /// Events queued and not yet in the store.
@@ -170,10 +379,11 @@ impl AuditWriter {
         mut store: AuditAppender,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut taken: Vec<(std::time::Instant, AuditEvent)> = Vec::new();
-        let mut batch: Vec<AuditEvent> = Vec::new();
-        let mut retry: Vec<AuditEvent> = Vec::new();
-        let mut line = Vec::with_capacity(64 * 1024);
+        let mut taken: Vec<Pending> = Vec::new();
+        let mut order = Vec::new();
+        // The batch as JSON lines: written to the file, then (the same bytes) to the store.
+        let mut batch = AuditLines::new();
+        let mut retry = AuditLines::new();
         let mut next_try = Instant::now();
         let mut stopping = false;
         loop {
@@ -188,21 +398,14 @@ impl AuditWriter {
                 self.queue.stopped.store(true, Ordering::Relaxed);
             }
             self.queue.take(&mut taken);
-            // In the order they were queued. The shards' runs are sorted already: a merge,
-            // not a full sort.
-            taken.sort_by_key(|(at, _)| *at);
-            batch.extend(taken.drain(..).map(|(_, e)| e));
+            gather(&taken, &mut order, &mut batch);
             self.queue
                 .in_flight
                 .store(retry.len() + batch.len(), Ordering::Relaxed);
-            if !batch.is_empty() {
-                line.clear();
-                for e in &batch {
-                    e.write_json_line(&mut line);
-                }
-                if let Err(e) = out.write_all(&line).and_then(|()| out.flush()) {
-                    tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");
-                }
+            if !batch.is_empty()
+                && let Err(e) = out.write_all(batch.as_bytes()).and_then(|()| out.flush())
+            {
+                tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");
             }
             if retry.is_empty() {
                 std::mem::swap(&mut retry, &mut batch);
@@ -236,7 +439,7 @@ impl AuditWriter {
                 }
                 if retry.len() > MAX_RETRY {
                     let excess = retry.len() - MAX_RETRY;
-                    retry.drain(..excess);
+                    retry.drop_oldest(excess);
                     tracing::error!(
                         dropped = excess,
                         "audit retry buffer full: oldest events kept only in the audit file"
@@ -257,18 +460,121 @@ mod tests {
     use keycard_core::{Method, Outcome};
     use keycard_store::{AuditQuery, Store};
 
-    fn event(thread: usize, i: usize, ts_ms: i64) -> AuditEvent {
-        AuditEvent {
+    fn event(sink: &AuditSink, thread: usize, i: usize, ts_ms: i64) {
+        sink.record(&Record {
             ts_ms,
-            request_id: format!("t{thread}-{i}"),
-            route: Some("/api/".into()),
+            request_id: &format!("t{thread}-{i}"),
+            route: Some("/api/"),
             method: Some(Method::ApiKey),
             outcome: Outcome::Success,
             reason: None,
-            subject: Some("svc".into()),
-            credential_id: Some("key_1".into()),
-            ip: Some("127.0.0.1".into()),
+            subject: Some("svc"),
+            credential_id: Some("key_1"),
+            ip: Some(IpAddr::from([127, 0, 0, 1])),
+        });
+    }
+
+    /// Every field comes back as it went in — absent ones, both address families, text that
+    /// JSON must escape — in the order written, and the JSON line is the event's SPEC §7
+    /// document; a buffer cut anywhere reads as damaged, never as a wrong event.
+    #[test]
+    fn queued_records_read_back_whole_and_in_order() {
+        let odd = "q\"uo\\te\n José ✓ \u{1}";
+        let records = [
+            Record {
+                ts_ms: 1_795_868_261_042,
+                request_id: "r-1",
+                route: Some("/api/"),
+                method: Some(Method::ApiKey),
+                outcome: Outcome::Success,
+                reason: None,
+                subject: Some(odd),
+                credential_id: Some("key_1"),
+                ip: Some(IpAddr::from([192, 0, 2, 7])),
+            },
+            Record {
+                ts_ms: 0,
+                request_id: "",
+                route: None,
+                method: None,
+                outcome: Outcome::Throttled,
+                reason: Some("rate_limited"),
+                subject: None,
+                credential_id: None,
+                ip: None,
+            },
+            Record {
+                ts_ms: -5,
+                request_id: odd,
+                route: Some(odd),
+                method: Some(Method::Mtls),
+                outcome: Outcome::Forbidden,
+                reason: Some(odd),
+                subject: Some(""),
+                credential_id: Some(odd),
+                ip: Some("2001:db8::1".parse().unwrap()),
+            },
+        ];
+        let mut buf = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            encode(&mut buf, 10 - i as u64, r);
         }
+        let mut rest = buf.as_slice();
+        for (i, r) in records.iter().enumerate() {
+            let (d, after) = decode(rest).unwrap();
+            assert_eq!(d.key, 10 - i as u64);
+            assert_eq!(
+                (d.ts_ms, d.request_id, d.route, d.method, d.outcome),
+                (r.ts_ms, r.request_id, r.route, r.method, r.outcome)
+            );
+            assert_eq!(
+                (d.reason, d.subject, d.credential_id, d.ip),
+                (r.reason, r.subject, r.credential_id, r.ip)
+            );
+            rest = after;
+        }
+        assert!(rest.is_empty());
+        let one = buf.len() - {
+            let mut b = Vec::new();
+            encode(&mut b, 0, &records[1]);
+            encode(&mut b, 0, &records[2]);
+            b.len()
+        };
+        for cut in 0..one {
+            assert!(decode(&buf[..cut]).is_none(), "cut at {cut}");
+        }
+        // Gathered by key: the last written comes first.
+        let taken = [Pending {
+            bytes: buf,
+            events: 3,
+        }];
+        let mut batch = AuditLines::new();
+        gather(&taken, &mut Vec::new(), &mut batch);
+        let lines: Vec<serde_json::Value> = batch
+            .as_bytes()
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        let expect: Vec<serde_json::Value> = records
+            .iter()
+            .rev()
+            .map(|r| {
+                serde_json::to_value(keycard_core::AuditEvent {
+                    ts_ms: r.ts_ms,
+                    request_id: r.request_id.into(),
+                    route: r.route.map(Into::into),
+                    method: r.method,
+                    outcome: r.outcome,
+                    reason: r.reason.map(Into::into),
+                    subject: r.subject.map(Into::into),
+                    credential_id: r.credential_id.map(Into::into),
+                    ip: r.ip.map(|a| a.to_string()),
+                })
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(lines, expect);
     }
 
     struct Setup {
@@ -326,7 +632,7 @@ mod tests {
                 let sink = s.sink.clone();
                 scope.spawn(move || {
                     for i in 0..5_000 {
-                        sink.record(event(t, i, 1_700_000_000_000 + i as i64));
+                        event(&sink, t, i, 1_700_000_000_000 + i as i64);
                         if i % 1000 == 0 {
                             std::thread::sleep(Duration::from_millis(30));
                         }
@@ -366,7 +672,7 @@ mod tests {
             let sink = s.sink.clone();
             scope.spawn(move || {
                 for i in 0..100 {
-                    sink.record(event(0, i, 7));
+                    event(&sink, 0, i, 7);
                     to_1.send(()).unwrap();
                     if i < 99 {
                         from_1.recv().unwrap();
@@ -377,7 +683,7 @@ mod tests {
             scope.spawn(move || {
                 for i in 0..100 {
                     from_0.recv().unwrap();
-                    sink.record(event(1, i, 7));
+                    event(&sink, 1, i, 7);
                     let _ = to_0.send(());
                 }
             });
@@ -391,7 +697,7 @@ mod tests {
         assert_eq!(file_ids(&s.file), expect);
         assert_eq!(store_ids(&s.store).await, expect);
         // Recorded after the writer returned: refused and logged, not queued for nobody.
-        s.sink.record(event(0, 0, 5_000));
+        event(&s.sink, 0, 0, 5_000);
         assert_eq!(s.sink.depth(), 0);
     }
 }

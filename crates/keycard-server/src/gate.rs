@@ -7,10 +7,10 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderValue, Response};
 use keycard_core::route::RoutePolicy;
-use keycard_core::{AuditEvent, Outcome, Principal, Refusal};
+use keycard_core::{Outcome, Principal, Refusal};
 
 use crate::answer::{self, Challenger};
-use crate::audit::AuditSink;
+use crate::audit::{AuditSink, Record};
 use crate::authn::{Authenticator, RequestFacts};
 use crate::body::Body;
 use crate::clock::now_millis;
@@ -134,16 +134,16 @@ impl Gate {
                 Outcome::Success,
                 Some(p.method()),
                 None,
-                Some(p.subject_arc()),
-                Some(p.credential_id_arc()),
+                Some(p.subject()),
+                Some(p.credential_id()),
             ),
             Ok(None) => return,
             Err(r) => {
                 let (outcome, subject, cred) = match r {
                     Refusal::Forbidden { principal, .. } => (
                         Outcome::Forbidden,
-                        Some(principal.subject_arc()),
-                        Some(principal.credential_id_arc()),
+                        Some(principal.subject()),
+                        Some(principal.credential_id()),
                     ),
                     Refusal::Unauthorized {
                         subject,
@@ -151,23 +151,23 @@ impl Gate {
                         ..
                     } => (
                         Outcome::Failure,
-                        subject.as_deref().map(Into::into),
-                        credential_id.as_deref().map(Into::into),
+                        subject.as_deref(),
+                        credential_id.as_deref(),
                     ),
                     Refusal::Throttled { subject, .. } => {
-                        (Outcome::Throttled, subject.as_deref().map(Into::into), None)
+                        (Outcome::Throttled, subject.as_deref(), None)
                     }
                     Refusal::RateLimited { principal, .. } => (
                         Outcome::Throttled,
-                        principal.as_ref().map(Principal::subject_arc),
-                        principal.as_ref().map(Principal::credential_id_arc),
+                        principal.as_ref().map(Principal::subject),
+                        principal.as_ref().map(Principal::credential_id),
                     ),
                     _ => (Outcome::Failure, None, None),
                 };
                 (
                     outcome,
                     r.method(),
-                    Some(r.reason().as_str().to_owned()),
+                    Some(r.reason().as_str()),
                     subject,
                     cred,
                 )
@@ -175,16 +175,16 @@ impl Gate {
         };
         self.audit.record_at(
             began,
-            AuditEvent {
+            &Record {
                 ts_ms: if at_ms > 0 { at_ms } else { now_millis() },
-                request_id: request_id.to_owned(),
-                route: Some(policy.prefix.clone()),
+                request_id,
+                route: Some(&policy.prefix),
                 method,
                 outcome,
                 reason,
                 subject,
                 credential_id,
-                ip: Some(ip_text(ip)),
+                ip: Some(ip),
             },
         );
     }
@@ -210,12 +210,4 @@ fn set_quota(h: &mut http::HeaderMap, quota: Option<Quota>) {
             HeaderValue::from(keycard_core::rate::ceil_secs(q.decision.reset_us)),
         );
     }
-}
-
-/// An address as text in one allocation of the right size (`to_string` grows its buffer).
-fn ip_text(ip: IpAddr) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(if ip.is_ipv4() { 15 } else { 39 });
-    let _ = write!(s, "{ip}");
-    s
 }

@@ -27,6 +27,14 @@ pub enum StoreError {
     /// A blocking task doing store work ended abnormally.
     #[error("store: {0}")]
     Task(String),
+    /// A stored audit segment could not be read back (edited or damaged in the database).
+    #[error("store: audit segment {id} cannot be read: {why}")]
+    BadAuditSegment {
+        /// The segment's row id.
+        id: i64,
+        /// What is wrong with it.
+        why: String,
+    },
     /// The schema is newer than this build of keycard understands.
     #[error(
         "the store's schema is at version {found}, newer than this keycard knows ({known}); upgrade keycard"

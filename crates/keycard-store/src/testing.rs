@@ -41,6 +41,18 @@ pub fn postgres_admin_url() -> Option<String> {
 impl TempStore {
     /// A new, migrated, empty store on `engine` (`"sqlite"` or `"postgres"`).
     pub async fn new(engine: &str) -> Result<TempStore, StoreError> {
+        Self::at_version(engine, i64::MAX).await
+    }
+
+    /// A new store on `engine` migrated only up to schema `version` (to test a migration
+    /// from there).
+    pub(crate) async fn at_version(engine: &str, version: i64) -> Result<TempStore, StoreError> {
+        async fn open_at(url: &str, version: i64) -> Result<Store, StoreError> {
+            let store = Store::connect(url)?;
+            store.ping().await?;
+            store.migrate_up_to(version).await?;
+            Ok(store)
+        }
         match engine {
             "postgres" => {
                 let admin = postgres_admin_url().ok_or_else(|| {
@@ -58,7 +70,7 @@ impl TempStore {
                     .await?;
                 admin_store.close().await;
                 let url = replace_db(&admin, &name);
-                let store = Store::open(&url).await?;
+                let store = open_at(&url, version).await?;
                 Ok(TempStore {
                     url,
                     store,
@@ -73,7 +85,7 @@ impl TempStore {
                     source,
                 })?;
                 let url = format!("sqlite://{}", dir.path().join("keycard.db").display());
-                let store = Store::open(&url).await?;
+                let store = open_at(&url, version).await?;
                 Ok(TempStore {
                     url,
                     store,

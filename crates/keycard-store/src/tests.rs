@@ -413,16 +413,19 @@ async fn audit_events_keep_awkward_text_and_nulls() {
     .await;
 }
 
-/// A trigger that makes the database refuse an audit event whose `request_id` is `boom`.
+/// A trigger that makes the database refuse a batch holding an event whose `request_id` is
+/// `boom`.
 async fn refuse_boom(t: &TempStore) {
     let refuse: &[&str] = match &t.store.backend {
-        crate::Backend::Sqlite(_) => &["CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
-             WHEN NEW.request_id = 'boom' BEGIN SELECT RAISE(FAIL, 'refused'); END"],
+        crate::Backend::Sqlite(_) => &[
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_segments \
+             WHEN NEW.body LIKE '%\"request_id\":\"boom\"%' BEGIN SELECT RAISE(FAIL, 'refused'); END",
+        ],
         crate::Backend::Postgres(_) => &[
             "CREATE FUNCTION refuse_boom() RETURNS trigger AS $$ BEGIN \
-             IF NEW.request_id = 'boom' THEN RAISE EXCEPTION 'refused'; END IF; \
+             IF NEW.body LIKE '%\"request_id\":\"boom\"%' THEN RAISE EXCEPTION 'refused'; END IF; \
              RETURN NEW; END $$ LANGUAGE plpgsql",
-            "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_events \
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON audit_segments \
              FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
         ],
     };
@@ -432,17 +435,18 @@ async fn refuse_boom(t: &TempStore) {
 }
 
 /// A batch is all or nothing: an event the database refuses (here a trigger's) fails the
-/// insert and none of the batch is kept — also the rows of statements already run (SQLite cuts
-/// 300 events into statements of 256, 32, 8 and 4 rows; the refused one is in the second) —
-/// so the writer's retry never stores an event twice.
+/// insert and none of the batch is kept — also the segments already written (a batch larger
+/// than a segment is cut in several; the refused event is in the second) — so the writer's
+/// retry never stores an event twice.
 #[tokio::test]
 async fn a_refused_audit_event_keeps_none_of_its_batch() {
     each_engine(|t| async move {
         refuse_boom(&t).await;
-        let batch: Vec<AuditEvent> = (0..300)
+        let n = crate::SEGMENT_EVENTS as i64 + 300;
+        let batch: Vec<AuditEvent> = (0..n)
             .map(|i| AuditEvent {
                 ts_ms: 1_700_000_000_000 + i,
-                request_id: if i == 290 {
+                request_id: if i == n - 10 {
                     "boom".into()
                 } else {
                     format!("r{i}")
@@ -458,7 +462,7 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
             .collect();
         assert!(t.store.insert_audit(&batch).await.is_err());
         let all = AuditQuery {
-            limit: 1000,
+            limit: 100_000,
             ..Default::default()
         };
         assert_eq!(t.store.query_audit(&all).await.unwrap(), vec![]);
@@ -468,7 +472,7 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
             .filter(|e| e.request_id != "boom")
             .collect();
         t.store.insert_audit(&ok).await.unwrap();
-        assert_eq!(t.store.query_audit(&all).await.unwrap(), ok);
+        assert!(t.store.query_audit(&all).await.unwrap() == ok);
         t
     })
     .await;
@@ -491,17 +495,26 @@ async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
             credential_id: Some("key_1".into()),
             ip: Some("::1".into()),
         };
+        let lines = |events: &[AuditEvent]| {
+            let mut l = crate::AuditLines::new();
+            events.iter().for_each(|e| l.push(e));
+            l
+        };
         let mut appender = t.store.audit_appender();
         let first: Vec<AuditEvent> = (0..40).map(|i| ev(&format!("a{i}"))).collect();
-        let (back, r) = appender.append(first.clone()).await;
+        let (back, r) = appender.append(lines(&first)).await;
         r.unwrap();
-        assert_eq!(back, first);
+        assert_eq!(back, lines(&first));
         let refused = vec![ev("b0"), ev("boom"), ev("b2")];
-        let (back, r) = appender.append(refused.clone()).await;
+        let (back, r) = appender.append(lines(&refused)).await;
         assert!(r.is_err());
-        assert_eq!(back, refused, "a refused batch must come back whole");
+        assert_eq!(
+            back,
+            lines(&refused),
+            "a refused batch must come back whole"
+        );
         let third: Vec<AuditEvent> = (0..3).map(|i| ev(&format!("c{i}"))).collect();
-        let (_, r) = appender.append(third.clone()).await;
+        let (_, r) = appender.append(lines(&third)).await;
         r.unwrap();
         let all = AuditQuery {
             limit: 1000,
@@ -512,6 +525,117 @@ async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
         t
     })
     .await;
+}
+
+/// Schema v8 moves the events stored one per row into segments: every field, null and odd
+/// character kept, in order, readable through the `audit_events` view too.
+#[tokio::test]
+async fn stored_audit_rows_move_into_segments_whole() {
+    use sqlx::Row;
+    for engine in crate::testing::engines() {
+        let t = TempStore::at_version(engine, 7).await.unwrap();
+        let odd = "q\"uote b\\ack n\nl José 🗝 ]},[";
+        let insert = "INSERT INTO audit_events (ts_ms, request_id, route, method, outcome, reason, subject, credential_id, ip) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        // ts_ms, request_id, route, method, outcome, reason, subject
+        type Row<'a> = (
+            i64,
+            String,
+            Option<&'a str>,
+            Option<&'a str>,
+            &'a str,
+            Option<&'a str>,
+            Option<&'a str>,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                1_795_868_261_042,
+                "r1".into(),
+                Some("/api/"),
+                Some("api_key"),
+                "success",
+                None,
+                Some("svc"),
+            ),
+            (
+                1_795_868_261_007,
+                odd.into(),
+                Some(odd),
+                None,
+                "failure",
+                Some("bad_password"),
+                Some(odd),
+            ),
+            (
+                0,
+                "r3".into(),
+                None,
+                Some("digest"),
+                "throttled",
+                Some("rate_limited"),
+                None,
+            ),
+            (
+                951_782_400_999,
+                "r4".into(),
+                Some("/"),
+                Some("mtls"),
+                "forbidden",
+                Some("missing_scope"),
+                Some("s"),
+            ),
+        ];
+        for (ts, id, route, method, outcome, reason, subject) in &rows {
+            crate::with_pool!(t.store, p => sqlx::query(insert)
+                .bind(ts).bind(id).bind(route).bind(method).bind(outcome).bind(reason)
+                .bind(subject).bind(subject.map(|s| format!("key_{s}"))).bind(Some("2001:db8::7"))
+                .execute(p).await.map(|_| ()))
+            .unwrap();
+        }
+        t.store.migrate().await.unwrap();
+        let back = t
+            .store
+            .query_audit(&AuditQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let expect: Vec<AuditEvent> = rows
+            .iter()
+            .map(
+                |(ts, id, route, method, outcome, reason, subject)| AuditEvent {
+                    ts_ms: *ts,
+                    request_id: id.clone(),
+                    route: route.map(Into::into),
+                    method: method.map(|m| m.parse().unwrap()),
+                    outcome: Outcome::parse(outcome).unwrap(),
+                    reason: reason.map(Into::into),
+                    subject: subject.map(Into::into),
+                    credential_id: subject.map(|s| format!("key_{s}").into()),
+                    ip: Some("2001:db8::7".into()),
+                },
+            )
+            .collect();
+        assert_eq!(back, expect, "{engine}");
+        // New events follow the moved ones; the view shows both, one row per event.
+        t.store.insert_audit(&expect[..1]).await.unwrap();
+        let view: Vec<(String, String, Option<String>)> = crate::with_pool!(t.store, p => {
+            sqlx::query("SELECT request_id, ts, subject FROM audit_events ORDER BY id")
+                .fetch_all(p)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect()
+        });
+        let ids: Vec<&str> = view.iter().map(|(id, _, _)| id.as_str()).collect();
+        assert_eq!(ids, ["r1", odd, "r3", "r4", "r1"], "{engine}");
+        assert_eq!(view[1].1, "2026-11-28T12:17:41.007Z", "{engine}");
+        assert_eq!(view[3].1, "2000-02-29T00:00:00.999Z", "{engine}");
+        assert_eq!(view[1].2.as_deref(), Some(odd), "{engine}");
+        t.cleanup().await;
+    }
 }
 
 #[tokio::test]

@@ -24,7 +24,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use keycard_core::{AuditEvent, Method, Outcome, Reason};
+use keycard_core::{Method, Outcome, Reason};
 
 pub use clients::ClientRecord;
 
@@ -138,16 +138,16 @@ impl OAuth {
         credential_id: Option<&str>,
         caller: &Caller,
     ) {
-        self.audit.record(AuditEvent {
+        self.audit.record(&crate::audit::Record {
             ts_ms: now_millis(),
-            request_id: caller.request_id.to_string(),
-            route: Some(route.into()),
+            request_id: &caller.request_id,
+            route: Some(route),
             method: Some(Method::Oauth2),
             outcome,
-            reason: reason.map(|r| r.as_str().to_owned()),
-            subject: subject.map(Into::into),
-            credential_id: credential_id.map(Into::into),
-            ip: Some(caller.ip.to_string()),
+            reason: reason.map(Reason::as_str),
+            subject,
+            credential_id,
+            ip: Some(caller.ip),
         });
     }
 }
