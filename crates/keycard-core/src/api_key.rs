@@ -79,16 +79,24 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
     /// Whether its subject is disabled.
     pub subject_disabled: bool,
+    /// Its identity headers' values, encoded once per copy ([`ApiKeyRecord::detached`]).
+    pub identity: Option<Arc<crate::IdentityValues>>,
 }
 
 impl ApiKeyRecord {
     /// An equal record that shares no allocation with this one (for a per-thread copy: the
     /// reference counts its principals bump are then written by one core only).
+    /// Its identity headers' values are encoded for the copy, once.
     pub fn detached(&self) -> Self {
         Self {
             id: Arc::from(&*self.id),
             subject: Arc::from(&*self.subject),
             scopes: self.scopes.detached(),
+            identity: Some(Arc::new(crate::IdentityValues::encode(
+                &self.subject,
+                self.scopes.as_str(),
+                &self.id,
+            ))),
             ..*self
         }
     }
@@ -122,7 +130,8 @@ pub fn verify_as(record: &ApiKeyRecord, method: Method, now: i64) -> Result<Prin
         method,
         record.scopes.clone(),
         record.id.clone(),
-    ))
+    )
+    .with_identity(record.identity.clone()))
 }
 
 /// The checksum's text: `n` in base62, most significant digit first, zero-padded. On the
@@ -219,6 +228,30 @@ mod tests {
         }
     }
 
+    /// A per-thread copy carries its identity headers encoded once, the same values as those
+    /// encoded per request (percent-encoding included), and a principal made from it has them.
+    #[test]
+    fn a_detached_record_carries_its_identity_headers() {
+        let rec = ApiKeyRecord {
+            id: "key_1".into(),
+            subject: "José r\u{e9}\r\n".into(),
+            scopes: Scopes::parse("a:read b").unwrap(),
+            expires_at: None,
+            revoked_at: None,
+            subject_disabled: false,
+            identity: None,
+        };
+        assert!(verify(&rec, 1).unwrap().identity_values().is_none());
+        let copy = rec.detached();
+        let p = verify(&copy, 1).unwrap();
+        let v = p.identity_values().unwrap();
+        assert_eq!(v.subject, crate::header_value("José r\u{e9}\r\n"));
+        assert_eq!(v.subject, "Jos%C3%A9%20r%C3%A9%0D%0A");
+        assert_eq!(v.scopes, "a:read b");
+        assert_eq!(v.credential, "key_1");
+        assert!(!Arc::ptr_eq(&copy.subject, &rec.subject));
+    }
+
     #[test]
     fn verify_states() {
         let rec = ApiKeyRecord {
@@ -228,6 +261,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             subject_disabled: false,
+            identity: None,
         };
         let p = verify(&rec, 100).unwrap();
         assert_eq!(
@@ -262,6 +296,7 @@ mod tests {
         assert_eq!(
             reason(ApiKeyRecord {
                 subject_disabled: true,
+                identity: None,
                 ..rec
             }),
             Reason::Disabled

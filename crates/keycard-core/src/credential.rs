@@ -62,25 +62,30 @@ impl Presented<'_> {
 /// Reads the credential of a request. `X-API-Key` is looked at first, then `Authorization`.
 /// Query strings are never read: a key in a URL ends up in logs and browser history.
 pub fn presented(headers: &HeaderMap) -> Presented<'_> {
-    if let Some(p) = single(headers, X_API_KEY) {
+    // Looked up by `HeaderName`: a `&str` name is parsed and checked on every lookup.
+    static API_KEY: http::HeaderName = http::HeaderName::from_static(X_API_KEY);
+    static SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static("signature-input");
+    static SIGNATURE: http::HeaderName = http::HeaderName::from_static("signature");
+    if let Some(p) = single(headers, &API_KEY) {
         return match p {
             Ok(v) => Presented::ApiKey(v.trim()),
             Err(()) => Presented::Malformed(Some(Method::ApiKey)),
         };
     }
-    match single(headers, AUTHORIZATION.as_str()) {
-        None => signature(headers),
+    match single(headers, &AUTHORIZATION) {
+        None => signature(headers, &SIGNATURE_INPUT, &SIGNATURE),
         Some(Err(())) => Presented::Malformed(None),
         Some(Ok(value)) => parse_authorization(value),
     }
 }
 
 /// An RFC 9421 signature: both fields, each once.
-fn signature(headers: &HeaderMap) -> Presented<'_> {
-    match (
-        single(headers, "signature-input"),
-        single(headers, "signature"),
-    ) {
+fn signature<'a>(
+    headers: &'a HeaderMap,
+    input: &http::HeaderName,
+    signature: &http::HeaderName,
+) -> Presented<'a> {
+    match (single(headers, input), single(headers, signature)) {
         (None, None) => Presented::Nothing,
         (Some(Ok(input)), Some(Ok(signature))) => Presented::Signature { input, signature },
         _ => Presented::Malformed(Some(Method::Hmac)),
@@ -114,7 +119,7 @@ fn parse_authorization(value: &str) -> Presented<'_> {
 }
 
 /// The single value of a header: `None` when absent, `Err` when repeated or not visible ASCII.
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<Result<&'a str, ()>> {
+fn single<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<Result<&'a str, ()>> {
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     if values.next().is_some() {

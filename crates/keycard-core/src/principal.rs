@@ -2,7 +2,62 @@
 
 use std::sync::Arc;
 
+use http::HeaderValue;
+
 use crate::{Method, Scopes};
+
+/// The values of a principal's identity headers (SPEC §5: `X-Keycard-Subject`,
+/// `X-Keycard-Scopes`, `X-Keycard-Credential`), encoded once for a credential that is used
+/// again and again (a cached API key) instead of per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityValues {
+    /// `X-Keycard-Subject`.
+    pub subject: HeaderValue,
+    /// `X-Keycard-Scopes`.
+    pub scopes: HeaderValue,
+    /// `X-Keycard-Credential`.
+    pub credential: HeaderValue,
+}
+
+impl IdentityValues {
+    /// Encodes the three values.
+    pub fn encode(subject: &str, scopes: &str, credential_id: &str) -> Self {
+        Self {
+            subject: header_value(subject),
+            scopes: header_value_with_spaces(scopes),
+            credential: header_value(credential_id),
+        }
+    }
+}
+
+/// A header value: as is when all visible ASCII, else percent-encoded UTF-8 (RFC 3986
+/// unreserved characters kept).
+pub fn header_value(value: &str) -> HeaderValue {
+    if !value.is_empty()
+        && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        && let Ok(v) = HeaderValue::from_str(value)
+    {
+        return v;
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.push(b'%');
+            out.push(HEX.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
+            out.push(HEX.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// As [`header_value`], spaces kept (they separate scope tokens, which are visible ASCII by
+/// construction: RFC 6749 §3.3).
+pub fn header_value_with_spaces(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| header_value(value))
+}
 
 /// Who a request proved to be. Only this crate's verifiers construct one, so code that
 /// forwards a request must hold the result of a successful verification: a skipped check
@@ -13,6 +68,8 @@ pub struct Principal {
     method: Method,
     scopes: Scopes,
     credential_id: Arc<str>,
+    /// The identity headers' values, when the credential had them encoded already.
+    identity: Option<Arc<IdentityValues>>,
 }
 
 impl Principal {
@@ -37,7 +94,19 @@ impl Principal {
             method,
             scopes,
             credential_id,
+            identity: None,
         }
+    }
+
+    /// With the identity headers' values encoded already (they must be this principal's).
+    pub(crate) fn with_identity(mut self, identity: Option<Arc<IdentityValues>>) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    /// The identity headers' values, if encoded already (else see [`IdentityValues::encode`]).
+    pub fn identity_values(&self) -> Option<&IdentityValues> {
+        self.identity.as_deref()
     }
 
     /// The subject name (`X-Keycard-Subject`).

@@ -16,8 +16,38 @@ pub fn rfc3339_millis(unix_millis: i64) -> String {
 
 /// Appends `rfc3339_millis(unix_millis)` to `out` without allocating (years 0–9999).
 pub fn write_rfc3339_millis(out: &mut Vec<u8>, unix_millis: i64) {
+    // The audit writer formats thousands of stamps within the same second: the date and time
+    // of the last second a thread formatted are kept.
+    thread_local! {
+        static LAST: std::cell::Cell<(i64, [u8; 19])> = const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+    }
     let secs = unix_millis.div_euclid(1000);
     let ms = unix_millis.rem_euclid(1000);
+    let (last_secs, prefix) = LAST.get();
+    if last_secs == secs {
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
+        return;
+    }
+    let start = out.len();
+    write_uncached(out, secs, ms);
+    if let Some(p) = out
+        .get(start..start + 19)
+        .and_then(|p| <[u8; 19]>::try_from(p).ok())
+        && out.len() == start + 24
+    {
+        LAST.set((secs, p));
+    }
+}
+
+fn write_uncached(out: &mut Vec<u8>, secs: i64, ms: i64) {
+    let unix_millis = secs * 1000 + ms;
     let ((y, m, d), sod) = split(secs);
     if !(0..=9999).contains(&y) {
         out.extend_from_slice(rfc3339_millis(unix_millis).as_bytes());
@@ -166,6 +196,28 @@ mod tests {
             let mut out = Vec::new();
             write_rfc3339_millis(&mut out, ms);
             assert_eq!(String::from_utf8(out).unwrap(), rfc3339_millis(ms));
+        }
+    }
+
+    /// Stamps of one second in a row (the kept date and time), then of another second, then
+    /// back: each as formatted afresh.
+    #[test]
+    fn stamps_in_the_same_second_format_as_fresh_ones() {
+        for ms in [
+            1_795_868_261_000,
+            1_795_868_261_042,
+            1_795_868_261_999,
+            1_795_868_262_007,
+            1_795_868_261_500,
+            253_402_300_800_001,
+            253_402_300_800_002,
+            -1,
+            -999,
+            0,
+        ] {
+            let mut out = b"x".to_vec();
+            write_rfc3339_millis(&mut out, ms);
+            assert_eq!(out[1..], *rfc3339_millis(ms).as_bytes(), "{ms}");
         }
     }
 

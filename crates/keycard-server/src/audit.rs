@@ -267,7 +267,8 @@ fn gather(taken: &[Pending], order: &mut Vec<(u64, usize, usize)>, batch: &mut A
         }
     }
     order.sort_by_key(|(key, _, _)| *key);
-    let mut ip = String::new();
+    // Most events of a batch come from a few addresses: each formatted once in a row.
+    let (mut ip, mut last_ip) = (String::new(), None);
     for &(_, s, offset) in order.iter() {
         let Some((d, _)) = taken
             .get(s)
@@ -276,10 +277,13 @@ fn gather(taken: &[Pending], order: &mut Vec<(u64, usize, usize)>, batch: &mut A
         else {
             continue;
         };
-        ip.clear();
-        if let Some(addr) = d.ip {
+        if let Some(addr) = d.ip
+            && last_ip != Some(addr)
+        {
             use std::fmt::Write as _;
+            ip.clear();
             let _ = write!(ip, "{addr}");
+            last_ip = Some(addr);
         }
         let event = AuditEventRef {
             ts_ms: d.ts_ms,

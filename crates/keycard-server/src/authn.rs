@@ -718,5 +718,6 @@ fn record_from_row(r: ApiKeyRow) -> Option<ApiKeyRecord> {
         expires_at: r.expires_at,
         revoked_at: r.revoked_at,
         subject_disabled: r.subject_disabled,
+        identity: None,
     })
 }

@@ -626,6 +626,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             subject_disabled: false,
+            identity: None,
         }
     }
 

@@ -231,6 +231,7 @@ impl Authenticator {
                     expires_at: r.expires_at,
                     revoked_at: r.revoked_at,
                     subject_disabled: r.subject_disabled,
+                    identity: None,
                 },
                 key: material,
             })

@@ -2,6 +2,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keycard_core::Principal;
+use keycard_core::{header_value, header_value_with_spaces};
 
 /// `X-Keycard-Subject`.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-keycard-subject");
@@ -28,37 +29,25 @@ pub fn strip_identity(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets the identity headers of `p`.
+/// Sets the identity headers of `p`: the values its credential had encoded already when it
+/// has them (a cached API key), else encoded now.
 pub fn set_identity(headers: &mut HeaderMap, p: &Principal) {
-    headers.insert(SUBJECT, encode(p.subject()));
     headers.insert(METHOD, HeaderValue::from_static(p.method().as_str()));
-    // Scope tokens are visible ASCII by construction (RFC 6749 §3.3); spaces separate them.
-    headers.insert(SCOPES, encode_allowing_spaces(p.scopes().as_str()));
+    if let Some(v) = p.identity_values() {
+        headers.insert(SUBJECT, v.subject.clone());
+        headers.insert(SCOPES, v.scopes.clone());
+        headers.insert(CREDENTIAL, v.credential.clone());
+        return;
+    }
+    headers.insert(SUBJECT, encode(p.subject()));
+    headers.insert(SCOPES, header_value_with_spaces(p.scopes().as_str()));
     headers.insert(CREDENTIAL, encode(p.credential_id()));
 }
 
 /// A header value: as is when all visible ASCII, else percent-encoded UTF-8 (RFC 3986
 /// unreserved characters kept).
 pub fn encode(value: &str) -> HeaderValue {
-    if !value.is_empty()
-        && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
-        && let Ok(v) = HeaderValue::from_str(value)
-    {
-        return v;
-    }
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-fn encode_allowing_spaces(value: &str) -> HeaderValue {
-    HeaderValue::from_str(value).unwrap_or_else(|_| encode(value))
+    header_value(value)
 }
 
 #[cfg(test)]

@@ -59,6 +59,7 @@ impl Authenticator {
                         expires_at: r.expires_at,
                         revoked_at: r.revoked_at,
                         subject_disabled: r.subject_disabled,
+                        identity: None,
                     })
                 });
                 self.cache.insert_api_key(handle, record, generation)

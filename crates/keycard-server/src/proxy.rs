@@ -120,6 +120,9 @@ pub fn upstream_request(
     *req.version_mut() = Version::HTTP_11;
 
     let h = req.headers_mut();
+    // Room for what is added below (Host, X-Forwarded-*, X-Request-Id and the four identity
+    // headers): the map grows once, not once per power of two crossed.
+    h.reserve(9);
     // The credential proved who the caller is; the upstream needs only the result. A
     // forwarded client certificate is keycard's input, never the upstream's: an upstream
     // that believed one sent through keycard could be fooled.
@@ -432,6 +435,7 @@ mod tests {
                 expires_at: None,
                 revoked_at: None,
                 subject_disabled: false,
+                identity: None,
             },
             0,
         )
