@@ -22,8 +22,9 @@ use crate::{Backend, Store, StoreError, with_pool};
 /// Events per segment, at most: an event's id is its segment's id times this plus its
 /// position, so that ids (the admin API's paging cursors) grow in the order of the trail.
 pub const SEGMENT_EVENTS: usize = 65_536;
-/// Segments read per query while scanning back (each up to [`SEGMENT_EVENTS`] events).
-const SCAN_SEGMENTS: i64 = 8;
+/// Segments read per query while scanning back (each up to [`SEGMENT_EVENTS`] events, a
+/// few thousand at a busy writer's 100 ms): a page of the newest events needs one or two.
+const SCAN_SEGMENTS: i64 = 2;
 
 /// Filters for reading the audit trail back.
 #[derive(Debug, Clone, Default)]
