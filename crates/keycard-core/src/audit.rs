@@ -80,28 +80,29 @@ pub struct AuditEvent {
     pub ip: Option<String>,
 }
 
-/// An audit event borrowing its text: what the audit writer encodes from, without an owned
-/// copy of each field per event.
+/// An audit event borrowing its text: what the request path records and the audit writer
+/// encodes from, without an owned copy of each field per event. `Ip` is the client address:
+/// text here, an `IpAddr` on the request path (formatted by the writer, not per request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditEventRef<'a> {
+pub struct AuditEventRef<'a, Ip = &'a str> {
     /// When, in Unix milliseconds.
     pub ts_ms: i64,
     /// The request id.
     pub request_id: &'a str,
     /// The matched route's prefix.
     pub route: Option<&'a str>,
-    /// The method of the presented credential.
+    /// The method of the presented credential; `None` when none was recognised.
     pub method: Option<Method>,
     /// How it ended.
     pub outcome: Outcome,
-    /// Why it was refused.
+    /// Why it was refused (`None` on success).
     pub reason: Option<&'a str>,
     /// The subject, when known.
     pub subject: Option<&'a str>,
     /// The credential id, when known.
     pub credential_id: Option<&'a str>,
     /// The client address.
-    pub ip: Option<&'a str>,
+    pub ip: Option<Ip>,
 }
 
 impl AuditEvent {

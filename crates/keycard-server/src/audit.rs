@@ -36,28 +36,9 @@ const GATHER: Duration = Duration::from_millis(100);
 /// After the store refused a batch, how long before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One authentication attempt, as the request path has it at hand (SPEC §7's fields).
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    /// When, in Unix milliseconds.
-    pub ts_ms: i64,
-    /// The request id.
-    pub request_id: &'a str,
-    /// The matched route's prefix.
-    pub route: Option<&'a str>,
-    /// The method of the presented credential; `None` when none was recognised.
-    pub method: Option<Method>,
-    /// How it ended.
-    pub outcome: Outcome,
-    /// Why it was refused (`None` on success).
-    pub reason: Option<&'a str>,
-    /// The subject, when known.
-    pub subject: Option<&'a str>,
-    /// The credential id, when known.
-    pub credential_id: Option<&'a str>,
-    /// The client address.
-    pub ip: Option<IpAddr>,
-}
+/// One authentication attempt, as the request path has it at hand (SPEC §7's fields, the
+/// address not yet formatted).
+pub type Record<'a> = AuditEventRef<'a, IpAddr>;
 
 /// The instant events are ordered from (a record keeps its offset from it).
 static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
