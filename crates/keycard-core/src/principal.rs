@@ -55,7 +55,7 @@ pub fn header_value(value: &str) -> HeaderValue {
 
 /// As [`header_value`], spaces kept (they separate scope tokens, which are visible ASCII by
 /// construction: RFC 6749 §3.3).
-pub fn header_value_with_spaces(value: &str) -> HeaderValue {
+fn header_value_with_spaces(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| header_value(value))
 }
 

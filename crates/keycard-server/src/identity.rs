@@ -1,8 +1,7 @@
 //! Identity headers (SPEC §5): set from a verified [`Principal`], never from the client.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use keycard_core::Principal;
-use keycard_core::{header_value, header_value_with_spaces};
+use keycard_core::{IdentityValues, Principal};
 
 /// `X-Keycard-Subject`.
 pub const SUBJECT: HeaderName = HeaderName::from_static("x-keycard-subject");
@@ -33,21 +32,17 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 /// has them (a cached API key), else encoded now.
 pub fn set_identity(headers: &mut HeaderMap, p: &Principal) {
     headers.insert(METHOD, HeaderValue::from_static(p.method().as_str()));
-    if let Some(v) = p.identity_values() {
-        headers.insert(SUBJECT, v.subject.clone());
-        headers.insert(SCOPES, v.scopes.clone());
-        headers.insert(CREDENTIAL, v.credential.clone());
-        return;
-    }
-    headers.insert(SUBJECT, encode(p.subject()));
-    headers.insert(SCOPES, header_value_with_spaces(p.scopes().as_str()));
-    headers.insert(CREDENTIAL, encode(p.credential_id()));
-}
-
-/// A header value: as is when all visible ASCII, else percent-encoded UTF-8 (RFC 3986
-/// unreserved characters kept).
-pub fn encode(value: &str) -> HeaderValue {
-    header_value(value)
+    let IdentityValues {
+        subject,
+        scopes,
+        credential,
+    } = match p.identity_values() {
+        Some(v) => v.clone(),
+        None => IdentityValues::encode(p.subject(), p.scopes().as_str(), p.credential_id()),
+    };
+    headers.insert(SUBJECT, subject);
+    headers.insert(SCOPES, scopes);
+    headers.insert(CREDENTIAL, credential);
 }
 
 #[cfg(test)]
@@ -56,6 +51,7 @@ mod tests {
 
     #[test]
     fn non_ascii_is_percent_encoded() {
+        let encode = keycard_core::header_value;
         assert_eq!(encode("svc-1"), "svc-1");
         assert_eq!(encode("José"), "Jos%C3%A9");
         assert_eq!(encode("a b"), "a%20b");

@@ -311,8 +311,9 @@ impl Store {
 }
 
 /// A segment's text: UTF-8 by construction (written from `&str`s), checked all the same.
-fn utf8(body: &[u8]) -> &str {
-    std::str::from_utf8(body).unwrap_or("[]")
+/// (A stray invalid byte becomes U+FFFD: the segment is stored, never swapped for nothing.)
+fn utf8(body: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(body)
 }
 
 /// The segment insert, the same on both engines.
@@ -329,7 +330,7 @@ async fn insert_pg(p: &sqlx::PgPool, lines: &AuditLines) -> Result<(), StoreErro
             .bind(first)
             .bind(last)
             .bind(events)
-            .bind(utf8(&body))
+            .bind(utf8(&body).as_ref())
             .execute(&mut *tx)
             .await?;
     }
@@ -431,7 +432,8 @@ fn sqlite_append(
         let mut st = tx.prepare_cached(INSERT_SEGMENT)?;
         for start in lines.segment_firsts() {
             let events = lines.segment(start, body) as i64;
-            st.execute((first, last, events, utf8(body)))?;
+            let text = utf8(body);
+            st.execute((first, last, events, text.as_ref()))?;
         }
     }
     // Dropped uncommitted on any error above: the whole batch is rolled back.
@@ -494,6 +496,22 @@ mod tests {
         assert_eq!(all, (0..n).map(|i| format!("r{i}")).collect::<Vec<_>>());
         // The file's bytes: one document per line.
         assert_eq!(lines.as_bytes().split(|b| *b == b'\n').count(), n + 1);
+    }
+
+    /// A document written with a byte that is not UTF-8 is stored with U+FFFD in its place:
+    /// the rest of the batch is kept, not replaced by an empty segment.
+    #[test]
+    fn a_stray_byte_never_empties_a_segment() {
+        let mut lines = AuditLines::new();
+        lines.push(&event(0, 1));
+        lines.push_with(2, |out| {
+            out.extend_from_slice(b"{\"request_id\":\"r\xff1\"}")
+        });
+        let mut body = Vec::new();
+        assert_eq!(lines.segment(0, &mut body), 2);
+        let docs: Vec<serde_json::Value> = serde_json::from_str(&utf8(&body)).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1]["request_id"], "r\u{fffd}1");
     }
 
     #[test]
