@@ -312,8 +312,13 @@ impl Store {
 
 /// A segment's text: UTF-8 by construction (written from `&str`s), checked all the same.
 /// (A stray invalid byte becomes U+FFFD: the segment is stored, never swapped for nothing.)
+/// (`str::from_utf8` first: it checks ASCII a word at a time, where the lossy decoder walks
+/// every byte; the writer's segments are all but always ASCII.)
 fn utf8(body: &[u8]) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(body)
+    match std::str::from_utf8(body) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(body),
+    }
 }
 
 /// The segment insert, the same on both engines.
