@@ -508,7 +508,11 @@ impl App {
             Err(_) => return answer::bad_request(),
         };
         let sent = std::time::Instant::now();
-        let answer = tokio::time::timeout(target.timeout, client.send(up, upstream)).await;
+        let answer = tokio::time::timeout(
+            target.timeout,
+            client.send(up, upstream, passed.principal.as_ref()),
+        )
+        .await;
         self.authn.metrics.upstream(target.index, sent.elapsed());
         match answer {
             Ok(Ok(mut resp)) => {

@@ -284,7 +284,7 @@ impl Authenticator {
             Presented::BearerToken(_) => {
                 Err(Refusal::unauthorized(Reason::UnknownCredential, None))
             }
-            Presented::ApiKey(key) => self.verify_api_key(key, now_ms.div_euclid(1000)).await,
+            Presented::ApiKey(key) => self.verify_api_key(key, now_ms).await,
             Presented::Basic(token) => {
                 Box::pin(self.verify_basic(token, req, now_ms, claimed)).await
             }
@@ -511,15 +511,19 @@ impl Authenticator {
         }
     }
 
-    async fn verify_api_key(&self, key: &str, now: i64) -> Result<Principal, Refusal> {
+    async fn verify_api_key(&self, key: &str, now_ms: i64) -> Result<Principal, Refusal> {
         let method = Some(Method::ApiKey);
+        let now = now_ms.div_euclid(1000);
         let malformed = |r| Refusal::unauthorized(r, method);
         // Length and prefix first: nothing else is hashed.
         api_key::check_shape(key).map_err(malformed)?;
         let handle = api_key::lookup_handle(&self.hasher, key);
-        // Fails closed (503) when the cache may be stale; a use is noted only when it passes.
+        // Fails closed (503) when the cache may be stale (judged at the request's time, read
+        // once); a use is noted only when it passes.
         let verify = |record: &ApiKeyRecord| {
-            self.require_fresh(method)?;
+            if !self.feed.is_fresh(now_ms) {
+                return Err(Refusal::Unavailable { method });
+            }
             api_key::verify(record, now)
         };
         match self.cache.api_key_local(&handle, now, verify) {

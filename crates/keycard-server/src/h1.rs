@@ -31,6 +31,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use keycard_core::Principal;
+
 use crate::pool::Home;
 
 /// Largest answer head read (status line, headers and any 1xx answers before it).
@@ -116,14 +118,16 @@ impl Conn {
         std::future::Future::poll(std::pin::pin!(self.io.read_buf(&mut self.buf)), cx)
     }
 
-    /// Writes `req` (origin-form target, `Host` set, no body) and reads the answer's head.
-    /// The body, if any, is read through the returned [`Framing`].
+    /// Writes `req` (origin-form target, `Host` set, no body) with the identity headers of
+    /// `identity`, and reads the answer's head. The body, if any, is read through the
+    /// returned [`Framing`].
     pub async fn exchange<B>(
         &mut self,
         req: &Request<B>,
+        identity: Option<&Principal>,
     ) -> Result<(Response<()>, Framing), Failure> {
         self.out.clear();
-        write_head(&mut self.out, req);
+        write_head(&mut self.out, req, identity);
         let written = self.io.write_all(&self.out).await;
         if self.out.capacity() > MAX_HEAD {
             // A rare huge request: not kept with the connection.
@@ -180,8 +184,8 @@ impl Conn {
     }
 }
 
-/// The request line and headers, as HTTP/1.1.
-fn write_head<B>(out: &mut Vec<u8>, req: &Request<B>) {
+/// The request line and headers, as HTTP/1.1, the identity headers of `identity` last.
+pub(crate) fn write_head<B>(out: &mut Vec<u8>, req: &Request<B>, identity: Option<&Principal>) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
@@ -192,6 +196,9 @@ fn write_head<B>(out: &mut Vec<u8>, req: &Request<B>) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(p) = identity {
+        crate::identity::write_identity(out, p);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -805,7 +812,7 @@ mod tests {
         method: Method,
     ) -> Result<(http::StatusCode, http::HeaderMap, Result<Vec<u8>, String>), String> {
         let resp = pool
-            .send(request(method), up)
+            .send(request(method), up, None)
             .await
             .map_err(|e| e.to_string())?;
         let (parts, body) = resp.into_parts();
@@ -830,7 +837,7 @@ mod tests {
         let mut req = request(Method::DELETE);
         req.headers_mut()
             .insert("x-one", http::HeaderValue::from_static("1"));
-        let resp = pool.send(req, &s.up).await.unwrap();
+        let resp = pool.send(req, &s.up, None).await.unwrap();
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         let host = s.up.host.to_str().unwrap().to_owned();
         assert_eq!(

@@ -45,6 +45,31 @@ pub fn set_identity(headers: &mut HeaderMap, p: &Principal) {
     headers.insert(CREDENTIAL, credential);
 }
 
+/// Writes the identity headers of `p` as HTTP/1.1 header lines (`name: value` CRLF), for a
+/// request head written by hand ([`crate::h1`]): the same names and values as
+/// [`set_identity`], without a header map to grow and hash them into.
+pub fn write_identity(out: &mut Vec<u8>, p: &Principal) {
+    let encoded;
+    let values = match p.identity_values() {
+        Some(v) => v,
+        None => {
+            encoded = IdentityValues::encode(p.subject(), p.scopes().as_str(), p.credential_id());
+            &encoded
+        }
+    };
+    for (name, value) in [
+        (METHOD.as_str().as_bytes(), p.method().as_str().as_bytes()),
+        (SUBJECT.as_str().as_bytes(), values.subject.as_bytes()),
+        (SCOPES.as_str().as_bytes(), values.scopes.as_bytes()),
+        (CREDENTIAL.as_str().as_bytes(), values.credential.as_bytes()),
+    ] {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ use hyper::client::conn::{http1, http2};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use keycard_core::Principal;
 use tower_service::Service as _;
 
 use crate::body::Body;
@@ -192,16 +193,21 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to `upstream`; the response head, its body
-    /// to be read.
+    /// Sends `req` (origin-form URI, `Host` set, made by [`crate::proxy::upstream_request`])
+    /// to `upstream` with the identity headers of `identity` (SPEC §5); the response head,
+    /// its body to be read.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         upstream: &Upstream,
+        identity: Option<&Principal>,
     ) -> Result<Response<Body>, UpstreamError> {
         if upstream.scheme == Scheme::HTTP && req.body().is_end_stream() {
-            self.send_plain(req, upstream).await
+            self.send_plain(req, upstream, identity).await
         } else {
+            if let Some(p) = identity {
+                crate::identity::set_identity(req.headers_mut(), p);
+            }
             // Boxed: the hot path's future (moved as it is polled) stays small.
             Ok(Box::pin(self.send_hyper(req, upstream))
                 .await?
@@ -214,6 +220,7 @@ impl UpstreamPool {
         &self,
         mut req: Request<Body>,
         upstream: &Upstream,
+        identity: Option<&Principal>,
     ) -> Result<Response<Body>, UpstreamError> {
         req.headers_mut()
             .entry(header::HOST)
@@ -232,7 +239,7 @@ impl UpstreamPool {
                 Some(conn) => conn,
                 None => Box::pin(self.connect_plain(upstream)).await?,
             };
-            match conn.exchange(&req).await {
+            match conn.exchange(&req, identity).await {
                 Ok((head, framing)) => {
                     let home = Home {
                         hosts: self.hosts.clone(),
@@ -587,7 +594,7 @@ mod tests {
             let (up, accepted) = upstream(b"ok".to_vec(), false).await;
             let pool = pool();
             for _ in 0..20 {
-                let resp = pool.send(kind("/x"), &up).await.unwrap();
+                let resp = pool.send(kind("/x"), &up, None).await.unwrap();
                 assert_eq!(read_all(resp).await, b"ok");
             }
             assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -602,7 +609,7 @@ mod tests {
             let (up, accepted) = upstream(big.clone(), false).await;
             let pool = pool();
             for _ in 0..3 {
-                let resp = pool.send(kind("/big"), &up).await.unwrap();
+                let resp = pool.send(kind("/big"), &up, None).await.unwrap();
                 assert_eq!(pool.idle_count(&up), 0, "lent out while its body is unread");
                 assert_eq!(read_all(resp).await.len(), big.len());
                 // hyper's connection returns from a background wait once its body is done.
@@ -627,7 +634,7 @@ mod tests {
                 for _ in 0..8 {
                     let (pool, up) = (pool.clone(), up.clone());
                     tasks.push(tokio::spawn(async move {
-                        read_all(pool.send(kind("/x"), &up).await.unwrap()).await
+                        read_all(pool.send(kind("/x"), &up, None).await.unwrap()).await
                     }));
                 }
                 for t in tasks {
@@ -648,7 +655,7 @@ mod tests {
             let pool = pool();
             for i in 0..30 {
                 let resp = pool
-                    .send(kind("/x"), &up)
+                    .send(kind("/x"), &up, None)
                     .await
                     .unwrap_or_else(|e| panic!("request {i}: {e}"));
                 assert_eq!(read_all(resp).await, b"ok");
@@ -662,12 +669,12 @@ mod tests {
         for kind in KINDS {
             let (up, accepted) = upstream(b"ok".to_vec(), false).await;
             let pool = pool();
-            read_all(pool.send(kind("/x"), &up).await.unwrap()).await;
+            read_all(pool.send(kind("/x"), &up, None).await.unwrap()).await;
             pool.prune(Instant::now());
             assert_eq!(pool.idle_count(&up), 1, "a fresh connection was closed");
             pool.prune(Instant::now() + IDLE_TIMEOUT + Duration::from_secs(1));
             assert_eq!(pool.idle_count(&up), 0);
-            read_all(pool.send(kind("/x"), &up).await.unwrap()).await;
+            read_all(pool.send(kind("/x"), &up, None).await.unwrap()).await;
             assert_eq!(accepted.load(Ordering::SeqCst), 2);
         }
     }
@@ -680,7 +687,7 @@ mod tests {
         };
         let up = crate::config::parse_upstream(&format!("http://127.0.0.1:{port}")).unwrap();
         for kind in KINDS {
-            assert!(pool().send(kind("/x"), &up).await.is_err());
+            assert!(pool().send(kind("/x"), &up, None).await.is_err());
         }
     }
 
