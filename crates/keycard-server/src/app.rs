@@ -705,7 +705,8 @@ fn client_origin<'a>(
 /// be empty — an HTTP/2 request need send neither `Content-Length` nor `Transfer-Encoding`,
 /// so the headers alone cannot tell. A false positive only reads an empty body.
 pub(crate) fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
-    let signed_body = headers.contains_key("signature-input") && may_have_body;
+    static SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static("signature-input");
+    let signed_body = may_have_body && headers.contains_key(&SIGNATURE_INPUT);
     signed_body
         || headers.get(AUTHORIZATION).is_some_and(|v| {
             let b = v.as_bytes();

@@ -59,12 +59,38 @@ struct VerifiedPair {
 /// userhash (per hash function) → user name, for Digest clients that send `userhash=true`.
 type UserhashIndex = HashMap<(HashAlg, String), Arc<str>>;
 
+/// A map keyed by handles: the keyed hashes ([`keycard_core::KeyedHasher`]) secrets are
+/// looked up by. A handle is uniformly distributed and cannot be chosen by whoever picks the
+/// secret (the hash key is keycard's), so its first eight bytes serve as the map's hash:
+/// SipHash's flooding defence would only cost a few hundred instructions per request.
+type HandleMap<V> = HashMap<[u8; 32], V, std::hash::BuildHasherDefault<HandleHasher>>;
+
+/// The hasher of [`HandleMap`]: XORs in the first eight bytes of each write (the length
+/// prefix of a `[u8; 32]` is the same for every key, so it changes no comparison).
+#[derive(Debug, Default)]
+struct HandleHasher(u64);
+
+impl std::hash::Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        if let (Some(dst), Some(src)) = (word.get_mut(..n), bytes.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.0 ^= u64::from_le_bytes(word);
+    }
+}
+
 /// The credential cache.
 #[derive(Debug, Default)]
 pub struct CredentialCache {
-    api_keys: RwLock<HashMap<[u8; 32], Cached>>,
+    api_keys: RwLock<HandleMap<Cached>>,
     users: RwLock<HashMap<Box<str>, CachedUser>>,
-    verified: RwLock<HashMap<[u8; 32], VerifiedPair>>,
+    verified: RwLock<HandleMap<VerifiedPair>>,
     userhashes: RwLock<Option<Arc<UserhashIndex>>>,
     generation: AtomicU64,
     pending_last_used: Mutex<Vec<(String, i64)>>,
@@ -76,9 +102,9 @@ pub struct CredentialCache {
     /// keycard's access tokens whose signature and claims were verified, by keyed hash of
     /// the token, until their `exp`: a token presented again costs an HMAC, not a signature
     /// check. Revocation, client and user are checked on every use all the same.
-    verified_tokens: RwLock<HashMap<[u8; 32], Arc<AccessToken>>>,
+    verified_tokens: RwLock<HandleMap<Arc<AccessToken>>>,
     /// HMAC signing keys by keyed hash of their `keyid` (`None`: no such key).
-    hmac_keys: RwLock<HashMap<[u8; 32], Option<Arc<HmacKey>>>>,
+    hmac_keys: RwLock<HandleMap<Option<Arc<HmacKey>>>>,
     /// Hits and misses per cache, for `/_keycard/metrics`.
     stats: CacheStats,
     /// Tells this cache's entries in a thread's [`LocalKeys`] from another's.
@@ -107,7 +133,7 @@ const LOCAL_MAX: usize = 4096;
 struct LocalKeys {
     cache: Option<CacheId>,
     generation: u64,
-    entries: HashMap<[u8; 32], LocalKey>,
+    entries: HandleMap<LocalKey>,
 }
 
 struct LocalKey {
@@ -627,6 +653,30 @@ mod tests {
             revoked_at: None,
             subject_disabled: false,
             identity: None,
+        }
+    }
+
+    /// Handles hash by their first eight bytes; handles alike there still stay apart.
+    #[test]
+    fn handle_maps_tell_every_handle_apart() {
+        use std::hash::BuildHasher;
+        let build = std::hash::BuildHasherDefault::<HandleHasher>::default();
+        let mut a = [7u8; 32];
+        let b = [7u8; 32];
+        assert_eq!(build.hash_one(a), build.hash_one(b));
+        a[0] = 8;
+        assert_ne!(build.hash_one(a), build.hash_one(b));
+        let mut map = HandleMap::default();
+        for i in 0..=255u8 {
+            let mut h = [0u8; 32];
+            h[31] = i;
+            map.insert(h, i);
+        }
+        assert_eq!(map.len(), 256);
+        for i in 0..=255u8 {
+            let mut h = [0u8; 32];
+            h[31] = i;
+            assert_eq!(map.get(&h), Some(&i));
         }
     }
 
