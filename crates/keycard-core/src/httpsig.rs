@@ -9,7 +9,7 @@
 //! Not here: looking up keys, remembering signatures against replay, reading the body.
 //! The server does those and calls [`verify`] with the key and the request's parts.
 
-use aws_lc_rs::{digest, hmac};
+use aws_lc_rs::digest;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
@@ -352,20 +352,27 @@ pub fn sign_hmac(key: &[u8], base: &str) -> Vec<u8> {
     SharedKey::new(key).sign(base)
 }
 
-/// A shared secret made ready for HMAC-SHA256 once (its inner and outer pads computed), so
-/// that a verifier holding it in a cache does no key set-up per request. Its `Debug` shows
-/// nothing of the secret.
-pub struct SharedKey(hmac::Key);
+/// A shared secret made ready for HMAC-SHA256 once (its inner and outer pads run through
+/// SHA-256's compression function: [`crate::keys`]), so that a verifier holding it in a
+/// cache does no key set-up per request. Its `Debug` shows nothing of the secret; the
+/// prepared state is zeroized on drop.
+pub struct SharedKey(crate::keys::PreparedHmac);
 
 impl SharedKey {
     /// Prepares `secret`.
     pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        Self(crate::keys::PreparedHmac::new(secret))
     }
 
     /// HMAC-SHA256 of `base`.
     pub fn sign(&self, base: &str) -> Vec<u8> {
-        hmac::sign(&self.0, base.as_bytes()).as_ref().to_vec()
+        self.0.mac(&[base.as_bytes()]).to_vec()
+    }
+
+    /// Whether `mac` is the HMAC-SHA256 of `base`, compared in constant time.
+    fn verify(&self, base: &str, mac: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.mac(&[base.as_bytes()]).ct_eq(mac).into()
     }
 }
 
@@ -486,13 +493,19 @@ pub fn verify<'k>(
     }
     let base = signature_base(sig, req)?;
     match key {
-        VerifyingKey::Hmac(k) => hmac::verify(&k.0, base.as_bytes(), &sig.value),
+        VerifyingKey::Hmac(k) => {
+            if k.verify(&base, &sig.value) {
+                Ok(())
+            } else {
+                Err(SigError::BadSignature)
+            }
+        }
         VerifyingKey::Ed25519(pk) => {
             aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, pk)
                 .verify(base.as_bytes(), &sig.value)
+                .map_err(|_| SigError::BadSignature)
         }
     }
-    .map_err(|_| SigError::BadSignature)
 }
 
 /// The `Content-Digest` value for `body` (RFC 9530), with `sha-256`.
@@ -622,6 +635,22 @@ mod tests {
             ),
             Err(SigError::BadSignature)
         );
+        // A cut or lengthened MAC never matches (the comparison covers the length too).
+        for value in [&sig.value[..31], &[sig.value.as_slice(), &[0]].concat()[..]] {
+            let mut changed = sig.clone();
+            changed.value = value.to_vec();
+            assert_eq!(
+                verify(
+                    &changed,
+                    &SharedKey::new(&key),
+                    &req,
+                    true,
+                    &policy,
+                    1_618_884_473
+                ),
+                Err(SigError::BadSignature)
+            );
+        }
         // The default policy refuses it: @method and the rest are not covered.
         assert_eq!(
             verify(

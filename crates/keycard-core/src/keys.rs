@@ -233,7 +233,7 @@ impl KeyedHasher {
 /// generic digest layer; `cargo bench -p keycard-core --bench keyed_hash`). The states are
 /// as secret as the key: zeroized on drop, never printed.
 #[derive(Clone)]
-struct PreparedHmac {
+pub(crate) struct PreparedHmac {
     inner: [u32; 8],
     outer: [u32; 8],
 }
@@ -252,7 +252,7 @@ const SHA256_IV: [u32; 8] = [
 
 impl PreparedHmac {
     /// Prepares `key` (hashed first when longer than a block, as RFC 2104 says).
-    fn new(key: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8]) -> Self {
         let mut block = [0u8; 64];
         if key.len() > block.len() {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
@@ -278,7 +278,7 @@ impl PreparedHmac {
     }
 
     /// The MAC of the concatenation of `parts`.
-    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
         let mut inner = Sha256Blocks::after_key_block(self.inner);
         for part in parts {
             inner.update(part);
