@@ -369,10 +369,11 @@ impl SharedKey {
         self.0.mac(&[base.as_bytes()]).to_vec()
     }
 
-    /// Whether `mac` is the HMAC-SHA256 of `base`, compared in constant time.
+    /// Whether `mac` is the HMAC-SHA256 of `base`, compared in constant time (aws-lc's
+    /// `CRYPTO_memcmp`; a MAC's length is public).
     fn verify(&self, base: &str, mac: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        self.0.mac(&[base.as_bytes()]).ct_eq(mac).into()
+        let expected = self.0.mac(&[base.as_bytes()]);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&expected, mac).is_ok()
     }
 }
 
