@@ -353,9 +353,9 @@ pub fn sign_hmac(key: &[u8], base: &str) -> Vec<u8> {
 }
 
 /// A shared secret made ready for HMAC-SHA256 once (its inner and outer pads run through
-/// SHA-256's compression function: [`crate::keys`]), so that a verifier holding it in a
-/// cache does no key set-up per request. Its `Debug` shows nothing of the secret; the
-/// prepared state is zeroized on drop.
+/// SHA-256's compression function, as for [`crate::KeyedHasher`]), so that a verifier
+/// holding it in a cache does no key set-up per request. Its `Debug` shows nothing of the
+/// secret; the prepared state is zeroized on drop.
 pub struct SharedKey(crate::keys::PreparedHmac);
 
 impl SharedKey {
