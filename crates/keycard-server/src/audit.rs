@@ -226,16 +226,15 @@ impl Queue {
 }
 
 /// Puts the events of `taken` into `batch` as JSON lines, ordered by their key (each shard's
-/// run is in order already; the sort is stable).
-fn gather(taken: &[Pending], order: &mut Vec<(u64, usize, usize)>, batch: &mut AuditLines) {
-    order.clear();
-    for (s, p) in taken.iter().enumerate() {
+/// run is in order already; the sort is stable). Each event is decoded once.
+fn gather(taken: &[Pending], batch: &mut AuditLines) {
+    let mut order = Vec::with_capacity(taken.iter().map(|p| p.events).sum());
+    for p in taken {
         let mut rest = p.bytes.as_slice();
         while !rest.is_empty() {
-            let offset = p.bytes.len() - rest.len();
             match decode(rest) {
                 Some((d, after)) => {
-                    order.push((d.key, s, offset));
+                    order.push(d);
                     rest = after;
                 }
                 None => {
@@ -247,17 +246,10 @@ fn gather(taken: &[Pending], order: &mut Vec<(u64, usize, usize)>, batch: &mut A
             }
         }
     }
-    order.sort_by_key(|(key, _, _)| *key);
+    order.sort_by_key(|d| d.key);
     // Most events of a batch come from a few addresses: each formatted once in a row.
     let (mut ip, mut last_ip) = (String::new(), None);
-    for &(_, s, offset) in order.iter() {
-        let Some((d, _)) = taken
-            .get(s)
-            .and_then(|p| p.bytes.get(offset..))
-            .and_then(decode)
-        else {
-            continue;
-        };
+    for d in &order {
         if let Some(addr) = d.ip
             && last_ip != Some(addr)
         {
@@ -365,7 +357,6 @@ impl AuditWriter {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut taken: Vec<Pending> = Vec::new();
-        let mut order = Vec::new();
         // The batch as JSON lines: written to the file, then (the same bytes) to the store.
         let mut batch = AuditLines::new();
         let mut retry = AuditLines::new();
@@ -383,7 +374,7 @@ impl AuditWriter {
                 self.queue.stopped.store(true, Ordering::Relaxed);
             }
             self.queue.take(&mut taken);
-            gather(&taken, &mut order, &mut batch);
+            gather(&taken, &mut batch);
             self.queue
                 .in_flight
                 .store(retry.len() + batch.len(), Ordering::Relaxed);
@@ -534,7 +525,7 @@ mod tests {
             events: 3,
         }];
         let mut batch = AuditLines::new();
-        gather(&taken, &mut Vec::new(), &mut batch);
+        gather(&taken, &mut batch);
         let lines: Vec<serde_json::Value> = batch
             .as_bytes()
             .split(|b| *b == b'\n')
