@@ -81,6 +81,64 @@ pub struct ApiKeyRecord {
     pub subject_disabled: bool,
     /// Its identity headers' values, encoded once per copy ([`ApiKeyRecord::detached`]).
     pub identity: Option<Arc<crate::IdentityValues>>,
+    /// The principal a request made with it becomes, built at its first use.
+    pub principal: PrincipalCache,
+}
+
+/// A record's principal, built once per copy of the record (a clone or a
+/// [`ApiKeyRecord::detached`] copy starts empty) and cloned for each request it passes. Not
+/// part of the record's value: records equal as data compare equal whatever they cached.
+#[derive(Default)]
+pub struct PrincipalCache(std::sync::OnceLock<Principal>);
+
+impl PrincipalCache {
+    /// The principal `record` gives under `method`: the one cached when it was built from
+    /// this very record's fields (the same allocations) for the same method, else a new one
+    /// (cached if none is yet). A record rebuilt around a moved cache thus never hands out
+    /// another record's principal.
+    fn principal(&self, record: &ApiKeyRecord, method: Method) -> Principal {
+        if let Some(p) = self.0.get()
+            && p.built_from(
+                &record.subject,
+                method,
+                &record.scopes,
+                &record.id,
+                record.identity.as_ref(),
+            )
+        {
+            return p.clone();
+        }
+        let p = Principal::new(
+            record.subject.clone(),
+            method,
+            record.scopes.clone(),
+            record.id.clone(),
+        )
+        .with_identity(record.identity.clone());
+        // Taken by the first principal only; a lost race leaves an equal one there.
+        let _ = self.0.set(p.clone());
+        p
+    }
+}
+
+impl Clone for PrincipalCache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for PrincipalCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PrincipalCache {}
+
+impl std::fmt::Debug for PrincipalCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrincipalCache")
+    }
 }
 
 impl ApiKeyRecord {
@@ -97,6 +155,7 @@ impl ApiKeyRecord {
                 self.scopes.as_str(),
                 &self.id,
             ))),
+            principal: PrincipalCache::default(),
             ..*self
         }
     }
@@ -125,13 +184,7 @@ pub fn verify_as(record: &ApiKeyRecord, method: Method, now: i64) -> Result<Prin
     if record.subject_disabled {
         return Err(refuse(Reason::Disabled));
     }
-    Ok(Principal::new(
-        record.subject.clone(),
-        method,
-        record.scopes.clone(),
-        record.id.clone(),
-    )
-    .with_identity(record.identity.clone()))
+    Ok(record.principal.principal(record, method))
 }
 
 /// The checksum's text: `n` in base62, most significant digit first, zero-padded. On the
@@ -240,6 +293,7 @@ mod tests {
             revoked_at: None,
             subject_disabled: false,
             identity: None,
+            principal: Default::default(),
         };
         assert!(verify(&rec, 1).unwrap().identity_values().is_none());
         let copy = rec.detached();
@@ -252,6 +306,91 @@ mod tests {
         assert!(!Arc::ptr_eq(&copy.subject, &rec.subject));
     }
 
+    /// A record's principal is built once and then shared by every request it passes (one
+    /// reference count per request); a copy, cloned or detached, builds its own; a record
+    /// rebuilt with other fields around a moved cache never hands out the old principal;
+    /// another method gets a principal of its own; the state checks still run every time.
+    #[test]
+    fn a_record_builds_its_principal_once() {
+        let rec = ApiKeyRecord {
+            id: "key_1".into(),
+            subject: "svc".into(),
+            scopes: Scopes::parse("a b").unwrap(),
+            expires_at: None,
+            revoked_at: None,
+            subject_disabled: false,
+            identity: None,
+            principal: Default::default(),
+        };
+        let fresh = Principal::new(
+            rec.subject.clone(),
+            Method::ApiKey,
+            rec.scopes.clone(),
+            rec.id.clone(),
+        );
+        let a = verify(&rec, 1).unwrap();
+        let b = verify(&rec, 1).unwrap();
+        assert!(a.shares_with(&b));
+        assert_eq!(a, fresh);
+        let c = verify(&rec.clone(), 1).unwrap();
+        assert!(!c.shares_with(&a));
+        assert_eq!(c, a);
+        assert_eq!(
+            rec.clone(),
+            rec,
+            "the cache is not part of the record's value"
+        );
+        let d = verify(&rec.detached(), 1).unwrap();
+        assert!(!d.shares_with(&a));
+        assert_eq!(d.subject(), "svc");
+        for (changed, what) in [
+            (
+                ApiKeyRecord {
+                    subject: "other".into(),
+                    ..rec.clone()
+                },
+                "subject",
+            ),
+            (
+                ApiKeyRecord {
+                    id: "key_2".into(),
+                    ..rec.clone()
+                },
+                "id",
+            ),
+            (
+                ApiKeyRecord {
+                    scopes: Scopes::parse("a").unwrap(),
+                    ..rec.clone()
+                },
+                "scopes",
+            ),
+        ] {
+            // A populated cache moved into a record with other fields.
+            let old = rec.clone();
+            assert_eq!(verify(&old, 1).unwrap(), a);
+            let moved = ApiKeyRecord {
+                principal: old.principal,
+                ..changed
+            };
+            let p = verify(&moved, 1).unwrap();
+            assert_eq!(
+                (p.subject(), p.credential_id(), p.scopes().as_str()),
+                (&*moved.subject, &*moved.id, moved.scopes.as_str()),
+                "{what}"
+            );
+            assert_ne!(p, a, "{what}");
+        }
+        let h = verify_as(&rec, Method::Hmac, 1).unwrap();
+        assert_eq!(h.method(), Method::Hmac);
+        assert_eq!(verify(&rec, 1).unwrap().method(), Method::ApiKey);
+        let revoked = ApiKeyRecord {
+            revoked_at: Some(1),
+            ..rec
+        };
+        assert_eq!(verify(&revoked, 1).unwrap_err().reason(), Reason::Revoked);
+    }
+
     #[test]
     fn verify_states() {
         let rec = ApiKeyRecord {
@@ -262,6 +401,7 @@ mod tests {
             revoked_at: None,
             subject_disabled: false,
             identity: None,
+            principal: Default::default(),
         };
         let p = verify(&rec, 100).unwrap();
         assert_eq!(
@@ -297,6 +437,7 @@ mod tests {
             reason(ApiKeyRecord {
                 subject_disabled: true,
                 identity: None,
+                principal: Default::default(),
                 ..rec
             }),
             Reason::Disabled

@@ -62,8 +62,14 @@ fn header_value_with_spaces(value: &str) -> HeaderValue {
 /// Who a request proved to be. Only this crate's verifiers construct one, so code that
 /// forwards a request must hold the result of a successful verification: a skipped check
 /// does not compile.
+///
+/// One shared allocation: a clone (every request of a cached credential takes one) bumps
+/// one reference count, not one per field.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub struct Principal(Arc<Parts>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Parts {
     subject: Arc<str>,
     method: Method,
     scopes: Scopes,
@@ -75,12 +81,12 @@ pub struct Principal {
 impl Principal {
     /// The subject, shared (a reference-count bump, no copy).
     pub fn subject_arc(&self) -> Arc<str> {
-        self.subject.clone()
+        self.0.subject.clone()
     }
 
     /// The credential id, shared.
     pub fn credential_id_arc(&self) -> Arc<str> {
-        self.credential_id.clone()
+        self.0.credential_id.clone()
     }
 
     pub(crate) fn new(
@@ -89,43 +95,70 @@ impl Principal {
         scopes: Scopes,
         credential_id: Arc<str>,
     ) -> Self {
-        Self {
+        Self(Arc::new(Parts {
             subject,
             method,
             scopes,
             credential_id,
             identity: None,
-        }
+        }))
     }
 
     /// With the identity headers' values encoded already (they must be this principal's).
     pub(crate) fn with_identity(mut self, identity: Option<Arc<IdentityValues>>) -> Self {
-        self.identity = identity;
+        Arc::make_mut(&mut self.0).identity = identity;
         self
+    }
+
+    /// Whether both are one allocation (a clone of the other).
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Whether it was made of exactly these fields (the same allocations, not equal copies).
+    pub(crate) fn built_from(
+        &self,
+        subject: &Arc<str>,
+        method: Method,
+        scopes: &Scopes,
+        credential_id: &Arc<str>,
+        identity: Option<&Arc<IdentityValues>>,
+    ) -> bool {
+        let p = &*self.0;
+        p.method == method
+            && Arc::ptr_eq(&p.subject, subject)
+            && p.scopes.same(scopes)
+            && Arc::ptr_eq(&p.credential_id, credential_id)
+            && match (&p.identity, identity) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
     }
 
     /// The identity headers' values, if encoded already (else see [`IdentityValues::encode`]).
     pub fn identity_values(&self) -> Option<&IdentityValues> {
-        self.identity.as_deref()
+        self.0.identity.as_deref()
     }
 
     /// The subject name (`X-Keycard-Subject`).
     pub fn subject(&self) -> &str {
-        &self.subject
+        &self.0.subject
     }
 
     /// How it authenticated (`X-Keycard-Method`).
     pub fn method(&self) -> Method {
-        self.method
+        self.0.method
     }
 
     /// The scopes it holds (`X-Keycard-Scopes`).
     pub fn scopes(&self) -> &Scopes {
-        &self.scopes
+        &self.0.scopes
     }
 
     /// The credential's id (`X-Keycard-Credential`).
     pub fn credential_id(&self) -> &str {
-        &self.credential_id
+        &self.0.credential_id
     }
 }

@@ -46,6 +46,11 @@ impl Scopes {
         Self(Arc::from(&*self.0))
     }
 
+    /// Whether both are the same allocation (not merely equal).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// Parses a space-separated scope string (as stored, or an OAuth `scope` parameter).
     pub fn parse(s: &str) -> Result<Self, InvalidScope> {
         Self::from_list(s.split(' ').filter(|x| !x.is_empty()))

@@ -723,5 +723,6 @@ fn record_from_row(r: ApiKeyRow) -> Option<ApiKeyRecord> {
         revoked_at: r.revoked_at,
         subject_disabled: r.subject_disabled,
         identity: None,
+        principal: Default::default(),
     })
 }

@@ -653,6 +653,7 @@ mod tests {
             revoked_at: None,
             subject_disabled: false,
             identity: None,
+            principal: Default::default(),
         }
     }
 

@@ -232,6 +232,7 @@ impl Authenticator {
                     revoked_at: r.revoked_at,
                     subject_disabled: r.subject_disabled,
                     identity: None,
+                    principal: Default::default(),
                 },
                 key: material,
             })

@@ -60,6 +60,7 @@ impl Authenticator {
                         revoked_at: r.revoked_at,
                         subject_disabled: r.subject_disabled,
                         identity: None,
+                        principal: Default::default(),
                     })
                 });
                 self.cache.insert_api_key(handle, record, generation)

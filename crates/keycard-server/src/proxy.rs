@@ -457,6 +457,7 @@ mod tests {
                 revoked_at: None,
                 subject_disabled: false,
                 identity: None,
+                principal: Default::default(),
             },
             0,
         )
