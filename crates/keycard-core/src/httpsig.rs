@@ -204,15 +204,13 @@ pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String,
     let mut base = String::with_capacity(256);
     // Where each component's identifier starts and ends in `base`, to refuse duplicates.
     let mut ids: Vec<(usize, usize)> = Vec::with_capacity(sig.items().len());
+    let mut quoted = String::new();
     for item in sig.items() {
         let BareItem::String(name) = &item.bare_item else {
             return Err(SigError::Malformed);
         };
-        let id = item.serialize();
-        if ids
-            .iter()
-            .any(|&(a, b)| base.get(a..b) == Some(id.as_str()))
-        {
+        let id = component_id(item, name.as_str(), &mut quoted);
+        if ids.iter().any(|&(a, b)| base.get(a..b) == Some(&*id)) {
             return Err(SigError::Malformed);
         }
         let mut first = None;
@@ -236,6 +234,21 @@ pub fn signature_base(sig: &Signature, req: &RequestParts<'_>) -> Result<String,
     base.push_str("\"@signature-params\": ");
     base.push_str(&params);
     Ok(base)
+}
+
+/// A component's identifier as RFC 8941 serialises its item (RFC 9421 §2.5): for the usual
+/// name without parameters and without a character to escape, the name in quotes, written
+/// into `buf` (§4.1.6 adds nothing else); otherwise `sfv`'s serialisation.
+fn component_id<'a>(item: &Item, name: &str, buf: &'a mut String) -> std::borrow::Cow<'a, str> {
+    if item.params.is_empty() && !name.contains(['"', '\\']) {
+        buf.clear();
+        buf.push('"');
+        buf.push_str(name);
+        buf.push('"');
+        std::borrow::Cow::Borrowed(buf.as_str())
+    } else {
+        std::borrow::Cow::Owned(item.serialize())
+    }
 }
 
 /// Hands each value of component `name` to `emit`, in order (one, except for a
@@ -555,6 +568,29 @@ pub fn check_content_digest(field: &str, body: &[u8]) -> Result<(), SigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A component's identifier is exactly `sfv`'s serialisation of its item, on the quoted
+    /// fast path (plain names) and off it (parameters, characters to escape).
+    #[test]
+    fn component_ids_are_the_canonical_serialisation() {
+        let input = r#"sig=("@method" "content-digest" "@query-param";name="Pet" "a\"b" "c\\d" "x";bs "");created=1"#;
+        let dict: sfv::Dictionary = Parser::new(input).parse().unwrap();
+        let Some(ListEntry::InnerList(list)) = dict.get("sig") else {
+            panic!("not an inner list")
+        };
+        assert_eq!(list.items.len(), 7);
+        let mut buf = String::new();
+        let mut fast = 0;
+        for item in &list.items {
+            let BareItem::String(name) = &item.bare_item else {
+                panic!("not a string")
+            };
+            let id = component_id(item, name.as_str(), &mut buf);
+            fast += usize::from(matches!(id, std::borrow::Cow::Borrowed(_)));
+            assert_eq!(&*id, item.serialize(), "{name:?}");
+        }
+        assert_eq!(fast, 3, "plain names take the fast path, the others do not");
+    }
 
     /// The request of RFC 9421 Appendix B.2.
     fn b2_headers() -> HeaderMap {

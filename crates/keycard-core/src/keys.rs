@@ -224,6 +224,13 @@ impl KeyedHasher {
     pub fn hash(&self, domain: HashDomain, secret: &[u8]) -> [u8; 32] {
         self.0.mac(&[domain.label(), secret])
     }
+
+    /// The handle of the concatenation of `parts` (the same as [`KeyedHasher::hash`] of the
+    /// joined bytes), without joining them first.
+    pub fn hash_parts(&self, domain: HashDomain, parts: &[&[u8]]) -> [u8; 32] {
+        self.0
+            .mac_of(std::iter::once(domain.label()).chain(parts.iter().copied()))
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104) with its key's two blocks — key ⊕ ipad and key ⊕ opad — already
@@ -279,6 +286,11 @@ impl PreparedHmac {
 
     /// The MAC of the concatenation of `parts`.
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.mac_of(parts.iter().copied())
+    }
+
+    /// HMAC-SHA256 of the concatenation of `parts`.
+    pub(crate) fn mac_of<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
         let mut inner = Sha256Blocks::after_key_block(self.inner);
         for part in parts {
             inner.update(part);
@@ -418,6 +430,27 @@ mod tests {
             Err(MasterKeyError::NotBase64)
         ));
         assert!(!format!("{k:?}").contains(&k.to_base64()));
+    }
+
+    /// A handle of parts is the handle of the joined bytes, however they are cut (across
+    /// the 64-byte block boundary too), and not that of another domain.
+    #[test]
+    fn handle_of_parts_is_the_handle_of_the_joined_bytes() {
+        let h = MasterKey::generate().unwrap().keyed_hasher();
+        let joined: Vec<u8> = (0..150u8).collect();
+        for cut in [0, 1, 40, 63, 64, 65, 150] {
+            let (a, b) = joined.split_at(cut);
+            let (b, c) = b.split_at(b.len() / 2);
+            assert_eq!(
+                h.hash_parts(HashDomain::VerifiedToken, &[a, b, b"", c]),
+                h.hash(HashDomain::VerifiedToken, &joined),
+                "cut at {cut}"
+            );
+        }
+        assert_ne!(
+            h.hash_parts(HashDomain::ApiKey, &[&joined]),
+            h.hash(HashDomain::VerifiedToken, &joined)
+        );
     }
 
     fn hex(bytes: &[u8]) -> String {

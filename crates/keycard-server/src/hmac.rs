@@ -143,9 +143,9 @@ impl Authenticator {
             let mut mark = [0u8; 16];
             match &sig.nonce {
                 Some(n) => {
-                    let h = self.hasher.hash(
+                    let h = self.hasher.hash_parts(
                         HashDomain::VerifiedToken,
-                        format!("nonce\0{keyid}\0{n}").as_bytes(),
+                        &[b"nonce\0", keyid.as_bytes(), b"\0", n.as_bytes()],
                     );
                     mark.copy_from_slice(h.get(..16).unwrap_or(&[0; 16]));
                 }
