@@ -306,13 +306,9 @@ mod tests {
         assert!(!Arc::ptr_eq(&copy.subject, &rec.subject));
     }
 
-    /// A record's principal is built once and then shared by every request it passes (one
-    /// reference count per request); a copy, cloned or detached, builds its own; a record
-    /// rebuilt with other fields around a moved cache never hands out the old principal;
-    /// another method gets a principal of its own; the state checks still run every time.
-    #[test]
-    fn a_record_builds_its_principal_once() {
-        let rec = ApiKeyRecord {
+    /// A valid key of subject `svc`, scopes `a b`.
+    fn svc_record() -> ApiKeyRecord {
+        ApiKeyRecord {
             id: "key_1".into(),
             subject: "svc".into(),
             scopes: Scopes::parse("a b").unwrap(),
@@ -321,7 +317,16 @@ mod tests {
             subject_disabled: false,
             identity: None,
             principal: Default::default(),
-        };
+        }
+    }
+
+    /// A record's principal is built once and then shared by every request it passes (one
+    /// reference count per request); a copy, cloned or detached, builds its own; a record
+    /// rebuilt with other fields around a moved cache never hands out the old principal;
+    /// another method gets a principal of its own; the state checks still run every time.
+    #[test]
+    fn a_record_builds_its_principal_once() {
+        let rec = svc_record();
         let fresh = Principal::new(
             rec.subject.clone(),
             Method::ApiKey,
@@ -393,16 +398,7 @@ mod tests {
 
     #[test]
     fn verify_states() {
-        let rec = ApiKeyRecord {
-            id: "key_1".into(),
-            subject: "svc".into(),
-            scopes: Scopes::parse("a b").unwrap(),
-            expires_at: None,
-            revoked_at: None,
-            subject_disabled: false,
-            identity: None,
-            principal: Default::default(),
-        };
+        let rec = svc_record();
         let p = verify(&rec, 100).unwrap();
         assert_eq!(
             (p.subject(), p.method(), p.credential_id()),
