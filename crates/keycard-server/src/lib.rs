@@ -89,6 +89,9 @@ pub enum StartError {
     /// The change-feed follower could not start.
     #[error("{0}")]
     Feed(String),
+    /// The audit writer could not start.
+    #[error("{0}")]
+    AuditWriter(String),
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
     Jwks(jwks::JwksFileError),
@@ -173,11 +176,10 @@ impl Core {
         .map_err(StartError::Authn)?;
         let (sink, writer) = audit::channel(authn.metrics().clone());
         let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
-        background.push(tokio::spawn(writer.run(
-            out,
-            store.audit_appender(),
-            bg_rx.clone(),
-        )));
+        background.push(
+            audit::spawn_writer(writer, out, settings.store_url.as_str(), bg_rx.clone())
+                .map_err(StartError::AuditWriter)?,
+        );
         authn.keyring.rebuild(
             &store
                 .published_signing_keys(now_secs())
