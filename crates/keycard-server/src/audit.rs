@@ -362,40 +362,24 @@ pub fn spawn_writer(
     store_url: &str,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    // Checked here, built on the writer's runtime: a pool belongs to the runtime it is made on.
-    keycard_store::Store::connect_sized(store_url, Some(WRITER_CONNECTIONS))
-        .map_err(|e| e.to_string())?;
-    let url = store_url.to_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("keycard-audit")
-        .build()
-        .map_err(|e| format!("cannot start the audit writer's runtime: {e}"))?;
-    let (done, finished) = tokio::sync::oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name("keycard-audit".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                match keycard_store::Store::connect_sized(&url, Some(WRITER_CONNECTIONS)) {
-                    Ok(store) => {
-                        writer.run(out, store.audit_appender(), shutdown).await;
-                        store.close().await;
-                    }
-                    Err(e) => {
-                        // Not expected (the same URL was accepted above): said once, and
-                        // every event recorded from now on is reported, not kept.
-                        writer.queue.stopped.store(true, Ordering::Relaxed);
-                        tracing::error!(error = %e, "the audit writer cannot reach the store; no audit event will be written");
-                    }
+    crate::own_runtime::spawn_with_store(
+        "keycard-audit",
+        store_url,
+        WRITER_CONNECTIONS,
+        move |store| async move {
+            match store {
+                Ok(store) => {
+                    writer.run(out, store.audit_appender(), shutdown).await;
+                    store.close().await;
                 }
-            });
-            let _ = done.send(());
-        })
-        .map_err(|e| format!("cannot start the audit writer's thread: {e}"))?;
-    // Ends when the thread does (a panic drops `done`: it ends then too).
-    Ok(tokio::spawn(async move {
-        let _ = finished.await;
-    }))
+                Err(e) => {
+                    // Every event recorded from now on is reported, not kept.
+                    writer.queue.stopped.store(true, Ordering::Relaxed);
+                    tracing::error!(error = %e, "the audit writer cannot reach the store; no audit event will be written");
+                }
+            }
+        },
+    )
 }
 
 impl AuditWriter {

@@ -73,27 +73,24 @@ pub fn spawn_follower(
     state: Arc<FeedState>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
-    // Checked here, built on the feed's runtime: a pool belongs to the runtime it is made on.
-    Store::connect_sized(store_url, Some(FEED_CONNECTIONS)).map_err(|e| e.to_string())?;
-    let url = store_url.to_owned();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .thread_name("keycard-feed")
-        .build()
-        .map_err(|e| format!("cannot start the change-feed thread: {e}"))?;
-    Ok(tokio::task::spawn_blocking(move || {
-        runtime.block_on(async move {
-            match Store::connect_sized(&url, Some(FEED_CONNECTIONS)) {
+    crate::own_runtime::spawn_with_store(
+        "keycard-feed",
+        store_url,
+        FEED_CONNECTIONS,
+        move |store| async move {
+            match store {
                 Ok(store) => {
                     // Connect now, before requests arrive (a failure is retried by `follow`).
                     let _ = store.ping().await;
                     follow(store.clone(), cache, state, shutdown).await;
                     store.close().await;
                 }
-                Err(e) => tracing::error!(error = %e, "the change feed cannot be followed; requests are refused"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the change feed cannot be followed; requests are refused")
+                }
             }
-        });
-    }))
+        },
+    )
 }
 
 /// Follows the feed until `shutdown` turns true.

@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod mtls;
 pub mod oauth;
 pub mod own_keys;
+mod own_runtime;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;
