@@ -154,15 +154,17 @@ impl AuditEventRef<'_> {
     }
 }
 
-fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
+/// Appends `s` as a JSON string, or `null` for `None`.
+pub fn json_opt(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => json_str(out, s),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-/// A JSON string (RFC 8259 §7): quote, backslash and control characters escaped.
-fn json_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string (RFC 8259 §7): quote, backslash and control characters
+/// escaped.
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     // Ids, names and addresses: nearly always nothing to escape, then one copy.

@@ -21,7 +21,7 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use keycard_core::{AuditEventRef, Method, Outcome};
-use keycard_store::{AuditAppender, AuditLines};
+use keycard_store::{AuditAppender, AuditBatch};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -225,9 +225,10 @@ impl Queue {
     }
 }
 
-/// Puts the events of `taken` into `batch` as JSON lines, ordered by their key (each shard's
-/// run is in order already; the sort is stable). Each event is decoded once.
-fn gather(taken: &[Pending], batch: &mut AuditLines) {
+/// Puts the events of `taken`, ordered by their key (each shard's run is in order already;
+/// the sort is stable), into `lines` as JSON lines (the audit file's) and into `batch` (the
+/// store's). Each event is decoded once.
+fn gather(taken: &[Pending], lines: &mut Vec<u8>, batch: &mut AuditBatch) {
     let mut order = Vec::with_capacity(taken.iter().map(|p| p.events).sum());
     for p in taken {
         let mut rest = p.bytes.as_slice();
@@ -269,7 +270,8 @@ fn gather(taken: &[Pending], batch: &mut AuditLines) {
             credential_id: d.credential_id,
             ip: d.ip.map(|_| ip.as_str()),
         };
-        batch.push_with(d.ts_ms, |out| event.write_json_line(out));
+        event.write_json_line(lines);
+        batch.push(&event);
     }
 }
 
@@ -391,9 +393,10 @@ impl AuditWriter {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut taken: Vec<Pending> = Vec::new();
-        // The batch as JSON lines: written to the file, then (the same bytes) to the store.
-        let mut batch = AuditLines::new();
-        let mut retry = AuditLines::new();
+        // The batch as JSON lines (written to the file) and for the store.
+        let mut lines = Vec::new();
+        let mut batch = AuditBatch::new();
+        let mut retry = AuditBatch::new();
         let mut next_try = Instant::now();
         let mut stopping = false;
         loop {
@@ -408,12 +411,13 @@ impl AuditWriter {
                 self.queue.stopped.store(true, Ordering::Relaxed);
             }
             self.queue.take(&mut taken);
-            gather(&taken, &mut batch);
+            lines.clear();
+            gather(&taken, &mut lines, &mut batch);
             self.queue
                 .in_flight
                 .store(retry.len() + batch.len(), Ordering::Relaxed);
             if !batch.is_empty()
-                && let Err(e) = out.write_all(batch.as_bytes()).and_then(|()| out.flush())
+                && let Err(e) = out.write_all(&lines).and_then(|()| out.flush())
             {
                 tracing::error!(error = %e, "cannot append to the audit file; events remain in the store");
             }
@@ -433,7 +437,7 @@ impl AuditWriter {
                 }
                 match result {
                     Ok(()) => {
-                        // The emptied vector is kept for the next batch.
+                        // The emptied batch is kept for the next (its memory).
                         batch = back;
                         batch.clear();
                     }
@@ -558,10 +562,10 @@ mod tests {
             bytes: buf,
             events: 3,
         }];
-        let mut batch = AuditLines::new();
-        gather(&taken, &mut batch);
-        let lines: Vec<serde_json::Value> = batch
-            .as_bytes()
+        let (mut text, mut batch) = (Vec::new(), AuditBatch::new());
+        gather(&taken, &mut text, &mut batch);
+        assert_eq!(batch.len(), 3);
+        let lines: Vec<serde_json::Value> = text
             .split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())

@@ -30,7 +30,7 @@ mod users;
 use sqlx::{PgPool, SqlitePool};
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
-pub use audit::{AuditAppender, AuditLines, AuditQuery, SEGMENT_EVENTS};
+pub use audit::{AuditAppender, AuditBatch, AuditQuery, SEGMENT_EVENTS};
 pub use cert_bindings::{CertBindingRow, NewCertBinding};
 pub use changes::{Change, ChangeKind};
 pub use error::StoreError;

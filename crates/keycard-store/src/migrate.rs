@@ -17,6 +17,10 @@ const SQLITE: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_audit_segments.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_compact_audit_segments.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -32,6 +36,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         8,
         include_str!("../migrations/postgres/0008_audit_segments.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_compact_audit_segments.sql"),
     ),
 ];
 
