@@ -507,12 +507,18 @@ pub(crate) fn verify_signed(
     Ok((header, claims, key.kid.clone()))
 }
 
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z.
+const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// A NumericDate claim (RFC 7519 §2): a JSON integer from 0 to [`MAX_NUMERIC_DATE`].
+/// Fractions, exponents (`1e300`, which no issuer writes and a float cast would turn into
+/// "never expires") and negative values are refused as malformed claims.
 fn num(claims: &Map<String, Value>, k: &str) -> Result<Option<i64>, JwtError> {
     match claims.get(k) {
         None => Ok(None),
         Some(v) => v
             .as_i64()
-            .or_else(|| v.as_f64().map(|f| f as i64))
+            .filter(|n| (0..=MAX_NUMERIC_DATE).contains(n))
             .map(Some)
             .ok_or(JwtError::BadClaims),
     }
@@ -836,6 +842,23 @@ mod tests {
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");
         assert_eq!(check(&token(&s, h(), c), &keys), Err(JwtError::MissingExp));
+        // NumericDates are integers in range: a float cast would make `1e300` "never".
+        for claim in ["exp", "nbf", "iat"] {
+            for bad in [
+                json!(1e300),
+                json!(1_800_000_060.5),
+                json!(-1),
+                json!(MAX_NUMERIC_DATE + 1),
+                json!(u64::MAX),
+                json!("2030-01-01"),
+            ] {
+                assert_eq!(
+                    check(&with(claim, bad.clone()), &keys),
+                    Err(JwtError::BadClaims),
+                    "{claim}: {bad}"
+                );
+            }
+        }
     }
 
     #[test]
