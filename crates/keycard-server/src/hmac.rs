@@ -128,10 +128,15 @@ impl Authenticator {
                 now,
             )
             .map_err(|e| with_key(e.reason()))?;
+            // Two `Content-Digest` lines: the signature covers them joined, a dictionary
+            // parser would keep one member of each name; neither reading is safe to take.
+            let mut digests = req.headers.get_all("content-digest").iter();
+            let first = digests.next();
+            if digests.next().is_some() {
+                return Err(with_key(Reason::Malformed));
+            }
             if let Some(b) = body {
-                let digest = req
-                    .headers
-                    .get("content-digest")
+                let digest = first
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| with_key(Reason::MissingComponent))?;
                 httpsig::check_content_digest(digest, b).map_err(|e| with_key(e.reason()))?;

@@ -593,6 +593,62 @@ async fn refused_body_changed_or_content_digest_changed() {
     }
 }
 
+/// `Content-Digest` sent twice, both lines signed (the signature base joins them): refused,
+/// even when both name the body's digest; the same request with one line passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_content_digest_is_refused() {
+    let g = Gateway::start().await;
+    let url = format!("{}/api/orders", g.base);
+    let body = "{\"order\": 42}";
+    let good = httpsig::content_digest(body.as_bytes());
+    let signed = |lines: &[&str]| {
+        let now = keycard_server::now_secs();
+        let nonce = keycard_core::random_base62(12).unwrap();
+        let input = format!(
+            "sig1=({ALL} \"content-digest\");created={now};nonce=\"{nonce}\";keyid=\"{}\"",
+            g.key_id
+        );
+        let mut headers = HeaderMap::new();
+        for l in lines {
+            headers.append("content-digest", l.parse().unwrap());
+        }
+        let sig = httpsig::parse(&input, "sig1=:AAAA:").unwrap().remove(0);
+        let req = RequestParts {
+            method: "POST",
+            scheme: "http",
+            authority: &g.authority,
+            path: "/api/orders",
+            query: None,
+            headers: &headers,
+        };
+        let mac = httpsig::sign_hmac(&g.secret, &httpsig::signature_base(&sig, &req).unwrap());
+        let mut h: Headers = vec![
+            ("Signature-Input".into(), input),
+            (
+                "Signature".into(),
+                format!("sig1=:{}:", STANDARD.encode(mac)),
+            ),
+        ];
+        h.extend(
+            lines
+                .iter()
+                .map(|l| ("Content-Digest".into(), (*l).to_owned())),
+        );
+        h
+    };
+    let other = httpsig::content_digest(b"{\"order\": 43}");
+    for lines in [
+        [good.as_str(), good.as_str()],
+        [good.as_str(), other.as_str()],
+    ] {
+        let h = signed(&lines);
+        let r = g.send(http::Method::POST, &url, &h, body).await;
+        assert_eq!(r.status, 401, "{lines:?}");
+    }
+    let h = signed(&[good.as_str()]);
+    assert_eq!(g.send(http::Method::POST, &url, &h, body).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_path_query_or_method_changed() {
     let g = Gateway::start().await;
