@@ -57,6 +57,33 @@ impl Outcome {
     }
 }
 
+/// Where the client certificate an attempt was judged with came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CertSource {
+    /// The TLS handshake of the connection to keycard.
+    Tls,
+    /// A header set by a TLS-terminating proxy (`mtls.forwarded_cert_header`).
+    Forwarded,
+}
+
+impl CertSource {
+    /// Every source ([`CertSource::index`] is the position here).
+    pub const ALL: [CertSource; 2] = [CertSource::Tls, CertSource::Forwarded];
+
+    /// The position in [`CertSource::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The wire name (`cert_source` in an audit event).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CertSource::Tls => "tls",
+            CertSource::Forwarded => "forwarded",
+        }
+    }
+}
+
 /// One audit event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -103,6 +130,9 @@ pub struct AuditEventRef<'a, Ip = &'a str> {
     pub credential_id: Option<&'a str>,
     /// The client address.
     pub ip: Option<Ip>,
+    /// Where the request's client certificate came from, when it had one. Written to the
+    /// audit file only when present (`cert_source`); the store's copy does not keep it.
+    pub cert_source: Option<CertSource>,
 }
 
 impl AuditEvent {
@@ -118,6 +148,7 @@ impl AuditEvent {
             subject: self.subject.as_deref(),
             credential_id: self.credential_id.as_deref(),
             ip: self.ip.as_deref(),
+            cert_source: None,
         }
     }
 
@@ -150,6 +181,10 @@ impl AuditEventRef<'_> {
         json_opt(out, self.credential_id);
         out.extend_from_slice(b",\"ip\":");
         json_opt(out, self.ip);
+        if let Some(source) = self.cert_source {
+            out.extend_from_slice(b",\"cert_source\":");
+            json_str(out, source.as_str());
+        }
         out.extend_from_slice(b"}\n");
     }
 }
@@ -323,6 +358,17 @@ mod tests {
             assert_eq!(line.last(), Some(&b'\n'));
             let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(parsed, serde_json::to_value(e).unwrap());
+        }
+        for source in CertSource::ALL {
+            let mut line = Vec::new();
+            AuditEventRef {
+                cert_source: Some(source),
+                ..events[1].borrowed()
+            }
+            .write_json_line(&mut line);
+            let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(parsed["cert_source"], source.as_str());
+            assert_eq!(parsed["outcome"], "success");
         }
     }
 }

@@ -79,11 +79,14 @@ pub enum Reason {
     CertificateMismatch,
     /// The route's rate limit for this subject is spent.
     RateLimited,
+    /// A header only a trusted proxy may set, in a form no proxy sends (a forwarded client
+    /// certificate header repeated).
+    UntrustedForwardedHeader,
 }
 
 impl Reason {
     /// Every reason, in declaration order ([`Reason::index`] is the position here).
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::NoCredential,
         Reason::Malformed,
         Reason::UnknownCredential,
@@ -119,6 +122,7 @@ impl Reason {
         Reason::UntrustedCertificate,
         Reason::CertificateMismatch,
         Reason::RateLimited,
+        Reason::UntrustedForwardedHeader,
     ];
 
     /// The position in [`Reason::ALL`]: a dense index for counters.
@@ -169,6 +173,7 @@ impl Reason {
             Reason::UntrustedCertificate => "untrusted_certificate",
             Reason::CertificateMismatch => "certificate_mismatch",
             Reason::RateLimited => "rate_limited",
+            Reason::UntrustedForwardedHeader => "untrusted_forwarded_header",
         }
     }
 }

@@ -144,6 +144,15 @@ struct Target {
     index: usize,
 }
 
+/// `mtls.forwarded_cert_header` from `mtls.forwarded_cert_from`, and the CA the certificates
+/// are judged against.
+#[derive(Debug)]
+struct ForwardedCerts {
+    header: crate::config::ForwardedCertHeader,
+    from: Vec<ipnet::IpNet>,
+    ca: Option<Arc<crate::tls::ClientCa>>,
+}
+
 /// The running application: everything a request needs, shared by all connections.
 #[derive(Debug)]
 pub struct App {
@@ -156,8 +165,8 @@ pub struct App {
     request_counter: AtomicU64,
     body_reads: tokio::sync::Semaphore,
     oauth: crate::oauth::OAuth,
-    /// The CA that certificates forwarded by trusted proxies are judged against.
-    forward_ca: Option<Arc<crate::tls::ClientCa>>,
+    /// Client certificates forwarded by TLS-terminating proxies, when configured.
+    forwarded: Option<ForwardedCerts>,
     /// `/_keycard/admin/v1/`: its policy (API key, token or certificate with
     /// `keycard:admin`) and its handler.
     admin_policy: RoutePolicy,
@@ -229,7 +238,11 @@ impl App {
             request_counter: AtomicU64::new(0),
             body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
             oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
-            forward_ca: crate::mtls::forwarding_ca(&settings.mtls),
+            forwarded: settings.mtls.forwarded.as_ref().map(|f| ForwardedCerts {
+                header: f.header,
+                from: f.from.clone(),
+                ca: crate::mtls::forwarding_ca(&settings.mtls),
+            }),
             admin_policy: admin_policy(),
             admin: crate::admin::Admin::new(crate::manage::Manager::new(
                 authn.store().clone(),
@@ -292,11 +305,15 @@ impl App {
             Endpoint::Gateway => self.gateway(req, conn, client, request_id).await,
             Endpoint::Jwks => Box::pin(self.jwks()).await,
             Endpoint::OAuth => {
-                let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+                let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+                let cert = match self.client_cert(&conn, req.headers(), request_id, "oauth", ip) {
+                    Ok(c) => c,
+                    Err(_) => return answer::bad_request(),
+                };
                 let caller = crate::oauth::Caller {
-                    ip: client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers()),
+                    ip,
                     tls: conn.tls,
-                    cert: self.client_cert(&conn, req.headers(), peer_trusted),
+                    cert,
                     request_id: request_id.into(),
                 };
                 Box::pin(self.oauth.handle(req, caller)).await
@@ -336,7 +353,10 @@ impl App {
         let policy = &self.admin_policy;
         let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
-        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
+        let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
+            Ok(c) => c,
+            Err(_) => return answer::bad_request(),
+        };
         let passed = {
             let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, cert.as_deref());
             self.gate.check(policy, &facts, request_id).await
@@ -379,24 +399,48 @@ impl App {
         r
     }
 
-    /// The client certificate of a request: the one a trusted proxy forwards, else the
-    /// connection's. An unreadable forwarded one counts as none (no `mtls`, no bound token).
+    /// The client certificate of a request: from a peer in `mtls.forwarded_cert_from`, the
+    /// one in the configured header (and only there: such a peer's own handshake
+    /// certificate is the proxy's, not the client's); from any other peer, the connection's.
+    /// An unreadable forwarded one counts as none (no `mtls`, no bound token); a repeated
+    /// header is an error, audited with `route` (the caller answers 400).
     fn client_cert(
         &self,
         conn: &ConnInfo,
         headers: &http::HeaderMap,
-        peer_trusted: bool,
-    ) -> Option<Arc<crate::tls::PeerCert>> {
-        if peer_trusted && crate::mtls::has_forwarded_cert(headers) {
-            match crate::mtls::forwarded_cert(headers, self.forward_ca.as_deref()) {
-                Ok(c) => c.map(Arc::new),
-                Err(_) => {
-                    tracing::debug!(peer = %conn.peer, "a forwarded client certificate cannot be read; ignored");
-                    None
-                }
+        request_id: &str,
+        route: &str,
+        ip: IpAddr,
+    ) -> Result<Option<Arc<crate::tls::PeerCert>>, crate::mtls::ForwardedError> {
+        let Some(f) = self
+            .forwarded
+            .as_ref()
+            .filter(|f| is_trusted(&f.from, conn.peer.ip()))
+        else {
+            return Ok(conn.cert.clone());
+        };
+        match crate::mtls::forwarded_cert(headers, f.header, f.ca.as_deref()) {
+            Ok(c) => Ok(c.map(Arc::new)),
+            Err(crate::mtls::ForwardedError::Unreadable) => {
+                tracing::debug!(peer = %conn.peer, "a forwarded client certificate cannot be read; ignored");
+                Ok(None)
             }
-        } else {
-            conn.cert.clone()
+            Err(crate::mtls::ForwardedError::Repeated) => {
+                let reason = keycard_core::Reason::UntrustedForwardedHeader;
+                self.audit.record(&crate::audit::Record {
+                    ts_ms: crate::clock::now_millis(),
+                    request_id,
+                    route: Some(route),
+                    method: None,
+                    outcome: keycard_core::Outcome::Failure,
+                    reason: Some(reason.as_str()),
+                    subject: None,
+                    credential_id: None,
+                    ip: Some(ip),
+                    cert_source: Some(keycard_core::CertSource::Forwarded),
+                });
+                Err(crate::mtls::ForwardedError::Repeated)
+            }
         }
     }
 
@@ -478,7 +522,10 @@ impl App {
         } else {
             (req.map(Body::Upstream), None)
         };
-        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
+        let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
+            Ok(c) => c,
+            Err(_) => return answer::bad_request(),
+        };
         let passed = {
             let facts = request_facts(
                 &req,
@@ -556,8 +603,10 @@ impl App {
             return answer::not_found();
         };
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
-        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
-        let cert = self.client_cert(&conn, req.headers(), peer_trusted);
+        let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
+            Ok(c) => c,
+            Err(_) => return answer::bad_request(),
+        };
         let (parts, incoming) = req.into_parts();
         // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
         // auth-int credential is checked against an empty body.
@@ -711,13 +760,17 @@ fn client_origin<'a>(
 pub(crate) fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
     static SIGNATURE_INPUT: http::HeaderName = http::HeaderName::from_static("signature-input");
     let signed_body = may_have_body && headers.contains_key(&SIGNATURE_INPUT);
+    // Digest: from the parsed `qop`, as the verifier will read it (`qop="auth\-int"` is
+    // auth-int too, and `auth-int` inside another parameter is not).
     signed_body
         || headers.get(AUTHORIZATION).is_some_and(|v| {
             let b = v.as_bytes();
-            b.len() > 7
-                && b.get(..7)
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"digest "))
-                && b.windows(8).any(|w| w.eq_ignore_ascii_case(b"auth-int"))
+            b.get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"digest "))
+                && v.to_str().ok().and_then(|t| t.get(7..)).is_some_and(|p| {
+                    keycard_core::digest::parse(p)
+                        .is_some_and(|r| r.qop == keycard_core::digest::Qop::AuthInt)
+                })
         })
 }
 
@@ -739,6 +792,26 @@ pub type SharedApp = Arc<App>;
 #[cfg(test)]
 mod tests {
     use super::RequestId;
+
+    #[test]
+    fn digest_auth_int_is_told_from_the_parsed_qop() {
+        let with = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+            super::wants_body(&h, true)
+        };
+        let params = |qop: &str, user: &str| {
+            format!(
+                r#"Digest username="{user}", realm="r", nonce="n", uri="/a", qop={qop}, nc=00000001, cnonce="c", response="x""#
+            )
+        };
+        assert!(with(&params("auth-int", "u")));
+        assert!(with(&params(r#""auth\-int""#, "u")));
+        assert!(!with(&params("auth", "auth-int")));
+        assert!(!with(&params("auth", "u")));
+        assert!(!with("Basic YTpi"));
+        assert!(!with("Digest auth-int"));
+    }
 
     #[test]
     fn generated_ids_are_prefix_dash_hex() {

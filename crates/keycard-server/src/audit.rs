@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use keycard_core::{AuditEventRef, Method, Outcome};
+use keycard_core::{AuditEventRef, CertSource, Method, Outcome};
 use keycard_store::{AuditAppender, AuditBatch};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -46,13 +46,14 @@ static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::n
 /// A text field's length word when the field is absent.
 const ABSENT: u32 = u32::MAX;
 
-/// Appends `r` to `buf`: order key, `ts_ms`, method, outcome, address, then each text field
-/// as its length and bytes. [`decode`] reads it back.
+/// Appends `r` to `buf`: order key, `ts_ms`, method, outcome, certificate source, address,
+/// then each text field as its length and bytes. [`decode`] reads it back.
 fn encode(buf: &mut Vec<u8>, key: u64, r: &Record<'_>) {
     buf.extend_from_slice(&key.to_le_bytes());
     buf.extend_from_slice(&r.ts_ms.to_le_bytes());
     buf.push(r.method.map_or(u8::MAX, |m| m.index() as u8));
     buf.push(r.outcome.index() as u8);
+    buf.push(r.cert_source.map_or(u8::MAX, |c| c.index() as u8));
     match r.ip {
         None => buf.push(0),
         Some(IpAddr::V4(a)) => {
@@ -94,6 +95,7 @@ struct Decoded<'a> {
     ts_ms: i64,
     method: Option<Method>,
     outcome: Outcome,
+    cert_source: Option<CertSource>,
     ip: Option<IpAddr>,
     request_id: &'a str,
     route: Option<&'a str>,
@@ -107,8 +109,8 @@ struct Decoded<'a> {
 /// is not what [`encode`] wrote.
 fn skip(buf: &[u8]) -> Option<(u64, &[u8])> {
     let (key, b) = buf.split_first_chunk::<8>()?;
-    // ts_ms, method, outcome; the address's kind.
-    let (&[.., kind], b) = b.split_first_chunk::<11>()?;
+    // ts_ms, method, outcome, certificate source; the address's kind.
+    let (&[.., kind], b) = b.split_first_chunk::<12>()?;
     let mut b = b.get(
         match kind {
             0 => 0,
@@ -147,10 +149,14 @@ fn decode(buf: &[u8]) -> Option<(Decoded<'_>, &[u8])> {
     let mut b = buf;
     let key = u64::from_le_bytes(take::<8>(&mut b)?);
     let ts_ms = i64::from_le_bytes(take::<8>(&mut b)?);
-    let [method, outcome] = take::<2>(&mut b)?;
+    let [method, outcome, cert_source] = take::<3>(&mut b)?;
     let method = match method {
         u8::MAX => None,
         m => Some(*Method::ALL.get(usize::from(m))?),
+    };
+    let cert_source = match cert_source {
+        u8::MAX => None,
+        c => Some(*CertSource::ALL.get(usize::from(c))?),
     };
     let outcome = *Outcome::ALL.get(usize::from(outcome))?;
     let ip = match take::<1>(&mut b)? {
@@ -168,6 +174,7 @@ fn decode(buf: &[u8]) -> Option<(Decoded<'_>, &[u8])> {
             ts_ms,
             method,
             outcome,
+            cert_source,
             ip,
             request_id,
             route,
@@ -317,6 +324,7 @@ fn gather(taken: &[Pending], order: &mut Vec<Slot>, lines: &mut Vec<u8>, batch: 
             subject: d.subject,
             credential_id: d.credential_id,
             ip: d.ip.map(|_| ip.as_str()),
+            cert_source: d.cert_source,
         };
         event.write_json_line(lines);
         batch.push(&event);
@@ -534,6 +542,7 @@ mod tests {
             subject: Some("svc"),
             credential_id: Some("key_1"),
             ip: Some(IpAddr::from([127, 0, 0, 1])),
+            cert_source: None,
         });
     }
 
@@ -554,6 +563,7 @@ mod tests {
                 subject: Some(odd),
                 credential_id: Some("key_1"),
                 ip: Some(IpAddr::from([192, 0, 2, 7])),
+                cert_source: Some(CertSource::Tls),
             },
             Record {
                 ts_ms: 0,
@@ -565,6 +575,7 @@ mod tests {
                 subject: None,
                 credential_id: None,
                 ip: None,
+                cert_source: None,
             },
             Record {
                 ts_ms: -5,
@@ -576,6 +587,7 @@ mod tests {
                 subject: Some(""),
                 credential_id: Some(odd),
                 ip: Some("2001:db8::1".parse().unwrap()),
+                cert_source: Some(CertSource::Forwarded),
             },
         ];
         let mut buf = Vec::new();
@@ -592,8 +604,8 @@ mod tests {
                 (r.ts_ms, r.request_id, r.route, r.method, r.outcome)
             );
             assert_eq!(
-                (d.reason, d.subject, d.credential_id, d.ip),
-                (r.reason, r.subject, r.credential_id, r.ip)
+                (d.reason, d.subject, d.credential_id, d.ip, d.cert_source),
+                (r.reason, r.subject, r.credential_id, r.ip, r.cert_source)
             );
             rest = after;
         }
@@ -636,9 +648,17 @@ mod tests {
                 ip: r.ip.map(|a| a.to_string()),
             })
             .collect();
+        // The file's line names the certificate's source when there was one.
         let expect: Vec<serde_json::Value> = events
             .iter()
-            .map(|e| serde_json::to_value(e).unwrap())
+            .zip(records.iter().rev())
+            .map(|(e, r)| {
+                let mut v = serde_json::to_value(e).unwrap();
+                if let Some(c) = r.cert_source {
+                    v["cert_source"] = c.as_str().into();
+                }
+                v
+            })
             .collect();
         assert_eq!(lines, expect);
         // The store's batch holds the same events in the same order.

@@ -84,6 +84,9 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawMtls {
     client_ca: Option<String>,
+    forwarded_cert_header: Option<String>,
+    #[serde(default)]
+    forwarded_cert_from: Vec<String>,
     #[serde(default)]
     rules: Vec<RawMtlsRule>,
 }
@@ -252,6 +255,38 @@ pub struct MtlsSettings {
     pub client_ca: Option<PathBuf>,
     /// `[[mtls.rules]]`, in order: the first that matches names the subject.
     pub rules: Vec<keycard_core::cert::CertRule>,
+    /// `mtls.forwarded_cert_header` and `mtls.forwarded_cert_from`: the one header a
+    /// TLS-terminating proxy puts the client certificate in, and the proxies believed;
+    /// `None`: forwarded certificates are off.
+    pub forwarded: Option<ForwardedCerts>,
+}
+
+/// Where forwarded client certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardedCerts {
+    /// The one header read.
+    pub header: ForwardedCertHeader,
+    /// The peers it is read from (a connection from anywhere else: the header is ignored).
+    pub from: Vec<IpNet>,
+}
+
+/// `mtls.forwarded_cert_header`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedCertHeader {
+    /// `X-SSL-Client-Cert`: nginx's `$ssl_client_escaped_cert` (URL-encoded PEM).
+    SslClientCert,
+    /// `X-Forwarded-Client-Cert`: Envoy's XFCC (`Cert="…"` / `Chain="…"`, URL-encoded PEM).
+    ForwardedClientCert,
+}
+
+impl ForwardedCertHeader {
+    /// The value `mtls.forwarded_cert_header` takes (also the header's name).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ForwardedCertHeader::SslClientCert => "x-ssl-client-cert",
+            ForwardedCertHeader::ForwardedClientCert => "x-forwarded-client-cert",
+        }
+    }
 }
 
 /// The validated configuration.
@@ -512,19 +547,8 @@ impl Validator<'_> {
             None if raw.server.tls.is_some() => format!("https://{listen}"),
             None => format!("http://{listen}"),
         };
-        let mut trusted_proxies = Vec::new();
-        for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
-            let net = p
-                .parse::<IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    self.err(
-                        format!("server.trusted_proxies[{i}]"),
-                        format!("`{p}` is not a CIDR such as 10.0.0.0/8"),
-                    )
-                })?;
-            trusted_proxies.push(net);
-        }
+        let trusted_proxies =
+            self.networks("server.trusted_proxies", &raw.server.trusted_proxies)?;
         let realm = self.realm("server.realm", raw.server.realm)?;
         let tls = match raw.server.tls {
             Some(t) => Some(self.tls(t)?),
@@ -660,6 +684,68 @@ impl Validator<'_> {
         Ok(settings)
     }
 
+    /// Addresses and CIDRs (`10.0.0.0/8`, `127.0.0.1`, `::1`) under `key`.
+    fn networks(&self, key: &str, raw: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        self.err(
+                            format!("{key}[{i}]"),
+                            format!("`{p}` is not an address or a CIDR such as 10.0.0.0/8"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    fn forwarded_certs(
+        &self,
+        header: Option<&str>,
+        from: &[String],
+        client_ca: Option<&Path>,
+    ) -> Result<Option<ForwardedCerts>, ConfigError> {
+        let from = self.networks("mtls.forwarded_cert_from", from)?;
+        let Some(name) = header else {
+            if !from.is_empty() {
+                return Err(self.err(
+                    "mtls.forwarded_cert_from",
+                    "needs mtls.forwarded_cert_header: the one header the proxy sets (\"x-ssl-client-cert\" or \"x-forwarded-client-cert\")",
+                ));
+            }
+            return Ok(None);
+        };
+        let header = [
+            ForwardedCertHeader::SslClientCert,
+            ForwardedCertHeader::ForwardedClientCert,
+        ]
+        .into_iter()
+        .find(|h| h.as_str().eq_ignore_ascii_case(name))
+        .ok_or_else(|| {
+            self.err(
+                "mtls.forwarded_cert_header",
+                format!(
+                    "`{name}`: must be \"x-ssl-client-cert\" (nginx) or \"x-forwarded-client-cert\" (Envoy)"
+                ),
+            )
+        })?;
+        if from.is_empty() {
+            return Err(self.err(
+                "mtls.forwarded_cert_from",
+                "must name the proxies (addresses or CIDRs) whose forwarded certificates are believed",
+            ));
+        }
+        if client_ca.is_none() {
+            return Err(self.err(
+                "mtls.forwarded_cert_header",
+                "needs mtls.client_ca: the CA forwarded certificates are verified against",
+            ));
+        }
+        Ok(Some(ForwardedCerts { header, from }))
+    }
+
     fn mtls(&self, raw: RawMtls, tls: Option<&TlsSettings>) -> Result<MtlsSettings, ConfigError> {
         let client_ca = match raw.client_ca.as_deref() {
             Some(p) => Some(self.path(p)),
@@ -710,7 +796,16 @@ impl Validator<'_> {
                 "need a CA to verify certificates against: server.tls.client_ca (or mtls.client_ca behind a TLS-terminating proxy)",
             ));
         }
-        Ok(MtlsSettings { client_ca, rules })
+        let forwarded = self.forwarded_certs(
+            raw.forwarded_cert_header.as_deref(),
+            &raw.forwarded_cert_from,
+            client_ca.as_deref(),
+        )?;
+        Ok(MtlsSettings {
+            client_ca,
+            rules,
+            forwarded,
+        })
     }
 
     fn tokens(&self, raw: RawTokens) -> Result<TokenSettings, ConfigError> {
@@ -1150,6 +1245,26 @@ mod tests {
                 "server.trusted_proxies[0]",
             ),
             ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            (
+                "[mtls]\nforwarded_cert_header = \"x-client-cert\"\nforwarded_cert_from = [\"127.0.0.1\"]",
+                "mtls.forwarded_cert_header",
+            ),
+            (
+                "[mtls]\nforwarded_cert_header = \"x-ssl-client-cert\"",
+                "mtls.forwarded_cert_from",
+            ),
+            (
+                "[mtls]\nforwarded_cert_from = [\"127.0.0.1\"]",
+                "mtls.forwarded_cert_from",
+            ),
+            (
+                "[mtls]\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"nginx\"]",
+                "mtls.forwarded_cert_from[0]",
+            ),
+            (
+                "[mtls]\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"127.0.0.1\"]",
+                "mtls.forwarded_cert_header",
+            ),
             ("[tokens]\nalgorithm = \"HS256\"", "tokens.algorithm"),
             (
                 "[tokens]\naccess_token_ttl = \"0s\"",

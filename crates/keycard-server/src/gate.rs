@@ -66,7 +66,7 @@ impl Gate {
         }
         let (result, quota) = self.limit(policy, facts.ip, attempt.result).await;
         if let Some(began) = began {
-            self.record(request_id, policy, facts.ip, &result, attempt.at_ms, began);
+            self.record(request_id, policy, facts, &result, attempt.at_ms, began);
         }
         match result {
             Ok(principal) => Ok(Passed {
@@ -124,7 +124,7 @@ impl Gate {
         &self,
         request_id: &str,
         policy: &RoutePolicy,
-        ip: IpAddr,
+        facts: &RequestFacts<'_>,
         result: &Result<Option<Principal>, Refusal>,
         at_ms: i64,
         began: std::time::Instant,
@@ -184,7 +184,8 @@ impl Gate {
                 reason,
                 subject,
                 credential_id,
-                ip: Some(ip),
+                ip: Some(facts.ip),
+                cert_source: facts.cert.map(|c| c.source),
             },
         );
     }

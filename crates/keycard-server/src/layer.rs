@@ -318,7 +318,11 @@ impl KeycardLayer {
                 c.0.iter()
                     .map(|d| rustls_pki_types::CertificateDer::from(d.as_slice()))
                     .collect();
-            crate::tls::PeerCert::judge(&chain, shared.client_ca.as_deref())
+            crate::tls::PeerCert::judge(
+                &chain,
+                shared.client_ca.as_deref(),
+                keycard_core::CertSource::Tls,
+            )
         });
         let authority = parts
             .headers

@@ -1,6 +1,6 @@
 //! The `mtls` method: the client certificate of the connection — or, behind a
-//! TLS-terminating proxy in `trusted_proxies`, the one it forwards — chained to the client
-//! CA, then mapped to a subject: a `keycard cert add` binding (by SHA-256 fingerprint: the
+//! TLS-terminating proxy in `mtls.forwarded_cert_from`, the one it forwards in the one header
+//! `mtls.forwarded_cert_header` names — chained to the client CA, then mapped to a subject: a `keycard cert add` binding (by SHA-256 fingerprint: the
 //! cache, else the store), else the first `[[mtls.rules]]` entry that matches. A certificate
 //! that maps to nobody is refused. Certificate-bound tokens (RFC 8705) are checked where
 //! tokens are verified.
@@ -10,12 +10,13 @@ use std::sync::Arc;
 use http::HeaderMap;
 use http::header::HeaderName;
 use keycard_core::api_key::{self, ApiKeyRecord};
-use keycard_core::{HashDomain, Method, Principal, Reason, Refusal};
+use keycard_core::{CertSource, HashDomain, Method, Principal, Reason, Refusal};
 use rustls::pki_types::CertificateDer;
 
 use crate::authn::Authenticator;
 use crate::cache::Cached;
 use crate::clock::now_secs;
+use crate::config::ForwardedCertHeader;
 use crate::tls::{ClientCa, PeerCert};
 
 /// Envoy's forwarded client certificate (`Cert="…"`, URL-encoded PEM).
@@ -80,51 +81,63 @@ impl Authenticator {
     }
 }
 
-/// Whether a forwarded certificate header is present.
-pub fn has_forwarded_cert(headers: &HeaderMap) -> bool {
-    headers.contains_key(X_FORWARDED_CLIENT_CERT) || headers.contains_key(X_SSL_CLIENT_CERT)
+/// Why a forwarded certificate header was not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardedError {
+    /// The header came more than once: which one the proxy set cannot be told (400).
+    #[error("the forwarded client certificate header is repeated")]
+    Repeated,
+    /// The header cannot be read (the caller treats it as no certificate at all).
+    #[error("the forwarded client certificate cannot be read")]
+    Unreadable,
 }
 
-/// A forwarded certificate header that cannot be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the forwarded client certificate cannot be read")]
-pub struct Unreadable;
-
-/// The client certificate a trusted proxy forwarded, judged against `ca`. `Err` when a
-/// header is present but unreadable (the caller treats it as no certificate at all).
+/// The client certificate a proxy forwarded in `header` (and in no other), judged against
+/// `ca`; `Ok(None)` when the header is absent.
 pub fn forwarded_cert(
     headers: &HeaderMap,
+    header: ForwardedCertHeader,
     ca: Option<&ClientCa>,
-) -> Result<Option<PeerCert>, Unreadable> {
-    let pem = if let Some(v) = headers.get(X_FORWARDED_CLIENT_CERT) {
-        let v = v.to_str().map_err(|_| Unreadable)?;
-        if v.len() > MAX_FORWARDED {
-            return Err(Unreadable);
-        }
-        // Several proxies append elements separated by `,`; the last is the hop nearest to
-        // keycard, which saw the client. Within one, `;`-separated key=value pairs; values
-        // may be quoted.
-        let element = last_element(v).ok_or(Unreadable)?;
-        // `Chain` (leaf first, with the intermediates) when the proxy sends it, else `Cert`.
-        let cert = xfcc_value(element, "Chain")
-            .or_else(|| xfcc_value(element, "Cert"))
-            .ok_or(Unreadable)?;
-        percent_decode(&cert).ok_or(Unreadable)?
-    } else if let Some(v) = headers.get(X_SSL_CLIENT_CERT) {
-        let v = v.to_str().map_err(|_| Unreadable)?;
-        if v.len() > MAX_FORWARDED {
-            return Err(Unreadable);
-        }
-        percent_decode(v).ok_or(Unreadable)?
-    } else {
+) -> Result<Option<PeerCert>, ForwardedError> {
+    use ForwardedError::Unreadable;
+    let name = match header {
+        ForwardedCertHeader::SslClientCert => X_SSL_CLIENT_CERT,
+        ForwardedCertHeader::ForwardedClientCert => X_FORWARDED_CLIENT_CERT,
+    };
+    let mut values = headers.get_all(&name).iter();
+    let Some(v) = values.next() else {
         return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ForwardedError::Repeated);
+    }
+    let v = v.to_str().map_err(|_| Unreadable)?;
+    if v.len() > MAX_FORWARDED {
+        return Err(Unreadable);
+    }
+    let pem = match header {
+        ForwardedCertHeader::ForwardedClientCert => {
+            // Several proxies append elements separated by `,`; the last is the hop nearest
+            // to keycard, which saw the client. Within one, `;`-separated key=value pairs;
+            // values may be quoted.
+            let element = last_element(v).ok_or(Unreadable)?;
+            // `Chain` (leaf first, with the intermediates) when the proxy sends it, else
+            // `Cert`.
+            let cert = xfcc_value(element, "Chain")
+                .or_else(|| xfcc_value(element, "Cert"))
+                .ok_or(Unreadable)?;
+            percent_decode(&cert).ok_or(Unreadable)?
+        }
+        ForwardedCertHeader::SslClientCert => percent_decode(v).ok_or(Unreadable)?,
     };
     let chain: Vec<CertificateDer<'static>> = keycard_core::cert::certs_from_pem(&pem)
         .map_err(|_| Unreadable)?
         .into_iter()
         .map(CertificateDer::from)
         .collect();
-    PeerCert::judge(&chain, ca).map(Some).ok_or(Unreadable)
+    PeerCert::judge(&chain, ca, CertSource::Forwarded)
+        .map(Some)
+        .ok_or(Unreadable)
 }
 
 /// The last top-level element of an XFCC value (commas inside quotes do not split).
@@ -231,13 +244,38 @@ mod tests {
     }
 
     #[test]
-    fn unreadable_forwarded_headers_are_errors_not_absence() {
+    fn only_the_named_header_is_read_and_never_twice() {
+        use ForwardedCertHeader::{ForwardedClientCert, SslClientCert};
         let mut h = HeaderMap::new();
-        assert_eq!(forwarded_cert(&h, None).map(|c| c.is_some()), Ok(false));
+        assert_eq!(
+            forwarded_cert(&h, SslClientCert, None).map(|c| c.is_some()),
+            Ok(false)
+        );
+        // The other header is no certificate at all, whatever it holds.
+        h.insert(X_FORWARDED_CLIENT_CERT, "Cert=\"garbage\"".parse().unwrap());
+        assert_eq!(
+            forwarded_cert(&h, SslClientCert, None).map(|c| c.is_some()),
+            Ok(false)
+        );
+        assert_eq!(
+            forwarded_cert(&h, ForwardedClientCert, None).map(|c| c.is_some()),
+            Err(ForwardedError::Unreadable)
+        );
         h.insert(X_SSL_CLIENT_CERT, "not%20a%20certificate".parse().unwrap());
-        assert!(forwarded_cert(&h, None).is_err());
+        assert_eq!(
+            forwarded_cert(&h, SslClientCert, None).map(|c| c.is_some()),
+            Err(ForwardedError::Unreadable)
+        );
+        h.append(X_SSL_CLIENT_CERT, "another".parse().unwrap());
+        assert_eq!(
+            forwarded_cert(&h, SslClientCert, None).map(|c| c.is_some()),
+            Err(ForwardedError::Repeated)
+        );
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_CLIENT_CERT, "By=x;Hash=y".parse().unwrap());
-        assert!(forwarded_cert(&h, None).is_err());
+        assert_eq!(
+            forwarded_cert(&h, ForwardedClientCert, None).map(|c| c.is_some()),
+            Err(ForwardedError::Unreadable)
+        );
     }
 }

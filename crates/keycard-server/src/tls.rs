@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
+use keycard_core::CertSource;
 use keycard_core::cert::CertIdentity;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
@@ -100,17 +101,24 @@ pub struct PeerCert {
     /// Whether it chains to the client CA (else it is self-signed: only good for
     /// `self_signed_tls_client_auth`).
     pub chain_verified: bool,
+    /// Where it came from: this connection's handshake, or a proxy's header.
+    pub source: CertSource,
 }
 
 impl PeerCert {
     /// The certificate `chain` (leaf first) as `ca` judges it; `None` if the leaf cannot
     /// be read.
-    pub fn judge(chain: &[CertificateDer<'_>], ca: Option<&ClientCa>) -> Option<Self> {
+    pub fn judge(
+        chain: &[CertificateDer<'_>],
+        ca: Option<&ClientCa>,
+        source: CertSource,
+    ) -> Option<Self> {
         let identity = CertIdentity::from_der(chain.first()?.as_ref()).ok()?;
         let chain_verified = ca.is_some_and(|ca| ca.verifies(chain));
         Some(Self {
             identity,
             chain_verified,
+            source,
         })
     }
 }
@@ -126,6 +134,7 @@ impl PeerCert {
         Some(Self {
             identity,
             chain_verified,
+            source: CertSource::Tls,
         })
     }
 }

@@ -148,6 +148,7 @@ impl OAuth {
             subject,
             credential_id,
             ip: Some(caller.ip),
+            cert_source: caller.cert.as_ref().map(|c| c.source),
         });
     }
 }

@@ -85,6 +85,26 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             ));
         }
     }
+    if s.tls.is_none() && s.mtls.client_ca.is_some() && s.mtls.forwarded.is_none() {
+        out.push(finding(
+            Warning,
+            "forwarded_cert_header_unset",
+            "mtls.client_ca is set but keycard serves no TLS and names no forwarded-certificate header: no client certificate reaches it".into(),
+            "behind a TLS-terminating proxy, set mtls.forwarded_cert_header to the one header the proxy sets (\"x-ssl-client-cert\" for nginx, \"x-forwarded-client-cert\" for Envoy) and mtls.forwarded_cert_from to the proxy's addresses",
+        ));
+    }
+    if let Some(f) = &s.mtls.forwarded {
+        for net in f.from.iter().filter(|n| n.prefix_len() == 0) {
+            out.push(finding(
+                Critical,
+                "forwarded_cert_from_anywhere",
+                format!(
+                    "mtls.forwarded_cert_from contains {net}: any client can claim any certificate"
+                ),
+                "list only the addresses of the proxies that terminate TLS",
+            ));
+        }
+    }
     if s.failed_auth.is_none() {
         out.push(finding(
             Critical,
@@ -316,5 +336,26 @@ mod tests {
             "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"api_key\"]\nrate_limit = \"100/s\"\n",
         );
         assert!(codes(&tidy).is_empty(), "{:?}", codes(&tidy));
+    }
+
+    #[test]
+    fn a_client_ca_without_tls_or_a_forwarded_header_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        std::fs::write(&ca, p.self_signed(&key).unwrap().pem()).unwrap();
+        let ca = ca.display();
+        let unnamed = settings(&format!("[mtls]\nclient_ca = \"{ca}\"\n"));
+        assert!(codes(&unnamed).contains(&(Severity::Warning, "forwarded_cert_header_unset")));
+        let named = settings(&format!(
+            "[mtls]\nclient_ca = \"{ca}\"\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"127.0.0.1\"]\n"
+        ));
+        assert!(codes(&named).is_empty(), "{:?}", codes(&named));
+        let anywhere = settings(&format!(
+            "[mtls]\nclient_ca = \"{ca}\"\nforwarded_cert_header = \"x-forwarded-client-cert\"\nforwarded_cert_from = [\"0.0.0.0/0\"]\n"
+        ));
+        assert!(codes(&anywhere).contains(&(Severity::Critical, "forwarded_cert_from_anywhere")));
     }
 }

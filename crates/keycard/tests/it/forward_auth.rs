@@ -1,11 +1,8 @@
 //! Forward-auth: `/_keycard/verify` answered directly, and behind a real nginx `auth_request`
 //! using the configuration shipped in `examples/nginx/`.
 
-use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
-
-use crate::common::{Keycard, eventually, http::Http, upstream};
+use crate::common::nginx::{self, Nginx, free_port};
+use crate::common::{Keycard, http::Http, upstream};
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/api/\"\n\n[[routes]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\n[[routes]]\nprefix = \"/public/\"\npublic = true\n";
 
@@ -97,23 +94,9 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_auth_request_in_front_of_an_upstream() {
-    let nginx = Path::new("/usr/sbin/nginx");
-    if !nginx.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nginx is missing in CI: .ci/run installs it"
-        );
-        eprintln!("note: nginx is not installed; the nginx auth_request test is skipped");
+    if !nginx::available() {
         return;
     }
     let app = upstream::start().await;
@@ -133,46 +116,24 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         .replace("127.0.0.1:8080", &kc_addr.to_string())
         .replace("127.0.0.1:9000", app.trim_start_matches("http://"))
         .replace("127.0.0.1:8081", &format!("127.0.0.1:{port}"));
-    let dir = kc.dir.path().join("nginx");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("keycard.conf"), server).unwrap();
-    let d = dir.display();
-    std::fs::write(
-        dir.join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 64; }}\n\
-             http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n include {d}/keycard.conf;\n}}\n"
-        ),
-    )
-    .unwrap();
-    let _nginx = KillOnDrop(
-        Command::new(nginx)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .spawn()
-            .unwrap(),
-    );
+    let _nginx = Nginx::start(&kc.dir.path().join("nginx"), &server, port);
     let http = Http::new();
     let base = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(10), || {
-        let (http, u) = (http.clone(), format!("{base}/public/x"));
-        async move { http.try_get(&u).await.is_some_and(|r| r.status == 200) }
-    })
-    .await;
-    assert!(
-        up.is_some(),
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
-    );
     let r = http
         .get(
             &format!("{base}/api/orders?id=7"),
-            &[("x-api-key", &key), ("x-keycard-subject", "root")],
+            &[
+                ("x-api-key", &key),
+                ("x-keycard-subject", "root"),
+                ("x-forwarded-client-cert", "Cert=\"forged\""),
+                ("x-ssl-client-cert", "forged"),
+            ],
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
+    // Client certificates are not this server's: no forwarded one reaches the application.
+    assert_eq!(r.upstream_header("x-forwarded-client-cert"), None);
+    assert_eq!(r.upstream_header("x-ssl-client-cert"), None);
     assert_eq!(r.json()["path"], "/api/orders");
     assert_eq!(
         r.upstream_header("x-keycard-subject").as_deref(),
@@ -205,17 +166,4 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         audit.contains(r#""route":"/api/","method":"api_key","outcome":"success""#),
         "{audit}"
     );
-}
-
-/// Stops nginx even when an assertion fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let _ = self.0.wait();
-    }
 }

@@ -637,80 +637,246 @@ async fn certificates_are_reloaded_when_the_files_change() {
     );
 }
 
+/// What a client reaching keycard through a proxy can send: `headers` (`Name: value`) on a
+/// request to `url`, answered with the status and body.
+fn curl_headers(url: &str, extra: &[String]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"]);
+    for h in extra {
+        cmd.arg("-H").arg(h);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse::<u16>().unwrap(), body.to_owned())
+}
+
+/// The two shapes a forwarded certificate arrives in: nginx's `$ssl_client_escaped_cert` and
+/// Envoy's XFCC.
+fn ssl_client_cert(c: &Issued) -> String {
+    let pem = urlencode(&std::fs::read_to_string(&c.cert).unwrap());
+    format!("X-SSL-Client-Cert: {pem}")
+}
+
+fn xfcc(c: &Issued) -> String {
+    let pem = urlencode(&std::fs::read_to_string(&c.cert).unwrap());
+    format!("X-Forwarded-Client-Cert: By=spiffe://proxy;Hash=00;Cert=\"{pem}\";Subject=\"CN=x\"")
+}
+
+/// One header, chosen by the operator, read only from the proxies named for it: the other
+/// header is never a certificate (the attack: a client behind nginx sends Envoy's header, or
+/// the reverse, with an admin's certificate — certificates are public), a repeated header is
+/// refused, `trusted_proxies` alone believes neither, and the default believes neither.
 #[tokio::test(flavor = "multi_thread")]
-async fn forwarded_certificates_are_believed_only_from_trusted_proxies() {
+async fn forwarded_certificates_come_only_from_the_named_header_and_proxies() {
     if !tools::curl() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "test-ca");
     let other = Pki::new(dir.path(), "other-ca");
-    let up = upstream::start().await;
-    let config = format!(
-        "{}\n[mtls]\nclient_ca = \"{}\"\n",
-        route("/api/", &up, "methods = [\"mtls\"]"),
-        pki.ca.display()
+    let (up, hits) = upstream::start_counting().await;
+    let alice_cert = pki.client("alice", &alice());
+    let admin_cert = pki.client(
+        "admin",
+        &Names {
+            cn: "admin",
+            ..Names::default()
+        },
     );
-    let cert = pki.client("alice", &alice());
     let foreign = other.client("foreign", &alice());
-    let pem = |c: &Issued| urlencode(&std::fs::read_to_string(&c.cert).unwrap());
-    for trusted in [true, false] {
-        let mut kc = Keycard::new(None, &config);
-        kc.trust_proxies(if trusted {
-            "127.0.0.1/32"
-        } else {
-            "10.0.0.0/8"
-        });
-        kc.start();
-        kc.cli_ok(&[
-            "cert",
-            "add",
-            "--subject",
-            "alice-svc",
-            "--cert",
-            cert.cert.to_str().unwrap(),
-        ]);
-        let get = |header: String| {
-            let out = Command::new("curl")
-                .args([
-                    "-s",
-                    "-w",
-                    "\n%{http_code}",
-                    "-H",
-                    &header,
-                    &kc.url("/api/x"),
-                ])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let (body, code) = text.rsplit_once('\n').unwrap();
-            (code.parse::<u16>().unwrap(), body.to_owned())
+    // (forwarded_cert_header, forwarded_cert_from): which header, if any, is believed.
+    let cases: [(Option<&str>, &str, Option<&str>); 4] = [
+        (
+            Some("x-ssl-client-cert"),
+            "127.0.0.1/32",
+            Some("X-SSL-Client-Cert"),
+        ),
+        (
+            Some("x-forwarded-client-cert"),
+            "127.0.0.0/8",
+            Some("X-Forwarded-Client-Cert"),
+        ),
+        // Named, but this peer is not a forwarding proxy (it is a trusted proxy).
+        (Some("x-ssl-client-cert"), "10.0.0.0/8", None),
+        // Not configured: forwarded certificates are off, whoever sends them.
+        (None, "", None),
+    ];
+    for (header, from, believed) in cases {
+        let forwarding = match header {
+            Some(h) => {
+                format!("forwarded_cert_header = \"{h}\"\nforwarded_cert_from = [\"{from}\"]\n")
+            }
+            None => String::new(),
         };
-        // nginx's $ssl_client_escaped_cert, and Envoy's XFCC.
-        let nginx = format!("X-SSL-Client-Cert: {}", pem(&cert));
-        let envoy = format!(
-            "X-Forwarded-Client-Cert: By=spiffe://proxy;Hash=00;Cert=\"{}\";Subject=\"CN=alice-svc\"",
-            pem(&cert)
+        let config = format!(
+            "{}\n[mtls]\nclient_ca = \"{}\"\n{forwarding}",
+            route("/api/", &up, "methods = [\"mtls\"]"),
+            pki.ca.display()
         );
-        for header in [nginx, envoy] {
-            let (code, body) = get(header);
-            if trusted {
-                assert_eq!(code, 200, "{body}");
+        let mut kc = Keycard::new(None, &config);
+        kc.trust_proxies("127.0.0.1/32");
+        kc.start();
+        for (cert, subject, scope) in [
+            (&alice_cert, "alice-svc", "orders:read"),
+            (&admin_cert, "root", "keycard:admin"),
+        ] {
+            let c = cert.cert.to_str().unwrap();
+            kc.cli_ok(&[
+                "cert",
+                "add",
+                "--subject",
+                subject,
+                "--cert",
+                c,
+                "--scope",
+                scope,
+            ]);
+        }
+        let url = kc.url("/api/x");
+        for (shape, name) in [
+            (
+                ssl_client_cert as fn(&Issued) -> String,
+                "X-SSL-Client-Cert",
+            ),
+            (xfcc, "X-Forwarded-Client-Cert"),
+        ] {
+            let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+            let (code, body) = curl_headers(&url, &[shape(&alice_cert)]);
+            if believed == Some(name) {
+                assert_eq!(code, 200, "{name} with {header:?}: {body}");
                 let v: serde_json::Value = serde_json::from_str(&body).unwrap();
                 assert_eq!(v["headers"]["x-keycard-method"], "mtls");
+                assert_eq!(v["headers"]["x-keycard-subject"], "alice-svc");
+                // Neither header reaches the upstream, whoever sent it.
                 assert!(v["headers"].get("x-ssl-client-cert").is_none());
                 assert!(v["headers"].get("x-forwarded-client-cert").is_none());
             } else {
-                assert_eq!(code, 401, "{body}");
+                assert_eq!(code, 401, "{name} with {header:?}: {body}");
+                assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+                // The admin API: an admin's certificate in a header keycard does not read
+                // creates nothing.
+                let admin = kc.url("/_keycard/admin/v1/keys");
+                let out = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+                    .args(["-H", "Content-Type: application/json", "-H"])
+                    .arg(shape(&admin_cert))
+                    .args([
+                        "--data",
+                        r#"{"subject":"attacker","scopes":["keycard:admin"]}"#,
+                    ])
+                    .arg(&admin)
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout),
+                    "401",
+                    "{name} {header:?}"
+                );
             }
         }
-        // Re-verified against the client CA even from a trusted proxy; garbage is no cert.
-        assert_eq!(get(format!("X-SSL-Client-Cert: {}", pem(&foreign))).0, 401);
-        assert_eq!(
-            get("X-SSL-Client-Cert: -----BEGIN%20CERTIFICATE-----%0AAAAA".into()).0,
-            401
-        );
+        let keys = kc.cli_ok(&["key", "list", "--json"]);
+        assert!(!keys.contains("attacker"), "{keys}");
+        if let Some(name) = believed {
+            let shape = if name == "X-SSL-Client-Cert" {
+                ssl_client_cert
+            } else {
+                xfcc
+            };
+            // Both headers: only the named one counts (a foreign CA's certificate in the
+            // named one, alice's in the other: refused).
+            let other_shape = if name == "X-SSL-Client-Cert" {
+                xfcc
+            } else {
+                ssl_client_cert
+            };
+            let (code, _) = curl_headers(&url, &[shape(&foreign), other_shape(&alice_cert)]);
+            assert_eq!(code, 401);
+            // The named header twice: which one the proxy set cannot be told.
+            let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+            let (code, _) = curl_headers(&url, &[shape(&alice_cert), shape(&admin_cert)]);
+            assert_eq!(code, 400);
+            assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+            audit_has(&kc, r#""reason":"untrusted_forwarded_header""#).await;
+            // Re-verified against the client CA even from a forwarding proxy; garbage is no
+            // certificate.
+            assert_eq!(curl_headers(&url, &[shape(&foreign)]).0, 401);
+            let garbage = format!("{name}: -----BEGIN%20CERTIFICATE-----%0AAAAA");
+            assert_eq!(curl_headers(&url, &[garbage]).0, 401);
+            // The audit event says where the certificate came from.
+            audit_has(&kc, r#""subject":"alice-svc","credential_id":"#).await;
+            audit_has(&kc, r#""cert_source":"forwarded""#).await;
+        }
     }
+}
+
+/// Real nginx terminating TLS in front of keycard, with the shipped
+/// `examples/nginx/keycard-mtls.conf`: the certificate of nginx's handshake is the identity;
+/// a client with no certificate, or with one of its own, who adds either forwarded header
+/// with somebody else's certificate gets nothing from it.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_real_nginx_only_the_handshake_certificate_counts() {
+    if !tools::curl() || !crate::common::nginx::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test-ca");
+    let server = pki.server("server");
+    let (up, hits) = upstream::start_counting().await;
+    let config = format!(
+        "{}\n[mtls]\nclient_ca = \"{}\"\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"127.0.0.1/32\"]\n",
+        route("/api/", &up, "methods = [\"mtls\", \"api_key\"]"),
+        pki.ca.display()
+    );
+    let mut kc = Keycard::new(None, &config);
+    kc.trust_proxies("127.0.0.1/32");
+    let kc_addr = kc.start();
+    let alice_cert = pki.client("alice", &alice());
+    let bob_cert = pki.client(
+        "bob",
+        &Names {
+            cn: "bob",
+            ..Names::default()
+        },
+    );
+    for (cert, subject) in [(&alice_cert, "alice-svc"), (&bob_cert, "bob")] {
+        let c = cert.cert.to_str().unwrap();
+        kc.cli_ok(&["cert", "add", "--subject", subject, "--cert", c]);
+    }
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nginx/keycard-mtls.conf"
+    ))
+    .unwrap();
+    let port = crate::common::nginx::free_port();
+    let conf = example
+        .replace("127.0.0.1:8080", &kc_addr.to_string())
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"))
+        .replace("server-key.pem", &server.key.display().to_string())
+        .replace(" server.pem", &format!(" {}", server.cert.display()))
+        .replace("client-ca.pem", &pki.ca.display().to_string());
+    let _nginx = crate::common::nginx::Nginx::start(&dir.path().join("nginx"), &conf, port);
+    let url = format!("https://127.0.0.1:{port}/api/x");
+    // The handshake's certificate.
+    for cert in [&alice_cert, &bob_cert] {
+        let a = curl_to(&pki.ca, Some(cert), &url, &[]);
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json()["headers"]["x-keycard-method"], "mtls");
+    }
+    audit_has(&kc, r#""cert_source":"forwarded""#).await;
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    for forged in [ssl_client_cert(&alice_cert), xfcc(&alice_cert)] {
+        // No certificate of its own: nginx sends no certificate header, keycard reads no
+        // other.
+        let a = curl_to(&pki.ca, None, &url, &["-H", &forged]);
+        assert_eq!(a.status, 401, "{forged:.40}: {a:?}");
+        // A certificate of its own: that one, never the forged one.
+        let a = curl_to(&pki.ca, Some(&bob_cert), &url, &["-H", &forged]);
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(a.json()["headers"]["x-keycard-subject"], "bob");
+    }
+    // Only bob's two requests reached the upstream.
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before + 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod nginx;
 pub mod pki;
 pub mod tcp_proxy;
 pub mod tools;

@@ -15,21 +15,34 @@ use tokio::net::TcpListener;
 
 /// Starts the upstream on a free port; returns its base URL.
 pub async fn start() -> String {
+    start_counting().await.0
+}
+
+/// The same echo, counting the requests it receives (a refused request must leave the count
+/// as it was).
+pub async fn start_counting() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let hits = counted.clone();
             tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    answer(req)
+                });
                 let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
         }
     });
-    format!("http://{addr}")
+    (format!("http://{addr}"), hits)
 }
 
 /// The same echo over TLS with `cert`/`key` (PEM files), offering `alpn` (such as
