@@ -329,6 +329,7 @@ impl Verified {
             self.scopes.clone(),
             self.jti.as_deref().unwrap_or(issuer).into(),
         )
+        .with_issuer(issuer.into())
     }
 }
 

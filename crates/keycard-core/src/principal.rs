@@ -30,11 +30,15 @@ impl IdentityValues {
     }
 }
 
-/// A header value: as is when all visible ASCII, else percent-encoded UTF-8 (RFC 3986
-/// unreserved characters kept).
+/// A header value: as is when all visible ASCII other than `%`, else percent-encoded UTF-8
+/// (RFC 3986 unreserved characters kept). `%` is always encoded, so one rule reads every
+/// value back — percent-decode it — and no two names are sent alike (`José` is
+/// `Jos%C3%A9`, the literal name `Jos%C3%A9` is `Jos%25C3%25A9`).
 pub fn header_value(value: &str) -> HeaderValue {
     if !value.is_empty()
-        && value.bytes().all(|b| (0x21..=0x7e).contains(&b))
+        && value
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'%')
         && let Ok(v) = HeaderValue::from_str(value)
     {
         return v;
@@ -54,8 +58,18 @@ pub fn header_value(value: &str) -> HeaderValue {
 }
 
 /// As [`header_value`], spaces kept (they separate scope tokens, which are visible ASCII by
-/// construction: RFC 6749 §3.3).
+/// construction: RFC 6749 §3.3); a `%` in a token is sent as `%25`.
 fn header_value_with_spaces(value: &str) -> HeaderValue {
+    if value.contains('%') {
+        if value
+            .bytes()
+            .all(|b| b == b' ' || (0x21..=0x7e).contains(&b))
+        {
+            return HeaderValue::from_str(&value.replace('%', "%25"))
+                .unwrap_or_else(|_| header_value(value));
+        }
+        return header_value(value);
+    }
     HeaderValue::from_str(value).unwrap_or_else(|_| header_value(value))
 }
 
@@ -74,6 +88,8 @@ struct Parts {
     method: Method,
     scopes: Scopes,
     credential_id: Arc<str>,
+    /// The external issuer whose token proved it (`jwt`); `None` for keycard's own subjects.
+    issuer: Option<Arc<str>>,
     /// The identity headers' values, when the credential had them encoded already.
     identity: Option<Arc<IdentityValues>>,
 }
@@ -100,8 +116,21 @@ impl Principal {
             method,
             scopes,
             credential_id,
+            issuer: None,
             identity: None,
         }))
+    }
+
+    /// Proved by a token of the external issuer `issuer`: its subjects are that issuer's
+    /// names, not keycard's.
+    pub(crate) fn with_issuer(mut self, issuer: Arc<str>) -> Self {
+        Arc::make_mut(&mut self.0).issuer = Some(issuer);
+        self
+    }
+
+    /// The external issuer whose token proved it (`jwt`); `None` for keycard's own subjects.
+    pub fn issuer(&self) -> Option<&str> {
+        self.0.issuer.as_deref()
     }
 
     /// With the identity headers' values encoded already (they must be this principal's).

@@ -107,8 +107,8 @@ impl Gate {
             return (result, None);
         };
         let key = match &principal {
-            Some(p) => p.subject().to_owned(),
-            None => ip.to_string(),
+            Some(p) => rate_key(p),
+            None => format!("ip\0{ip}"),
         };
         match self
             .authn
@@ -189,6 +189,17 @@ impl Gate {
             },
         );
     }
+}
+
+/// Whose budget a principal spends: its method, issuer and subject, so that names from
+/// different sources never share one (a JWT whose `sub` is `alice` is not user alice).
+fn rate_key(p: &Principal) -> String {
+    format!(
+        "{}\0{}\0{}",
+        p.method().as_str(),
+        p.issuer().unwrap_or(""),
+        p.subject()
+    )
 }
 
 /// A rate-limit decision to report on a successful answer.

@@ -81,6 +81,14 @@ mod tests {
         assert_eq!(encode("José"), "Jos%C3%A9");
         assert_eq!(encode("a b"), "a%20b");
         assert_eq!(encode("x\r\ny"), "x%0D%0Ay");
+        // `%` is always encoded: a name cannot be spelled as another's encoding.
+        assert_eq!(encode("Jos%C3%A9"), "Jos%25C3%25A9");
+        assert_ne!(encode("Jos%C3%A9"), encode("José"));
+        assert_eq!(encode("100%"), "100%25");
+        let scopes = keycard_core::IdentityValues::encode("s", "a%20b c", "k").scopes;
+        assert_eq!(scopes, "a%2520b c");
+        let scopes = keycard_core::IdentityValues::encode("s", "a b", "k").scopes;
+        assert_eq!(scopes, "a b");
     }
 
     #[test]

@@ -373,3 +373,53 @@ for name, key, kty, alg in [("ec", ec.generate_private_key(ec.SECP256R1()), "EC"
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--key"));
 }
+
+/// A rate limit is spent per method, issuer and subject: a JWT whose `sub` names a keycard
+/// subject, or the same `sub` from another issuer, has a budget of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_subject_does_not_spend_a_keycard_subjects_rate_limit() {
+    if !tools::python_pyjwt() {
+        return;
+    }
+    let file_side = tokens(FILE_ISS);
+    let other_side = tokens(URL_ISS);
+    let up = upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (file_jwks, other_jwks) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&file_jwks, file_side["jwks"].to_string()).unwrap();
+    std::fs::write(&other_jwks, other_side["jwks"].to_string()).unwrap();
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[[jwt.issuers]]\nissuer = \"{FILE_ISS}\"\njwks_file = \"{}\"\naudiences = [\"{AUD}\"]\n\n\
+             [[jwt.issuers]]\nissuer = \"{URL_ISS}\"\njwks_file = \"{}\"\naudiences = [\"{AUD}\"]\n\n{}",
+            file_jwks.display(),
+            other_jwks.display(),
+            route(
+                "/api/",
+                &up,
+                "methods = [\"jwt\", \"api_key\"]\nrate_limit = \"3/min\""
+            )
+        ),
+    );
+    kc.start();
+    // The tokens' subject, as a keycard key's subject too.
+    let (_, key) = kc.create_key("partner-svc", &["orders:read"], &[]);
+    let http = Http::new();
+    let token = file_side["good"]["ES256"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(bearer(&http, &kc, token).await.status, 200);
+    }
+    assert_eq!(bearer(&http, &kc, token).await.status, 429);
+    // Same name, other source: its own budget.
+    let other = other_side["good"]["ES256"].as_str().unwrap();
+    assert_eq!(bearer(&http, &kc, other).await.status, 200);
+    let r = http
+        .get(&kc.url("/api/orders"), &[("x-api-key", key.as_str())])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.upstream_header("x-keycard-subject").as_deref(),
+        Some("partner-svc")
+    );
+}
