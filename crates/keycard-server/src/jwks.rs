@@ -199,6 +199,11 @@ async fn fetch(client: &UpstreamClient, uri: &Uri) -> Result<(KeySet, Duration),
         .to_bytes();
     let text = std::str::from_utf8(&body).map_err(|_| "not UTF-8".to_owned())?;
     let keys = KeySet::from_json(text).map_err(|_| "not a JWKS".to_owned())?;
+    // A set with no key keycard can use (empty, or only kinds it does not verify) would
+    // refuse every token of the issuer: a failed fetch, so the last good set stays.
+    if keys.keys().is_empty() {
+        return Err("no usable key in the JWKS".to_owned());
+    }
     Ok((keys, max_age))
 }
 

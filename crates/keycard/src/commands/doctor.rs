@@ -105,6 +105,19 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             ));
         }
     }
+    for i in &s.jwt_issuers {
+        if let keycard_server::config::JwksSource::Url(u) = &i.jwks
+            && u.scheme_str() == Some("http")
+            && !host_is_loopback(u.host().unwrap_or(""))
+        {
+            out.push(finding(
+                Warning,
+                "jwks_plain_http",
+                format!("the keys of issuer {} are fetched over plain HTTP from {u}: anyone on the path can substitute their own and sign any token", i.issuer),
+                "use an https:// jwks_url (or a jwks_file)",
+            ));
+        }
+    }
     if s.failed_auth.is_none() {
         out.push(finding(
             Critical,
@@ -161,6 +174,15 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Whether a URL's host is this machine: `localhost`, or a loopback address.
+fn host_is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn store_findings(s: &Settings, out: &mut Vec<Finding>) -> Result<(), CliError> {
@@ -336,6 +358,27 @@ mod tests {
             "[[routes]]\nprefix = \"/a/\"\nupstream = \"http://127.0.0.1:9\"\nmethods = [\"api_key\"]\nrate_limit = \"100/s\"\n",
         );
         assert!(codes(&tidy).is_empty(), "{:?}", codes(&tidy));
+    }
+
+    #[test]
+    fn a_jwks_url_over_plain_http_off_loopback_is_flagged() {
+        let issuer = |url: &str| {
+            settings(&format!(
+                "[[jwt.issuers]]\nissuer = \"https://idp/\"\njwks_url = \"{url}\"\naudiences = [\"a\"]\n"
+            ))
+        };
+        let flagged =
+            |url: &str| codes(&issuer(url)).contains(&(Severity::Warning, "jwks_plain_http"));
+        assert!(flagged("http://idp.example/jwks.json"));
+        assert!(flagged("http://10.1.2.3/jwks.json"));
+        for fine in [
+            "https://idp.example/jwks.json",
+            "http://127.0.0.1:9/jwks.json",
+            "http://localhost/jwks.json",
+            "http://[::1]:9/jwks.json",
+        ] {
+            assert!(!flagged(fine), "{fine}");
+        }
     }
 
     #[test]
