@@ -12,15 +12,42 @@ pub const SCOPES: HeaderName = HeaderName::from_static("x-keycard-scopes");
 /// `X-Keycard-Credential`.
 pub const CREDENTIAL: HeaderName = HeaderName::from_static("x-keycard-credential");
 
-/// Removes every `X-Keycard-*` header (whatever a client sent).
+/// Whether a client-sent header of this (lowercase) name must never reach an upstream as
+/// keycard's word: `X-Keycard-*`, and any spelling of it, or of a forwarded-certificate
+/// header, with `_` for `-` — CGI-style upstreams (PEP 3333, PHP) read `X_Keycard_Subject`
+/// as `X-Keycard-Subject`.
+pub fn is_reserved(name: &str) -> bool {
+    if name.starts_with("x-keycard-") {
+        return true;
+    }
+    if !name.contains('_') {
+        return false;
+    }
+    let dashed = |target: &str, prefix: bool| {
+        let (n, t) = (name.as_bytes(), target.as_bytes());
+        (if prefix {
+            n.len() >= t.len()
+        } else {
+            n.len() == t.len()
+        }) && n
+            .iter()
+            .zip(t)
+            .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    };
+    dashed("x-keycard-", true)
+        || dashed("x-ssl-client-cert", false)
+        || dashed("x-forwarded-client-cert", false)
+}
+
+/// Removes every header [`is_reserved`] names (whatever a client sent).
 pub fn strip_identity(headers: &mut HeaderMap) {
     // The common case, nothing to strip, allocates nothing.
-    if !headers.keys().any(|k| k.as_str().starts_with("x-keycard-")) {
+    if !headers.keys().any(|k| is_reserved(k.as_str())) {
         return;
     }
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-keycard-"))
+        .filter(|k| is_reserved(k.as_str()))
         .cloned()
         .collect();
     for k in spoofed {
@@ -97,7 +124,22 @@ mod tests {
         h.insert("x-keycard-subject", HeaderValue::from_static("admin"));
         h.insert("x-keycard-anything", HeaderValue::from_static("x"));
         h.insert("x-other", HeaderValue::from_static("y"));
+        for spelled in [
+            "x_keycard_subject",
+            "x-keycard_scopes",
+            "x_ssl_client_cert",
+            "x_forwarded_client_cert",
+            "x_forwarded-client_cert",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(spelled.as_bytes()).unwrap(),
+                HeaderValue::from_static("root"),
+            );
+        }
+        h.insert("x_other_thing", HeaderValue::from_static("kept"));
+        h.insert("x_ssl_client_certs", HeaderValue::from_static("kept"));
         strip_identity(&mut h);
-        assert_eq!(h.len(), 1);
+        assert_eq!(h.len(), 3, "{h:?}");
+        assert!(h.contains_key("x-other") && h.contains_key("x_other_thing"));
     }
 }

@@ -117,16 +117,18 @@ pub fn forwarded_cert(
     }
     let pem = match header {
         ForwardedCertHeader::ForwardedClientCert => {
-            // Several proxies append elements separated by `,`; the last is the hop nearest
-            // to keycard, which saw the client. Within one, `;`-separated key=value pairs;
-            // values may be quoted.
-            let element = last_element(v).ok_or(Unreadable)?;
-            // `Chain` (leaf first, with the intermediates) when the proxy sends it, else
-            // `Cert`.
-            let cert = xfcc_value(element, "Chain")
-                .or_else(|| xfcc_value(element, "Cert"))
-                .ok_or(Unreadable)?;
-            percent_decode(&cert).ok_or(Unreadable)?
+            // Several proxies append elements; the last is the hop nearest to keycard, which
+            // saw the client. `Chain` (leaf first, with the intermediates) when the proxy
+            // sends it, else `Cert`.
+            let elements = xfcc_elements(v).ok_or(Unreadable)?;
+            let last = elements.last().ok_or(Unreadable)?;
+            let value = |key: &str| {
+                last.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v.as_str())
+            };
+            let cert = value("Chain").or_else(|| value("Cert")).ok_or(Unreadable)?;
+            percent_decode(cert).ok_or(Unreadable)?
         }
         ForwardedCertHeader::SslClientCert => percent_decode(v).ok_or(Unreadable)?,
     };
@@ -140,53 +142,89 @@ pub fn forwarded_cert(
         .ok_or(Unreadable)
 }
 
-/// The last top-level element of an XFCC value (commas inside quotes do not split).
-fn last_element(v: &str) -> Option<&str> {
-    let mut quoted = false;
-    let mut start = 0;
-    let mut escaped = false;
-    for (i, c) in v.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => start = i + 1,
-            _ => {}
+/// An XFCC value (Envoy's `x-forwarded-client-cert`) read strictly, whole: elements
+/// separated by `,`, each `key=value` pairs separated by `;`, a value either plain (no `"`,
+/// `\`, `,` or `;`) or a quoted string in which `\` escapes the next character; spaces
+/// around separators allowed. `None` for anything else — an unbalanced quote, a stray
+/// backslash, text after a closing quote, an empty element or key, `Cert` or `Chain` twice in
+/// one element: behind a proxy that appends its element to a client's header, a malformed
+/// prefix must not be able to swallow the proxy's element and pass as the last one.
+fn xfcc_elements(v: &str) -> Option<Vec<Vec<(String, String)>>> {
+    let b = v.as_bytes();
+    let mut i = 0;
+    let skip_spaces = |i: &mut usize| {
+        while matches!(b.get(*i), Some(b' ' | b'\t')) {
+            *i += 1;
         }
-    }
-    let e = v.get(start..)?.trim();
-    (!e.is_empty()).then_some(e)
-}
-
-/// The value of `key` in one XFCC element (`By=…;Hash=…;Cert="…"`), unquoted.
-fn xfcc_value(element: &str, key: &str) -> Option<String> {
-    let mut pairs = Vec::new();
-    let mut quoted = false;
-    let mut start = 0;
-    for (i, c) in element.char_indices() {
-        match c {
-            '"' => quoted = !quoted,
-            ';' if !quoted => {
-                pairs.push(element.get(start..i)?);
-                start = i + 1;
-            }
-            _ => {}
+    };
+    let mut elements = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    loop {
+        skip_spaces(&mut i);
+        let start = i;
+        while b
+            .get(i)
+            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        {
+            i += 1;
         }
-    }
-    pairs.push(element.get(start..)?);
-    pairs.into_iter().find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case(key) {
+        let key = v.get(start..i).filter(|k| !k.is_empty())?.to_owned();
+        if b.get(i) != Some(&b'=') {
             return None;
         }
-        let v = v.trim();
-        Some(
-            v.strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(v)
-                .replace("\\\"", "\""),
-        )
-    })
+        i += 1;
+        let value = if b.get(i) == Some(&b'"') {
+            i += 1;
+            let mut out = Vec::new();
+            loop {
+                match *b.get(i)? {
+                    b'"' => {
+                        i += 1;
+                        break;
+                    }
+                    b'\\' => {
+                        out.push(*b.get(i + 1)?);
+                        i += 2;
+                    }
+                    c => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            String::from_utf8(out).ok()?
+        } else {
+            let start = i;
+            while let Some(&c) = b.get(i) {
+                match c {
+                    b';' | b',' => break,
+                    b'"' | b'\\' => return None,
+                    _ => i += 1,
+                }
+            }
+            v.get(start..i)?.trim_end_matches([' ', '\t']).to_owned()
+        };
+        let once = ["cert", "chain"];
+        if once.iter().any(|o| key.eq_ignore_ascii_case(o))
+            && pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case(&key))
+        {
+            return None;
+        }
+        pairs.push((key, value));
+        skip_spaces(&mut i);
+        match b.get(i) {
+            None => {
+                elements.push(pairs);
+                return Some(elements);
+            }
+            Some(b';') => i += 1,
+            Some(b',') => {
+                i += 1;
+                elements.push(std::mem::take(&mut pairs));
+            }
+            Some(_) => return None,
+        }
+    }
 }
 
 /// `%XX` decoding (a `+` stays a `+`: these are not form values).
@@ -226,14 +264,54 @@ mod tests {
 
     #[test]
     fn xfcc_elements_and_values() {
-        let v = r#"By=spiffe://a;Hash=ab;Cert="-----BEGIN%20X";Subject="CN=a,O=b",By=spiffe://b;Cert="second";URI=spiffe://c"#;
-        let last = last_element(v).unwrap();
-        assert_eq!(xfcc_value(last, "cert").as_deref(), Some("second"));
-        assert_eq!(xfcc_value(last, "URI").as_deref(), Some("spiffe://c"));
-        assert_eq!(xfcc_value(last, "Hash"), None);
-        let first = r#"By=spiffe://a;Hash=ab;Cert="-----BEGIN%20X";Subject="CN=a,O=b""#;
-        assert_eq!(xfcc_value(first, "Subject").as_deref(), Some("CN=a,O=b"));
-        assert_eq!(last_element(" , "), None);
+        let v = r#"By=spiffe://a;Hash=ab;Cert="-----BEGIN%20X";Subject="CN=a,O=b",By=spiffe://b;Cert="sec\"ond";URI=spiffe://c;DNS=a;DNS=b ; URI="#;
+        let e = xfcc_elements(v).unwrap();
+        assert_eq!(e.len(), 2);
+        let get = |i: usize, k: &str| {
+            e[i].iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(1, "cert").as_deref(), Some("sec\"ond"));
+        assert_eq!(get(1, "URI").as_deref(), Some("spiffe://c"));
+        assert_eq!(get(1, "Hash"), None);
+        assert_eq!(get(0, "Subject").as_deref(), Some("CN=a,O=b"));
+        assert_eq!(get(0, "Hash").as_deref(), Some("ab"));
+    }
+
+    /// A client's prefix in front of an appending proxy's element: whatever it holds, it
+    /// cannot make its own element the last one; the whole value is unreadable.
+    #[test]
+    fn xfcc_prefixes_cannot_swallow_the_proxys_element() {
+        let proxy = r#"By=spiffe://envoy;Hash=abcd;Cert="BOB";Subject="CN=bob";URI="#;
+        for prefix in [
+            r#"Chain=ADMIN;x=\"#,
+            r#"Chain=ADMIN;x=""#,
+            r#"Cert=ADMIN;x=""#,
+            r#"Cert="ADMIN"x"#,
+            r#"Cert=AD"MIN"#,
+            r#"Cert=ADMIN;Cert=OTHER"#,
+            "Cert=ADMIN;",
+            "",
+            "=ADMIN",
+        ] {
+            let v = format!("{prefix},{proxy}");
+            match xfcc_elements(&v) {
+                None => {}
+                Some(e) => {
+                    let last = e.last().unwrap();
+                    let cert = last
+                        .iter()
+                        .find(|(k, _)| k == "Cert")
+                        .map(|(_, v)| v.as_str());
+                    assert_eq!(cert, Some("BOB"), "{v}");
+                    assert!(!last.iter().any(|(k, _)| k == "Chain"), "{v}");
+                }
+            }
+        }
+        for broken in ["", " , ", "Cert", "Cert=\"open", "Cert=a\\b", "a=b,"] {
+            assert_eq!(xfcc_elements(broken), None, "{broken}");
+        }
     }
 
     #[test]

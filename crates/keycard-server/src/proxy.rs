@@ -211,7 +211,7 @@ fn remove_present(h: &mut HeaderMap, extra: &[HeaderName], identity: bool) {
     for k in h.keys() {
         if let Some(i) = names().position(|n| n == k) {
             present |= 1 << i;
-        } else if identity && k.as_str().starts_with("x-keycard-") {
+        } else if identity && identity::is_reserved(k.as_str()) {
             spoofed = true;
         }
     }

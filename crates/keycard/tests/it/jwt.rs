@@ -423,3 +423,42 @@ async fn a_jwt_subject_does_not_spend_a_keycard_subjects_rate_limit() {
         Some("partner-svc")
     );
 }
+
+/// A JWKS URL that starts answering a set with no usable key (empty, or only a symmetric
+/// key) is a failed fetch: the last good keys stay and the issuer's tokens still verify.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwks_with_no_usable_key_keeps_the_last_good_set() {
+    if !tools::python_pyjwt() {
+        return;
+    }
+    let side = tokens(URL_ISS);
+    let doc = Arc::new(Mutex::new(side["jwks"].to_string()));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let jwks_url = upstream::serve_json(doc.clone(), hits.clone()).await;
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[[jwt.issuers]]\nissuer = \"{URL_ISS}\"\njwks_url = \"{jwks_url}/jwks.json\"\naudiences = [\"{AUD}\"]\n\n{}",
+            route("/api/", &up, "methods = [\"jwt\"]")
+        ),
+    );
+    kc.start();
+    let http = Http::new();
+    let good = side["good"]["ES256"].as_str().unwrap();
+    assert_eq!(bearer(&http, &kc, good).await.status, 200);
+    *doc.lock().unwrap() = r#"{"keys":[{"kty":"oct","kid":"k1","k":"c2VjcmV0"}]}"#.into();
+    // An unknown kid makes keycard fetch again at once.
+    let unknown = side["bad"]["unknown_kid"].as_str().unwrap();
+    assert_eq!(bearer(&http, &kc, unknown).await.status, 401);
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "fetched again");
+    assert_eq!(
+        bearer(&http, &kc, good).await.status,
+        200,
+        "last good keys kept"
+    );
+    assert!(
+        kc.log(0).iter().any(|l| l.contains("no usable key")),
+        "the failed fetch is logged"
+    );
+}

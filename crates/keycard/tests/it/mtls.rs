@@ -803,6 +803,32 @@ async fn forwarded_certificates_come_only_from_the_named_header_and_proxies() {
             assert_eq!(curl_headers(&url, &[shape(&foreign)]).0, 401);
             let garbage = format!("{name}: -----BEGIN%20CERTIFICATE-----%0AAAAA");
             assert_eq!(curl_headers(&url, &[garbage]).0, 401);
+            // Behind a proxy that appends its element to the client's XFCC: a client prefix
+            // crafted to swallow the proxy's element makes the header unreadable, never the
+            // admin's certificate the identity.
+            if name == "X-Forwarded-Client-Cert" {
+                let pem = |c: &Issued| urlencode(&std::fs::read_to_string(&c.cert).unwrap());
+                let proxy = format!(
+                    "By=spiffe://envoy;Hash=abcd;Cert=\"{}\";Subject=\"CN=alice\";URI=",
+                    pem(&alice_cert)
+                );
+                for prefix in [
+                    format!("Chain={};x=\\", pem(&admin_cert)),
+                    format!("Cert={};x=\"", pem(&admin_cert)),
+                ] {
+                    let h = format!("X-Forwarded-Client-Cert: {prefix},{proxy}");
+                    let (code, body) = curl_headers(&url, &[h]);
+                    assert_eq!(code, 401, "{body}");
+                }
+                // The same proxy element after a well-formed client element: the proxy's.
+                let h = format!(
+                    "X-Forwarded-Client-Cert: By=x;Cert=\"{}\",{proxy}",
+                    pem(&admin_cert)
+                );
+                let (code, body) = curl_headers(&url, &[h]);
+                assert_eq!(code, 200, "{body}");
+                assert!(body.contains("alice-svc"), "{body}");
+            }
             // The audit event says where the certificate came from.
             audit_has(&kc, r#""subject":"alice-svc","credential_id":"#).await;
             audit_has(&kc, r#""cert_source":"forwarded""#).await;

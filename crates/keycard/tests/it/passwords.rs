@@ -556,6 +556,26 @@ async fn digest_and_basic_attacks_are_refused() {
         )
         .await;
     assert_eq!(shape(&r), baseline, "auth-int with another body");
+    // Signed over an empty body, padded so that only a parse of the untrimmed text fails:
+    // the body is still read and checked.
+    let empty = DigestReq {
+        nc: 32,
+        body: b"",
+        ..int
+    };
+    let params = empty.header();
+    let params = params.strip_prefix("Digest ").unwrap();
+    let filler = "a".repeat(8150 - params.len() - 6);
+    let padded = format!("Digest {}{params}, x=\"{filler}\"", " ".repeat(400));
+    let r = http
+        .send(
+            Method::POST,
+            &url,
+            &[("authorization", &padded)],
+            &br#"{"amount":999}"#[..],
+        )
+        .await;
+    assert_eq!(shape(&r), baseline, "auth-int signed over no body");
 
     // An expired nonce: right credentials get stale=true, wrong ones do not.
     tokio::time::sleep(Duration::from_millis(3100)).await;
@@ -1012,7 +1032,8 @@ async fn auth_int_body_reads_are_bounded() {
     // 16 clients announce a body for an auth-int credential and never send it: each holds
     // one of the 16 body-reading slots.
     let head = "POST /api/x HTTP/1.1\r\nHost: k\r\nContent-Length: 1000000\r\n\
-                Authorization: Digest username=\"a\", qop=auth-int\r\n\r\n";
+                Authorization: Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/api/x\", \
+                qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"\r\n\r\n";
     let mut held = Vec::new();
     for _ in 0..16 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -1036,7 +1057,11 @@ async fn auth_int_body_reads_are_bounded() {
             .send(
                 Method::POST,
                 &format!("http://{addr}/api/x"),
-                &[("authorization", "Digest username=\"a\", qop=auth-int")],
+                &[(
+                    "authorization",
+                    "Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/api/x\", \
+                     qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"",
+                )],
                 &b"x"[..],
             )
             .await;
