@@ -274,7 +274,8 @@ pub fn normalize_dn(dn: &str) -> Result<String, CertError> {
 /// What a `[[mtls.rules]]` entry matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertMatch {
-    /// A SAN URI starting with this prefix (`spiffe://example.org/`).
+    /// A SAN URI starting with this prefix, which ends in `/` (`spiffe://example.org/`),
+    /// followed by a plain path; with a `spiffe://` prefix, the certificate's only URI SAN.
     SanUriPrefix(String),
     /// A SAN DNS name equal to this pattern, where a leading `*.` stands for exactly one
     /// label (`*.svc.example.org`).
@@ -299,10 +300,18 @@ impl CertRule {
     /// certificate cannot fill does not match.
     pub fn subject_for(&self, cert: &CertIdentity) -> Option<String> {
         let (san_uri, san_dns) = match &self.matcher {
-            CertMatch::SanUriPrefix(p) => (
-                Some(cert.san_uris.iter().find(|u| u.starts_with(p.as_str()))?),
-                None,
-            ),
+            CertMatch::SanUriPrefix(p) => {
+                // An X.509-SVID carries exactly one URI SAN (SPIFFE X509-SVID §2): a
+                // certificate naming several workloads is no SVID.
+                if p.starts_with("spiffe://") && cert.san_uris.len() != 1 {
+                    return None;
+                }
+                let uri = cert
+                    .san_uris
+                    .iter()
+                    .find(|u| u.strip_prefix(p.as_str()).is_some_and(clean_path))?;
+                (Some(uri), None)
+            }
             CertMatch::SanDns(pattern) => (
                 None,
                 Some(cert.san_dns.iter().find(|d| dns_matches(pattern, d))?),
@@ -338,6 +347,17 @@ impl CertRule {
             cert.fingerprint_hex().into(),
         ))
     }
+}
+
+/// Whether the part of a URI SAN after a rule's prefix (which ends in `/`) is a plain path:
+/// not empty, no empty, `.` or `..` segment, no percent-encoding, query or fragment — the
+/// SPIFFE ID path rules, so that one workload cannot be spelled as another.
+fn clean_path(rest: &str) -> bool {
+    !rest.is_empty()
+        && !rest.contains(['%', '?', '#'])
+        && rest
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 fn dns_matches(pattern: &str, name: &str) -> bool {
@@ -430,6 +450,27 @@ mod tests {
             rule(CertMatch::Cn("client-b".into()), "x").subject_for(&id),
             None
         );
+        // SPIFFE prefixes match on a path boundary, a clean path, and one URI SAN only.
+        for (uris, matches) in [
+            (vec!["spiffe://example.org.evil/ns/a"], false),
+            (vec!["spiffe://example.org/"], false),
+            (vec!["spiffe://example.org//ns/a"], false),
+            (vec!["spiffe://example.org/ns/../admin"], false),
+            (vec!["spiffe://example.org/ns/./a"], false),
+            (vec!["spiffe://example.org/ns/a/"], false),
+            (vec!["spiffe://example.org/ns/%61"], false),
+            (vec!["spiffe://example.org/ns/a?x"], false),
+            (vec!["spiffe://example.org/ns/a#x"], false),
+            (
+                vec!["spiffe://example.org/ns/a", "spiffe://example.org/ns/b"],
+                false,
+            ),
+            (vec!["spiffe://example.org/ns/a"], true),
+        ] {
+            let mut c = identity();
+            c.san_uris = uris.iter().map(|u| (*u).to_owned()).collect();
+            assert_eq!(spiffe.subject_for(&c).is_some(), matches, "{uris:?}");
+        }
         // A placeholder the certificate cannot fill: no match.
         let mut no_cn = identity();
         no_cn.cn = None;

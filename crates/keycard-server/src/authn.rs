@@ -114,7 +114,7 @@ pub struct Authenticator {
     /// `server.public_url`: the `iss` of keycard's tokens.
     pub(crate) issuer: Arc<str>,
     /// `[[mtls.rules]]`.
-    pub(crate) mtls_rules: Arc<[keycard_core::cert::CertRule]>,
+    pub(crate) mtls_rules: Arc<[crate::mtls::Rule]>,
     /// Redis (`limits.redis_url`), shared by the rate limits and the replay caches.
     pub(crate) redis: Option<Arc<crate::ratelimit::Redis>>,
     /// The routes' rate limits.
@@ -194,7 +194,7 @@ impl Authenticator {
             jwks_client,
             keyring: Arc::new(crate::own_keys::Keyring::new(master.sealer())),
             issuer: settings.public_url.as_str().into(),
-            mtls_rules: settings.mtls.rules.clone().into(),
+            mtls_rules: crate::mtls::Rule::load(&settings.mtls.rules).into(),
         })
     }
 

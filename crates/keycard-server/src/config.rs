@@ -94,6 +94,7 @@ struct RawMtls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMtlsRule {
+    ca: Option<String>,
     san_uri_prefix: Option<String>,
     san_dns: Option<String>,
     cn: Option<String>,
@@ -254,11 +255,21 @@ pub struct MtlsSettings {
     /// `server.tls.client_ca`); forwarded certificates too.
     pub client_ca: Option<PathBuf>,
     /// `[[mtls.rules]]`, in order: the first that matches names the subject.
-    pub rules: Vec<keycard_core::cert::CertRule>,
+    pub rules: Vec<MtlsRule>,
     /// `mtls.forwarded_cert_header` and `mtls.forwarded_cert_from`: the one header a
     /// TLS-terminating proxy puts the client certificate in, and the proxies believed;
     /// `None`: forwarded certificates are off.
     pub forwarded: Option<ForwardedCerts>,
+}
+
+/// One `[[mtls.rules]]` entry.
+#[derive(Debug, Clone)]
+pub struct MtlsRule {
+    /// What it matches and the subject it names.
+    pub rule: keycard_core::cert::CertRule,
+    /// `ca`: the trust bundle whose certificates it may map (else any that chains to
+    /// `client_ca`).
+    pub ca: Option<PathBuf>,
 }
 
 /// Where forwarded client certificates come from.
@@ -765,9 +776,13 @@ impl Validator<'_> {
         for (i, r) in raw.rules.into_iter().enumerate() {
             let key = |k: &str| format!("mtls.rules[{i}].{k}");
             let matcher = match (r.san_uri_prefix, r.san_dns, r.cn) {
-                (Some(p), None, None) if !p.is_empty() => {
-                    keycard_core::cert::CertMatch::SanUriPrefix(p)
+                (Some(p), None, None) if !p.ends_with('/') || !p.contains("://") => {
+                    return Err(self.err(
+                        key("san_uri_prefix"),
+                        format!("`{p}`: must be a URI prefix ending in `/` (such as \"spiffe://example.org/\"), so that it matches on a path boundary"),
+                    ));
                 }
+                (Some(p), None, None) => keycard_core::cert::CertMatch::SanUriPrefix(p),
                 (None, Some(d), None) if !d.is_empty() => {
                     keycard_core::cert::CertMatch::SanDns(d.to_ascii_lowercase())
                 }
@@ -784,10 +799,22 @@ impl Validator<'_> {
             }
             let scopes = keycard_core::Scopes::parse(&r.scopes.join(" "))
                 .map_err(|e| self.err(key("scopes"), e.to_string()))?;
-            rules.push(keycard_core::cert::CertRule {
-                matcher,
-                subject: r.subject,
-                scopes,
+            let ca = match r.ca.as_deref() {
+                Some(p) => {
+                    let path = self.path(p);
+                    crate::tls::ClientCa::load(&path)
+                        .map_err(|e| self.err(key("ca"), e.message))?;
+                    Some(path)
+                }
+                None => None,
+            };
+            rules.push(MtlsRule {
+                rule: keycard_core::cert::CertRule {
+                    matcher,
+                    subject: r.subject,
+                    scopes,
+                },
+                ca,
             });
         }
         if !rules.is_empty() && client_ca.is_none() {
@@ -1245,6 +1272,14 @@ mod tests {
                 "server.trusted_proxies[0]",
             ),
             ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            (
+                "[[mtls.rules]]\nsan_uri_prefix = \"spiffe://example.org\"\nsubject = \"x\"",
+                "mtls.rules[0].san_uri_prefix",
+            ),
+            (
+                "[[mtls.rules]]\nsan_uri_prefix = \"spiffe://example.org/\"\nsubject = \"x\"\nca = \"missing.pem\"",
+                "mtls.rules[0].ca",
+            ),
             (
                 "[mtls]\nforwarded_cert_header = \"x-client-cert\"\nforwarded_cert_from = [\"127.0.0.1\"]",
                 "mtls.forwarded_cert_header",

@@ -76,8 +76,42 @@ impl Authenticator {
         }
         self.mtls_rules
             .iter()
-            .find_map(|r| r.principal(&cert.identity))
+            .enumerate()
+            .find_map(|(i, r)| {
+                let p = r.rule.principal(&cert.identity)?;
+                match &r.ca {
+                    None => Some(p),
+                    Some(Ok(bundle)) => cert.chains_to(i, bundle).then_some(p),
+                    Some(Err(_)) => None,
+                }
+            })
             .ok_or_else(|| Refusal::unauthorized(Reason::UnknownCredential, method))
+    }
+}
+
+/// A `[[mtls.rules]]` entry with its trust bundle read.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub(crate) rule: keycard_core::cert::CertRule,
+    /// `ca`: the rule maps only certificates that chain to it. `Err`: the bundle could not be
+    /// read, and the rule maps nothing (never a later rule's certificates by falling away).
+    pub(crate) ca: Option<Result<ClientCa, crate::tls::TlsError>>,
+}
+
+impl Rule {
+    /// The rules of `settings`, their bundles read.
+    pub(crate) fn load(settings: &[crate::config::MtlsRule]) -> Vec<Rule> {
+        settings
+            .iter()
+            .map(|r| Rule {
+                rule: r.rule.clone(),
+                ca: r.ca.as_deref().map(|path| {
+                    ClientCa::load(path).inspect_err(|e| {
+                        tracing::error!(error = %e, "cannot read an mtls rule's ca; the rule maps nothing");
+                    })
+                }),
+            })
+            .collect()
     }
 }
 

@@ -13,7 +13,7 @@
 //! cannot be read keeps the previous configuration and is logged.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use keycard_core::CertSource;
@@ -103,6 +103,11 @@ pub struct PeerCert {
     pub chain_verified: bool,
     /// Where it came from: this connection's handshake, or a proxy's header.
     pub source: CertSource,
+    /// The chain as presented, leaf first (checked against a rule's own trust bundle).
+    chain: Box<[CertificateDer<'static>]>,
+    /// Which rule bundles it chains to, by rule index, once judged: a connection's
+    /// certificate is verified against a bundle on its first request, not on each.
+    judged: Mutex<Vec<(usize, bool)>>,
 }
 
 impl PeerCert {
@@ -119,8 +124,26 @@ impl PeerCert {
             identity,
             chain_verified,
             source,
+            chain: owned(chain),
+            judged: Mutex::new(Vec::new()),
         })
     }
+
+    /// Whether the certificate chains to `bundle`, the trust bundle of rule `rule` (the
+    /// answer kept for this certificate's later requests).
+    pub fn chains_to(&self, rule: usize, bundle: &ClientCa) -> bool {
+        let mut judged = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, ok)) = judged.iter().find(|(i, _)| *i == rule) {
+            return *ok;
+        }
+        let ok = bundle.verifies(&self.chain);
+        judged.push((rule, ok));
+        ok
+    }
+}
+
+fn owned(chain: &[CertificateDer<'_>]) -> Box<[CertificateDer<'static>]> {
+    chain.iter().map(|c| c.clone().into_owned()).collect()
 }
 
 impl PeerCert {
@@ -135,6 +158,8 @@ impl PeerCert {
             identity,
             chain_verified,
             source: CertSource::Tls,
+            chain: owned(chain),
+            judged: Mutex::new(Vec::new()),
         })
     }
 }

@@ -93,6 +93,18 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             "behind a TLS-terminating proxy, set mtls.forwarded_cert_header to the one header the proxy sets (\"x-ssl-client-cert\" for nginx, \"x-forwarded-client-cert\" for Envoy) and mtls.forwarded_cert_from to the proxy's addresses",
         ));
     }
+    if let Some(ca) = &s.mtls.client_ca
+        && s.mtls.rules.iter().any(|r| r.ca.is_none())
+        && std::fs::read_to_string(ca)
+            .is_ok_and(|pem| pem.matches("-----BEGIN CERTIFICATE-----").count() > 1)
+    {
+        out.push(finding(
+            Warning,
+            "rule_without_ca",
+            format!("{} holds several certificates and an [[mtls.rules]] entry has no `ca`: any of those CAs can issue the names that rule maps", ca.display()),
+            "give each rule the trust bundle of the names it maps (mtls.rules[].ca), one bundle per trust domain",
+        ));
+    }
     if let Some(f) = &s.mtls.forwarded {
         for net in f.from.iter().filter(|n| n.prefix_len() == 0) {
             out.push(finding(
@@ -400,5 +412,26 @@ mod tests {
             "[mtls]\nclient_ca = \"{ca}\"\nforwarded_cert_header = \"x-forwarded-client-cert\"\nforwarded_cert_from = [\"0.0.0.0/0\"]\n"
         ));
         assert!(codes(&anywhere).contains(&(Severity::Critical, "forwarded_cert_from_anywhere")));
+        // Two CAs in the bundle, a rule without its own: flagged; with one: not.
+        let one = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, one.clone() + &one).unwrap();
+        let rule = |ca: &str| {
+            settings(&format!(
+                "[server]\n[server.tls]\ncert = \"{c}\"\nkey = \"{k}\"\nclient_ca = \"{b}\"\n[[mtls.rules]]\nsan_uri_prefix = \"spiffe://a/\"\nsubject = \"x\"\n{ca}",
+                c = dir.path().join("server.pem").display(),
+                k = dir.path().join("server-key.pem").display(),
+                b = bundle.display(),
+            ))
+        };
+        let server = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.path().join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.path().join("server-key.pem"), key.serialize_pem()).unwrap();
+        assert!(codes(&rule("")).contains(&(Severity::Warning, "rule_without_ca")));
+        let own = format!("ca = \"{ca}\"\n");
+        assert!(!codes(&rule(&own)).contains(&(Severity::Warning, "rule_without_ca")));
     }
 }

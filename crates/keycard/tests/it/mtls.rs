@@ -836,6 +836,84 @@ async fn forwarded_certificates_come_only_from_the_named_header_and_proxies() {
     }
 }
 
+/// With one client CA bundle holding two trust domains' roots, each rule maps only
+/// certificates of its own bundle (`ca`): the other domain's CA cannot mint this domain's
+/// SPIFFE IDs. A SPIFFE rule also wants exactly one URI SAN and a clean path.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rule_maps_only_certificates_of_its_own_trust_bundle() {
+    if !tools::curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = Pki::new(dir.path(), "domain-a");
+    let b = Pki::new(dir.path(), "domain-b");
+    let bundle = dir.path().join("bundle.pem");
+    let pem = |p: &std::path::Path| std::fs::read_to_string(p).unwrap();
+    std::fs::write(&bundle, pem(&a.ca) + &pem(&b.ca)).unwrap();
+    let (up, hits) = upstream::start_counting().await;
+    let rules = format!(
+        "[[mtls.rules]]\nsan_uri_prefix = \"spiffe://a.example/\"\nca = \"{}\"\nsubject = \"{{san_uri}}\"\n\n\
+         [[mtls.rules]]\nsan_uri_prefix = \"spiffe://b.example/\"\nca = \"{}\"\nsubject = \"{{san_uri}}\"\n",
+        a.ca.display(),
+        b.ca.display()
+    );
+    let config = format!(
+        "{}\n[mtls]\nclient_ca = \"{}\"\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"127.0.0.1\"]\n\n{rules}",
+        route("/api/", &up, "methods = [\"mtls\"]"),
+        bundle.display()
+    );
+    let mut kc = Keycard::new(None, &config);
+    kc.start();
+    let url = kc.url("/api/x");
+    let svid = |pki: &Pki, file: &str, uris: &[&str]| {
+        pki.client(
+            file,
+            &Names {
+                cn: file,
+                uris,
+                ..Names::default()
+            },
+        )
+    };
+    for (cert, want) in [
+        (
+            svid(&a, "a-w", &["spiffe://a.example/w"]),
+            Some("spiffe://a.example/w"),
+        ),
+        (
+            svid(&b, "b-w", &["spiffe://b.example/w"]),
+            Some("spiffe://b.example/w"),
+        ),
+        // Domain b's CA naming a workload of domain a.
+        (svid(&b, "b-as-a", &["spiffe://a.example/admin"]), None),
+        (svid(&a, "a-dots", &["spiffe://a.example/w/../admin"]), None),
+        (svid(&a, "a-evil", &["spiffe://a.example.evil/w"]), None),
+        (
+            svid(
+                &a,
+                "a-two",
+                &["spiffe://a.example/w", "spiffe://a.example/admin"],
+            ),
+            None,
+        ),
+    ] {
+        let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+        let (code, body) = curl_headers(&url, &[ssl_client_cert(&cert)]);
+        match want {
+            Some(subject) => {
+                assert_eq!(code, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(v["headers"]["x-keycard-subject"], subject);
+            }
+            None => {
+                assert_eq!(code, 401, "{:?}: {body}", cert.cert);
+                assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+            }
+        }
+    }
+    audit_has(&kc, r#""reason":"unknown_credential""#).await;
+}
+
 /// Real nginx terminating TLS in front of keycard, with the shipped
 /// `examples/nginx/keycard-mtls.conf`: the certificate of nginx's handshake is the identity;
 /// a client with no certificate, or with one of its own, who adds either forwarded header
