@@ -171,10 +171,16 @@ pub struct App {
     /// `keycard:admin`) and its handler.
     admin_policy: RoutePolicy,
     admin: crate::admin::Admin,
+    /// `/_keycard/metrics` on this listener: a credential with `keycard:metrics`.
+    metrics_policy: RoutePolicy,
 }
 
-/// The admin API's policy: the methods a machine uses, and the admin scope.
-fn admin_policy() -> RoutePolicy {
+/// The scope that reads `/_keycard/metrics` on the main listener.
+pub const METRICS_SCOPE: &str = "keycard:metrics";
+
+/// The policy of one of keycard's own machine endpoints (`prefix`): the methods a machine
+/// uses, and `scope`.
+fn machine_policy(prefix: &str, scope: &str) -> RoutePolicy {
     let mut methods = keycard_core::MethodSet::empty();
     for m in [
         keycard_core::Method::ApiKey,
@@ -184,9 +190,9 @@ fn admin_policy() -> RoutePolicy {
         methods.insert(m);
     }
     RoutePolicy {
-        prefix: "/_keycard/admin/".into(),
+        prefix: prefix.into(),
         methods,
-        scopes: keycard_core::Scopes::parse(crate::admin::ADMIN_SCOPE).unwrap_or_default(),
+        scopes: keycard_core::Scopes::parse(scope).unwrap_or_default(),
         public: false,
         rate_limit: None,
     }
@@ -243,7 +249,8 @@ impl App {
                 from: f.from.clone(),
                 ca: crate::mtls::forwarding_ca(&settings.mtls),
             }),
-            admin_policy: admin_policy(),
+            admin_policy: machine_policy("/_keycard/admin/", crate::admin::ADMIN_SCOPE),
+            metrics_policy: machine_policy("/_keycard/metrics", METRICS_SCOPE),
             admin: crate::admin::Admin::new(crate::manage::Manager::new(
                 authn.store().clone(),
                 master,
@@ -323,7 +330,7 @@ impl App {
             }
             Endpoint::Health => answer::json(StatusCode::OK, r#"{"status":"ok"}"#),
             Endpoint::Verify => Box::pin(self.forward_auth(req, conn, request_id)).await,
-            Endpoint::Metrics => self.metrics(),
+            Endpoint::Metrics => Box::pin(self.scraped(req, conn, request_id)).await,
             Endpoint::Admin => Box::pin(self.admin(req, conn, request_id)).await,
             Endpoint::Other => answer::not_found(),
         }
@@ -379,8 +386,34 @@ impl App {
         }
     }
 
+    /// `/_keycard/metrics` on the main listener, which the public reaches: authenticated
+    /// like a route (scope `keycard:metrics`), and the reasons that tell credentials apart
+    /// counted as one.
+    async fn scraped(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> Response<Body> {
+        let policy = &self.metrics_policy;
+        let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
+        let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
+            Ok(c) => c,
+            Err(_) => return answer::bad_request(),
+        };
+        let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, cert.as_deref());
+        match self.gate.check(policy, &facts, request_id).await {
+            Ok(crate::gate::Passed {
+                principal: Some(_), ..
+            }) => self.metrics(crate::metrics::Detail::Public),
+            Ok(_) => answer::not_found(),
+            Err(refused) => refused,
+        }
+    }
+
     /// `/_keycard/metrics`: the Prometheus text format.
-    fn metrics(&self) -> Response<Body> {
+    pub(crate) fn metrics(&self, detail: crate::metrics::Detail) -> Response<Body> {
         let gauges = crate::metrics::Gauges {
             audit_queue: self.audit.depth(),
             store_up: self.authn.feed_is_fresh(),
@@ -390,7 +423,7 @@ impl App {
         let text = self
             .authn
             .metrics
-            .render(&gauges, &self.authn.cache().hit_counts());
+            .render(&gauges, &self.authn.cache().hit_counts(), detail);
         let mut r = Response::new(Body::from_bytes(Bytes::from(text)));
         r.headers_mut().insert(
             http::header::CONTENT_TYPE,

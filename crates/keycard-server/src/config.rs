@@ -107,6 +107,7 @@ struct RawMtlsRule {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     public_url: Option<String>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -307,6 +308,9 @@ pub struct Settings {
     pub base_dir: PathBuf,
     /// `server.listen`.
     pub listen: SocketAddr,
+    /// `server.metrics_listen`: a plain-HTTP listener of its own serving
+    /// `/_keycard/metrics` (every reason code) and `/_keycard/health`, nothing else.
+    pub metrics_listen: Option<SocketAddr>,
     /// `server.public_url`, without a trailing slash.
     pub public_url: String,
     /// `server.trusted_proxies`.
@@ -534,6 +538,15 @@ impl Validator<'_> {
                 "1 to 64 characters, no spaces, such as \"keycard:\"",
             ));
         }
+        let metrics_listen = match raw.server.metrics_listen.as_deref() {
+            Some(t) => Some(t.parse::<SocketAddr>().map_err(|_| {
+                self.err(
+                    "server.metrics_listen",
+                    format!("`{t}` is not an address such as 127.0.0.1:9100"),
+                )
+            })?),
+            None => None,
+        };
         let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8080");
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             self.err(
@@ -646,6 +659,7 @@ impl Validator<'_> {
         Ok(Settings {
             base_dir: self.base_dir.to_path_buf(),
             listen,
+            metrics_listen,
             public_url,
             trusted_proxies,
             realm,
@@ -1240,6 +1254,10 @@ mod tests {
     fn errors_name_the_key() {
         let cases = [
             ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            (
+                "[server]\nmetrics_listen = \"9100\"",
+                "server.metrics_listen",
+            ),
             ("[server]\nbogus = 1", "bogus"),
             (
                 "[[routes]]\nprefix = \"/a/\"\nmethods = [\"telepathy\"]",

@@ -75,6 +75,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics address is taken or not ours.
+    #[error("cannot listen on {addr} (server.metrics_listen): {source}")]
+    BindMetrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The audit file could not be opened.
     #[error("cannot open the audit file (audit.file): {0}")]
     Audit(std::io::Error),
@@ -106,8 +114,11 @@ pub enum StartError {
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The address of `server.metrics_listen`, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     conn_shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
+    metrics: Option<JoinHandle<()>>,
     core: Core,
 }
 
@@ -116,6 +127,9 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.conn_shutdown.send(true);
         let _ = self.accept.await;
+        if let Some(m) = self.metrics {
+            let _ = m.await;
+        }
         self.core.shutdown().await;
     }
 }
@@ -236,6 +250,21 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         addr: settings.listen,
         source,
     })?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::BindMetrics { addr, source })?,
+        ),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| StartError::BindMetrics {
+            addr: settings.metrics_listen.unwrap_or(settings.listen),
+            source,
+        })?),
+        None => None,
+    };
     let (conn_shutdown, conn_rx) = watch::channel(false);
     let mut core = Core::start(settings, master, store).await?;
     let tls = match &settings.tls {
@@ -253,12 +282,16 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         core.authn.clone(),
         core.sink.clone(),
     ));
+    let metrics = metrics_listener
+        .map(|l| tokio::spawn(listener::serve_metrics(l, app.clone(), conn_rx.clone())));
     let accept = tokio::spawn(listener::serve(listener, app, tls, conn_rx));
-    tracing::info!(listen = %local_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
+    tracing::info!(listen = %local_addr, metrics_listen = ?metrics_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,
+        metrics_addr,
         conn_shutdown,
         accept,
+        metrics,
         core,
     })
 }

@@ -224,3 +224,60 @@ async fn worker(
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
     }
 }
+
+/// `server.metrics_listen`: a plain-HTTP listener of the operator's, on the main runtime,
+/// answering `GET /_keycard/metrics` with every reason code and `/_keycard/health`; 404 for
+/// anything else (no route, no credential, no admin API here). Until `shutdown`.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    app: Arc<App>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let app = app.clone();
+        let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let app = app.clone();
+            async move {
+                let r = match (req.method(), req.uri().path()) {
+                    (&http::Method::GET, "/_keycard/metrics") => {
+                        app.metrics(crate::metrics::Detail::Full)
+                    }
+                    (&http::Method::GET, "/_keycard/health") => {
+                        crate::answer::json(http::StatusCode::OK, r#"{"status":"ok"}"#)
+                    }
+                    _ => crate::answer::not_found(),
+                };
+                Ok::<_, Infallible>(r)
+            }
+        });
+        let conn = graceful.watch(
+            builder
+                .serve_connection(TokioIo::new(stream), svc)
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}

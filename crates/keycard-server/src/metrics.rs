@@ -159,6 +159,28 @@ impl Histogram {
     }
 }
 
+/// How much a metrics page tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every reason code: `server.metrics_listen`, a listener of the operator's.
+    Full,
+    /// On the listener the public reaches: the reasons that tell an unknown user from a
+    /// wrong password, or a revoked key from an unknown one, are one `invalid_credential`.
+    Public,
+}
+
+/// The reasons [`Detail::Public`] counts as one: each would tell a caller something about a
+/// credential it does not hold (that the user exists, the key did once, the password was
+/// right but not the second factor).
+const INVALID_CREDENTIAL: [Reason; 6] = [
+    Reason::UnknownCredential,
+    Reason::BadPassword,
+    Reason::Revoked,
+    Reason::Expired,
+    Reason::Disabled,
+    Reason::BadTotp,
+];
+
 /// Every metric keycard keeps. Shared by the listener, the authenticator and the audit sink.
 #[derive(Debug)]
 pub struct Metrics {
@@ -238,8 +260,15 @@ impl Metrics {
         self.store_errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The text exposition. `gauges` are read at scrape time.
-    pub fn render(&self, gauges: &Gauges, caches: &[(&'static str, u64, u64)]) -> String {
+    /// The text exposition. `gauges` are read at scrape time. `detail`: every reason code
+    /// (the metrics listener), else the reasons that tell credentials apart from each other
+    /// counted as one (see [`Detail::Public`]).
+    pub fn render(
+        &self,
+        gauges: &Gauges,
+        caches: &[(&'static str, u64, u64)],
+        detail: Detail,
+    ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         header(
             &mut out,
@@ -268,8 +297,17 @@ impl Metrics {
         for m in 0..METHODS {
             let method = Method::ALL.get(m).map_or("none", |m| m.as_str());
             for (o, outcome) in Outcome::ALL.iter().enumerate() {
+                let mut merged = 0;
                 for r in 0..REASONS {
                     let n = self.decisions.get((m * OUTCOMES + o) * REASONS + r);
+                    if detail == Detail::Public
+                        && Reason::ALL
+                            .get(r)
+                            .is_some_and(|r| INVALID_CREDENTIAL.contains(r))
+                    {
+                        merged += n;
+                        continue;
+                    }
                     // Success by method is always shown (zero included), so a dashboard's
                     // series exist from the start; refusals appear when they happen.
                     let always = *outcome == Outcome::Success && r == REASON_NONE && m < NO_METHOD;
@@ -284,6 +322,13 @@ impl Metrics {
                     let _ = writeln!(
                         out,
                         "keycard_decisions_total{{method=\"{method}\",outcome=\"{}\",reason=\"{reason}\"}} {n}",
+                        outcome.as_str()
+                    );
+                }
+                if merged > 0 {
+                    let _ = writeln!(
+                        out,
+                        "keycard_decisions_total{{method=\"{method}\",outcome=\"{}\",reason=\"invalid_credential\"}} {merged}",
                         outcome.as_str()
                     );
                 }
@@ -427,6 +472,7 @@ mod tests {
                 redis_errors: 2,
             },
             &[("api_key", 5, 1)],
+            Detail::Full,
         );
         assert!(text.contains(
             "keycard_decisions_total{method=\"api_key\",outcome=\"success\",reason=\"none\"} 2"
@@ -443,6 +489,39 @@ mod tests {
         assert!(text.contains(
             "keycard_decisions_total{method=\"mtls\",outcome=\"success\",reason=\"none\"} 0"
         ));
+        let public = m.render(
+            &Gauges {
+                audit_queue: 3,
+                store_up: true,
+                feed_errors: 0,
+                redis_errors: 2,
+            },
+            &[],
+            Detail::Public,
+        );
+        m.decision(
+            Some(Method::Basic),
+            Outcome::Failure,
+            Some("unknown_credential"),
+        );
+        let public_after = m.render(
+            &Gauges {
+                audit_queue: 0,
+                store_up: true,
+                feed_errors: 0,
+                redis_errors: 0,
+            },
+            &[],
+            Detail::Public,
+        );
+        assert!(!public.contains("bad_password") && !public_after.contains("unknown_credential"));
+        assert!(public.contains(
+            "keycard_decisions_total{method=\"basic\",outcome=\"failure\",reason=\"invalid_credential\"} 1"
+        ));
+        assert!(public_after.contains(
+            "keycard_decisions_total{method=\"basic\",outcome=\"failure\",reason=\"invalid_credential\"} 2"
+        ));
+        assert!(public.contains("reason=\"no_credential\"} 1"));
         assert!(text.contains("keycard_audit_queue_depth 3"));
         assert!(text.contains("keycard_redis_errors_total 2"));
         assert!(text.contains("keycard_cache_requests_total{cache=\"api_key\",result=\"hit\"} 5"));
@@ -464,6 +543,7 @@ mod tests {
                 redis_errors: 0,
             },
             &[],
+            Detail::Full,
         );
         let line = |prefix: &str| {
             text.lines()

@@ -117,6 +117,16 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             ));
         }
     }
+    if let Some(m) = s.metrics_listen
+        && m.ip().is_unspecified()
+    {
+        out.push(finding(
+            Warning,
+            "metrics_listen_wildcard",
+            format!("server.metrics_listen {m} binds every address: the metrics, every reason code included, are served to whoever reaches it"),
+            "bind it to loopback or the monitoring network's address, or firewall the port",
+        ));
+    }
     for i in &s.jwt_issuers {
         if let keycard_server::config::JwksSource::Url(u) = &i.jwks
             && u.scheme_str() == Some("http")
@@ -382,6 +392,10 @@ mod tests {
         let flagged =
             |url: &str| codes(&issuer(url)).contains(&(Severity::Warning, "jwks_plain_http"));
         assert!(flagged("http://idp.example/jwks.json"));
+        let wide = settings("[server]\nmetrics_listen = \"0.0.0.0:9100\"\n");
+        assert!(codes(&wide).contains(&(Severity::Warning, "metrics_listen_wildcard")));
+        let own = settings("[server]\nmetrics_listen = \"127.0.0.1:9100\"\n");
+        assert!(codes(&own).is_empty(), "{:?}", codes(&own));
         assert!(flagged("http://10.1.2.3/jwks.json"));
         for fine in [
             "https://idp.example/jwks.json",

@@ -27,6 +27,9 @@ struct Example {
 struct QuickstartInfo {
     listen: String,
     tls_listen: String,
+    /// The metrics listeners (`server.metrics_listen`) of the two instances.
+    metrics: String,
+    tls_metrics: String,
     upstream: String,
     dir: String,
     config: String,
@@ -77,7 +80,7 @@ pub async fn run(
     let config = format!(
         "# Written by `keycard quickstart` (rewritten on every run: the echo upstream's port changes).\n\
          # Use it with the CLI: keycard --config {cfg} key list\n\
-         [server]\nlisten = \"{listen}\"\n\n{common}",
+         [server]\nlisten = \"{listen}\"\n# Prometheus scrapes here (every reason code); never on the public port.\nmetrics_listen = \"127.0.0.1:0\"\n\n{common}",
         cfg = config_path.display(),
     );
     std::fs::write(&config_path, config)
@@ -86,7 +89,7 @@ pub async fn run(
     let tls_config_path = dir.join("keycard-tls.toml");
     let tls_config = format!(
         "# Written by `keycard quickstart`: the HTTPS listener of the demo (client certificates).\n\
-         [server]\nlisten = \"{tls_listen}\"\n\n\
+         [server]\nlisten = \"{tls_listen}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
          [server.tls]\ncert = \"tls/server.pem\"\nkey = \"tls/server-key.pem\"\nclient_ca = \"tls/ca.pem\"\nclient_auth = \"optional\"\n\n{common}",
     );
     std::fs::write(&tls_config_path, tls_config)
@@ -221,6 +224,14 @@ pub async fn run(
     let info = QuickstartInfo {
         listen: running.local_addr.to_string(),
         tls_listen: running_tls.local_addr.to_string(),
+        metrics: running
+            .metrics_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        tls_metrics: running_tls
+            .metrics_addr
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
         upstream: format!("http://{upstream}"),
         dir: dir.display().to_string(),
         config: config_path.display().to_string(),
@@ -244,7 +255,7 @@ pub async fn run(
         }
         println!("Try the same request without the key, or with a changed key: 401.");
         println!("See who called: keycard --config {} audit", info.config);
-        println!("Metrics: curl -s {base}/_keycard/metrics");
+        println!("Metrics: curl -s http://{}/_keycard/metrics", info.metrics);
         println!("Press Ctrl-C to stop.");
     }
     use std::io::Write;

@@ -21,6 +21,7 @@ mod gateway;
 mod httpsig;
 mod jwt;
 mod limits;
+mod metrics;
 mod mtls;
 mod oauth;
 mod outage;
