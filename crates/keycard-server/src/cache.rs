@@ -109,6 +109,9 @@ pub struct CredentialCache {
     stats: CacheStats,
     /// Tells this cache's entries in a thread's [`LocalKeys`] from another's.
     id: CacheId,
+    /// Bumped whenever a client may have changed (the feed named one, or the cache was
+    /// cleared): what is derived from every client is read again.
+    clients_changed: AtomicU64,
 }
 
 /// A process-unique number per cache.
@@ -233,6 +236,11 @@ impl KeyMaterial {
 }
 
 impl CredentialCache {
+    /// A number that changes whenever a client may have changed.
+    pub fn clients_changed(&self) -> u64 {
+        self.clients_changed.load(Ordering::Acquire)
+    }
+
     /// The current generation; pass it back to [`CredentialCache::insert_api_key`].
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -520,6 +528,7 @@ impl CredentialCache {
 
     /// Drops a client's entry.
     pub fn invalidate_client(&self, client_id: &str) {
+        self.clients_changed.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = self.clients.write() {
             self.generation.fetch_add(1, Ordering::AcqRel);
             map.remove(client_id);
@@ -581,6 +590,7 @@ impl CredentialCache {
 
     /// Drops everything (after the change feed lost track).
     pub fn clear(&self) {
+        self.clients_changed.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = self.clients.write() {
             map.clear();
         }

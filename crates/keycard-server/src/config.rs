@@ -704,7 +704,7 @@ impl Validator<'_> {
             client_auth,
         };
         // Read now, so a broken file stops start-up with the key that names it.
-        crate::tls::server_config(&settings)
+        crate::tls::server_config(&settings, &Default::default())
             .map_err(|e| self.err(format!("server.tls.{}", e.key), e.message))?;
         Ok(settings)
     }

@@ -272,6 +272,22 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             let state = Arc::new(tls::TlsState::load(t).map_err(StartError::Tls)?);
             core.background
                 .push(tokio::spawn(state.clone().watch(core.bg_rx.clone())));
+            if t.client_ca.is_some() && t.client_auth == config::ClientAuth::Required {
+                // Before the first handshake: a registered client must not be turned away
+                // because its pin is not read yet.
+                match self_signed_pins(&core.store).await {
+                    Ok(p) => state.pins.replace(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the registered self-signed certificates yet; retrying")
+                    }
+                }
+                core.background.push(tokio::spawn(follow_pins(
+                    core.store.clone(),
+                    core.authn.cache().clone(),
+                    state.pins.clone(),
+                    core.bg_rx.clone(),
+                )));
+            }
             Some(state)
         }
         None => None,
@@ -294,6 +310,63 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         metrics,
         core,
     })
+}
+
+/// The fingerprints of the certificates registered to live `self_signed_tls_client_auth`
+/// clients.
+async fn self_signed_pins(
+    store: &Store,
+) -> Result<std::collections::HashSet<[u8; 32]>, StoreError> {
+    let mut pins = std::collections::HashSet::new();
+    for c in store.list_clients().await? {
+        if c.auth_method != "self_signed_tls_client_auth" || c.revoked_at.is_some() {
+            continue;
+        }
+        let mut fp = [0u8; 32];
+        if let Some(hex) = c.cert_fingerprint.as_deref()
+            && hex.len() == 64
+            && (0..32).all(|i| {
+                hex.get(2 * i..2 * i + 2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+                    .and_then(|b| fp.get_mut(i).map(|slot| *slot = b))
+                    .is_some()
+            })
+        {
+            pins.insert(fp);
+        }
+    }
+    Ok(pins)
+}
+
+/// Keeps `pins` in step with the store: read again whenever the change feed names a client
+/// (or the cache was cleared), within a poll of the feed.
+async fn follow_pins(
+    store: Store,
+    cache: Arc<cache::CredentialCache>,
+    pins: Arc<tls::SelfSignedPins>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seen = None;
+    let mut tick = tokio::time::interval(feed::POLL_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = cache.clients_changed();
+        if seen == Some(now) {
+            continue;
+        }
+        match self_signed_pins(&store).await {
+            Ok(p) => {
+                pins.replace(p);
+                seen = Some(now);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the registered self-signed certificates; retrying")
+            }
+        }
+    }
 }
 
 async fn housekeeping(

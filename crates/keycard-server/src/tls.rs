@@ -3,15 +3,17 @@
 //! rustls with the aws-lc provider, TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`. With
 //! `client_ca`, a client certificate is asked for (`client_auth = "optional"`) or demanded
 //! (`"required"`): one that chains to `client_ca` (validity and the clientAuth key usage
-//! included) is accepted, and so is a self-signed one — it can only be matched against a
-//! certificate registered for an OAuth client (RFC 8705 `self_signed_tls_client_auth`),
-//! never be an `mtls` identity, which needs the chain. Any other certificate fails the
-//! handshake.
+//! included) is accepted, and so is a self-signed one — with `"optional"` any, with
+//! `"required"` only one registered to an OAuth client ([`SelfSignedPins`]). A self-signed
+//! certificate can only be matched against the certificate registered for an OAuth client
+//! (RFC 8705 `self_signed_tls_client_auth`), never be an `mtls` identity, which needs the
+//! chain. Any other certificate fails the handshake.
 //!
 //! The files are read again on SIGHUP, and when their modification time changes (checked
 //! every 2 s): new connections get the new certificate, open ones keep theirs. A file that
 //! cannot be read keeps the previous configuration and is logged.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
@@ -164,12 +166,35 @@ impl PeerCert {
     }
 }
 
+/// The SHA-256 fingerprints of the self-signed certificates registered to
+/// `self_signed_tls_client_auth` clients: with `client_auth = "required"`, the only
+/// self-signed certificates a handshake accepts. Read from the store at start and again
+/// whenever a client changes.
+#[derive(Debug, Default)]
+pub struct SelfSignedPins(RwLock<Arc<HashSet<[u8; 32]>>>);
+
+impl SelfSignedPins {
+    /// Whether `fingerprint` is registered.
+    pub fn contains(&self, fingerprint: &[u8; 32]) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(fingerprint)
+    }
+
+    /// Replaces the set.
+    pub fn replace(&self, pins: HashSet<[u8; 32]>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pins);
+    }
+}
+
 /// The handshake's verifier: the CA's, with self-signed certificates let through to be
-/// judged later (see the module documentation).
+/// judged later — with `mandatory`, only those in `pins` (see the module documentation).
 #[derive(Debug)]
 struct CaOrSelfSigned {
     inner: Arc<dyn ClientCertVerifier>,
     mandatory: bool,
+    pins: Arc<SelfSignedPins>,
 }
 
 impl ClientCertVerifier for CaOrSelfSigned {
@@ -199,8 +224,11 @@ impl ClientCertVerifier for CaOrSelfSigned {
             Err(e) => {
                 let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
                 let self_signed = intermediates.is_empty()
-                    && CertIdentity::from_der(end_entity.as_ref())
-                        .is_ok_and(|c| c.self_issued && c.valid_at(now));
+                    && CertIdentity::from_der(end_entity.as_ref()).is_ok_and(|c| {
+                        c.self_issued
+                            && c.valid_at(now)
+                            && (!self.mandatory || self.pins.contains(&c.fingerprint))
+                    });
                 if self_signed {
                     Ok(ClientCertVerified::assertion())
                 } else {
@@ -236,6 +264,7 @@ impl ClientCertVerifier for CaOrSelfSigned {
 /// Builds the rustls configuration of `settings`, reading its files.
 pub fn server_config(
     settings: &TlsSettings,
+    pins: &Arc<SelfSignedPins>,
 ) -> Result<(Arc<ServerConfig>, Option<Arc<ClientCa>>), TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
         .map_err(|e| err("cert", &settings.cert, format!("{e:?}")))?
@@ -277,6 +306,7 @@ pub fn server_config(
             let verifier = CaOrSelfSigned {
                 inner: ca.verifier.clone(),
                 mandatory: settings.client_auth == ClientAuth::Required,
+                pins: pins.clone(),
             };
             (
                 builder.with_client_cert_verifier(Arc::new(verifier)),
@@ -300,6 +330,8 @@ pub fn server_config(
 #[derive(Debug)]
 pub struct TlsState {
     settings: TlsSettings,
+    /// The registered self-signed certificates (`client_auth = "required"`).
+    pub pins: Arc<SelfSignedPins>,
     current: RwLock<(Arc<ServerConfig>, Option<Arc<ClientCa>>)>,
     stamps: Mutex<Vec<Option<SystemTime>>>,
 }
@@ -307,8 +339,10 @@ pub struct TlsState {
 impl TlsState {
     /// Loads `settings`.
     pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
-        let current = server_config(settings)?;
+        let pins = Arc::new(SelfSignedPins::default());
+        let current = server_config(settings, &pins)?;
         Ok(Self {
+            pins,
             stamps: Mutex::new(stamps(settings)),
             settings: settings.clone(),
             current: RwLock::new(current),
@@ -326,7 +360,7 @@ impl TlsState {
 
     /// Reads the files again; on failure the previous configuration stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let next = server_config(&self.settings)?;
+        let next = server_config(&self.settings, &self.pins)?;
         if let Ok(mut s) = self.stamps.lock() {
             *s = stamps(&self.settings);
         }

@@ -317,6 +317,50 @@ async fn required_client_auth_refuses_the_handshake_without_a_certificate() {
         "a client without a certificate got an answer: {a:?}"
     );
     assert_eq!(t.curl(Some(&cert), "/_keycard/health", &[]).status, 200);
+    // A self-signed certificate: only one registered to a client completes the handshake,
+    // from within a second of its registration, and no longer once the client is revoked.
+    let device = t.pki.self_signed(
+        "device",
+        &Names {
+            cn: "device-2",
+            ..Names::default()
+        },
+    );
+    let stranger = t.pki.self_signed(
+        "stranger",
+        &Names {
+            cn: "device-2",
+            ..Names::default()
+        },
+    );
+    assert_eq!(t.curl(Some(&device), "/_keycard/health", &[]).status, 0);
+    t.kc.cli_ok(&[
+        "client",
+        "create",
+        "device-2",
+        "--auth",
+        "self_signed_tls_client_auth",
+        "--cert",
+        device.cert.to_str().unwrap(),
+        "--grant",
+        "client_credentials",
+    ]);
+    let admitted = eventually(Duration::from_secs(1), || async {
+        t.curl(Some(&device), "/_keycard/health", &[]).status == 200
+    })
+    .await;
+    assert!(admitted.is_some(), "the registered certificate is admitted");
+    assert_eq!(token_with(&t, &device, "device-2").status, 200);
+    assert_eq!(t.curl(Some(&stranger), "/_keycard/health", &[]).status, 0);
+    t.kc.cli_ok(&["client", "revoke", "device-2"]);
+    let refused = eventually(Duration::from_secs(1), || async {
+        t.curl(Some(&device), "/_keycard/health", &[]).status == 0
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "a revoked client's certificate is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
