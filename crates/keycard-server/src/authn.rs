@@ -227,9 +227,25 @@ impl Authenticator {
             self.count_failure(req.ip, claimed.as_deref(), now_ms);
         }
         attempt.result = verified
+            .and_then(|p| self.not_disabled(p))
             .and_then(|p| check_scopes(p, &policy.scopes))
             .map(Some);
         attempt
+    }
+
+    /// Refuses a principal whose subject is disabled, whatever proved it: a certificate
+    /// rule's or an external issuer's names included, which have no credential of their own
+    /// to carry the state.
+    fn not_disabled(&self, p: Principal) -> Result<Principal, Refusal> {
+        if self.cache.is_disabled(p.subject()) {
+            return Err(Refusal::Unauthorized {
+                reason: Reason::Disabled,
+                method: Some(p.method()),
+                credential_id: Some(p.credential_id().to_owned()),
+                subject: Some(p.subject().to_owned()),
+            });
+        }
+        Ok(p)
     }
 
     async fn verify(

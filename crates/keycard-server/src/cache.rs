@@ -112,6 +112,13 @@ pub struct CredentialCache {
     /// Bumped whenever a client may have changed (the feed named one, or the cache was
     /// cleared): what is derived from every client is read again.
     clients_changed: AtomicU64,
+    /// Bumped whenever a subject may have changed: the disabled set is read again.
+    subjects_changed: AtomicU64,
+    /// Every disabled subject name, whatever made it (a user, a service, a name that only a
+    /// certificate rule or an external issuer gives): checked on every principal.
+    disabled: RwLock<std::collections::HashSet<Box<str>>>,
+    /// How many names `disabled` holds: zero, the common case, skips its lock.
+    disabled_count: std::sync::atomic::AtomicUsize,
 }
 
 /// A process-unique number per cache.
@@ -236,6 +243,31 @@ impl KeyMaterial {
 }
 
 impl CredentialCache {
+    /// A number that changes whenever a subject may have changed.
+    pub fn subjects_changed(&self) -> u64 {
+        self.subjects_changed.load(Ordering::Acquire)
+    }
+
+    /// Whether `subject` is disabled.
+    pub fn is_disabled(&self, subject: &str) -> bool {
+        self.disabled_count.load(Ordering::Acquire) != 0
+            && self
+                .disabled
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(subject)
+    }
+
+    /// Replaces the disabled set.
+    pub fn set_disabled(&self, names: std::collections::HashSet<Box<str>>) {
+        let mut set = self
+            .disabled
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.disabled_count.store(names.len(), Ordering::Release);
+        *set = names;
+    }
+
     /// A number that changes whenever a client may have changed.
     pub fn clients_changed(&self) -> u64 {
         self.clients_changed.load(Ordering::Acquire)
@@ -475,6 +507,7 @@ impl CredentialCache {
     /// Drops every entry of a subject (and every negative entry: cheap to refill): its
     /// keys, its user record, its verified passwords, and the userhash index.
     pub fn invalidate_subject(&self, subject: &str) {
+        self.subjects_changed.fetch_add(1, Ordering::AcqRel);
         // The generation moves first and the write locks are held while entries go, so a
         // read that began before this cannot insert what it read afterwards.
         let keys = self.api_keys.write();
@@ -591,6 +624,7 @@ impl CredentialCache {
     /// Drops everything (after the change feed lost track).
     pub fn clear(&self) {
         self.clients_changed.fetch_add(1, Ordering::AcqRel);
+        self.subjects_changed.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = self.clients.write() {
             map.clear();
         }

@@ -160,6 +160,32 @@ impl Core {
         let revision = store.latest_revision().await?;
         let cache = Arc::new(cache::CredentialCache::default());
         cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
+        let seen = cache.subjects_changed();
+        cache.set_disabled(disabled_subjects(&store).await?);
+        {
+            let (store, cache2) = (store.clone(), cache.clone());
+            let changed = cache.clone();
+            background.push(tokio::spawn(follow_derived(
+                Some(seen),
+                move || changed.subjects_changed(),
+                move || {
+                    let (store, cache) = (store.clone(), cache2.clone());
+                    async move {
+                        match disabled_subjects(&store).await {
+                            Ok(names) => {
+                                cache.set_disabled(names);
+                                true
+                            }
+                            Err(e) => {
+                                tracing::debug!(error = %e, "cannot read the disabled subjects; retrying");
+                                false
+                            }
+                        }
+                    }
+                },
+                bg_rx.clone(),
+            )));
+        }
         let feed_state = Arc::new(feed::FeedState::new(revision));
         background.push(
             feed::spawn_follower(
@@ -275,16 +301,37 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             if t.client_ca.is_some() && t.client_auth == config::ClientAuth::Required {
                 // Before the first handshake: a registered client must not be turned away
                 // because its pin is not read yet.
-                match self_signed_pins(&core.store).await {
-                    Ok(p) => state.pins.replace(p),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot read the registered self-signed certificates yet; retrying")
+                let before = core.authn.cache().clients_changed();
+                let seen = match self_signed_pins(&core.store).await {
+                    Ok(p) => {
+                        state.pins.replace(p);
+                        Some(before)
                     }
-                }
-                core.background.push(tokio::spawn(follow_pins(
-                    core.store.clone(),
-                    core.authn.cache().clone(),
-                    state.pins.clone(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the registered self-signed certificates yet; retrying");
+                        None
+                    }
+                };
+                let (store, pins) = (core.store.clone(), state.pins.clone());
+                let cache = core.authn.cache().clone();
+                core.background.push(tokio::spawn(follow_derived(
+                    seen,
+                    move || cache.clients_changed(),
+                    move || {
+                        let (store, pins) = (store.clone(), pins.clone());
+                        async move {
+                            match self_signed_pins(&store).await {
+                                Ok(p) => {
+                                    pins.replace(p);
+                                    true
+                                }
+                                Err(e) => {
+                                    tracing::debug!(error = %e, "cannot read the registered self-signed certificates; retrying");
+                                    false
+                                }
+                            }
+                        }
+                    },
                     core.bg_rx.clone(),
                 )));
             }
@@ -338,34 +385,44 @@ async fn self_signed_pins(
     Ok(pins)
 }
 
-/// Keeps `pins` in step with the store: read again whenever the change feed names a client
-/// (or the cache was cleared), within a poll of the feed.
-async fn follow_pins(
-    store: Store,
-    cache: Arc<cache::CredentialCache>,
-    pins: Arc<tls::SelfSignedPins>,
+/// The names of every disabled subject.
+async fn disabled_subjects(
+    store: &Store,
+) -> Result<std::collections::HashSet<Box<str>>, StoreError> {
+    Ok(store
+        .disabled_subjects()
+        .await?
+        .into_iter()
+        .map(String::into_boxed_str)
+        .collect())
+}
+
+/// Keeps something derived from the store in step with it: `read` runs again whenever
+/// `changed` moves (the change feed named what it derives from, or the cache was cleared),
+/// within a poll of the feed; a read that fails (`false`) is tried again at the next poll.
+/// `seen`: the value of `changed` before the read the caller made itself, if it succeeded.
+async fn follow_derived<C, R, F>(
+    seen: Option<u64>,
+    changed: C,
+    read: R,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let mut seen = None;
+) where
+    C: Fn() -> u64,
+    R: Fn() -> F,
+    F: std::future::Future<Output = bool>,
+{
+    let mut seen = seen;
     let mut tick = tokio::time::interval(feed::POLL_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let now = cache.clients_changed();
+        let now = changed();
         if seen == Some(now) {
             continue;
         }
-        match self_signed_pins(&store).await {
-            Ok(p) => {
-                pins.replace(p);
-                seen = Some(now);
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the registered self-signed certificates; retrying")
-            }
-        }
+        seen = read().await.then_some(now);
     }
 }
 

@@ -144,10 +144,23 @@ async fn user_lifecycle_and_feed() {
         );
         s.set_subject_disabled("jürgen", false, 400).await.unwrap();
         assert_eq!(s.get_user("jürgen").await.unwrap().disabled_at, None);
+        // A name the store does not hold (a rule's or an external issuer's) is recorded as
+        // disabled; enabling an unknown name is an error.
         assert!(matches!(
-            s.set_subject_disabled("nobody", true, 1).await,
+            s.set_subject_disabled("nobody", false, 1).await,
             Err(StoreError::NotFound { .. })
         ));
+        s.set_subject_disabled("spiffe://a/w", true, 500)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.disabled_subjects().await.unwrap(),
+            ["svc", "spiffe://a/w"].map(String::from).to_vec()
+        );
+        s.set_subject_disabled("spiffe://a/w", false, 501)
+            .await
+            .unwrap();
+        assert_eq!(s.disabled_subjects().await.unwrap(), ["svc"]);
         assert_eq!(s.list_users().await.unwrap().len(), 1);
 
         let changes = s.changes_since(before, 100).await.unwrap();
@@ -158,7 +171,16 @@ async fn user_lifecycle_and_feed() {
             .collect();
         assert_eq!(
             subjects,
-            ["jürgen", "jürgen", "jürgen", "jürgen", "svc", "jürgen"]
+            [
+                "jürgen",
+                "jürgen",
+                "jürgen",
+                "jürgen",
+                "svc",
+                "jürgen",
+                "spiffe://a/w",
+                "spiffe://a/w"
+            ]
         );
         t
     })

@@ -238,8 +238,23 @@ impl Store {
         })
     }
 
+    /// The names of every disabled subject.
+    pub async fn disabled_subjects(&self) -> Result<Vec<String>, StoreError> {
+        with_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT name FROM subjects WHERE disabled_at IS NOT NULL ORDER BY created_at, name",
+            )
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| r.try_get::<String, _>("name").map_err(StoreError::from))
+                .collect()
+        })
+    }
+
     /// Disables (or enables) a subject: every credential of it stops (or starts) working.
-    /// Idempotent; errors only for an unknown name.
+    /// Idempotent. Disabling a name the store does not hold records it (kind `external`);
+    /// enabling one is an error.
     pub async fn set_subject_disabled(
         &self,
         name: &str,
@@ -258,7 +273,19 @@ impl Store {
             .await?
             .rows_affected();
             if changed == 0 {
-                return Err(StoreError::NotFound { kind: "subject", id: name.to_owned() });
+                // A name no credential of keycard's carries — one a certificate rule or an
+                // external issuer gives — is disabled by recording it (kind `external`).
+                if !disabled {
+                    return Err(StoreError::NotFound { kind: "subject", id: name.to_owned() });
+                }
+                sqlx::query(
+                    "INSERT INTO subjects (name, kind, created_at, disabled_at) VALUES ($1, 'external', $2, $3)",
+                )
+                .bind(name)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             }
             record_changes!(tx, now, [(ChangeKind::Subject, name.to_owned())]);
             tx.commit().await?;

@@ -229,9 +229,10 @@ pub enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// Disable a subject: all its credentials are refused within a second.
+    /// Disable a subject: every principal with that name is refused within a second,
+    /// whatever proved it (a name only a certificate rule or an external issuer gives too).
     Disable {
-        /// The user (or service) name.
+        /// The subject name (a user, a service, a SPIFFE ID, an issuer's `sub`).
         name: String,
     },
     /// Enable a disabled subject again.

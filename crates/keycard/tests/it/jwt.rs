@@ -422,6 +422,26 @@ async fn a_jwt_subject_does_not_spend_a_keycard_subjects_rate_limit() {
         r.upstream_header("x-keycard-subject").as_deref(),
         Some("partner-svc")
     );
+    // Disabling the name refuses it whatever proves it — the other issuer's JWT included,
+    // which has no credential in keycard to carry the state — within a second.
+    kc.cli_ok(&["user", "disable", "partner-svc"]);
+    let refused = eventually(Duration::from_secs(1), || {
+        let (http, kc) = (http.clone(), &kc);
+        async move { bearer(&http, kc, other).await.status == 401 }
+    })
+    .await;
+    assert!(refused.is_some());
+    let r = http
+        .get(&kc.url("/api/orders"), &[("x-api-key", key.as_str())])
+        .await;
+    assert_eq!(r.status, 401);
+    kc.cli_ok(&["user", "enable", "partner-svc"]);
+    let back = eventually(Duration::from_secs(1), || {
+        let (http, kc) = (http.clone(), &kc);
+        async move { bearer(&http, kc, other).await.status == 200 }
+    })
+    .await;
+    assert!(back.is_some());
 }
 
 /// A JWKS URL that starts answering a set with no usable key (empty, or only a symmetric

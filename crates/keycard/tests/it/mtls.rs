@@ -956,6 +956,22 @@ async fn a_rule_maps_only_certificates_of_its_own_trust_bundle() {
         }
     }
     audit_has(&kc, r#""reason":"unknown_credential""#).await;
+    // A name only a rule gives can be disabled by that name: refused within a second,
+    // audited as disabled; enabled again, admitted.
+    let workload = svid(&a, "a-w2", &["spiffe://a.example/w"]);
+    kc.cli_ok(&["user", "disable", "spiffe://a.example/w"]);
+    let refused = eventually(Duration::from_secs(1), || async {
+        curl_headers(&url, &[ssl_client_cert(&workload)]).0 == 401
+    })
+    .await;
+    assert!(refused.is_some());
+    audit_has(&kc, r#""reason":"disabled""#).await;
+    kc.cli_ok(&["user", "enable", "spiffe://a.example/w"]);
+    let back = eventually(Duration::from_secs(1), || async {
+        curl_headers(&url, &[ssl_client_cert(&workload)]).0 == 200
+    })
+    .await;
+    assert!(back.is_some());
 }
 
 /// Real nginx terminating TLS in front of keycard, with the shipped
