@@ -82,11 +82,16 @@ pub enum Reason {
     /// A header only a trusted proxy may set, in a form no proxy sends (a forwarded client
     /// certificate header repeated).
     UntrustedForwardedHeader,
+    /// A browser request made on another site's behalf (`Origin`, `Sec-Fetch-Site`) to an
+    /// endpoint that refuses them (the admin API).
+    CrossSite,
+    /// A request body that is not the JSON the endpoint takes (a form post).
+    NotJson,
 }
 
 impl Reason {
     /// Every reason, in declaration order ([`Reason::index`] is the position here).
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 38] = [
         Reason::NoCredential,
         Reason::Malformed,
         Reason::UnknownCredential,
@@ -123,6 +128,8 @@ impl Reason {
         Reason::CertificateMismatch,
         Reason::RateLimited,
         Reason::UntrustedForwardedHeader,
+        Reason::CrossSite,
+        Reason::NotJson,
     ];
 
     /// The position in [`Reason::ALL`]: a dense index for counters.
@@ -174,6 +181,8 @@ impl Reason {
             Reason::CertificateMismatch => "certificate_mismatch",
             Reason::RateLimited => "rate_limited",
             Reason::UntrustedForwardedHeader => "untrusted_forwarded_header",
+            Reason::CrossSite => "cross_site",
+            Reason::NotJson => "not_json",
         }
     }
 }

@@ -24,7 +24,7 @@ pub const ADMIN_SCOPE: &str = "keycard:admin";
 /// Where the API lives.
 pub const PREFIX: &str = "/_keycard/admin/v1/";
 /// The largest request body.
-const MAX_BODY: usize = 1024 * 1024;
+pub const MAX_BODY: usize = 1024 * 1024;
 
 /// An RFC 9457 problem.
 #[derive(Debug, Serialize, ToSchema)]
@@ -617,6 +617,80 @@ impl Admin {
                 None => Ok(problem(StatusCode::NOT_FOUND, None)),
             },
         }
+    }
+}
+
+/// Why a request to the admin API is refused before its credential is looked at: it
+/// comes from a browser on behalf of another site, or carries a body that is not JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserRefusal {
+    /// `Sec-Fetch-Site` other than `same-origin`/`none`, or an `Origin` other than keycard's
+    /// own (`server.public_url`): a page elsewhere making the browser send its client
+    /// certificate or session (403).
+    CrossSite,
+    /// A body without `Content-Type: application/json`: a form post (`text/plain`,
+    /// `application/x-www-form-urlencoded`, `multipart/form-data`) needs no CORS preflight,
+    /// JSON does (415).
+    NotJson,
+}
+
+impl BrowserRefusal {
+    /// The answer.
+    pub fn answer(self) -> Response<Body> {
+        match self {
+            BrowserRefusal::CrossSite => problem(
+                StatusCode::FORBIDDEN,
+                Some("cross-site requests are refused".into()),
+            ),
+            BrowserRefusal::NotJson => problem(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Some("a request body must be Content-Type: application/json".into()),
+            ),
+        }
+    }
+}
+
+/// Checks an admin request's headers for what a browser sends on another site's behalf.
+/// `origin`: keycard's own, `scheme://host[:port]` of `server.public_url`; `may_have_body`:
+/// the body is not known to be empty.
+pub fn browser_check(
+    headers: &http::HeaderMap,
+    origin: &str,
+    method: &HttpMethod,
+    may_have_body: bool,
+) -> Result<(), BrowserRefusal> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(BrowserRefusal::CrossSite);
+    }
+    for o in headers.get_all(http::header::ORIGIN) {
+        if !o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()) {
+            return Err(BrowserRefusal::CrossSite);
+        }
+    }
+    // Reads change nothing: what they carry is not looked at.
+    if matches!(
+        *method,
+        HttpMethod::GET | HttpMethod::HEAD | HttpMethod::OPTIONS
+    ) {
+        return Ok(());
+    }
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let json = match (types.next(), types.next()) {
+        (None, _) => None,
+        (Some(t), None) => Some(
+            t.to_str()
+                .ok()
+                .and_then(|t| t.split(';').next())
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json")),
+        ),
+        (Some(_), Some(_)) => Some(false),
+    };
+    match json {
+        Some(false) => Err(BrowserRefusal::NotJson),
+        None if may_have_body => Err(BrowserRefusal::NotJson),
+        _ => Ok(()),
     }
 }
 

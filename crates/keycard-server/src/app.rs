@@ -173,6 +173,9 @@ pub struct App {
     admin: crate::admin::Admin,
     /// `/_keycard/metrics` on this listener: a credential with `keycard:metrics`.
     metrics_policy: RoutePolicy,
+    /// keycard's own origin (`scheme://host[:port]` of `server.public_url`): the only
+    /// `Origin` the admin API accepts.
+    own_origin: String,
 }
 
 /// The scope that reads `/_keycard/metrics` on the main listener.
@@ -251,6 +254,7 @@ impl App {
             }),
             admin_policy: machine_policy("/_keycard/admin/", crate::admin::ADMIN_SCOPE),
             metrics_policy: machine_policy("/_keycard/metrics", METRICS_SCOPE),
+            own_origin: origin_of(&settings.public_url),
             admin: crate::admin::Admin::new(crate::manage::Manager::new(
                 authn.store().clone(),
                 master,
@@ -360,6 +364,39 @@ impl App {
         let policy = &self.admin_policy;
         let peer_trusted = is_trusted(&self.trusted_proxies, conn.peer.ip());
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        // Before the credential: a browser sends its client certificate (and would send a
+        // session) to any page's form post.
+        if let Err(refused) = crate::admin::browser_check(
+            req.headers(),
+            &self.own_origin,
+            req.method(),
+            !req.body().is_end_stream(),
+        ) {
+            let reason = match refused {
+                crate::admin::BrowserRefusal::CrossSite => keycard_core::Reason::CrossSite,
+                crate::admin::BrowserRefusal::NotJson => keycard_core::Reason::NotJson,
+            };
+            self.audit.record(&crate::audit::Record {
+                ts_ms: crate::clock::now_millis(),
+                request_id,
+                route: Some(&policy.prefix),
+                method: None,
+                outcome: keycard_core::Outcome::Forbidden,
+                reason: Some(reason.as_str()),
+                subject: None,
+                credential_id: None,
+                ip: Some(ip),
+                cert_source: conn.cert.as_ref().map(|c| c.source),
+            });
+            // Read what the client is sending (bounded) before answering: an answer while
+            // its body is still on the way can reach it as a reset stream instead.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                Limited::new(req.into_body(), crate::admin::MAX_BODY).collect(),
+            )
+            .await;
+            return refused.answer();
+        }
         let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
             Ok(c) => c,
             Err(_) => return answer::bad_request(),
@@ -714,6 +751,17 @@ fn request_facts<'a, B>(
         ip,
         body,
         cert,
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL (what a browser sends as `Origin`).
+fn origin_of(url: &str) -> String {
+    match url.parse::<Uri>() {
+        Ok(u) => match (u.scheme_str(), u.authority()) {
+            (Some(s), Some(a)) => format!("{s}://{a}"),
+            _ => url.to_owned(),
+        },
+        Err(_) => url.to_owned(),
     }
 }
 

@@ -510,17 +510,57 @@ fn scope_list(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
 }
 
-/// Subject names: 1–200 characters, no control characters (they travel in headers, logs
-/// and audit events).
+/// Subject names: 1–200 characters, no control characters, no Unicode format characters
+/// (bidi overrides, zero-width joiners and spaces: they make one name look like another in
+/// a listing, a log or an audit event) and no line or paragraph separators.
 pub fn check_subject(what: &str, name: &str) -> Result<(), ManageError> {
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.chars().count() > 200
+        || name
+            .chars()
+            .any(|c| c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(ManageError::Invalid(format!(
-            "{what}: `{}` is not a valid subject name (1-200 characters, no control characters)",
+            "{what}: `{}` is not a valid subject name (1-200 characters, no control or invisible formatting characters)",
             name.escape_debug()
         )));
     }
     Ok(())
 }
+
+/// Whether `c` is of Unicode general category Cf (format), as of Unicode 15.1.
+fn is_format(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// The most scopes one credential or client may hold, and the longest scope.
+pub const MAX_SCOPES: usize = 64;
+/// The longest scope, in bytes.
+pub const MAX_SCOPE_LEN: usize = 128;
+/// The most redirect URIs one client may register.
+pub const MAX_REDIRECT_URIS: usize = 16;
 
 /// A user name: a subject name without `:` (HTTP Basic splits on it).
 pub fn check_user_name(what: &str, name: &str) -> Result<(), ManageError> {
@@ -573,6 +613,18 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), ManageError> {
 }
 
 fn scopes(list: &[String]) -> Result<Scopes, ManageError> {
+    if list.len() > MAX_SCOPES {
+        return Err(ManageError::Invalid(format!(
+            "scopes: at most {MAX_SCOPES} (got {})",
+            list.len()
+        )));
+    }
+    if let Some(long) = list.iter().find(|s| s.len() > MAX_SCOPE_LEN) {
+        return Err(ManageError::Invalid(format!(
+            "scopes: `{}…` is longer than {MAX_SCOPE_LEN} bytes",
+            long.chars().take(32).collect::<String>().escape_debug()
+        )));
+    }
     Scopes::from_list(list).map_err(|e| ManageError::Invalid(format!("scopes: {e}")))
 }
 
@@ -1096,6 +1148,9 @@ impl Manager {
         if auth == "self_signed_tls_client_auth" && cert_fingerprint.is_none() {
             return invalid("self_signed_tls_client_auth needs the client's certificate");
         }
+        if req.redirect_uris.len() > MAX_REDIRECT_URIS {
+            return invalid("at most 16 redirect URIs");
+        }
         for uri in &req.redirect_uris {
             check_redirect_uri(uri)?;
         }
@@ -1373,6 +1428,40 @@ fn key_created(new: NewApiKey, key: &str, old_valid_until: Option<String>) -> Ke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_look_like_others_are_refused() {
+        for bad in [
+            "",
+            "admin\u{202E}nimda",
+            "ad\u{200B}min",
+            "ad\u{200D}min",
+            "\u{FEFF}admin",
+            "admin\u{2066}",
+            "a\u{00AD}dmin",
+            "a\nb",
+            "a\u{7F}",
+            "a\u{2028}b",
+            "tag\u{E0041}",
+        ] {
+            assert!(check_subject("s", bad).is_err(), "{}", bad.escape_debug());
+        }
+        for good in ["alice", "José", "spiffe://example.org/ns/a", "名前", "a b"] {
+            assert!(check_subject("s", good).is_ok(), "{good}");
+        }
+        assert!(check_subject("s", &"x".repeat(200)).is_ok());
+        assert!(check_subject("s", &"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn scope_lists_are_bounded() {
+        let n = |count: usize, len: usize| -> Vec<String> {
+            (0..count).map(|i| format!("{i:0>len$}")).collect()
+        };
+        assert!(scopes(&n(64, 128)).is_ok());
+        assert!(scopes(&n(65, 4)).is_err());
+        assert!(scopes(&n(1, 129)).is_err());
+    }
 
     #[test]
     fn created_answers_never_show_their_secret_in_debug() {

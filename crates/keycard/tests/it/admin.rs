@@ -62,6 +62,8 @@ async fn every_admin_path_refuses_without_an_admin_credential() {
             (vec![("authorization", "Bearer garbage")], 401),
             (vec![("x-api-key", plain.as_str())], 403),
         ] {
+            let mut headers = headers.clone();
+            headers.push(("content-type", "application/json"));
             let r = http.send(m.clone(), &url, &headers, "{}").await;
             assert_eq!(r.status, want, "{m} {p} {headers:?}: {:?}", r.body);
             assert_eq!(

@@ -1284,4 +1284,62 @@ async fn a_certificate_with_the_admin_scope_uses_the_admin_api() {
         403
     );
     assert_eq!(t.curl(None, "/_keycard/admin/v1/certs", &[]).status, 401);
+
+    // A browser holding the admin certificate, on another site's page: a form post
+    // (text/plain needs no CORS preflight) or a cross-site fetch is refused before the
+    // credential counts, and creates nothing.
+    let body = r#"{"subject":"csrf-victim","scopes":["keycard:admin"]}"#;
+    for (headers, want) in [
+        (
+            vec!["Content-Type: text/plain", "Origin: https://evil.example"],
+            403,
+        ),
+        (vec!["Content-Type: text/plain"], 415),
+        (vec!["Content-Type: application/x-www-form-urlencoded"], 415),
+        (vec![], 415),
+        (
+            vec![
+                "Content-Type: application/json",
+                "Sec-Fetch-Site: cross-site",
+            ],
+            403,
+        ),
+        (
+            vec![
+                "Content-Type: application/json",
+                "Sec-Fetch-Site: same-site",
+            ],
+            403,
+        ),
+        (vec!["Content-Type: application/json", "Origin: null"], 403),
+    ] {
+        let mut extra = vec!["-X", "POST", "--data-binary", body];
+        for h in &headers {
+            extra.extend(["-H", h]);
+        }
+        if headers.is_empty() {
+            // curl would add its own form type: send none at all.
+            extra.extend(["-H", "Content-Type:"]);
+        }
+        let a = t.curl(Some(&ops), "/_keycard/admin/v1/keys", &extra);
+        assert_eq!(a.status, want, "{headers:?}: {a:?}");
+    }
+    let listed = t.curl(Some(&ops), "/_keycard/admin/v1/keys", &[]);
+    assert!(!listed.body.contains("csrf-victim"), "{listed:?}");
+    audit_has(&t.kc, r#""reason":"cross_site""#).await;
+    audit_has(&t.kc, r#""reason":"not_json""#).await;
+    // The same request as JSON from a program (no Origin): created.
+    let a = t.curl(
+        Some(&ops),
+        "/_keycard/admin/v1/keys",
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ],
+    );
+    assert_eq!(a.status, 201, "{a:?}");
 }
