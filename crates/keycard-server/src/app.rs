@@ -33,11 +33,6 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 /// `X-Forwarded-Method` (forward-auth: the original request's method).
 const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-/// The largest request body read to check a Digest `qop=auth-int` credential.
-const MAX_AUTH_INT_BODY: usize = 8 * 1024 * 1024;
-/// How many such bodies may be read at once (bounds memory at 16 × 8 MiB: the body is read
-/// before the credential is checked). Beyond it: 503 with `Retry-After`.
-const AUTH_INT_READS: usize = 16;
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone)]
@@ -163,7 +158,8 @@ pub struct App {
     audit: AuditSink,
     request_prefix: String,
     request_counter: AtomicU64,
-    body_reads: tokio::sync::Semaphore,
+    /// Permits to read signed bodies, shared with every other entry point.
+    body_reads: Arc<crate::signed_body::BodyReads>,
     oauth: crate::oauth::OAuth,
     /// Client certificates forwarded by TLS-terminating proxies, when configured.
     forwarded: Option<ForwardedCerts>,
@@ -202,12 +198,14 @@ fn machine_policy(prefix: &str, scope: &str) -> RoutePolicy {
 }
 
 impl App {
-    /// Assembles the application.
+    /// Assembles the application. `body_reads`: the process's permits for reading signed
+    /// bodies (shared with a tower layer on the same core).
     pub fn new(
         settings: &Settings,
         master: &MasterKey,
         authn: Authenticator,
         audit: AuditSink,
+        body_reads: Arc<crate::signed_body::BodyReads>,
     ) -> Self {
         let routes = settings
             .routes
@@ -245,7 +243,7 @@ impl App {
             audit: audit.clone(),
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
-            body_reads: tokio::sync::Semaphore::new(AUTH_INT_READS),
+            body_reads,
             oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
             forwarded: settings.mtls.forwarded.as_ref().map(|f| ForwardedCerts {
                 header: f.header,
@@ -574,16 +572,16 @@ impl App {
         };
         // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
         let reading = if !policy.public && wants_body(req.headers(), !req.body().is_end_stream()) {
-            match self.body_reads.try_acquire() {
-                Ok(p) => Some(p),
-                Err(_) => return answer::unavailable(),
+            match self.body_reads.permit() {
+                Some(p) => Some(p),
+                None => return answer::unavailable(),
             }
         } else {
             None
         };
         let (req, body) = if reading.is_some() {
             let (parts, incoming) = req.into_parts();
-            let bytes = match Box::pin(read_body(incoming)).await {
+            let bytes = match Box::pin(crate::signed_body::read(incoming)).await {
                 Ok(b) => b,
                 Err(r) => return r,
             };
@@ -681,15 +679,15 @@ impl App {
         // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
         // auth-int credential is checked against an empty body.
         let reading = if !policy.public && wants_body(&parts.headers, !incoming.is_end_stream()) {
-            match self.body_reads.try_acquire() {
-                Ok(p) => Some(p),
-                Err(_) => return answer::unavailable(),
+            match self.body_reads.permit() {
+                Some(p) => Some(p),
+                None => return answer::unavailable(),
             }
         } else {
             None
         };
         let body = if reading.is_some() {
-            match read_body(incoming).await {
+            match crate::signed_body::read(incoming).await {
                 Ok(b) => Some(b),
                 Err(r) => return r,
             }
@@ -804,7 +802,7 @@ fn target_path(target: &str) -> Option<String> {
 /// The scheme and authority the client used: a trusted proxy's `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` when `believe_forwarded`, else the connection and `Host` (or the
 /// HTTP/2 `:authority`).
-fn client_origin<'a>(
+pub(crate) fn client_origin<'a>(
     headers: &'a HeaderMap,
     uri: &'a Uri,
     believe_forwarded: bool,
@@ -848,18 +846,6 @@ pub(crate) fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
         Presented::Digest(params) => keycard_core::digest::parse(params)
             .is_some_and(|r| r.qop == keycard_core::digest::Qop::AuthInt),
         _ => false,
-    }
-}
-
-/// Reads a request body of at most [`MAX_AUTH_INT_BODY`] bytes; 413 beyond, 400 if broken.
-async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
-    match Limited::new(body, MAX_AUTH_INT_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(answer::json(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            r#"{"error":"payload_too_large"}"#,
-        )),
-        Err(_) => Err(answer::bad_request()),
     }
 }
 

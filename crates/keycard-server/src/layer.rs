@@ -10,6 +10,14 @@
 //! the SPEC §6 answer (401 with challenges, 403, 429, 503) and never reaches it. Every
 //! attempt is audited, revocations made anywhere reach the caches within a second.
 //!
+//! It is as strict as the gateway: any `X-Keycard-*` header the client sent (or its spelling
+//! with `_`) is removed before the inner service runs, and a verified caller's identity
+//! headers are set as the gateway sets them; `X-Forwarded-For`, `-Proto` and `-Host` count
+//! (for the client address, `@scheme` and `@authority`) only from `server.trusted_proxies`;
+//! a body a credential signs is read under the gateway's bound
+//! ([`crate::signed_body::MAX_SIGNED_BODY`], 413 beyond) and from the same permits
+//! ([`crate::signed_body::CONCURRENT_READS`] at once, 503 beyond).
+//!
 //! # What it does not
 //! It does not terminate TLS: for `mtls`, hand the peer's certificate chain over in a
 //! [`PeerCertificates`] extension. It does not serve keycard's own endpoints (token
@@ -89,7 +97,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Either, Limited};
+use http_body_util::Either;
 use keycard_core::route::RoutePolicy;
 use keycard_core::{Method, MethodSet, Principal, Scopes};
 
@@ -97,10 +105,6 @@ use crate::authn::RequestFacts;
 use crate::body::Body;
 use crate::gate::Gate;
 use crate::{Core, Settings, StartError};
-
-/// The largest body read to check a credential that signs it (Digest `auth-int`, an RFC
-/// 9421 `content-digest`), as the gateway.
-const MAX_SIGNED_BODY: usize = 8 * 1024 * 1024;
 
 /// The verified caller, in the request's extensions (and an axum extractor with the `axum`
 /// feature).
@@ -128,6 +132,12 @@ pub struct Embedded {
 struct Shared {
     gate: Gate,
     client_ca: Option<Arc<crate::tls::ClientCa>>,
+    /// `server.trusted_proxies`: whose `X-Forwarded-For`, `-Proto` and `-Host` are believed
+    /// (the client address, `@scheme` and `@authority`), as at the gateway.
+    trusted_proxies: Vec<ipnet::IpNet>,
+    /// The process's permits for reading signed bodies, shared with `keycard serve`'s
+    /// listener when both run on one core.
+    body_reads: Arc<crate::signed_body::BodyReads>,
     request_prefix: String,
     request_counter: AtomicU64,
 }
@@ -146,6 +156,8 @@ impl Embedded {
                 challenger: crate::answer::Challenger::new(settings, &core.master),
             },
             client_ca: crate::mtls::forwarding_ca(&settings.mtls),
+            trusted_proxies: settings.trusted_proxies.clone(),
+            body_reads: core.body_reads.clone(),
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
             request_counter: AtomicU64::new(0),
         });
@@ -297,19 +309,23 @@ impl KeycardLayer {
         let policy = &*self.policy;
         let n = shared.request_counter.fetch_add(1, Ordering::Relaxed);
         let request_id = format!("{}-{n:x}", shared.request_prefix);
-        let ip = peer_ip(&req);
-        let (parts, body) = req.into_parts();
-        // A credential that signs the body needs it before the check.
+        let peer = peer_ip(&req);
+        let (mut parts, body) = req.into_parts();
+        // Whatever the client sent as keycard's word never reaches the inner service.
+        crate::identity::strip_identity(&mut parts.headers);
+        let peer_trusted = crate::forwarded::is_trusted(&shared.trusted_proxies, peer);
+        let ip = crate::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
+        // A credential that signs the body needs it before the check: read under the same
+        // bound as the gateway's, from the same permits.
         let may_have_body = !body.is_end_stream();
         let (body, bytes) =
             if !policy.public && crate::app::wants_body(&parts.headers, may_have_body) {
-                match Limited::new(body, MAX_SIGNED_BODY).collect().await {
-                    Ok(c) => {
-                        let b = c.to_bytes();
-                        (B::from(b.clone()), Some(b))
-                    }
-                    Err(_) => return Err(crate::answer::bad_request()),
-                }
+                let _permit = shared
+                    .body_reads
+                    .permit()
+                    .ok_or_else(crate::answer::unavailable)?;
+                let b = crate::signed_body::read(body).await?;
+                (B::from(b.clone()), Some(b))
             } else {
                 (body, None)
             };
@@ -324,17 +340,9 @@ impl KeycardLayer {
                 keycard_core::CertSource::Tls,
             )
         });
-        let authority = parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let scheme =
-            parts
-                .uri
-                .scheme_str()
-                .unwrap_or(if cert.is_some() { "https" } else { "http" });
+        let tls = parts.uri.scheme_str() == Some("https") || cert.is_some();
+        let (scheme, authority) =
+            crate::app::client_origin(&parts.headers, &parts.uri, peer_trusted, tls);
         let facts = RequestFacts {
             method: parts.method.as_str(),
             target: parts
@@ -352,6 +360,7 @@ impl KeycardLayer {
         let passed = shared.gate.check(policy, &facts, &request_id).await?;
         let mut req = Request::from_parts(parts, body);
         if let Some(p) = &passed.principal {
+            crate::identity::set_identity(req.headers_mut(), p);
             req.extensions_mut().insert(Authenticated(p.clone()));
         }
         Ok((req, passed))

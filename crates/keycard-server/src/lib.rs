@@ -42,6 +42,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod replay;
 pub mod shard;
+pub mod signed_body;
 pub mod throttle;
 pub mod tls;
 
@@ -140,6 +141,8 @@ impl Running {
 #[derive(Debug)]
 pub(crate) struct Core {
     pub(crate) master: keycard_core::MasterKey,
+    /// Permits for reading signed bodies: one bound for every entry point.
+    pub(crate) body_reads: Arc<signed_body::BodyReads>,
     pub(crate) store: Store,
     pub(crate) authn: authn::Authenticator,
     pub(crate) sink: audit::AuditSink,
@@ -237,6 +240,7 @@ impl Core {
         )));
         Ok(Core {
             master,
+            body_reads: Arc::default(),
             store,
             authn,
             sink,
@@ -344,6 +348,7 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         &core.master,
         core.authn.clone(),
         core.sink.clone(),
+        core.body_reads.clone(),
     ));
     let metrics = metrics_listener
         .map(|l| tokio::spawn(listener::serve_metrics(l, app.clone(), conn_rx.clone())));

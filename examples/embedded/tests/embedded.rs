@@ -375,3 +375,130 @@ async fn a_certificate_handed_over_by_the_host_is_verified_and_mapped() {
     }
     keycard.shutdown().await;
 }
+
+/// The layer is as strict as the gateway: client-sent `X-Keycard-*` (any spelling) never
+/// reaches the inner service, `X-Forwarded-For` is believed only from
+/// `server.trusted_proxies`, and signed bodies are read under the gateway's size bound and
+/// its cap on reads at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bodies() {
+    use axum::routing::any;
+    use keycard_server::layer::PeerAddr;
+    use tower_service::Service;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keycard.toml");
+    std::fs::write(
+        &config,
+        "[server]\ntrusted_proxies = [\"10.0.0.1/32\"]\n[store]\nurl = \"sqlite://data/k.db\"\n[secrets]\nmaster_key_file = \"data/master.key\"\n[audit]\nfile = \"data/audit.jsonl\"\n[limits]\nfailed_auth = \"100000/min\"\n",
+    )
+    .unwrap();
+    let settings = keycard_server::Settings::load(&config).unwrap();
+    let keycard = keycard_server::layer::Embedded::start(&settings)
+        .await
+        .unwrap();
+    let master = keycard_server::master_key::load_or_create(&settings.master_key_file).unwrap();
+    let store = keycard_store::Store::open(settings.store_url.as_str())
+        .await
+        .unwrap();
+    let key = Manager::new(store, &master, &settings)
+        .create_api_key(NewKeyRequest {
+            subject: "billing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .key;
+    async fn echo(headers: http::HeaderMap) -> String {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &headers {
+            m.insert(k.to_string(), v.to_str().unwrap_or("").into());
+        }
+        serde_json::Value::Object(m).to_string()
+    }
+    let mut app: axum::Router =
+        axum::Router::new().route("/echo", any(echo).layer(keycard.layer("/echo")));
+    let request = |peer: &str, headers: &[(&str, &str)], body: axum::body::Body| {
+        let mut b = http::Request::builder().uri("/echo").method("POST");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(body).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr(peer.parse::<SocketAddr>().unwrap()));
+        req
+    };
+    let r = app
+        .call(request(
+            "10.0.0.1:5000",
+            &[
+                ("x-api-key", &key),
+                ("x-keycard-subject", "root"),
+                ("x_keycard_scopes", "keycard:admin"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+            axum::body::Body::empty(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen: serde_json::Value =
+        serde_json::from_slice(&r.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["x-keycard-subject"], "billing");
+    assert_eq!(seen["x-keycard-method"], "api_key");
+    assert!(seen.get("x_keycard_scopes").is_none(), "{seen}");
+    // A caller that is not a trusted proxy cannot name another address.
+    let r = app
+        .call(request(
+            "192.0.2.5:5000",
+            &[("x-api-key", &key), ("x-forwarded-for", "198.51.100.7")],
+            axum::body::Body::empty(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // An auth-int credential's body: over the bound, 413.
+    let digest = "Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/echo\", qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"";
+    let big = vec![b'x'; keycard_server::signed_body::MAX_SIGNED_BODY + 1];
+    let r = app
+        .call(request(
+            "192.0.2.5:5000",
+            &[("authorization", digest)],
+            axum::body::Body::from(big),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    // Bodies that never end hold every read permit: the next is 503, not another read.
+    let mut held = Vec::new();
+    for _ in 0..keycard_server::signed_body::CONCURRENT_READS {
+        let never = http_body_util::StreamBody::new(futures_util::stream::pending::<
+            Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+        >());
+        let mut svc = app.clone();
+        let req = request(
+            "192.0.2.5:5000",
+            &[("authorization", digest)],
+            axum::body::Body::new(never),
+        );
+        held.push(tokio::spawn(async move { svc.call(req).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = app
+        .call(request(
+            "192.0.2.5:5000",
+            &[("authorization", digest)],
+            axum::body::Body::from("x"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    for h in held {
+        h.abort();
+    }
+    keycard.shutdown().await;
+    let audit = std::fs::read_to_string(dir.path().join("data/audit.jsonl")).unwrap();
+    assert!(audit.contains("\"ip\":\"203.0.113.9\""), "{audit}");
+    assert!(audit.contains("\"ip\":\"192.0.2.5\""), "{audit}");
+    assert!(!audit.contains("198.51.100.7"), "{audit}");
+}
