@@ -105,6 +105,17 @@ pub struct AuditEvent {
     pub credential_id: Option<Arc<str>>,
     /// The client address.
     pub ip: Option<String>,
+    /// For a management event (route `admin` or `cli`): what was done, to what.
+    pub management: Option<Management>,
+}
+
+/// What a management event did: an operation of the admin API or the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Management {
+    /// Such as `key.create`, `subject.disable`.
+    pub operation: String,
+    /// The id or name it acted on (the new one, for a create).
+    pub target: Option<String>,
 }
 
 /// An audit event borrowing its text: what the request path records and the audit writer
@@ -133,6 +144,9 @@ pub struct AuditEventRef<'a, Ip = &'a str> {
     /// Where the request's client certificate came from, when it had one. Written to the
     /// audit file only when present (`cert_source`); the store's copy does not keep it.
     pub cert_source: Option<CertSource>,
+    /// For a management event: the operation (`key.create`) and its target; the actor is
+    /// `credential_id` (`cli` for the command line). Written only when present.
+    pub operation: Option<(&'a str, Option<&'a str>)>,
 }
 
 impl AuditEvent {
@@ -149,6 +163,10 @@ impl AuditEvent {
             credential_id: self.credential_id.as_deref(),
             ip: self.ip.as_deref(),
             cert_source: None,
+            operation: self
+                .management
+                .as_ref()
+                .map(|m| (m.operation.as_str(), m.target.as_deref())),
         }
     }
 
@@ -184,6 +202,14 @@ impl AuditEventRef<'_> {
         if let Some(source) = self.cert_source {
             out.extend_from_slice(b",\"cert_source\":");
             json_str(out, source.as_str());
+        }
+        if let Some((operation, target)) = self.operation {
+            out.extend_from_slice(b",\"actor\":");
+            json_opt(out, self.credential_id);
+            out.extend_from_slice(b",\"operation\":");
+            json_str(out, operation);
+            out.extend_from_slice(b",\"target\":");
+            json_opt(out, target);
         }
         out.extend_from_slice(b"}\n");
     }
@@ -264,7 +290,8 @@ fn is_plain(s: &[u8]) -> bool {
 
 impl Serialize for AuditEvent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut st = s.serialize_struct("AuditEvent", 9)?;
+        let extra = if self.management.is_some() { 3 } else { 0 };
+        let mut st = s.serialize_struct("AuditEvent", 9 + extra)?;
         st.serialize_field("ts", &time::rfc3339_millis(self.ts_ms))?;
         st.serialize_field("request_id", &self.request_id)?;
         st.serialize_field("route", &self.route.as_deref())?;
@@ -274,6 +301,11 @@ impl Serialize for AuditEvent {
         st.serialize_field("subject", &self.subject.as_deref())?;
         st.serialize_field("credential_id", &self.credential_id.as_deref())?;
         st.serialize_field("ip", &self.ip)?;
+        if let Some(m) = &self.management {
+            st.serialize_field("actor", &self.credential_id.as_deref())?;
+            st.serialize_field("operation", &m.operation)?;
+            st.serialize_field("target", &m.target)?;
+        }
         st.end()
     }
 }
@@ -294,6 +326,7 @@ mod tests {
             subject: None,
             credential_id: Some("key_1".into()),
             ip: Some("127.0.0.1".into()),
+            management: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(
@@ -339,6 +372,7 @@ mod tests {
                 subject: Some(odd.into()),
                 credential_id: None,
                 ip: Some("::1".into()),
+                management: None,
             },
             AuditEvent {
                 ts_ms: 0,
@@ -350,6 +384,7 @@ mod tests {
                 subject: None,
                 credential_id: None,
                 ip: None,
+                management: None,
             },
         ];
         for e in &events {
@@ -359,6 +394,27 @@ mod tests {
             let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(parsed, serde_json::to_value(e).unwrap());
         }
+        let managed = AuditEvent {
+            route: Some("admin".into()),
+            credential_id: Some("key_admin".into()),
+            management: Some(Management {
+                operation: "key.create".into(),
+                target: Some("key_new".into()),
+            }),
+            ..events[1].clone()
+        };
+        let mut line = Vec::new();
+        managed.write_json_line(&mut line);
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed, serde_json::to_value(&managed).unwrap());
+        assert_eq!(
+            (&parsed["actor"], &parsed["operation"], &parsed["target"]),
+            (
+                &serde_json::json!("key_admin"),
+                &serde_json::json!("key.create"),
+                &serde_json::json!("key_new")
+            )
+        );
         for source in CertSource::ALL {
             let mut line = Vec::new();
             AuditEventRef {

@@ -47,7 +47,7 @@ pub mod time;
 pub mod totp;
 pub mod user;
 
-pub use audit::{AuditEvent, AuditEventRef, CertSource, Outcome};
+pub use audit::{AuditEvent, AuditEventRef, CertSource, Management, Outcome};
 pub use duration::{InvalidDuration, InvalidRate, Rate, parse_duration, parse_rate};
 pub use keys::{
     HashDomain, KeyedHasher, MASTER_KEY_LEN, MasterKey, MasterKeyError, SealError, Sealer, new_id,

@@ -518,31 +518,57 @@ pub fn openapi_json() -> String {
 #[derive(Debug)]
 pub struct Admin {
     manager: Manager,
+    /// Where each operation is audited (the audit writer).
+    journal: std::sync::Arc<dyn crate::manage::Journal>,
     doc: Bytes,
 }
 
+/// The request an admin call came in: its id and the client's address (for the audit).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The request id.
+    pub id: &'a str,
+    /// The client's address.
+    pub ip: std::net::IpAddr,
+}
+
 impl Admin {
-    /// The API over `manager`.
-    pub fn new(manager: Manager) -> Self {
+    /// The API over `manager`, each operation audited to `journal`.
+    pub fn new(manager: Manager, journal: std::sync::Arc<dyn crate::manage::Journal>) -> Self {
         Self {
             manager,
+            journal,
             doc: Bytes::from(openapi_json()),
         }
     }
 
-    /// Answers a request `caller` made: `rest` is the path after [`PREFIX`].
+    /// Answers a request `caller` made: `rest` is the path after [`PREFIX`]. Every
+    /// operation that changes something is audited with the caller as its actor.
     pub async fn handle(
         &self,
         caller: &Principal,
+        request: Request<'_>,
         method: &HttpMethod,
         rest: &str,
         raw_query: Option<&str>,
         body: hyper::body::Incoming,
     ) -> Response<Body> {
-        if let Err(e) = not_self_lockout(caller, method, rest) {
+        let m = self.manager.journalled(
+            self.journal.clone(),
+            crate::manage::Actor {
+                route: "admin",
+                request_id: request.id.to_owned(),
+                method: Some(caller.method()),
+                subject: Some(caller.subject().to_owned()),
+                credential_id: caller.credential_id().to_owned(),
+                ip: Some(request.ip),
+            },
+        );
+        if let Err((operation, target, e)) = not_self_lockout(caller, method, rest) {
+            let e = m.refused(operation, &target, e).await;
             return error_response(&e);
         }
-        match self.route(method, rest, raw_query, body).await {
+        match self.route(&m, method, rest, raw_query, body).await {
             Ok(r) => r,
             Err(e) => error_response(&e),
         }
@@ -550,12 +576,12 @@ impl Admin {
 
     async fn route(
         &self,
+        m: &Manager,
         method: &HttpMethod,
         rest: &str,
         raw_query: Option<&str>,
         body: hyper::body::Incoming,
     ) -> Answer {
-        let m = &self.manager;
         let segs: Vec<&str> = rest.split('/').collect();
         let q = query(raw_query)?;
         let read = || async {
@@ -700,24 +726,38 @@ fn not_self_lockout(
     caller: &Principal,
     method: &HttpMethod,
     rest: &str,
-) -> Result<(), ManageError> {
+) -> Result<(), (&'static str, String, ManageError)> {
     let segs: Vec<&str> = rest.split('/').collect();
-    let own = |seg: &str| segment(seg).is_ok_and(|s| s == caller.credential_id());
-    let locks_out = match (method, segs.as_slice()) {
-        (&HttpMethod::DELETE, ["keys" | "hmac-keys" | "clients" | "certs", id]) => own(id),
-        (&HttpMethod::POST, ["keys", id, "rotate"]) => own(id),
-        (&HttpMethod::POST, ["subjects", name, "disable"]) => {
-            segment(name).is_ok_and(|s| s == caller.subject())
+    let own = |seg: &str| segment(seg).ok().filter(|s| s == caller.credential_id());
+    let locked = match (method, segs.as_slice()) {
+        (&HttpMethod::DELETE, [kind, id]) => {
+            let op = match *kind {
+                "keys" => "key.revoke",
+                "hmac-keys" => "hmac.revoke",
+                "clients" => "client.revoke",
+                "certs" => "cert.revoke",
+                _ => return Ok(()),
+            };
+            own(id).map(|id| (op, id))
         }
-        _ => false,
+        (&HttpMethod::POST, ["keys", id, "rotate"]) => own(id).map(|id| ("key.rotate", id)),
+        (&HttpMethod::POST, ["subjects", name, "disable"]) => segment(name)
+            .ok()
+            .filter(|s| s == caller.subject())
+            .map(|name| ("subject.disable", name)),
+        _ => None,
     };
-    if locks_out {
-        return Err(ManageError::Conflict(
-            "this is the credential (or subject) making the request: use another admin credential"
-                .into(),
-        ));
+    match locked {
+        Some((op, target)) => Err((
+            op,
+            target,
+            ManageError::Conflict(
+                "this is the credential (or subject) making the request: use another admin credential"
+                    .into(),
+            ),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// The methods a known path takes (for 405), `None` for an unknown path.

@@ -253,11 +253,10 @@ impl App {
             admin_policy: machine_policy("/_keycard/admin/", crate::admin::ADMIN_SCOPE),
             metrics_policy: machine_policy("/_keycard/metrics", METRICS_SCOPE),
             own_origin: origin_of(&settings.public_url),
-            admin: crate::admin::Admin::new(crate::manage::Manager::new(
-                authn.store().clone(),
-                master,
-                settings,
-            )),
+            admin: crate::admin::Admin::new(
+                crate::manage::Manager::new(authn.store().clone(), master, settings),
+                Arc::new(audit.clone()),
+            ),
         }
     }
 
@@ -385,6 +384,7 @@ impl App {
                 credential_id: None,
                 ip: Some(ip),
                 cert_source: conn.cert.as_ref().map(|c| c.source),
+                operation: None,
             });
             // Read what the client is sending (bounded) before answering: an answer while
             // its body is still on the way can reach it as a reset stream instead.
@@ -413,8 +413,16 @@ impl App {
         let (parts, body) = req.into_parts();
         match parts.uri.path().strip_prefix(crate::admin::PREFIX) {
             Some(rest) => {
+                let request = crate::admin::Request { id: request_id, ip };
                 self.admin
-                    .handle(&caller, &parts.method, rest, parts.uri.query(), body)
+                    .handle(
+                        &caller,
+                        request,
+                        &parts.method,
+                        rest,
+                        parts.uri.query(),
+                        body,
+                    )
                     .await
             }
             None => crate::admin::problem(StatusCode::NOT_FOUND, None),
@@ -506,6 +514,7 @@ impl App {
                     credential_id: None,
                     ip: Some(ip),
                     cert_source: Some(keycard_core::CertSource::Forwarded),
+                    operation: None,
                 });
                 Err(crate::mtls::ForwardedError::Repeated)
             }

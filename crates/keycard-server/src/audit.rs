@@ -43,6 +43,10 @@ pub type Record<'a> = AuditEventRef<'a, IpAddr>;
 /// The instant events are ordered from (a record keeps its offset from it).
 static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
+/// How many text fields a record carries: request id, route, reason, subject, credential id,
+/// operation, target.
+const TEXT_FIELDS: usize = 7;
+
 /// A text field's length word when the field is absent.
 const ABSENT: u32 = u32::MAX;
 
@@ -71,6 +75,8 @@ fn encode(buf: &mut Vec<u8>, key: u64, r: &Record<'_>) {
         r.reason,
         r.subject,
         r.credential_id,
+        r.operation.map(|(op, _)| op),
+        r.operation.and_then(|(_, target)| target),
     ] {
         match text {
             // Longer than 4 GiB cannot happen (a request's head is bounded); kept whole or
@@ -102,6 +108,8 @@ struct Decoded<'a> {
     reason: Option<&'a str>,
     subject: Option<&'a str>,
     credential_id: Option<&'a str>,
+    operation: Option<&'a str>,
+    target: Option<&'a str>,
 }
 
 /// The order key of the record at the start of `buf` and the bytes after it, its text not
@@ -119,7 +127,7 @@ fn skip(buf: &[u8]) -> Option<(u64, &[u8])> {
             _ => return None,
         }..,
     )?;
-    for _ in 0..5 {
+    for _ in 0..TEXT_FIELDS {
         let (len, rest) = b.split_first_chunk::<4>()?;
         b = match u32::from_le_bytes(*len) {
             ABSENT => rest,
@@ -168,6 +176,7 @@ fn decode(buf: &[u8]) -> Option<(Decoded<'_>, &[u8])> {
     let request_id = text(&mut b)?.unwrap_or_default();
     let (route, reason) = (text(&mut b)?, text(&mut b)?);
     let (subject, credential_id) = (text(&mut b)?, text(&mut b)?);
+    let (operation, target) = (text(&mut b)?, text(&mut b)?);
     Some((
         Decoded {
             key,
@@ -181,6 +190,8 @@ fn decode(buf: &[u8]) -> Option<(Decoded<'_>, &[u8])> {
             reason,
             subject,
             credential_id,
+            operation,
+            target,
         },
         b,
     ))
@@ -325,6 +336,7 @@ fn gather(taken: &[Pending], order: &mut Vec<Slot>, lines: &mut Vec<u8>, batch: 
             credential_id: d.credential_id,
             ip: d.ip.map(|_| ip.as_str()),
             cert_source: d.cert_source,
+            operation: d.operation.map(|op| (op, d.target)),
         };
         event.write_json_line(lines);
         batch.push(&event);
@@ -543,6 +555,7 @@ mod tests {
             credential_id: Some("key_1"),
             ip: Some(IpAddr::from([127, 0, 0, 1])),
             cert_source: None,
+            operation: None,
         });
     }
 
@@ -564,6 +577,7 @@ mod tests {
                 credential_id: Some("key_1"),
                 ip: Some(IpAddr::from([192, 0, 2, 7])),
                 cert_source: Some(CertSource::Tls),
+                operation: None,
             },
             Record {
                 ts_ms: 0,
@@ -576,6 +590,7 @@ mod tests {
                 credential_id: None,
                 ip: None,
                 cert_source: None,
+                operation: None,
             },
             Record {
                 ts_ms: -5,
@@ -588,6 +603,7 @@ mod tests {
                 credential_id: Some(odd),
                 ip: Some("2001:db8::1".parse().unwrap()),
                 cert_source: Some(CertSource::Forwarded),
+                operation: Some(("key.create", Some(odd))),
             },
         ];
         let mut buf = Vec::new();
@@ -607,6 +623,7 @@ mod tests {
                 (d.reason, d.subject, d.credential_id, d.ip, d.cert_source),
                 (r.reason, r.subject, r.credential_id, r.ip, r.cert_source)
             );
+            assert_eq!(d.operation.map(|op| (op, d.target)), r.operation);
             rest = after;
         }
         assert!(rest.is_empty());
@@ -646,6 +663,10 @@ mod tests {
                 subject: r.subject.map(Into::into),
                 credential_id: r.credential_id.map(Into::into),
                 ip: r.ip.map(|a| a.to_string()),
+                management: r.operation.map(|(op, target)| keycard_core::Management {
+                    operation: op.into(),
+                    target: target.map(Into::into),
+                }),
             })
             .collect();
         // The file's line names the certificate's source when there was one.

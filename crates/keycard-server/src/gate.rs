@@ -186,6 +186,7 @@ impl Gate {
                 credential_id,
                 ip: Some(facts.ip),
                 cert_source: facts.cert.map(|c| c.source),
+                operation: None,
             },
         );
     }

@@ -70,12 +70,126 @@ fn internal(e: impl std::fmt::Display) -> ManageError {
 /// The operations, over one store and the master key's derived keys.
 #[derive(Debug, Clone)]
 pub struct Manager {
+    /// Where each operation that changes something is audited, and on whose behalf.
+    journal: Option<(std::sync::Arc<dyn Journal>, std::sync::Arc<Actor>)>,
     store: Store,
     hasher: KeyedHasher,
     sealer: std::sync::Arc<Sealer>,
     realm: String,
     algorithm: keycard_core::jwt::Alg,
     access_ttl: Duration,
+}
+
+// ---------------------------------------------------------------------------------------
+// The management audit trail.
+
+/// Where management events go: the server's audit writer, or the CLI's own (file and store).
+pub trait Journal: Send + Sync + std::fmt::Debug {
+    /// Records one management event (route `admin` or `cli`, with its operation).
+    fn record(&self, event: &crate::audit::Record<'_>);
+}
+
+impl Journal for crate::audit::AuditSink {
+    fn record(&self, event: &crate::audit::Record<'_>) {
+        crate::audit::AuditSink::record(self, event);
+    }
+}
+
+/// On whose behalf operations run: the admin API's caller, or the command line.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// `admin` or `cli`: the audit event's `route`.
+    pub route: &'static str,
+    /// The request's id (the admin API's), or one made for a CLI run.
+    pub request_id: String,
+    /// How the caller authenticated (`None` for the CLI).
+    pub method: Option<keycard_core::Method>,
+    /// The caller's subject (`None` for the CLI).
+    pub subject: Option<String>,
+    /// The caller's credential id, or `cli`: the event's `actor`.
+    pub credential_id: String,
+    /// The caller's address (`None` for the CLI).
+    pub ip: Option<std::net::IpAddr>,
+}
+
+impl Actor {
+    /// The command line.
+    pub fn cli() -> Self {
+        Actor {
+            route: "cli",
+            request_id: format!(
+                "cli-{}",
+                keycard_core::random_base62(10).unwrap_or_else(|_| "run".into())
+            ),
+            method: None,
+            subject: None,
+            credential_id: "cli".into(),
+            ip: None,
+        }
+    }
+}
+
+impl ManageError {
+    /// The audit `reason` of a failed operation.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ManageError::Invalid(_) => "invalid",
+            ManageError::NotFound(_) => "not_found",
+            ManageError::Conflict(_) => "conflict",
+            ManageError::Unavailable(_) => "unavailable",
+            ManageError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What an operation's answer names as its target (the new id, for a create).
+pub trait Targeted {
+    /// The id or name.
+    fn target(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl Targeted for () {}
+impl Targeted for KeyCreated {
+    fn target(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+impl Targeted for HmacCreated {
+    fn target(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+impl Targeted for UserView {
+    fn target(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+impl Targeted for SubjectView {
+    fn target(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+impl Targeted for TotpEnrolled {
+    fn target(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+impl Targeted for ClientCreated {
+    fn target(&self) -> Option<&str> {
+        Some(&self.client.client_id)
+    }
+}
+impl Targeted for CertView {
+    fn target(&self) -> Option<&str> {
+        Some(&self.id)
+    }
+}
+impl Targeted for SigningKeyRotated {
+    fn target(&self) -> Option<&str> {
+        Some(&self.kid)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -771,6 +885,7 @@ impl Manager {
     /// Operations on `store` with the keys derived from `master`.
     pub fn new(store: Store, master: &MasterKey, settings: &Settings) -> Self {
         Self {
+            journal: None,
             store,
             hasher: master.keyed_hasher(),
             sealer: std::sync::Arc::new(master.sealer()),
@@ -785,29 +900,84 @@ impl Manager {
         &self.store
     }
 
+    /// The same operations, each one that changes something audited to `journal` as done by
+    /// `actor` — its outcome, and on failure why.
+    pub fn journalled(&self, journal: std::sync::Arc<dyn Journal>, actor: Actor) -> Self {
+        Self {
+            journal: Some((journal, std::sync::Arc::new(actor))),
+            ..self.clone()
+        }
+    }
+
+    /// Records `operation` on `target` as refused before it ran (such as one that would lock
+    /// its caller out) with `error`, and hands the error back.
+    pub async fn refused(&self, operation: &str, target: &str, error: ManageError) -> ManageError {
+        let refused = self
+            .audited(operation, Some(target), async { Err::<(), _>(error) })
+            .await;
+        match refused {
+            Err(e) => e,
+            Ok(()) => ManageError::Internal("a refusal went through".into()),
+        }
+    }
+
+    /// Runs `op` and records its management event: `target` (the input's id) or the one
+    /// its answer names.
+    async fn audited<T: Targeted>(
+        &self,
+        operation: &str,
+        target: Option<&str>,
+        op: impl std::future::Future<Output = Result<T, ManageError>>,
+    ) -> Result<T, ManageError> {
+        let result = op.await;
+        if let Some((journal, actor)) = &self.journal {
+            let (outcome, reason, named) = match &result {
+                Ok(v) => (keycard_core::Outcome::Success, None, v.target()),
+                Err(e) => (keycard_core::Outcome::Failure, Some(e.code()), None),
+            };
+            journal.record(&crate::audit::Record {
+                ts_ms: crate::clock::now_millis(),
+                request_id: &actor.request_id,
+                route: Some(actor.route),
+                method: actor.method,
+                outcome,
+                reason,
+                subject: actor.subject.as_deref(),
+                credential_id: Some(&actor.credential_id),
+                ip: actor.ip,
+                cert_source: None,
+                operation: Some((operation, target.or(named))),
+            });
+        }
+        result
+    }
+
     // --- API keys ---
 
     /// Creates an API key; its text is in the answer only.
     pub async fn create_api_key(&self, req: NewKeyRequest) -> Result<KeyCreated, ManageError> {
-        check_subject("subject", &req.subject)?;
-        let scopes = scopes(&req.scopes)?;
-        if let Some(n) = &req.name {
-            check_subject("name", n)?;
-        }
-        let now = now_secs();
-        let expires_at = expiry(now, req.expires_in.as_deref())?;
-        let key = api_key::generate().map_err(internal)?;
-        let new = NewApiKey {
-            id: new_id("key").map_err(internal)?,
-            subject: req.subject,
-            lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
-            name: req.name,
-            scopes: scopes.as_str().to_owned(),
-            created_at: now,
-            expires_at,
-        };
-        self.store.create_api_key(&new).await?;
-        Ok(key_created(new, key.expose_secret(), None))
+        self.audited("key.create", None, async {
+            check_subject("subject", &req.subject)?;
+            let scopes = scopes(&req.scopes)?;
+            if let Some(n) = &req.name {
+                check_subject("name", n)?;
+            }
+            let now = now_secs();
+            let expires_at = expiry(now, req.expires_in.as_deref())?;
+            let key = api_key::generate().map_err(internal)?;
+            let new = NewApiKey {
+                id: new_id("key").map_err(internal)?,
+                subject: req.subject,
+                lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
+                name: req.name,
+                scopes: scopes.as_str().to_owned(),
+                created_at: now,
+                expires_at,
+            };
+            self.store.create_api_key(&new).await?;
+            Ok(key_created(new, key.expose_secret(), None))
+        })
+        .await
     }
 
     /// API keys, of one subject or all.
@@ -824,7 +994,10 @@ impl Manager {
 
     /// Revokes an API key (every instance refuses it within a second).
     pub async fn revoke_api_key(&self, id: &str) -> Result<(), ManageError> {
-        Ok(self.store.revoke_api_key(id, now_secs()).await?)
+        self.audited("key.revoke", Some(id), async {
+            Ok(self.store.revoke_api_key(id, now_secs()).await?)
+        })
+        .await
     }
 
     /// Replaces an API key; the old one works for `grace_secs` more (0: revoked now).
@@ -833,30 +1006,33 @@ impl Manager {
         id: &str,
         grace_secs: i64,
     ) -> Result<KeyCreated, ManageError> {
-        if grace_secs < 0 {
-            return Err(ManageError::Invalid("grace: must not be negative".into()));
-        }
-        let old = self.store.get_api_key(id).await?;
-        let now = now_secs();
-        // The new key lives as long as the old one was meant to, counted from now.
-        let expires_at = old.expires_at.map(|e| now + (e - old.created_at).max(0));
-        let key = api_key::generate().map_err(internal)?;
-        let new = NewApiKey {
-            id: new_id("key").map_err(internal)?,
-            subject: old.subject.clone(),
-            lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
-            name: old.name.clone(),
-            scopes: old.scopes.clone(),
-            created_at: now,
-            expires_at,
-        };
-        let grace_until = now + grace_secs;
-        self.store.rotate_api_key(id, &new, grace_until).await?;
-        Ok(key_created(
-            new,
-            key.expose_secret(),
-            Some(rfc3339(grace_until)),
-        ))
+        self.audited("key.rotate", Some(id), async {
+            if grace_secs < 0 {
+                return Err(ManageError::Invalid("grace: must not be negative".into()));
+            }
+            let old = self.store.get_api_key(id).await?;
+            let now = now_secs();
+            // The new key lives as long as the old one was meant to, counted from now.
+            let expires_at = old.expires_at.map(|e| now + (e - old.created_at).max(0));
+            let key = api_key::generate().map_err(internal)?;
+            let new = NewApiKey {
+                id: new_id("key").map_err(internal)?,
+                subject: old.subject.clone(),
+                lookup: api_key::lookup_handle(&self.hasher, key.expose_secret()),
+                name: old.name.clone(),
+                scopes: old.scopes.clone(),
+                created_at: now,
+                expires_at,
+            };
+            let grace_until = now + grace_secs;
+            self.store.rotate_api_key(id, &new, grace_until).await?;
+            Ok(key_created(
+                new,
+                key.expose_secret(),
+                Some(rfc3339(grace_until)),
+            ))
+        })
+        .await
     }
 
     // --- RFC 9421 keys ---
@@ -864,6 +1040,7 @@ impl Manager {
     /// Creates an RFC 9421 key: a fresh shared secret (returned once), or a client's
     /// Ed25519 public key.
     pub async fn create_hmac_key(&self, req: NewHmacRequest) -> Result<HmacCreated, ManageError> {
+        self.audited("hmac.create", None, async {
         use base64::Engine;
         check_subject("subject", &req.subject)?;
         let scopes = scopes(&req.scopes)?;
@@ -924,6 +1101,8 @@ impl Manager {
             scopes: scopes.to_vec(),
             expires_at: expires_at.map(rfc3339),
         })
+    })
+        .await
     }
 
     /// RFC 9421 keys, of one subject or all.
@@ -943,7 +1122,10 @@ impl Manager {
 
     /// Revokes an RFC 9421 key.
     pub async fn revoke_hmac_key(&self, id: &str) -> Result<(), ManageError> {
-        Ok(self.store.revoke_hmac_key(id, now_secs()).await?)
+        self.audited("hmac.revoke", Some(id), async {
+            Ok(self.store.revoke_hmac_key(id, now_secs()).await?)
+        })
+        .await
     }
 
     // --- users and subjects ---
@@ -974,34 +1156,37 @@ impl Manager {
 
     /// Adds a user with a password.
     pub async fn add_user(&self, req: NewUserRequest) -> Result<UserView, ManageError> {
-        let NewUserRequest {
-            name,
-            password,
-            scopes: list,
-            digest,
-        } = req;
-        let password = SecretString::new(password);
-        check_user_name("name", &name)?;
-        let scopes = scopes(&list)?;
-        if self.store.find_user(&name).await?.is_some() {
-            return Err(ManageError::Conflict(format!(
-                "user `{name}` already exists"
-            )));
-        }
-        check_policy(&name, password.expose_secret())
-            .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
-        let (hash, sealed) = self.hash_and_seal(&name, &password, digest).await?;
-        self.store
-            .create_user(&NewUser {
-                name: name.clone(),
-                password_id: new_id("pwd").map_err(internal)?,
-                password_hash: hash,
-                digest_sealed: sealed,
-                scopes: scopes.as_str().to_owned(),
-                created_at: now_secs(),
-            })
-            .await?;
-        Ok(user_view(self.store.get_user(&name).await?))
+        self.audited("user.add", None, async {
+            let NewUserRequest {
+                name,
+                password,
+                scopes: list,
+                digest,
+            } = req;
+            let password = SecretString::new(password);
+            check_user_name("name", &name)?;
+            let scopes = scopes(&list)?;
+            if self.store.find_user(&name).await?.is_some() {
+                return Err(ManageError::Conflict(format!(
+                    "user `{name}` already exists"
+                )));
+            }
+            check_policy(&name, password.expose_secret())
+                .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
+            let (hash, sealed) = self.hash_and_seal(&name, &password, digest).await?;
+            self.store
+                .create_user(&NewUser {
+                    name: name.clone(),
+                    password_id: new_id("pwd").map_err(internal)?,
+                    password_hash: hash,
+                    digest_sealed: sealed,
+                    scopes: scopes.as_str().to_owned(),
+                    created_at: now_secs(),
+                })
+                .await?;
+            Ok(user_view(self.store.get_user(&name).await?))
+        })
+        .await
     }
 
     /// Sets a user's password (Digest hashes too, when the user has them).
@@ -1010,21 +1195,24 @@ impl Manager {
         name: &str,
         password: SecretString,
     ) -> Result<UserView, ManageError> {
-        let user = self.store.get_user(name).await?;
-        check_policy(name, password.expose_secret())
-            .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
-        let digest = user.digest_sealed.is_some();
-        let (hash, sealed) = self.hash_and_seal(name, &password, digest).await?;
-        self.store
-            .set_password(
-                name,
-                &new_id("pwd").map_err(internal)?,
-                &hash,
-                sealed.as_deref(),
-                now_secs(),
-            )
-            .await?;
-        Ok(user_view(self.store.get_user(name).await?))
+        self.audited("user.password", Some(name), async {
+            let user = self.store.get_user(name).await?;
+            check_policy(name, password.expose_secret())
+                .map_err(|e| ManageError::Invalid(format!("password: {e}")))?;
+            let digest = user.digest_sealed.is_some();
+            let (hash, sealed) = self.hash_and_seal(name, &password, digest).await?;
+            self.store
+                .set_password(
+                    name,
+                    &new_id("pwd").map_err(internal)?,
+                    &hash,
+                    sealed.as_deref(),
+                    now_secs(),
+                )
+                .await?;
+            Ok(user_view(self.store.get_user(name).await?))
+        })
+        .await
     }
 
     /// Creates the user with `password`, or gives the existing user that password.
@@ -1040,16 +1228,20 @@ impl Manager {
 
     /// Enrols (or re-enrols) TOTP for a user: the login page asks for a code from then on.
     pub async fn enroll_totp(&self, name: &str) -> Result<TotpEnrolled, ManageError> {
-        self.store.get_user(name).await?;
-        let seed = keycard_core::totp::generate_seed().map_err(internal)?;
-        let sealed = keycard_core::user::seal_totp_seed(&self.sealer, name, seed.expose_secret())
-            .map_err(internal)?;
-        self.store.set_totp(name, &sealed, now_secs()).await?;
-        Ok(TotpEnrolled {
-            name: name.to_owned(),
-            secret: keycard_core::totp::base32_encode(seed.expose_secret()),
-            uri: keycard_core::totp::otpauth_uri("keycard", name, seed.expose_secret()),
+        self.audited("user.totp", Some(name), async {
+            self.store.get_user(name).await?;
+            let seed = keycard_core::totp::generate_seed().map_err(internal)?;
+            let sealed =
+                keycard_core::user::seal_totp_seed(&self.sealer, name, seed.expose_secret())
+                    .map_err(internal)?;
+            self.store.set_totp(name, &sealed, now_secs()).await?;
+            Ok(TotpEnrolled {
+                name: name.to_owned(),
+                secret: keycard_core::totp::base32_encode(seed.expose_secret()),
+                uri: keycard_core::totp::otpauth_uri("keycard", name, seed.expose_secret()),
+            })
         })
+        .await
     }
 
     /// A user.
@@ -1085,22 +1277,31 @@ impl Manager {
         name: &str,
         disabled: bool,
     ) -> Result<SubjectView, ManageError> {
-        self.store
-            .set_subject_disabled(name, disabled, now_secs())
-            .await?;
-        self.store
-            .list_subjects()
-            .await?
-            .into_iter()
-            .find(|s| s.name == name)
-            .map(subject_view)
-            .ok_or_else(|| ManageError::NotFound(format!("subject `{name}` not found")))
+        let operation = if disabled {
+            "subject.disable"
+        } else {
+            "subject.enable"
+        };
+        self.audited(operation, Some(name), async {
+            self.store
+                .set_subject_disabled(name, disabled, now_secs())
+                .await?;
+            self.store
+                .list_subjects()
+                .await?
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(subject_view)
+                .ok_or_else(|| ManageError::NotFound(format!("subject `{name}` not found")))
+        })
+        .await
     }
 
     // --- OAuth clients ---
 
     /// Registers a client; a confidential one with a secret gets it in the answer only.
     pub async fn create_client(&self, req: NewClientRequest) -> Result<ClientCreated, ManageError> {
+        self.audited("client.create", None, async {
         let invalid = |m: &str| Err(ManageError::Invalid(m.to_owned()));
         check_client_id(&req.client_id)?;
         let auth = match (req.public, req.auth.as_deref()) {
@@ -1214,6 +1415,8 @@ impl Manager {
             client: client_view(row),
             client_secret: secret.map(|s| s.expose_secret().to_owned()),
         })
+    })
+        .await
     }
 
     /// Every client.
@@ -1229,45 +1432,51 @@ impl Manager {
 
     /// Revokes a client and every token it holds.
     pub async fn revoke_client(&self, client_id: &str) -> Result<(), ManageError> {
-        Ok(self.store.revoke_client(client_id, now_secs()).await?)
+        self.audited("client.revoke", Some(client_id), async {
+            Ok(self.store.revoke_client(client_id, now_secs()).await?)
+        })
+        .await
     }
 
     // --- certificates ---
 
     /// Binds a client certificate to a subject (the `mtls` method).
     pub async fn add_cert(&self, req: NewCertRequest) -> Result<CertView, ManageError> {
-        check_subject("subject", &req.subject)?;
-        let scopes = scopes(&req.scopes)?;
-        let identity = read_cert_pem("certificate", req.cert_pem.as_bytes())?;
-        let now = now_secs();
-        if identity.not_after < now {
-            return Err(ManageError::Invalid(format!(
-                "certificate: it expired on {}",
-                rfc3339(identity.not_after)
-            )));
-        }
-        let expires_at = expiry(now, req.expires_in.as_deref())?;
-        let fingerprint = identity.fingerprint_hex();
-        let new = NewCertBinding {
-            id: new_id("cert").map_err(internal)?,
-            subject: req.subject,
-            lookup: self
-                .hasher
-                .hash(HashDomain::CertFingerprint, fingerprint.as_bytes()),
-            fingerprint,
-            scopes: scopes.as_str().to_owned(),
-            created_at: now,
-            expires_at,
-        };
-        self.store.create_cert_binding(&new).await?;
-        Ok(CertView {
-            id: new.id,
-            subject: new.subject,
-            fingerprint: new.fingerprint,
-            scopes: scopes.to_vec(),
-            life: Lifecycle::of(now, expires_at, None, false, now),
-            last_used_at: None,
+        self.audited("cert.add", None, async {
+            check_subject("subject", &req.subject)?;
+            let scopes = scopes(&req.scopes)?;
+            let identity = read_cert_pem("certificate", req.cert_pem.as_bytes())?;
+            let now = now_secs();
+            if identity.not_after < now {
+                return Err(ManageError::Invalid(format!(
+                    "certificate: it expired on {}",
+                    rfc3339(identity.not_after)
+                )));
+            }
+            let expires_at = expiry(now, req.expires_in.as_deref())?;
+            let fingerprint = identity.fingerprint_hex();
+            let new = NewCertBinding {
+                id: new_id("cert").map_err(internal)?,
+                subject: req.subject,
+                lookup: self
+                    .hasher
+                    .hash(HashDomain::CertFingerprint, fingerprint.as_bytes()),
+                fingerprint,
+                scopes: scopes.as_str().to_owned(),
+                created_at: now,
+                expires_at,
+            };
+            self.store.create_cert_binding(&new).await?;
+            Ok(CertView {
+                id: new.id,
+                subject: new.subject,
+                fingerprint: new.fingerprint,
+                scopes: scopes.to_vec(),
+                life: Lifecycle::of(now, expires_at, None, false, now),
+                last_used_at: None,
+            })
         })
+        .await
     }
 
     /// Every certificate binding.
@@ -1284,7 +1493,10 @@ impl Manager {
 
     /// Revokes a certificate binding.
     pub async fn revoke_cert(&self, id: &str) -> Result<(), ManageError> {
-        Ok(self.store.revoke_cert_binding(id, now_secs()).await?)
+        self.audited("cert.revoke", Some(id), async {
+            Ok(self.store.revoke_cert_binding(id, now_secs()).await?)
+        })
+        .await
     }
 
     // --- signing keys ---
@@ -1292,25 +1504,28 @@ impl Manager {
     /// A new signing key; the previous one stops signing and stays published until the
     /// tokens it signed have expired.
     pub async fn rotate_signing_key(&self) -> Result<SigningKeyRotated, ManageError> {
-        let now = now_secs();
-        let before = self.store.published_signing_keys(now).await?;
-        let previous = before
-            .iter()
-            .find(|k| k.retired_at.is_none())
-            .map(|k| k.kid.clone());
-        let row =
-            crate::own_keys::new_key_row(self.algorithm, &self.sealer, now).map_err(internal)?;
-        let ttl = i64::try_from(self.access_ttl.as_secs()).unwrap_or(86_400);
-        let publish_until = now + ttl + PUBLISH_MARGIN_SECS;
-        self.store
-            .add_signing_key(&row, publish_until, false)
-            .await?;
-        Ok(SigningKeyRotated {
-            previous_published_until: previous.as_ref().map(|_| rfc3339(publish_until)),
-            previous,
-            kid: row.kid,
-            alg: row.alg,
+        self.audited("signing_key.rotate", None, async {
+            let now = now_secs();
+            let before = self.store.published_signing_keys(now).await?;
+            let previous = before
+                .iter()
+                .find(|k| k.retired_at.is_none())
+                .map(|k| k.kid.clone());
+            let row = crate::own_keys::new_key_row(self.algorithm, &self.sealer, now)
+                .map_err(internal)?;
+            let ttl = i64::try_from(self.access_ttl.as_secs()).unwrap_or(86_400);
+            let publish_until = now + ttl + PUBLISH_MARGIN_SECS;
+            self.store
+                .add_signing_key(&row, publish_until, false)
+                .await?;
+            Ok(SigningKeyRotated {
+                previous_published_until: previous.as_ref().map(|_| rfc3339(publish_until)),
+                previous,
+                kid: row.kid,
+                alg: row.alg,
+            })
         })
+        .await
     }
 
     /// The keys in the JWKS now.

@@ -45,6 +45,7 @@ async fn main() {
             subject: Some(subject.clone()),
             credential_id: Some(credential.clone()),
             ip: Some("127.0.0.1".into()),
+            management: None,
         })
         .collect();
     let rounds = total / batch;

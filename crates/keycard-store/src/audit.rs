@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use keycard_core::audit::{json_opt, json_str};
 use keycard_core::time::parse_rfc3339_millis;
-use keycard_core::{AuditEvent, AuditEventRef, Method, Outcome};
+use keycard_core::{AuditEvent, AuditEventRef, Management, Method, Outcome};
 use serde::Deserialize;
 use sqlx::Row;
 
@@ -93,6 +93,7 @@ struct Shared {
     subject: Option<String>,
     credential_id: Option<String>,
     ip: Option<String>,
+    operation: Option<(String, Option<String>)>,
 }
 
 impl Shared {
@@ -104,6 +105,11 @@ impl Shared {
             && self.subject.as_deref() == e.subject
             && self.credential_id.as_deref() == e.credential_id
             && self.ip.as_deref() == e.ip
+            && self
+                .operation
+                .as_ref()
+                .map(|(op, target)| (op.as_str(), target.as_deref()))
+                == e.operation
     }
 
     /// Becomes `e`'s, reusing its strings' memory.
@@ -124,10 +130,14 @@ impl Shared {
         put(&mut self.subject, e.subject);
         put(&mut self.credential_id, e.credential_id);
         put(&mut self.ip, e.ip);
+        self.operation = e
+            .operation
+            .map(|(op, target)| (op.to_owned(), target.map(str::to_owned)));
     }
 }
 
-/// A shared part as JSON: `[route, method, outcome, reason, subject, credential_id, ip]`.
+/// A shared part as JSON: `[route, method, outcome, reason, subject, credential_id, ip]`,
+/// then `operation, target` for a management event.
 fn write_shared(out: &mut Vec<u8>, e: &AuditEventRef<'_>) {
     out.push(b'[');
     json_opt(out, e.route);
@@ -143,6 +153,12 @@ fn write_shared(out: &mut Vec<u8>, e: &AuditEventRef<'_>) {
     json_opt(out, e.credential_id);
     out.push(b',');
     json_opt(out, e.ip);
+    if let Some((operation, target)) = e.operation {
+        out.push(b',');
+        json_str(out, operation);
+        out.push(b',');
+        json_opt(out, target);
+    }
     out.push(b']');
 }
 
@@ -430,6 +446,7 @@ impl Doc {
             subject: self.subject.map(Arc::from),
             credential_id: self.credential_id.map(Arc::from),
             ip: self.ip,
+            management: None,
         })
     }
 }
@@ -443,17 +460,32 @@ struct Compact {
     events: Vec<(u64, String, usize)>,
 }
 
-/// `[route, method, outcome, reason, subject, credential_id, ip]`.
+/// `[route, method, outcome, reason, subject, credential_id, ip]`, and for a management
+/// event `operation, target` after them.
 #[derive(Deserialize)]
-struct SharedDoc(
-    Option<String>,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+#[serde(untagged)]
+enum SharedDoc {
+    Plain(
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    Managed(
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+    ),
+}
 
 /// A shared part read back: its text shared by the events that use it.
 struct SharedEvent {
@@ -464,12 +496,45 @@ struct SharedEvent {
     subject: Option<Arc<str>>,
     credential_id: Option<Arc<str>>,
     ip: Option<String>,
+    management: Option<Management>,
 }
 
 impl SharedDoc {
     fn parse(self) -> Option<SharedEvent> {
-        let SharedDoc(route, method, outcome, reason, subject, credential_id, ip) = self;
+        let (route, method, outcome, reason, subject, credential_id, ip, management) = match self {
+            SharedDoc::Plain(route, method, outcome, reason, subject, credential_id, ip) => (
+                route,
+                method,
+                outcome,
+                reason,
+                subject,
+                credential_id,
+                ip,
+                None,
+            ),
+            SharedDoc::Managed(
+                route,
+                method,
+                outcome,
+                reason,
+                subject,
+                credential_id,
+                ip,
+                operation,
+                target,
+            ) => (
+                route,
+                method,
+                outcome,
+                reason,
+                subject,
+                credential_id,
+                ip,
+                Some(Management { operation, target }),
+            ),
+        };
         Some(SharedEvent {
+            management,
             route: route.map(Arc::from),
             method: match method {
                 Some(m) => Some(m.parse().ok()?),
@@ -530,6 +595,7 @@ fn segment_events(id: i64, body: &str) -> Result<Vec<AuditEvent>, StoreError> {
                 subject: part.subject.clone(),
                 credential_id: part.credential_id.clone(),
                 ip: part.ip.clone(),
+                management: part.management.clone(),
             })
         })
         .collect()
@@ -797,6 +863,7 @@ mod tests {
             subject: Some("svc".into()),
             credential_id: None,
             ip: None,
+            management: None,
         }
     }
 
@@ -847,6 +914,7 @@ mod tests {
                 subject: Some("bench".into()),
                 credential_id: Some("key_omlB7XGiiEBtxBIt".into()),
                 ip: Some("127.0.0.1".into()),
+                management: None,
             })
             .collect();
         let mut lines = Vec::new();

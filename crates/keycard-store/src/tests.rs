@@ -373,6 +373,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 subject: Some(awkward.into()),
                 credential_id: Some(awkward.into()),
                 ip: Some("2001:db8::1".into()),
+                management: None,
             },
             AuditEvent {
                 ts_ms: 0,
@@ -384,6 +385,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 subject: None,
                 credential_id: None,
                 ip: None,
+                management: None,
             },
             AuditEvent {
                 ts_ms: i64::MAX,
@@ -395,6 +397,23 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 subject: Some("[]".into()),
                 credential_id: Some("{}".into()),
                 ip: Some("0".into()),
+                management: None,
+            },
+            // A management event: its operation and target come back too.
+            AuditEvent {
+                ts_ms: 5,
+                request_id: "cli-1".into(),
+                route: Some("cli".into()),
+                method: None,
+                outcome: Outcome::Failure,
+                reason: Some("not_found".into()),
+                subject: None,
+                credential_id: Some("cli".into()),
+                ip: None,
+                management: Some(keycard_core::Management {
+                    operation: "key.revoke".into(),
+                    target: Some(awkward.into()),
+                }),
             },
         ];
         t.store.insert_audit(&events).await.unwrap();
@@ -480,6 +499,7 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
                 subject: Some("svc".into()),
                 credential_id: None,
                 ip: None,
+                management: None,
             })
             .collect();
         assert!(t.store.insert_audit(&batch).await.is_err());
@@ -516,6 +536,7 @@ async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
             subject: Some("svc".into()),
             credential_id: Some("key_1".into()),
             ip: Some("::1".into()),
+            management: None,
         };
         let lines = |events: &[AuditEvent]| {
             let mut l = crate::AuditBatch::new();
@@ -636,6 +657,7 @@ async fn stored_audit_rows_move_into_segments_whole() {
                     subject: subject.map(Into::into),
                     credential_id: subject.map(|s| format!("key_{s}").into()),
                     ip: Some("2001:db8::7".into()),
+                    management: None,
                 },
             )
             .collect();
@@ -677,8 +699,7 @@ async fn the_audit_events_view_reads_compact_segments() {
             reason: None,
             subject: Some("svc".into()),
             credential_id: Some("key_1".into()),
-            ip: Some("127.0.0.1".into()),
-        };
+            ip: Some("127.0.0.1".into()), management: None, };
         let kinds = [
             base.clone(),
             AuditEvent {
@@ -793,6 +814,7 @@ async fn audit_pages_run_back_across_segments() {
             subject: None,
             credential_id: None,
             ip: None,
+            management: None,
         };
         for batch in 0..7 {
             let events: Vec<AuditEvent> = (0..3).map(|i| ev(batch * 3 + i)).collect();
@@ -858,6 +880,7 @@ async fn audit_round_trip_and_filters() {
             subject: Some(subject.into()),
             credential_id: Some("key_1".into()),
             ip: Some("127.0.0.1".into()),
+            management: None,
         };
         let events: Vec<AuditEvent> = (1..=1200)
             .map(|i| {

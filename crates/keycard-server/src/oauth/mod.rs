@@ -149,6 +149,7 @@ impl OAuth {
             credential_id,
             ip: Some(caller.ip),
             cert_source: caller.cert.as_ref().map(|c| c.source),
+            operation: None,
         });
     }
 }

@@ -13,10 +13,12 @@ mod sign;
 mod signing_key;
 mod user;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
-use keycard_core::{MasterKey, parse_duration};
-use keycard_server::manage::{ManageError, Manager};
+use keycard_core::{AuditEvent, MasterKey, parse_duration};
+use keycard_server::manage::{Journal, ManageError, Manager};
 use keycard_server::{ConfigError, Settings, master_key};
 use keycard_store::{Store, StoreError};
 
@@ -58,8 +60,14 @@ impl CliError {
     }
 }
 
-/// Runs the command.
+/// Runs the command, then writes the audit events of the management operations it ran.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let result = dispatch(cli).await;
+    JOURNAL.flush().await;
+    result
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     match cli.command {
         Command::EchoUpstream { listen } => crate::echo::run_until_signal(listen).await,
@@ -113,7 +121,85 @@ fn master(settings: &Settings) -> Result<MasterKey, CliError> {
 /// The operations the admin API runs too, over this config's store and master key.
 async fn manager(settings: &Settings) -> Result<Manager, CliError> {
     let store = open_store(settings).await?;
-    Ok(Manager::new(store, &master(settings)?, settings))
+    JOURNAL.writes_to(settings);
+    Ok(Manager::new(store, &master(settings)?, settings)
+        .journalled(JOURNAL.clone(), keycard_server::manage::Actor::cli()))
+}
+
+/// The management events of this run (route `cli`, actor `cli`), written when the command
+/// ends: to the audit file (unless it is standard output, which carries the command's own
+/// output) and to the store, as the server writes its own.
+static JOURNAL: LazyLock<Arc<CliJournal>> = LazyLock::new(Arc::default);
+
+#[derive(Debug, Default)]
+struct CliJournal {
+    events: Mutex<Vec<AuditEvent>>,
+    settings: Mutex<Option<Settings>>,
+}
+
+impl CliJournal {
+    fn writes_to(&self, settings: &Settings) {
+        let mut s = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.is_none() {
+            *s = Some(settings.clone());
+        }
+    }
+
+    async fn flush(&self) {
+        let events =
+            std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner));
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let (Some(settings), false) = (settings, events.is_empty()) else {
+            return;
+        };
+        if !matches!(settings.audit, keycard_server::config::AuditTarget::Stdout) {
+            let written =
+                keycard_server::audit::open_target(&settings.audit).and_then(|mut out| {
+                    let mut lines = Vec::new();
+                    events.iter().for_each(|e| e.write_json_line(&mut lines));
+                    out.write_all(&lines)?;
+                    out.flush()
+                });
+            if let Err(e) = written {
+                eprintln!("warning: the audit file did not take this run's management events: {e}");
+            }
+        }
+        let stored = match open_store(&settings).await {
+            Ok(store) => store.insert_audit(&events).await.map_err(CliError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stored {
+            eprintln!("warning: the store did not take this run's management events: {e}");
+        }
+    }
+}
+
+impl Journal for CliJournal {
+    fn record(&self, e: &keycard_server::audit::Record<'_>) {
+        let event = AuditEvent {
+            ts_ms: e.ts_ms,
+            request_id: e.request_id.to_owned(),
+            route: e.route.map(Into::into),
+            method: e.method,
+            outcome: e.outcome,
+            reason: e.reason.map(Into::into),
+            subject: e.subject.map(Into::into),
+            credential_id: e.credential_id.map(Into::into),
+            ip: e.ip.map(|a| a.to_string()),
+            management: e.operation.map(|(op, target)| keycard_core::Management {
+                operation: op.to_owned(),
+                target: target.map(str::to_owned),
+            }),
+        };
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event);
+    }
 }
 
 /// A refusal of the operations, which name the fields (`scopes: …`), with the CLI's flag

@@ -4,10 +4,10 @@
 use std::io::Read;
 
 use keycard_core::SecretString;
+use keycard_server::Settings;
 use keycard_server::manage::{NewUserRequest, UserView};
-use keycard_server::{Settings, now_secs};
 
-use super::{CliError, flag_names, manager, open_store};
+use super::{CliError, flag_names, manager};
 use crate::cli::UserCommand;
 use crate::output::json;
 
@@ -94,9 +94,9 @@ async fn set_disabled(
     disabled: bool,
     as_json: bool,
 ) -> Result<(), CliError> {
-    let store = open_store(settings).await?;
-    store
-        .set_subject_disabled(name, disabled, now_secs())
+    manager(settings)
+        .await?
+        .set_subject_disabled(name, disabled)
         .await?;
     if as_json {
         return json(&serde_json::json!({"name": name, "disabled": disabled}));

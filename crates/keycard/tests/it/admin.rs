@@ -368,3 +368,78 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// Every management operation through the admin API is audited with its actor (the
+/// credential), operation, target and outcome — refused ones too.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_operations_are_audited_with_actor_operation_target_and_outcome() {
+    let (mut kc, http, admin) = setup().await;
+    let admin_id: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["key", "list", "--json"])).unwrap();
+    let admin_id = admin_id[0]["id"].as_str().unwrap().to_owned();
+    let r = post_json(
+        &http,
+        kc.url(&format!("{V1}/keys")),
+        admin.clone(),
+        serde_json::json!({"subject": "billing"}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let new_id = r.json()["id"].as_str().unwrap().to_owned();
+    let gone = http
+        .send(
+            Method::DELETE,
+            &kc.url(&format!("{V1}/keys/key_nosuchkey")),
+            &[("x-api-key", &admin)],
+            "",
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    let own = http
+        .send(
+            Method::DELETE,
+            &kc.url(&format!("{V1}/keys/{admin_id}")),
+            &[("x-api-key", &admin)],
+            "",
+        )
+        .await;
+    assert_eq!(own.status, 409);
+    kc.stop();
+    let file = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
+    let events: Vec<serde_json::Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["route"] == "admin")
+        .collect();
+    let seen: Vec<(&str, &str, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["actor"], admin_id.as_str(), "{e}");
+            assert_eq!(e["method"], "api_key", "{e}");
+            (
+                e["operation"].as_str().unwrap(),
+                e["target"].as_str().unwrap_or("-"),
+                e["outcome"].as_str().unwrap(),
+                e["reason"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("key.create", new_id.as_str(), "success", "-"),
+            ("key.revoke", "key_nosuchkey", "failure", "not_found"),
+            ("key.revoke", admin_id.as_str(), "failure", "conflict"),
+        ]
+    );
+    // The store keeps them as the file does.
+    let stored: Vec<serde_json::Value> =
+        serde_json::from_str(&kc.cli_ok(&["audit", "--json"])).unwrap();
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|e| e["route"] == "admin" && e["operation"].is_string())
+            .count(),
+        3
+    );
+}

@@ -158,7 +158,7 @@ async fn audit_records_every_attempt_and_filters() {
     );
     kc.start();
     let (id, key) = kc.create_key("alice", &[], &[]);
-    let (_, bob) = kc.create_key("bob", &[], &[]);
+    let (bob_id, bob) = kc.create_key("bob", &[], &[]);
     let http = Http::new();
     http.get(&kc.url("/api/x"), &[("x-api-key", &key)]).await;
     http.get(&kc.url("/api/x"), &[("x-api-key", "kc_bad")])
@@ -170,8 +170,35 @@ async fn audit_records_every_attempt_and_filters() {
     http.get(&kc.url("/api/x"), &[("x-api-key", &key)]).await;
     kc.stop();
 
-    let all: Vec<serde_json::Value> =
+    let everything: Vec<serde_json::Value> =
         serde_json::from_str(&kc.cli_ok(&["audit", "--json"])).unwrap();
+    // The CLI's own operations are audited too: route `cli`, actor `cli`, the operation and
+    // its target (the new key's id, the revoked one).
+    let mut managed: Vec<(String, String)> = everything
+        .iter()
+        .filter(|e| e["route"] == "cli")
+        .map(|e| {
+            assert_eq!(e["actor"], "cli", "{e}");
+            assert_eq!(e["outcome"], "success", "{e}");
+            (
+                e["operation"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    managed.sort();
+    let mut created = [id.clone(), bob_id.clone()];
+    created.sort();
+    let want: Vec<(String, String)> = created
+        .iter()
+        .map(|t| ("key.create".to_owned(), t.clone()))
+        .chain([("key.revoke".to_owned(), id.clone())])
+        .collect();
+    assert_eq!(managed, want);
+    let all: Vec<serde_json::Value> = everything
+        .into_iter()
+        .filter(|e| e["route"] != "cli")
+        .collect();
     assert_eq!(all.len(), 5, "{all:#?}");
     for e in &all {
         let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
@@ -231,7 +258,11 @@ async fn audit_records_every_attempt_and_filters() {
     assert!(none.is_empty());
     // The file holds the same events.
     let file = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
-    assert_eq!(file.lines().count(), 5);
+    let cli_lines = file
+        .lines()
+        .filter(|l| l.contains(r#""route":"cli""#))
+        .count();
+    assert_eq!((file.lines().count(), cli_lines), (8, 3), "{file}");
     // The plain form is readable.
     assert!(kc.cli_ok(&["audit"]).contains("missing_scope"));
 }
