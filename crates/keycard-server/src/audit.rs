@@ -40,6 +40,26 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// address not yet formatted).
 pub type Record<'a> = AuditEventRef<'a, IpAddr>;
 
+/// `r` as an owned event (its address formatted), for code that keeps events rather than
+/// queueing them: the CLI's management journal.
+pub fn owned(r: &Record<'_>) -> keycard_core::AuditEvent {
+    keycard_core::AuditEvent {
+        ts_ms: r.ts_ms,
+        request_id: r.request_id.into(),
+        route: r.route.map(Into::into),
+        method: r.method,
+        outcome: r.outcome,
+        reason: r.reason.map(Into::into),
+        subject: r.subject.map(Into::into),
+        credential_id: r.credential_id.map(Into::into),
+        ip: r.ip.map(|a| a.to_string()),
+        management: r.operation.map(|(op, target)| keycard_core::Management {
+            operation: op.into(),
+            target: target.map(Into::into),
+        }),
+    }
+}
+
 /// The instant events are ordered from (a record keeps its offset from it).
 static EPOCH: LazyLock<std::time::Instant> = LazyLock::new(std::time::Instant::now);
 
@@ -650,25 +670,7 @@ mod tests {
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
-        let events: Vec<keycard_core::AuditEvent> = records
-            .iter()
-            .rev()
-            .map(|r| keycard_core::AuditEvent {
-                ts_ms: r.ts_ms,
-                request_id: r.request_id.into(),
-                route: r.route.map(Into::into),
-                method: r.method,
-                outcome: r.outcome,
-                reason: r.reason.map(Into::into),
-                subject: r.subject.map(Into::into),
-                credential_id: r.credential_id.map(Into::into),
-                ip: r.ip.map(|a| a.to_string()),
-                management: r.operation.map(|(op, target)| keycard_core::Management {
-                    operation: op.into(),
-                    target: target.map(Into::into),
-                }),
-            })
-            .collect();
+        let events: Vec<keycard_core::AuditEvent> = records.iter().rev().map(owned).collect();
         // The file's line names the certificate's source when there was one.
         let expect: Vec<serde_json::Value> = events
             .iter()

@@ -180,21 +180,7 @@ impl CliJournal {
 
 impl Journal for CliJournal {
     fn record(&self, e: &keycard_server::audit::Record<'_>) {
-        let event = AuditEvent {
-            ts_ms: e.ts_ms,
-            request_id: e.request_id.to_owned(),
-            route: e.route.map(Into::into),
-            method: e.method,
-            outcome: e.outcome,
-            reason: e.reason.map(Into::into),
-            subject: e.subject.map(Into::into),
-            credential_id: e.credential_id.map(Into::into),
-            ip: e.ip.map(|a| a.to_string()),
-            management: e.operation.map(|(op, target)| keycard_core::Management {
-                operation: op.to_owned(),
-                target: target.map(str::to_owned),
-            }),
-        };
+        let event = keycard_server::audit::owned(e);
         self.events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
