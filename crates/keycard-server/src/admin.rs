@@ -685,10 +685,10 @@ pub fn browser_check(
     method: &HttpMethod,
     may_have_body: bool,
 ) -> Result<(), BrowserRefusal> {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return Err(BrowserRefusal::CrossSite);
+    for site in headers.get_all("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return Err(BrowserRefusal::CrossSite);
+        }
     }
     for o in headers.get_all(http::header::ORIGIN) {
         if !o.as_bytes().eq_ignore_ascii_case(origin.as_bytes()) {

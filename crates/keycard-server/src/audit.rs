@@ -381,8 +381,11 @@ impl AuditSink {
     /// As [`AuditSink::record`], for a request that began at `began` (read already): the
     /// writer orders events by it.
     pub fn record_at(&self, began: std::time::Instant, record: &Record<'_>) {
-        self.metrics
-            .decision(record.method, record.outcome, record.reason);
+        // A management event is no authentication decision (its caller's was counted).
+        if record.operation.is_none() {
+            self.metrics
+                .decision(record.method, record.outcome, record.reason);
+        }
         if self.queue.stopped.load(Ordering::Relaxed) {
             tracing::error!("audit writer has stopped; an audit event could not be queued");
             return;

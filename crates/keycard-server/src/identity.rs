@@ -13,9 +13,10 @@ pub const SCOPES: HeaderName = HeaderName::from_static("x-keycard-scopes");
 pub const CREDENTIAL: HeaderName = HeaderName::from_static("x-keycard-credential");
 
 /// Whether a client-sent header of this (lowercase) name must never reach an upstream as
-/// keycard's word: `X-Keycard-*`, and any spelling of it, or of a forwarded-certificate
-/// header, with `_` for `-` — CGI-style upstreams (PEP 3333, PHP) read `X_Keycard_Subject`
-/// as `X-Keycard-Subject`.
+/// keycard's word: `X-Keycard-*`, and any spelling with `_` for `-` of it, of a
+/// forwarded-certificate header, of `X-Forwarded-*`, `X-Real-IP` or `X-Request-Id` (whose
+/// dashed spellings keycard sets itself) — CGI-style upstreams (PEP 3333, PHP) read
+/// `X_Forwarded_For` as `X-Forwarded-For`.
 pub fn is_reserved(name: &str) -> bool {
     if name.starts_with("x-keycard-") {
         return true;
@@ -37,6 +38,9 @@ pub fn is_reserved(name: &str) -> bool {
     dashed("x-keycard-", true)
         || dashed("x-ssl-client-cert", false)
         || dashed("x-forwarded-client-cert", false)
+        || dashed("x-forwarded-", true)
+        || dashed("x-real-ip", false)
+        || dashed("x-request-id", false)
 }
 
 /// Removes every header [`is_reserved`] names (whatever a client sent).
@@ -130,6 +134,10 @@ mod tests {
             "x_ssl_client_cert",
             "x_forwarded_client_cert",
             "x_forwarded-client_cert",
+            "x_forwarded_for",
+            "x_forwarded_host",
+            "x_real_ip",
+            "x_request_id",
         ] {
             h.insert(
                 HeaderName::from_bytes(spelled.as_bytes()).unwrap(),

@@ -311,8 +311,11 @@ impl KeycardLayer {
         let request_id = format!("{}-{n:x}", shared.request_prefix);
         let peer = peer_ip(&req);
         let (mut parts, body) = req.into_parts();
-        // Whatever the client sent as keycard's word never reaches the inner service.
+        // Whatever the client sent as keycard's word never reaches the inner service, nor a
+        // forwarded client certificate (the layer reads the host's handshake only).
         crate::identity::strip_identity(&mut parts.headers);
+        parts.headers.remove(crate::mtls::X_SSL_CLIENT_CERT);
+        parts.headers.remove(crate::mtls::X_FORWARDED_CLIENT_CERT);
         let peer_trusted = crate::forwarded::is_trusted(&shared.trusted_proxies, peer);
         let ip = crate::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
         // A credential that signs the body needs it before the check: read under the same

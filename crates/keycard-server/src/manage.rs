@@ -1283,6 +1283,7 @@ impl Manager {
             "subject.enable"
         };
         self.audited(operation, Some(name), async {
+            check_subject("name", name)?;
             self.store
                 .set_subject_disabled(name, disabled, now_secs())
                 .await?;

@@ -323,6 +323,14 @@ pub fn server_config(
         )
     })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if settings.client_ca.is_some() {
+        // A resumed session skips the certificate verifier: a client whose certificate was
+        // since revoked, unregistered or dropped from `client_ca` could go on resuming (and
+        // chaining tickets) for as long as the ticket lives. With client certificates in
+        // play, every connection makes a full handshake.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok((Arc::new(config), ca))
 }
 

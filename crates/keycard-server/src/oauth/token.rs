@@ -64,6 +64,14 @@ impl OAuth {
         if !client.allows_grant(grant) {
             return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
         }
+        // A disabled name gets no new tokens, whatever the grant (the client's own, for
+        // client_credentials; the grant's user below, in issue_for_grant).
+        if self.authn.cache().is_disabled(&client.client_id) {
+            return self.client_error(
+                ClientError::Refused(Reason::Disabled, Some(client.client_id.to_string())),
+                caller,
+            );
+        }
         match grant {
             "client_credentials" => self.client_credentials(&client, &form, caller),
             "authorization_code" => self.authorization_code(&client, &form, caller).await,
@@ -293,6 +301,9 @@ impl OAuth {
         rotate: Option<(Vec<u8>, Option<Scopes>)>,
         caller: Caller,
     ) -> Response<Body> {
+        if self.authn.cache().is_disabled(&grant.subject) {
+            return self.invalid_grant(Reason::Disabled, client, caller);
+        }
         let now = now_secs();
         let Some(key) = self.authn.keyring.current().signer.clone() else {
             return unavailable();
@@ -751,6 +762,15 @@ impl Authenticator {
         };
         if self.cache.is_revoked(&t.jti) {
             return Err(revoked(Some(t.subject.clone())));
+        }
+        // Disabled by name: the gateway refuses it, and so do introspection and userinfo.
+        if self.cache.is_disabled(&t.subject) {
+            return Err(Refusal::Unauthorized {
+                reason: Reason::Disabled,
+                method,
+                credential_id: Some(t.client_id.clone()),
+                subject: Some(t.subject.clone()),
+            });
         }
         match self.client(&t.client_id).await {
             Ok(Some(c)) if !c.revoked => {}

@@ -404,6 +404,18 @@ async fn admin_operations_are_audited_with_actor_operation_target_and_outcome() 
         )
         .await;
     assert_eq!(own.status, 409);
+    // Names are bounded when disabled by name too: no bidi override, no control character.
+    for bad in ["%E2%80%AEnimda", "a%0Ab", "%1B%5B31m"] {
+        let r = http
+            .send(
+                Method::POST,
+                &kc.url(&format!("{V1}/subjects/{bad}/disable")),
+                &[("x-api-key", &admin)],
+                "",
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
     kc.stop();
     let file = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
     let events: Vec<serde_json::Value> = file
@@ -430,6 +442,9 @@ async fn admin_operations_are_audited_with_actor_operation_target_and_outcome() 
             ("key.create", new_id.as_str(), "success", "-"),
             ("key.revoke", "key_nosuchkey", "failure", "not_found"),
             ("key.revoke", admin_id.as_str(), "failure", "conflict"),
+            ("subject.disable", "\u{202E}nimda", "failure", "invalid"),
+            ("subject.disable", "a\nb", "failure", "invalid"),
+            ("subject.disable", "\u{1b}[31m", "failure", "invalid"),
         ]
     );
     // The store keeps them as the file does.
@@ -440,6 +455,6 @@ async fn admin_operations_are_audited_with_actor_operation_target_and_outcome() 
             .iter()
             .filter(|e| e["route"] == "admin" && e["operation"].is_string())
             .count(),
-        3
+        6
     );
 }

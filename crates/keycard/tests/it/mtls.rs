@@ -361,6 +361,50 @@ async fn required_client_auth_refuses_the_handshake_without_a_certificate() {
         refused.is_some(),
         "a revoked client's certificate is refused"
     );
+    // No session is ever resumed on a listener that asks for certificates: a resumed one
+    // skips the verifier, and would outlive the revocation above.
+    let sess = t.kc.dir.path().join("session.pem");
+    let addr = t.base.trim_start_matches("https://").to_owned();
+    let connect = |extra: &[&std::ffi::OsStr]| {
+        use std::io::Write as _;
+        // A whole request that closes the connection: the session (and any ticket) is in
+        // hand by the time the answer is.
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-connect", &addr, "-CAfile"])
+            .arg(&t.pki.ca)
+            .arg("-cert")
+            .arg(&cert.cert)
+            .arg("-key")
+            .arg(&cert.key)
+            .arg("-ign_eof")
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"GET /_keycard/health HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        // Kept open a moment: the session tickets of TLS 1.3 come after the handshake.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let first = connect(&["-sess_out".as_ref(), sess.as_os_str()]);
+    assert!(first.contains("200 OK"), "{first}");
+    // Without a ticket openssl has no session to write; with one, it must not be taken.
+    if sess.exists() {
+        let again = connect(&["-sess_in".as_ref(), sess.as_os_str()]);
+        assert!(again.contains("200 OK"), "{again}");
+        assert!(again.contains("New, TLS"), "a session was resumed: {again}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1312,6 +1356,14 @@ async fn a_certificate_with_the_admin_scope_uses_the_admin_api() {
             403,
         ),
         (vec!["Content-Type: application/json", "Origin: null"], 403),
+        (
+            vec![
+                "Content-Type: application/json",
+                "Sec-Fetch-Site: none",
+                "Sec-Fetch-Site: cross-site",
+            ],
+            403,
+        ),
     ] {
         let mut extra = vec!["-X", "POST", "--data-binary", body];
         for h in &headers {

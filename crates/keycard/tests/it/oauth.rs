@@ -829,6 +829,40 @@ async fn refused_revoked_access_token_at_the_gateway() {
         )
         .await;
         assert_eq!(r.status, 401, "{engine}");
+        // The client's name disabled: its tokens stop at the gateway and at introspection
+        // (another client asking), and it gets no new one; enabled again, it does.
+        let at = f
+            .token(&f.worker, "grant_type=client_credentials")
+            .await
+            .json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        f.s.kc.cli_ok(&["user", "disable", "worker"]);
+        assert!(
+            f.refused_within_a_second(&at).await,
+            "{engine}: a disabled subject's token still works"
+        );
+        let intro = post_form(
+            &f.http,
+            &f.s.url("/oauth2/introspect"),
+            &[("authorization", &f.web)],
+            &format!("token={at}"),
+        )
+        .await
+        .json();
+        assert_eq!(intro["active"], false, "{engine}: {intro}");
+        let r = f.token(&f.worker, "grant_type=client_credentials").await;
+        assert_eq!(r.status, 401, "{engine}: a disabled client gets no token");
+        f.s.kc.cli_ok(&["user", "enable", "worker"]);
+        let back = eventually(Duration::from_secs(1), || async {
+            f.token(&f.worker, "grant_type=client_credentials")
+                .await
+                .status
+                == 200
+        })
+        .await;
+        assert!(back.is_some(), "{engine}: enabled again");
         // A revoked client's tokens stop too.
         let at = f
             .token(&f.worker, "grant_type=client_credentials")
