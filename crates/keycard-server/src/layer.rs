@@ -84,7 +84,8 @@
 //!
 //! The peer address comes from axum's `ConnectInfo<SocketAddr>` (serve with
 //! `into_make_service_with_connect_info`), or a [`PeerAddr`] extension; without either the
-//! failed-attempt throttle counts all callers as one address.
+//! failed-attempt throttle counts all callers as one address. A host that terminates TLS
+//! itself says so with a [`ConnectionIsTls`] extension (the `@scheme` a signature covers).
 //!
 //! [tower]: https://docs.rs/tower
 
@@ -114,6 +115,12 @@ pub struct Authenticated(pub Principal);
 /// The peer's address, for services not on axum's `ConnectInfo`.
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The host's connection is TLS (it serves HTTPS itself): `@scheme` is `https` for RFC 9421
+/// signatures, as at the gateway. A request behind a trusted proxy takes the proxy's
+/// `X-Forwarded-Proto` instead; one with [`PeerCertificates`] is TLS already.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionIsTls;
 
 /// The peer's certificate chain (DER, leaf first) from the host service's TLS handshake,
 /// for the `mtls` method. keycard verifies it against `mtls.client_ca` itself.
@@ -343,7 +350,9 @@ impl KeycardLayer {
                 keycard_core::CertSource::Tls,
             )
         });
-        let tls = parts.uri.scheme_str() == Some("https") || cert.is_some();
+        let tls = parts.uri.scheme_str() == Some("https")
+            || cert.is_some()
+            || parts.extensions.get::<ConnectionIsTls>().is_some();
         let (scheme, authority) =
             crate::app::client_origin(&parts.headers, &parts.uri, peer_trusted, tls);
         let facts = RequestFacts {

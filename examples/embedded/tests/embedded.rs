@@ -496,6 +496,77 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
     for h in held {
         h.abort();
     }
+    // A signature over `@scheme` by a client of an HTTPS host: verified as `https` only when
+    // the host says its connection is TLS (a server sees an origin-form target, no scheme).
+    let m = Manager::new(
+        keycard_store::Store::open(settings.store_url.as_str())
+            .await
+            .unwrap(),
+        &master,
+        &settings,
+    );
+    let hk = m
+        .create_hmac_key(NewHmacRequest {
+            subject: "partner".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let secret = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(hk.secret.unwrap())
+            .unwrap()
+    };
+    let signed = |nonce: &str| {
+        let now = keycard_server::now_secs();
+        let input = format!(
+            "sig1=(\"@method\" \"@scheme\" \"@authority\" \"@path\");created={now};nonce=\"{nonce}\";keyid=\"{}\"",
+            hk.key_id
+        );
+        let sig = keycard_core::httpsig::parse(&input, "sig1=:AAAA:")
+            .unwrap()
+            .remove(0);
+        let headers = http::HeaderMap::new();
+        let parts = keycard_core::httpsig::RequestParts {
+            method: "POST",
+            scheme: "https",
+            authority: "orders.internal",
+            path: "/echo",
+            query: None,
+            headers: &headers,
+        };
+        let mac = keycard_core::httpsig::sign_hmac(
+            &secret,
+            &keycard_core::httpsig::signature_base(&sig, &parts).unwrap(),
+        );
+        let value = {
+            use base64::Engine;
+            format!(
+                "sig1=:{}:",
+                base64::engine::general_purpose::STANDARD.encode(mac)
+            )
+        };
+        (input, value)
+    };
+    for (marked, want) in [(false, 401), (true, 200)] {
+        let (input, value) = signed(if marked { "n-tls" } else { "n-plain" });
+        let mut req = request(
+            "192.0.2.5:5000",
+            &[
+                ("host", "orders.internal"),
+                ("signature-input", &input),
+                ("signature", &value),
+            ],
+            axum::body::Body::empty(),
+        );
+        if marked {
+            req.extensions_mut()
+                .insert(keycard_server::layer::ConnectionIsTls);
+        }
+        let r = app.call(req).await.unwrap();
+        assert_eq!(r.status(), want, "marked as TLS: {marked}");
+    }
     keycard.shutdown().await;
     let audit = std::fs::read_to_string(dir.path().join("data/audit.jsonl")).unwrap();
     assert!(audit.contains("\"ip\":\"203.0.113.9\""), "{audit}");
