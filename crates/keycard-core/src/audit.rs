@@ -82,6 +82,11 @@ impl CertSource {
             CertSource::Forwarded => "forwarded",
         }
     }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        CertSource::ALL.into_iter().find(|c| c.as_str() == s)
+    }
 }
 
 /// One audit event.
@@ -107,6 +112,8 @@ pub struct AuditEvent {
     pub ip: Option<String>,
     /// For a management event (route `admin` or `cli`): what was done, to what.
     pub management: Option<Management>,
+    /// Where the request's client certificate came from, when it had one.
+    pub cert_source: Option<CertSource>,
 }
 
 /// What a management event did: an operation of the admin API or the CLI.
@@ -141,8 +148,8 @@ pub struct AuditEventRef<'a, Ip = &'a str> {
     pub credential_id: Option<&'a str>,
     /// The client address.
     pub ip: Option<Ip>,
-    /// Where the request's client certificate came from, when it had one. Written to the
-    /// audit file only when present (`cert_source`); the store's copy does not keep it.
+    /// Where the request's client certificate came from, when it had one. Written only when
+    /// present (`cert_source`).
     pub cert_source: Option<CertSource>,
     /// For a management event: the operation (`key.create`) and its target; the actor is
     /// `credential_id` (`cli` for the command line). Written only when present.
@@ -162,7 +169,7 @@ impl AuditEvent {
             subject: self.subject.as_deref(),
             credential_id: self.credential_id.as_deref(),
             ip: self.ip.as_deref(),
-            cert_source: None,
+            cert_source: self.cert_source,
             operation: self
                 .management
                 .as_ref()
@@ -290,7 +297,8 @@ fn is_plain(s: &[u8]) -> bool {
 
 impl Serialize for AuditEvent {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let extra = if self.management.is_some() { 3 } else { 0 };
+        let extra =
+            if self.management.is_some() { 3 } else { 0 } + usize::from(self.cert_source.is_some());
         let mut st = s.serialize_struct("AuditEvent", 9 + extra)?;
         st.serialize_field("ts", &time::rfc3339_millis(self.ts_ms))?;
         st.serialize_field("request_id", &self.request_id)?;
@@ -301,6 +309,9 @@ impl Serialize for AuditEvent {
         st.serialize_field("subject", &self.subject.as_deref())?;
         st.serialize_field("credential_id", &self.credential_id.as_deref())?;
         st.serialize_field("ip", &self.ip)?;
+        if let Some(source) = self.cert_source {
+            st.serialize_field("cert_source", source.as_str())?;
+        }
         if let Some(m) = &self.management {
             st.serialize_field("actor", &self.credential_id.as_deref())?;
             st.serialize_field("operation", &m.operation)?;
@@ -327,6 +338,7 @@ mod tests {
             credential_id: Some("key_1".into()),
             ip: Some("127.0.0.1".into()),
             management: None,
+            cert_source: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(
@@ -373,6 +385,7 @@ mod tests {
                 credential_id: None,
                 ip: Some("::1".into()),
                 management: None,
+                cert_source: None,
             },
             AuditEvent {
                 ts_ms: 0,
@@ -385,6 +398,7 @@ mod tests {
                 credential_id: None,
                 ip: None,
                 management: None,
+                cert_source: None,
             },
         ];
         for e in &events {

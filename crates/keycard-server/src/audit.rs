@@ -57,6 +57,7 @@ pub fn owned(r: &Record<'_>) -> keycard_core::AuditEvent {
             operation: op.into(),
             target: target.map(Into::into),
         }),
+        cert_source: r.cert_source,
     }
 }
 
@@ -674,19 +675,15 @@ mod tests {
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         let events: Vec<keycard_core::AuditEvent> = records.iter().rev().map(owned).collect();
-        // The file's line names the certificate's source when there was one.
         let expect: Vec<serde_json::Value> = events
             .iter()
-            .zip(records.iter().rev())
-            .map(|(e, r)| {
-                let mut v = serde_json::to_value(e).unwrap();
-                if let Some(c) = r.cert_source {
-                    v["cert_source"] = c.as_str().into();
-                }
-                v
-            })
+            .map(|e| serde_json::to_value(e).unwrap())
             .collect();
         assert_eq!(lines, expect);
+        // The file's line names the certificate's source when there was one.
+        assert_eq!(lines[0]["cert_source"], "forwarded");
+        assert_eq!(lines[2]["cert_source"], "tls");
+        assert!(lines[1].get("cert_source").is_none());
         // The store's batch holds the same events in the same order.
         let mut same = AuditBatch::new();
         events.iter().for_each(|e| same.push(&e.borrowed()));

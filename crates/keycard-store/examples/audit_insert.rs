@@ -46,6 +46,7 @@ async fn main() {
             credential_id: Some(credential.clone()),
             ip: Some("127.0.0.1".into()),
             management: None,
+            cert_source: None,
         })
         .collect();
     let rounds = total / batch;

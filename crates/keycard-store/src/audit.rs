@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use keycard_core::audit::{json_opt, json_str};
 use keycard_core::time::parse_rfc3339_millis;
-use keycard_core::{AuditEvent, AuditEventRef, Management, Method, Outcome};
+use keycard_core::{AuditEvent, AuditEventRef, CertSource, Management, Method, Outcome};
 use serde::Deserialize;
 use sqlx::Row;
 
@@ -94,6 +94,7 @@ struct Shared {
     credential_id: Option<String>,
     ip: Option<String>,
     operation: Option<(String, Option<String>)>,
+    cert_source: Option<CertSource>,
 }
 
 impl Shared {
@@ -110,6 +111,7 @@ impl Shared {
                 .as_ref()
                 .map(|(op, target)| (op.as_str(), target.as_deref()))
                 == e.operation
+            && self.cert_source == e.cert_source
     }
 
     /// Becomes `e`'s, reusing its strings' memory.
@@ -133,11 +135,12 @@ impl Shared {
         self.operation = e
             .operation
             .map(|(op, target)| (op.to_owned(), target.map(str::to_owned)));
+        self.cert_source = e.cert_source;
     }
 }
 
 /// A shared part as JSON: `[route, method, outcome, reason, subject, credential_id, ip]`,
-/// then `operation, target` for a management event.
+/// then, when the event has any, `{"cert_source", "operation", "target"}`.
 fn write_shared(out: &mut Vec<u8>, e: &AuditEventRef<'_>) {
     out.push(b'[');
     json_opt(out, e.route);
@@ -153,11 +156,29 @@ fn write_shared(out: &mut Vec<u8>, e: &AuditEventRef<'_>) {
     json_opt(out, e.credential_id);
     out.push(b',');
     json_opt(out, e.ip);
-    if let Some((operation, target)) = e.operation {
-        out.push(b',');
-        json_str(out, operation);
-        out.push(b',');
-        json_opt(out, target);
+    // What only some events have, as one object after the seven: readers of the seven-field
+    // form ignore nothing they know, and new fields join the object.
+    if e.cert_source.is_some() || e.operation.is_some() {
+        out.extend_from_slice(b",{");
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &[u8]| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(name);
+        };
+        if let Some(source) = e.cert_source {
+            field(out, b"\"cert_source\":");
+            json_str(out, source.as_str());
+        }
+        if let Some((operation, target)) = e.operation {
+            field(out, b"\"operation\":");
+            json_str(out, operation);
+            field(out, b"\"target\":");
+            json_opt(out, target);
+        }
+        out.push(b'}');
     }
     out.push(b']');
 }
@@ -447,6 +468,7 @@ impl Doc {
             credential_id: self.credential_id.map(Arc::from),
             ip: self.ip,
             management: None,
+            cert_source: None,
         })
     }
 }
@@ -460,8 +482,8 @@ struct Compact {
     events: Vec<(u64, String, usize)>,
 }
 
-/// `[route, method, outcome, reason, subject, credential_id, ip]`, and for a management
-/// event `operation, target` after them.
+/// `[route, method, outcome, reason, subject, credential_id, ip]`, and an object of what only
+/// some events have.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum SharedDoc {
@@ -474,7 +496,7 @@ enum SharedDoc {
         Option<String>,
         Option<String>,
     ),
-    Managed(
+    Extended(
         Option<String>,
         Option<String>,
         String,
@@ -482,9 +504,17 @@ enum SharedDoc {
         Option<String>,
         Option<String>,
         Option<String>,
-        String,
-        Option<String>,
+        Extra,
     ),
+}
+
+/// The object after a shared part's seven fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extra {
+    cert_source: Option<String>,
+    operation: Option<String>,
+    target: Option<String>,
 }
 
 /// A shared part read back: its text shared by the events that use it.
@@ -497,11 +527,12 @@ struct SharedEvent {
     credential_id: Option<Arc<str>>,
     ip: Option<String>,
     management: Option<Management>,
+    cert_source: Option<CertSource>,
 }
 
 impl SharedDoc {
     fn parse(self) -> Option<SharedEvent> {
-        let (route, method, outcome, reason, subject, credential_id, ip, management) = match self {
+        let (route, method, outcome, reason, subject, credential_id, ip, extra) = match self {
             SharedDoc::Plain(route, method, outcome, reason, subject, credential_id, ip) => (
                 route,
                 method,
@@ -512,7 +543,7 @@ impl SharedDoc {
                 ip,
                 None,
             ),
-            SharedDoc::Managed(
+            SharedDoc::Extended(
                 route,
                 method,
                 outcome,
@@ -520,8 +551,7 @@ impl SharedDoc {
                 subject,
                 credential_id,
                 ip,
-                operation,
-                target,
+                extra,
             ) => (
                 route,
                 method,
@@ -530,11 +560,26 @@ impl SharedDoc {
                 subject,
                 credential_id,
                 ip,
-                Some(Management { operation, target }),
+                Some(extra),
+            ),
+        };
+        let (cert_source, management) = match extra {
+            None => (None, None),
+            Some(x) => (
+                match x.cert_source {
+                    Some(c) => Some(CertSource::parse(&c)?),
+                    None => None,
+                },
+                match (x.operation, x.target) {
+                    (Some(operation), target) => Some(Management { operation, target }),
+                    (None, None) => None,
+                    (None, Some(_)) => return None,
+                },
             ),
         };
         Some(SharedEvent {
             management,
+            cert_source,
             route: route.map(Arc::from),
             method: match method {
                 Some(m) => Some(m.parse().ok()?),
@@ -596,6 +641,7 @@ fn segment_events(id: i64, body: &str) -> Result<Vec<AuditEvent>, StoreError> {
                 credential_id: part.credential_id.clone(),
                 ip: part.ip.clone(),
                 management: part.management.clone(),
+                cert_source: part.cert_source,
             })
         })
         .collect()
@@ -864,6 +910,7 @@ mod tests {
             credential_id: None,
             ip: None,
             management: None,
+            cert_source: None,
         }
     }
 
@@ -915,6 +962,7 @@ mod tests {
                 credential_id: Some("key_omlB7XGiiEBtxBIt".into()),
                 ip: Some("127.0.0.1".into()),
                 management: None,
+                cert_source: None,
             })
             .collect();
         let mut lines = Vec::new();

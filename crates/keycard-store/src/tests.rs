@@ -374,6 +374,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 credential_id: Some(awkward.into()),
                 ip: Some("2001:db8::1".into()),
                 management: None,
+                cert_source: None,
             },
             AuditEvent {
                 ts_ms: 0,
@@ -386,6 +387,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 credential_id: None,
                 ip: None,
                 management: None,
+                cert_source: None,
             },
             AuditEvent {
                 ts_ms: i64::MAX,
@@ -398,6 +400,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                 credential_id: Some("{}".into()),
                 ip: Some("0".into()),
                 management: None,
+                cert_source: Some(keycard_core::CertSource::Forwarded),
             },
             // A management event: its operation and target come back too.
             AuditEvent {
@@ -414,6 +417,7 @@ async fn audit_events_keep_awkward_text_and_nulls() {
                     operation: "key.revoke".into(),
                     target: Some(awkward.into()),
                 }),
+                cert_source: None,
             },
         ];
         t.store.insert_audit(&events).await.unwrap();
@@ -500,6 +504,7 @@ async fn a_refused_audit_event_keeps_none_of_its_batch() {
                 credential_id: None,
                 ip: None,
                 management: None,
+                cert_source: None,
             })
             .collect();
         assert!(t.store.insert_audit(&batch).await.is_err());
@@ -537,6 +542,7 @@ async fn an_audit_appender_hands_a_refused_batch_back_and_goes_on() {
             credential_id: Some("key_1".into()),
             ip: Some("::1".into()),
             management: None,
+            cert_source: None,
         };
         let lines = |events: &[AuditEvent]| {
             let mut l = crate::AuditBatch::new();
@@ -658,6 +664,7 @@ async fn stored_audit_rows_move_into_segments_whole() {
                     credential_id: subject.map(|s| format!("key_{s}").into()),
                     ip: Some("2001:db8::7".into()),
                     management: None,
+                    cert_source: None,
                 },
             )
             .collect();
@@ -699,7 +706,7 @@ async fn the_audit_events_view_reads_compact_segments() {
             reason: None,
             subject: Some("svc".into()),
             credential_id: Some("key_1".into()),
-            ip: Some("127.0.0.1".into()), management: None, };
+            ip: Some("127.0.0.1".into()), management: None, cert_source: None, };
         let kinds = [
             base.clone(),
             AuditEvent {
@@ -815,6 +822,7 @@ async fn audit_pages_run_back_across_segments() {
             credential_id: None,
             ip: None,
             management: None,
+            cert_source: None,
         };
         for batch in 0..7 {
             let events: Vec<AuditEvent> = (0..3).map(|i| ev(batch * 3 + i)).collect();
@@ -881,6 +889,7 @@ async fn audit_round_trip_and_filters() {
             credential_id: Some("key_1".into()),
             ip: Some("127.0.0.1".into()),
             management: None,
+            cert_source: None,
         };
         let events: Vec<AuditEvent> = (1..=1200)
             .map(|i| {
