@@ -1,6 +1,6 @@
 //! What the keycard layer adds to a trivial axum handler: the same request through the same
 //! router with and without the layer, an API key in `X-API-Key` (cached after the first
-//! request, as in steady state). Target: under 5 µs added per request (issue 10).
+//! request, as in steady state). Target: under 5 µs added per request.
 //!
 //! `cargo bench -p keycard-embedded-example --bench layer`
 

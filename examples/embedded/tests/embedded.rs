@@ -435,6 +435,8 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
                 ("x-keycard-subject", "root"),
                 ("x_keycard_scopes", "keycard:admin"),
                 ("x-forwarded-for", "203.0.113.9"),
+                ("x-ssl-client-cert", "forged"),
+                ("x-forwarded-client-cert", "Cert=\"forged\""),
             ],
             axum::body::Body::empty(),
         ))
@@ -446,6 +448,8 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
     assert_eq!(seen["x-keycard-subject"], "billing");
     assert_eq!(seen["x-keycard-method"], "api_key");
     assert!(seen.get("x_keycard_scopes").is_none(), "{seen}");
+    assert!(seen.get("x-ssl-client-cert").is_none(), "{seen}");
+    assert!(seen.get("x-forwarded-client-cert").is_none(), "{seen}");
     // A caller that is not a trusted proxy cannot name another address.
     let r = app
         .call(request(

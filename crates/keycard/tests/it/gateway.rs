@@ -85,10 +85,29 @@ async fn forwarded_and_hop_by_hop_headers() {
                 ("connection", "x-hop"),
                 ("x-hop", "1"),
                 ("host", "api.example.com"),
+                // Underscore spellings a CGI-style upstream reads as the dashed names.
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x_real_ip", "6.6.6.6"),
+                ("x_request_id", "forged"),
+                ("x_keycard_subject", "root"),
+                ("x_ssl_client_cert", "forged"),
             ],
         )
         .await;
     assert_eq!(r.status, 200);
+    for spelled in [
+        "x_forwarded_for",
+        "x_real_ip",
+        "x_request_id",
+        "x_keycard_subject",
+        "x_ssl_client_cert",
+    ] {
+        assert_eq!(
+            r.upstream_header(spelled),
+            None,
+            "{spelled} reached the upstream"
+        );
+    }
     // The client is not a trusted proxy: its X-Forwarded-* are replaced.
     assert_eq!(
         r.upstream_header("x-forwarded-for").as_deref(),

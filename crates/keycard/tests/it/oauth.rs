@@ -1,4 +1,4 @@
-//! keycard's authorization server (issue 5): Authlib + PyJWT + pyotp drive the whole flow
+//! keycard's authorization server: Authlib + PyJWT + pyotp drive the whole flow
 //! (`py/oauth_flow.py`); here, every refusal RFC 9700 asks for, each its own test, on
 //! SQLite and PostgreSQL; the Chromium test lives in `browser.rs`.
 
