@@ -338,6 +338,8 @@ struct Facts {
     transfer_encoding: Option<bool>,
     /// `Content-Length` was present: its value, `None` when invalid or values disagree.
     content_length: Option<Option<u64>>,
+    /// How many `Content-Length` values (lines and list members) were read.
+    content_lengths: u32,
     /// `Connection` lists `close`.
     close: bool,
 }
@@ -347,6 +349,7 @@ impl Facts {
         if *name == header::CONTENT_LENGTH {
             // RFC 9112 §6.3 (5): every value (and list member) must be the same number.
             for member in value.as_bytes().split(|&b| b == b',') {
+                self.content_lengths = self.content_lengths.saturating_add(1);
                 let n = decimal(member.trim_ascii());
                 self.content_length = match self.content_length {
                     None => Some(n),
@@ -375,11 +378,29 @@ fn framing(
     headers: &mut HeaderMap,
 ) -> io::Result<Framing> {
     let mut reusable = version == Version::HTTP_11 && !facts.close;
-    // RFC 9112 §6.3 (1): no body, whatever the headers say.
+    // A list of equal lengths (`5, 5`, or two lines) is one length: passed on as one value
+    // (RFC 9110 §8.6), so that nobody after keycard reads the list its own way.
+    if facts.content_lengths > 1
+        && let Some(Some(n)) = facts.content_length
+    {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    // RFC 9112 §6.3 (1): no body, whatever the headers say. An upstream that announced one
+    // anyway may send it: the connection is not trusted with another request.
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        let announced = facts.transfer_encoding.is_some()
+            || !matches!(facts.content_length, None | Some(Some(0)));
+        // An invalid length is faulty framing here too: nobody after keycard should read it.
+        if facts.content_length == Some(None) {
+            return Err(bad("invalid or conflicting Content-Length"));
+        }
+        // (3) all the same: beside `Transfer-Encoding`, no `Content-Length` is passed on.
+        if facts.transfer_encoding.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+        }
         return Ok(Framing {
             kind: Kind::Done,
-            reusable,
+            reusable: reusable && !announced,
         });
     }
     if let Some(chunked) = facts.transfer_encoding {
@@ -573,7 +594,9 @@ fn chunk_step(buf: &mut BytesMut, state: Chunk) -> io::Result<Step> {
     match state {
         Chunk::Size => {
             let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
-                return if buf.len() > MAX_CHUNK_LINE {
+                // The line may be `MAX_CHUNK_LINE` bytes and its CR: judged the same
+                // whether it arrives whole or in pieces.
+                return if buf.len() > MAX_CHUNK_LINE + 1 {
                     Err(bad("chunk-size line too long"))
                 } else {
                     Ok(Step::More)
@@ -673,6 +696,103 @@ impl http_body::Body for RecvBody {
             _ => SizeHint::default(),
         }
     }
+}
+
+/// What [`read_answer`] made of an upstream's bytes.
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReadAnswer {
+    /// The final status.
+    pub status: u16,
+    /// The headers passed on, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The body as decoded.
+    pub body: Vec<u8>,
+    /// Whether the connection would take another request.
+    pub reusable: bool,
+    /// Whether the body was complete when the bytes ran out.
+    pub complete: bool,
+}
+
+/// The answer parser and body decoder run over `bytes` arriving `step` bytes at a time, as
+/// they run on a connection (for the fuzz target and tests): informational answers
+/// skipped, the head's framing judged, the body read by length, chunks or to the end.
+#[doc(hidden)]
+pub fn read_answer(bytes: &[u8], head_request: bool, step: usize) -> io::Result<ReadAnswer> {
+    let step = step.max(1);
+    let mut input = bytes.chunks(step);
+    let mut buf = BytesMut::new();
+    let mut spans = Vec::new();
+    let mut fill = |buf: &mut BytesMut| match input.next() {
+        Some(c) => {
+            buf.extend_from_slice(c);
+            true
+        }
+        None => false,
+    };
+    let (resp, framing) = loop {
+        match parse_head(&mut buf, &mut spans, head_request)? {
+            Some(Parsed::Final(resp, framing)) => break (resp, framing),
+            Some(Parsed::Informational(_)) => {}
+            None => {
+                if buf.len() >= MAX_HEAD {
+                    return Err(bad("upstream answer head too large"));
+                }
+                if !fill(&mut buf) {
+                    return Err(bad("upstream closed mid-head"));
+                }
+            }
+        }
+    };
+    let mut body = Vec::new();
+    let mut kind = framing.kind;
+    let complete = loop {
+        match kind {
+            Kind::Done => break true,
+            Kind::Length(left) if !buf.is_empty() => {
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                body.extend_from_slice(&buf.split_to(take));
+                let left = left - take as u64;
+                kind = if left == 0 {
+                    Kind::Done
+                } else {
+                    Kind::Length(left)
+                };
+                continue;
+            }
+            Kind::Close => {
+                body.extend_from_slice(&buf.split());
+            }
+            Kind::Chunked(state) => match chunk_step(&mut buf, state)? {
+                Step::Data(d, next) => {
+                    body.extend_from_slice(&d);
+                    kind = Kind::Chunked(next);
+                    continue;
+                }
+                Step::Next(next) => {
+                    kind = Kind::Chunked(next);
+                    continue;
+                }
+                Step::End => break true,
+                Step::More => {}
+            },
+            Kind::Length(_) => {}
+        }
+        if !fill(&mut buf) {
+            break kind == Kind::Close;
+        }
+    };
+    Ok(ReadAnswer {
+        status: resp.status().as_u16(),
+        headers: resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body,
+        reusable: framing.reusable && complete && buf.is_empty(),
+        complete,
+    })
 }
 
 /// Test upstreams' half: the next request head from `s` (bytes read past it stay in
@@ -848,6 +968,76 @@ mod tests {
         );
     }
 
+    /// An answer that has no body but announced one: the upstream may send the body
+    /// anyway, and it would be read as the next answer. Its connection is dropped.
+    #[tokio::test]
+    async fn bodiless_answers_that_announce_a_body_end_their_connection() {
+        for (method, head) in [
+            (
+                Method::HEAD,
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"[..],
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+        ] {
+            let s = scripted(&[Answer(head, KEEP), OK]).await;
+            let pool = pool();
+            let (_, _, body) = fetch(&pool, &s.up, method.clone()).await.unwrap();
+            assert_eq!(body.unwrap(), b"");
+            assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"ok");
+            assert_eq!(s.connections(), 2, "{method}: the connection was reused");
+        }
+        // With no length announced (or 0), it is kept.
+        let s = scripted(&[
+            Answer(b"HTTP/1.1 204 No Content\r\n\r\n", KEEP),
+            Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", KEEP),
+            OK,
+        ])
+        .await;
+        let pool = pool();
+        fetch(&pool, &s.up, Method::GET).await.unwrap().2.unwrap();
+        fetch(&pool, &s.up, Method::HEAD).await.unwrap().2.unwrap();
+        assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"ok");
+        assert_eq!(s.connections(), 1);
+    }
+
+    /// The fuzz target's entry: the same answer whether it arrives whole or byte by
+    /// byte; one framing passed on, even for a bodiless answer.
+    #[test]
+    fn answers_read_the_same_however_they_arrive() {
+        let chunked = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx: y\r\n\r\n";
+        let whole = super::read_answer(chunked, false, chunked.len()).unwrap();
+        for step in 1..chunked.len() {
+            assert_eq!(
+                super::read_answer(chunked, false, step).unwrap(),
+                whole,
+                "{step}"
+            );
+        }
+        assert_eq!(whole.body, b"hello");
+        assert!(whole.complete && whole.reusable);
+        let head = super::read_answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+            true,
+            7,
+        )
+        .unwrap();
+        assert!(head.headers.iter().all(|(k, _)| k != "content-length"));
+        assert!(!head.reusable);
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 2, 3\r\n\r\n"[..],
+            b"HTTP/1.1 204 No Content\r\ncontent-length: x\r\n\r\n",
+        ] {
+            assert!(super::read_answer(bad, true, 3).is_err());
+        }
+    }
+
     #[tokio::test]
     async fn chunked_answers_are_decoded_and_their_connection_reused() {
         let s = scripted(&[
@@ -924,12 +1114,18 @@ mod tests {
                 "answer {i} was passed on"
             );
         }
-        // The same value twice is one length.
-        let s = scripted(&[Answer(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
-            KEEP,
-        )])
+        // The same value twice is one length, and passed on as one value.
+        let s = scripted(&[
+            Answer(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+                KEEP,
+            ),
+            OK,
+        ])
         .await;
+        let (_, head, _) = fetch(&pool(), &s.up, Method::GET).await.unwrap();
+        let lengths: Vec<_> = head.get_all(http::header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(lengths, ["2"]);
         assert_eq!(body_of(&pool(), &s.up).await.unwrap(), b"ok");
     }
 
@@ -1048,7 +1244,8 @@ mod tests {
             assert_eq!(body.unwrap(), b"");
         }
         assert_eq!(body_of(&pool, &s.up).await.unwrap(), b"ok");
-        assert_eq!(s.connections(), 1);
+        // The HEAD and the 304 announced a length: their connections were not reused.
+        assert_eq!(s.connections(), 3);
     }
 
     #[tokio::test]
