@@ -89,13 +89,18 @@ impl std::hash::Hasher for HandleHasher {
 #[derive(Debug, Default)]
 pub struct CredentialCache {
     api_keys: RwLock<HandleMap<Cached>>,
-    users: RwLock<HashMap<Box<str>, CachedUser>>,
+    /// Users by keyed hash of the name ([`NameKeys`]), with when the entry lapses.
+    users: RwLock<HashMap<u128, (CachedUser, i64)>>,
     verified: RwLock<HandleMap<VerifiedPair>>,
     userhashes: RwLock<Option<Arc<UserhashIndex>>>,
     generation: AtomicU64,
     pending_last_used: Mutex<Vec<(String, i64)>>,
-    /// OAuth clients by `client_id` (`None`: the store has no such client).
-    clients: RwLock<HashMap<Box<str>, Option<Arc<ClientRecord>>>>,
+    /// OAuth clients by keyed hash of the `client_id` (`None`: the store has no such
+    /// client), with when the entry lapses.
+    clients: RwLock<HashMap<u128, ClientEntry>>,
+    /// Keys the names above: a client's choice of names cannot aim at a bucket, and an
+    /// entry is as small whatever the name's length.
+    names: NameKeys,
     /// Access tokens revoked before expiry: `jti` → `exp`. Not a cache: the feed adds to it
     /// and [`CredentialCache::replace_revoked`] reloads it whole; `clear` leaves it.
     revoked: RwLock<HashMap<Box<str>, i64>>,
@@ -119,6 +124,34 @@ pub struct CredentialCache {
     disabled: RwLock<std::collections::HashSet<Box<str>>>,
     /// How many names `disabled` holds: zero, the common case, skips its lock.
     disabled_count: std::sync::atomic::AtomicUsize,
+}
+
+/// A cached client (`None`: no such client) and when the entry lapses.
+type ClientEntry = (Option<Arc<ClientRecord>>, i64);
+
+/// How long "no such user" or "no such client" is remembered. The change feed drops such an
+/// entry when the name is created; this bounds how long a name a client made up is kept.
+const NEGATIVE_TTL_MS: i64 = 60_000;
+
+/// A keyed 128-bit hash of a name that a client chose (two SipHash keys, random per
+/// process). A known entry is also checked against the name it holds.
+#[derive(Debug, Default)]
+struct NameKeys(std::hash::RandomState, std::hash::RandomState);
+
+impl NameKeys {
+    fn of(&self, name: &str) -> u128 {
+        use std::hash::BuildHasher;
+        (u128::from(self.0.hash_one(name)) << 64) | u128::from(self.1.hash_one(name))
+    }
+}
+
+/// When an entry lapses: never for a known one, soon for a negative one.
+fn lapses(known: bool) -> i64 {
+    if known {
+        i64::MAX
+    } else {
+        crate::clock::now_millis().saturating_add(NEGATIVE_TTL_MS)
+    }
 }
 
 /// A process-unique number per cache.
@@ -382,7 +415,16 @@ impl CredentialCache {
 
     /// A cached answer for user `name`.
     pub fn user(&self, name: &str) -> Option<CachedUser> {
-        let found = self.users.read().ok()?.get(name).cloned();
+        let found = self
+            .users
+            .read()
+            .ok()?
+            .get(&self.names.of(name))
+            .filter(|(u, until)| match u {
+                CachedUser::Known(u) => &*u.name == name,
+                CachedUser::Unknown => *until > crate::clock::now_millis(),
+            })
+            .map(|(u, _)| u.clone());
         self.stats.count(Kind::User, found)
     }
 
@@ -404,7 +446,8 @@ impl CredentialCache {
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
-            map.insert(name.into(), value.clone());
+            let until = lapses(matches!(value, CachedUser::Known(_)));
+            map.insert(self.names.of(name), (value.clone(), until));
         }
         value
     }
@@ -523,7 +566,7 @@ impl CredentialCache {
             map.retain(|_, v| matches!(v, Some(k) if &*k.record.subject != subject));
         }
         if let Ok(mut map) = users {
-            map.retain(|_, v| matches!(v, CachedUser::Known(u) if &*u.name != subject));
+            map.retain(|_, (v, _)| matches!(v, CachedUser::Known(u) if &*u.name != subject));
         }
         if let Ok(mut map) = verified {
             map.retain(|_, v| &*v.user.name != subject);
@@ -535,7 +578,16 @@ impl CredentialCache {
 
     /// A cached client: `Some(None)` when the store has no such client.
     pub fn client(&self, client_id: &str) -> Option<Option<Arc<ClientRecord>>> {
-        let found = self.clients.read().ok()?.get(client_id).cloned();
+        let found = self
+            .clients
+            .read()
+            .ok()?
+            .get(&self.names.of(client_id))
+            .filter(|(c, until)| match c {
+                Some(c) => &*c.client_id == client_id,
+                None => *until > crate::clock::now_millis(),
+            })
+            .map(|(c, _)| c.clone());
         self.stats.count(Kind::Client, found)
     }
 
@@ -554,7 +606,8 @@ impl CredentialCache {
             if map.len() >= MAX_ENTRIES {
                 map.clear();
             }
-            map.insert(client_id.into(), value.clone());
+            let until = lapses(value.is_some());
+            map.insert(self.names.of(client_id), (value.clone(), until));
         }
         value
     }
@@ -564,7 +617,7 @@ impl CredentialCache {
         self.clients_changed.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut map) = self.clients.write() {
             self.generation.fetch_add(1, Ordering::AcqRel);
-            map.remove(client_id);
+            map.remove(&self.names.of(client_id));
         }
     }
 
@@ -755,6 +808,39 @@ mod tests {
         assert!(c.api_key(&[1; 32]).is_none());
         c.insert_api_key([1; 32], Some(rec("a")), c.generation());
         assert!(matches!(c.api_key(&[1; 32]), Some(Cached::Known(_))));
+    }
+
+    #[test]
+    fn names_a_client_chose_are_hashed_and_forgotten() {
+        let c = CredentialCache::default();
+        let long = "x".repeat(256);
+        c.insert_user(&long, None, c.generation());
+        assert!(matches!(c.user(&long), Some(CachedUser::Unknown)));
+        // Held under a 128-bit keyed hash, never the name itself.
+        let key = c.names.of(&long);
+        assert!(c.users.read().unwrap().contains_key(&key));
+        // A negative entry lapses.
+        c.users.write().unwrap().get_mut(&key).unwrap().1 = crate::clock::now_millis() - 1;
+        assert!(c.user(&long).is_none());
+        // A known entry is given only for the name it holds (a hash collision finds
+        // nothing, never another user).
+        c.insert_user("alice", Some(user("alice")), c.generation());
+        let alice = c.users.read().unwrap()[&c.names.of("alice")].clone();
+        c.users
+            .write()
+            .unwrap()
+            .insert(c.names.of("mallory"), alice);
+        assert!(c.user("mallory").is_none());
+        assert!(matches!(c.user("alice"), Some(CachedUser::Known(_))));
+        c.insert_client("ghost", None, c.generation());
+        assert!(matches!(c.client("ghost"), Some(None)));
+        c.clients
+            .write()
+            .unwrap()
+            .get_mut(&c.names.of("ghost"))
+            .unwrap()
+            .1 = 0;
+        assert!(c.client("ghost").is_none());
     }
 
     #[test]

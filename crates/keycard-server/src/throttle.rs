@@ -39,26 +39,35 @@ impl From<IpAddr> for Client {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A key of the table. The subject a client names is held as a keyed hash of it (the key
+/// random per process): a client's choice of names neither grows entries nor can aim at
+/// a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Ip(Client),
-    SubjectIp(Box<str>, Client),
+    SubjectIp(u64, Client),
 }
 
-impl Key {
-    /// The key's name across instances (Redis keys and block messages).
+/// A key as it is named across instances (Redis keys and block messages).
+#[derive(Debug)]
+enum Named<'a> {
+    Ip(Client),
+    SubjectIp(&'a str, Client),
+}
+
+impl Named<'_> {
     fn name(&self) -> String {
         let client = |c: &Client| match c {
             Client::V4(v) => format!("4.{v:x}"),
             Client::V6(v) => format!("6.{v:x}"),
         };
         match self {
-            Key::Ip(c) => format!("ip|{}", client(c)),
-            Key::SubjectIp(s, c) => format!("sub|{}|{s}", client(c)),
+            Named::Ip(c) => format!("ip|{}", client(c)),
+            Named::SubjectIp(s, c) => format!("sub|{}|{s}", client(c)),
         }
     }
 
-    fn from_name(name: &str) -> Option<Key> {
+    fn from_name(name: &str) -> Option<Named<'_>> {
         let client = |t: &str| -> Option<Client> {
             let (kind, hex) = t.split_once('.')?;
             match kind {
@@ -69,8 +78,8 @@ impl Key {
         };
         let mut parts = name.splitn(3, '|');
         match (parts.next()?, parts.next()?, parts.next()) {
-            ("ip", c, None) => Some(Key::Ip(client(c)?)),
-            ("sub", c, Some(s)) => Some(Key::SubjectIp(s.into(), client(c)?)),
+            ("ip", c, None) => Some(Named::Ip(client(c)?)),
+            ("sub", c, Some(s)) => Some(Named::SubjectIp(s, client(c)?)),
             _ => None,
         }
     }
@@ -103,6 +112,10 @@ pub struct Throttle {
     shards: Vec<Mutex<HashMap<Key, Window>>>,
     keys: AtomicUsize,
     hasher: RandomState,
+    /// Keys subject names ([`Key::SubjectIp`]).
+    subjects: RandomState,
+    /// [`MAX_KEYS`] (smaller in tests).
+    max_keys: usize,
 }
 
 impl Throttle {
@@ -117,6 +130,15 @@ impl Throttle {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             keys: AtomicUsize::new(0),
             hasher: RandomState::new(),
+            subjects: RandomState::new(),
+            max_keys: MAX_KEYS,
+        }
+    }
+
+    fn key(&self, named: &Named<'_>) -> Key {
+        match *named {
+            Named::Ip(c) => Key::Ip(c),
+            Named::SubjectIp(s, c) => Key::SubjectIp(self.subjects.hash_one(s), c),
         }
     }
 
@@ -148,7 +170,7 @@ impl Throttle {
         if self.keys.load(Ordering::Relaxed) == 0 {
             return Verdict::Allow;
         }
-        self.check(&Key::SubjectIp(subject.into(), ip.into()), now_ms)
+        self.check(&self.key(&Named::SubjectIp(subject, ip.into())), now_ms)
     }
 
     fn check(&self, key: &Key, now_ms: i64) -> Verdict {
@@ -161,6 +183,11 @@ impl Throttle {
             };
         };
         match map.get(key) {
+            // The table is full and this key is not in it: its failures could not be
+            // counted, so it is not let through either.
+            None if self.keys.load(Ordering::Relaxed) >= self.max_keys => Verdict::Throttled {
+                retry_after_secs: self.rate.per.as_secs().max(1),
+            },
             Some(w) if w.failures >= self.rate.count => {
                 let ends = w.start_ms.saturating_add(self.window_ms());
                 if ends > now_ms {
@@ -183,15 +210,14 @@ impl Throttle {
             return Vec::new();
         }
         let client = Client::from(ip);
-        let mut keys = vec![Key::Ip(client)];
+        let mut keys = vec![Named::Ip(client)];
         if let Some(s) = subject {
-            keys.push(Key::SubjectIp(s.into(), client));
+            keys.push(Named::SubjectIp(s, client));
         }
         keys.into_iter()
             .map(|k| {
-                let name = k.name();
-                self.bump(k, now_ms);
-                name
+                self.bump(self.key(&k), now_ms);
+                k.name()
             })
             .collect()
     }
@@ -202,7 +228,7 @@ impl Throttle {
         if !self.enabled {
             return;
         }
-        let Some(key) = Key::from_name(name) else {
+        let Some(key) = Named::from_name(name).map(|n| self.key(&n)) else {
             return;
         };
         let Some(shard) = self.shard(&key) else {
@@ -226,7 +252,7 @@ impl Throttle {
     }
 
     fn bump(&self, key: Key, now_ms: i64) {
-        if self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
+        if self.keys.load(Ordering::Relaxed) >= self.max_keys {
             self.prune(now_ms);
         }
         let Some(shard) = self.shard(&key) else {
@@ -247,8 +273,9 @@ impl Throttle {
                 };
             }
             None => {
-                if self.keys.load(Ordering::Relaxed) >= MAX_KEYS {
-                    // Still full after pruning: keep counting nothing new rather than grow.
+                if self.keys.load(Ordering::Relaxed) >= self.max_keys {
+                    // Still full after pruning: nothing new is counted, and `check`
+                    // refuses keys it does not hold until the table has room.
                     return;
                 }
                 map.insert(
@@ -376,6 +403,35 @@ mod tests {
             t.check_ip(ip("10.1.1.1"), 1),
             Verdict::Throttled { .. }
         ));
+    }
+
+    #[test]
+    fn a_full_table_refuses_the_keys_it_cannot_count() {
+        let mut t = t();
+        t.max_keys = 4;
+        let now = 1_000;
+        // Two addresses, each with a subject: four keys, the table is full.
+        t.record_failure(ip("192.0.2.1"), Some("alice"), now);
+        t.record_failure(ip("192.0.2.2"), Some("bob"), now);
+        assert_eq!(t.len(), 4);
+        // Those it holds are judged as usual (one failure each: allowed).
+        assert_eq!(t.check_ip(ip("192.0.2.1"), now), Verdict::Allow);
+        assert_eq!(t.check_subject("bob", ip("192.0.2.2"), now), Verdict::Allow);
+        // A newcomer's failures cannot be counted: it is refused, not waved through.
+        t.record_failure(ip("198.51.100.7"), Some("carol"), now);
+        assert_eq!(t.len(), 4);
+        assert!(matches!(
+            t.check_ip(ip("198.51.100.7"), now),
+            Verdict::Throttled { .. }
+        ));
+        assert!(matches!(
+            t.check_subject("alice", ip("198.51.100.7"), now),
+            Verdict::Throttled { .. }
+        ));
+        // Once the windows pass, pruning makes room again.
+        let later = now + 61_000;
+        t.prune(later);
+        assert_eq!(t.check_ip(ip("198.51.100.7"), later), Verdict::Allow);
     }
 
     #[test]
