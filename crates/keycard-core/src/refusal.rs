@@ -87,11 +87,17 @@ pub enum Reason {
     CrossSite,
     /// A request body that is not the JSON the endpoint takes (a form post).
     NotJson,
+    /// A request path an upstream could read as another route's: dot or empty segments,
+    /// path parameters, encoded separators, or no path at all.
+    PathNotCanonical,
+    /// A request HTTP itself forbids: no `Host`, two of them, or an invalid one (RFC 9112
+    /// §3.2).
+    MalformedRequest,
 }
 
 impl Reason {
     /// Every reason, in declaration order ([`Reason::index`] is the position here).
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 40] = [
         Reason::NoCredential,
         Reason::Malformed,
         Reason::UnknownCredential,
@@ -130,6 +136,8 @@ impl Reason {
         Reason::UntrustedForwardedHeader,
         Reason::CrossSite,
         Reason::NotJson,
+        Reason::PathNotCanonical,
+        Reason::MalformedRequest,
     ];
 
     /// The position in [`Reason::ALL`]: a dense index for counters.
@@ -183,6 +191,8 @@ impl Reason {
             Reason::UntrustedForwardedHeader => "untrusted_forwarded_header",
             Reason::CrossSite => "cross_site",
             Reason::NotJson => "not_json",
+            Reason::PathNotCanonical => "path_not_canonical",
+            Reason::MalformedRequest => "malformed_request",
         }
     }
 }

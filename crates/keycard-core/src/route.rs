@@ -46,23 +46,44 @@ impl<T> RouteTable<T> {
     }
 }
 
-/// Whether a request path is safe to route. Refused: `.`/`..` segments and empty segments
-/// (`//`), literal or percent-encoded (also behind an encoded `/` or `\`); percent-encoded
-/// unreserved characters (`%61` for `a`: RFC 3986 §2.3 says they are equivalent and should
-/// not be encoded); control characters and backslashes.
+/// How a request path may be routed ([`check_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathCheck {
+    /// Safe: routed and forwarded as sent.
+    Plain,
+    /// Safe but for a percent-encoded `/` (`%2F`): only a route with `allow_encoded_slash`
+    /// takes it, and only when the decoded path would choose the same route.
+    EncodedSlash,
+    /// Refused with 400 (`path_not_canonical`).
+    Refused,
+}
+
+/// Whether a request path is safe to route and to forward byte for byte.
 ///
-/// Routes match the path as sent. An upstream that decodes `/%61pi/`, merges `//api/` or
-/// normalises `/public/../api/` would otherwise serve `/api/` through a route keycard never
-/// checked for it (a public catch-all, say).
-pub fn path_is_routable(path: &str) -> bool {
-    if !path.starts_with('/') {
-        return false;
+/// Refused: a path not starting with `/`; `.`/`..` segments and empty segments (`//`),
+/// literal or percent-encoded (also behind an encoded `/` or `\`); path parameters (`;` or
+/// `%3B` anywhere: Tomcat and Spring read `/public/..;/admin` as `/admin`); percent-encoded
+/// unreserved characters (`%61` for `a`: RFC 3986 §2.3 says they are equivalent and should
+/// not be encoded); a percent-encoded `\`; control characters and backslashes. A
+/// percent-encoded `/` is told apart ([`PathCheck::EncodedSlash`]).
+///
+/// Routes match the path as sent. An upstream that decodes `/%61pi/` or `%2F`, merges
+/// `//api/`, strips `;…` or normalises `/public/../api/` would otherwise serve `/api/`
+/// through a route keycard never checked for it (a public catch-all, say).
+pub fn check_path(path: &str) -> PathCheck {
+    if !path.starts_with('/') || path.contains(';') {
+        return PathCheck::Refused;
     }
     if !path.contains('%') {
-        return segments_are_safe(path.as_bytes());
+        return if segments_are_safe(path.as_bytes()) {
+            PathCheck::Plain
+        } else {
+            PathCheck::Refused
+        };
     }
     let bytes = path.as_bytes();
     let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut encoded_slash = false;
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         if b == b'%' {
@@ -70,21 +91,55 @@ pub fn path_is_routable(path: &str) -> bool {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
-                    return false;
+                Some(v)
+                    if v.is_ascii_alphanumeric()
+                        || matches!(v, b'-' | b'.' | b'_' | b'~' | b';' | b'\\') =>
+                {
+                    return PathCheck::Refused;
                 }
                 Some(v) => {
+                    encoded_slash |= v == b'/';
                     decoded.push(v);
                     i += 3;
                     continue;
                 }
-                None => return false,
+                None => return PathCheck::Refused,
             }
         }
         decoded.push(b);
         i += 1;
     }
-    segments_are_safe(&decoded)
+    match (segments_are_safe(&decoded), encoded_slash) {
+        (false, _) => PathCheck::Refused,
+        (true, true) => PathCheck::EncodedSlash,
+        (true, false) => PathCheck::Plain,
+    }
+}
+
+/// Whether a request path is [`PathCheck::Plain`]: safe to route with no opt-in.
+pub fn path_is_routable(path: &str) -> bool {
+    check_path(path) == PathCheck::Plain
+}
+
+/// `path` with every `%2F` (either case) decoded: the path an upstream that decodes
+/// separators sees. Only meaningful for a path [`check_path`] found
+/// [`PathCheck::EncodedSlash`].
+pub fn decode_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        if tail.get(1..3).is_some_and(|h| h.eq_ignore_ascii_case("2f")) {
+            out.push('/');
+            rest = tail.get(3..).unwrap_or("");
+        } else {
+            out.push('%');
+            rest = tail.get(1..).unwrap_or("");
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn segments_are_safe(path: &[u8]) -> bool {
@@ -137,11 +192,15 @@ mod tests {
             "/api/x.y",
             "/a/..b/c",
             "/a%20b",
-            "/a%2Fb",
             "/caf%C3%A9",
         ] {
             assert!(path_is_routable(ok), "{ok}");
         }
+        for slash in ["/a%2Fb", "/w%2fadmin/x", "/a%2F%20b"] {
+            assert_eq!(check_path(slash), PathCheck::EncodedSlash, "{slash}");
+            assert!(!path_is_routable(slash), "{slash}");
+        }
+        assert_eq!(decode_slashes("/w%2fadmin%2Fx%20y"), "/w/admin/x%20y");
         for bad in [
             "/public/../api",
             "/public/..",
@@ -163,6 +222,16 @@ mod tests {
             "/bad%zz",
             "api",
             "/a%2",
+            // Path parameters, encoded backslashes, empty paths.
+            "/public/..;/admin",
+            "/w;x=1/admin",
+            "/w/admin;",
+            "/w%3B/admin",
+            "/w%3b",
+            "/w%5Cadmin",
+            "/w%5c",
+            "",
+            "?x",
         ] {
             assert!(!path_is_routable(bad), "{bad}");
         }

@@ -13,26 +13,19 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use keycard_core::MasterKey;
-use keycard_core::route::{RoutePolicy, RouteTable, path_is_routable};
+use keycard_core::route::{PathCheck, RoutePolicy, RouteTable, check_path};
 
 use crate::answer::{self, Challenger};
 use crate::audit::AuditSink;
 use crate::authn::{Authenticator, RequestFacts};
 use crate::body::Body;
-use crate::config::{RouteSettings, Settings, Upstream};
+use crate::config::{METHOD_HEADERS, RouteSettings, Settings, URI_HEADERS, Upstream};
 use crate::forwarded::{client_ip, is_trusted};
 use crate::gate::{Gate, Passed};
 use crate::identity;
 use crate::metrics::Endpoint;
 use crate::pool::UpstreamPool;
 use crate::proxy::{ForwardContext, upstream_request};
-
-/// `X-Forwarded-Uri` (Traefik, Caddy) — the original request's path and query.
-const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-/// `X-Original-URI` (nginx `auth_request` examples).
-const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
-/// `X-Forwarded-Method` (forward-auth: the original request's method).
-const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
 
 /// What the listener knows about a connection.
 #[derive(Debug, Clone)]
@@ -137,6 +130,8 @@ struct Target {
     timeout: Duration,
     /// The route's position in the config (its upstream histogram).
     index: usize,
+    /// `allow_encoded_slash`.
+    encoded_slash: bool,
 }
 
 /// `mtls.forwarded_cert_header` from `mtls.forwarded_cert_from`, and the CA the certificates
@@ -172,6 +167,12 @@ pub struct App {
     /// keycard's own origin (`scheme://host[:port]` of `server.public_url`): the only
     /// `Origin` the admin API accepts.
     own_origin: String,
+    /// `server.allow_underscore_headers`.
+    underscore_headers: bool,
+    /// `[forward_auth]`: the header names of the original request's target and method.
+    forward_auth: crate::config::ForwardAuthSettings,
+    /// What a connection may hold.
+    connections: crate::config::ConnectionLimits,
 }
 
 /// The scope that reads `/_keycard/metrics` on the main listener.
@@ -218,6 +219,7 @@ impl App {
                         policy,
                         upstream,
                         upstream_timeout,
+                        allow_encoded_slash,
                     },
                 )| {
                     (
@@ -226,6 +228,7 @@ impl App {
                             upstream: upstream.clone(),
                             timeout: *upstream_timeout,
                             index,
+                            encoded_slash: *allow_encoded_slash,
                         },
                     )
                 },
@@ -253,11 +256,24 @@ impl App {
             admin_policy: machine_policy("/_keycard/admin/", crate::admin::ADMIN_SCOPE),
             metrics_policy: machine_policy("/_keycard/metrics", METRICS_SCOPE),
             own_origin: origin_of(&settings.public_url),
+            underscore_headers: settings.allow_underscore_headers,
+            forward_auth: settings.forward_auth.clone(),
+            connections: settings.connections,
             admin: crate::admin::Admin::new(
                 crate::manage::Manager::new(authn.store().clone(), master, settings),
                 Arc::new(audit.clone()),
             ),
         }
+    }
+
+    /// What a connection may hold (`server.max_connections*`, `server.*_timeout`).
+    pub fn connection_limits(&self) -> crate::config::ConnectionLimits {
+        self.connections
+    }
+
+    /// `server.trusted_proxies`.
+    pub fn trusted_proxies(&self) -> &[ipnet::IpNet] {
+        &self.trusted_proxies
     }
 
     /// Answers one request; `client` is the calling worker's upstream pool.
@@ -280,7 +296,18 @@ impl App {
                 crate::redact::headers(req.headers()),
             )
         });
-        let resp = self.dispatch(endpoint, req, conn, client, request_id).await;
+        let resp = if well_formed(&req) {
+            self.dispatch(endpoint, req, conn, client, request_id).await
+        } else {
+            let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+            self.refuse(
+                request_id,
+                None,
+                ip,
+                keycard_core::Reason::MalformedRequest,
+                answer::bad_request(),
+            )
+        };
         self.authn.metrics.request(endpoint, resp.status());
         if let Some((began, method, path, headers)) = access {
             tracing::info!(
@@ -335,6 +362,74 @@ impl App {
             Endpoint::Admin => Box::pin(self.admin(req, conn, request_id)).await,
             Endpoint::Other => answer::not_found(),
         }
+    }
+
+    /// Refuses a request before any credential is looked at: the event is audited with
+    /// `reason` (and the route, when one was chosen), `answer` is sent.
+    fn refuse(
+        &self,
+        request_id: &str,
+        route: Option<&str>,
+        ip: IpAddr,
+        reason: keycard_core::Reason,
+        answer: Response<Body>,
+    ) -> Response<Body> {
+        self.audit.record(&crate::audit::Record {
+            ts_ms: crate::clock::now_millis(),
+            request_id,
+            route,
+            method: None,
+            outcome: keycard_core::Outcome::Failure,
+            reason: Some(reason.as_str()),
+            subject: None,
+            credential_id: None,
+            ip: Some(ip),
+            cert_source: None,
+            operation: None,
+        });
+        answer
+    }
+
+    /// The route of a request path, or the refusal to send (audited): a path that is not
+    /// canonical ([`check_path`]) is refused, and one with `%2F` is taken only by a route
+    /// that allows it, and only when the decoded path chooses that same route (so that no
+    /// upstream decoding it can serve it as another route's).
+    fn route_of(
+        &self,
+        path: &str,
+        request_id: &str,
+        ip: IpAddr,
+    ) -> Result<&(RoutePolicy, Target), NoRoute> {
+        let not_canonical = |route: Option<&str>| {
+            self.refuse(
+                request_id,
+                route,
+                ip,
+                keycard_core::Reason::PathNotCanonical,
+                answer::bad_request(),
+            );
+            NoRoute::NotCanonical
+        };
+        let check = check_path(path);
+        if check == PathCheck::Refused {
+            return Err(not_canonical(None));
+        }
+        let found = match self.routes.find(path) {
+            Some(found) => found,
+            None if check == PathCheck::EncodedSlash => return Err(not_canonical(None)),
+            None => return Err(NoRoute::NotFound),
+        };
+        if check == PathCheck::EncodedSlash {
+            let decoded = keycard_core::route::decode_slashes(path);
+            let same = self
+                .routes
+                .find(&decoded)
+                .is_some_and(|d| std::ptr::eq(d, found));
+            if !found.1.encoded_slash || !same {
+                return Err(not_canonical(Some(&found.0.prefix)));
+            }
+        }
+        Ok(found)
     }
 
     /// The request's id: a trusted proxy's `X-Request-Id` (nginx `$request_id`, Envoy) when
@@ -561,27 +656,40 @@ impl App {
         client: &UpstreamPool,
         request_id: &str,
     ) -> Response<Body> {
-        let path = req.uri().path();
-        if !path_is_routable(path) {
-            return answer::bad_request();
-        }
-        let Some((policy, target)) = self.routes.find(path) else {
-            return answer::not_found();
+        let peer = conn.peer.ip();
+        let peer_trusted = is_trusted(&self.trusted_proxies, peer);
+        // Public routes too: their rate limits count clients, not the proxy in front.
+        let ip = client_ip(&self.trusted_proxies, peer, req.headers());
+        // The route is chosen by the path exactly as sent, and the upstream is given that
+        // same path (`upstream_request`); a target with no path (`?q`, `http://h?q`) has
+        // none to choose by.
+        let path = match req.uri().path_and_query() {
+            Some(pq) if pq.as_str().starts_with('/') => pq.path(),
+            _ => {
+                return self.refuse(
+                    request_id,
+                    None,
+                    ip,
+                    keycard_core::Reason::PathNotCanonical,
+                    answer::bad_request(),
+                );
+            }
+        };
+        let (policy, target) = match self.route_of(path, request_id, ip) {
+            Ok(r) => r,
+            Err(no) => return no.answer(),
         };
         let Some(upstream) = &target.upstream else {
             // A forward-auth-only route: nothing to forward to.
             return answer::not_found();
         };
-        let peer = conn.peer.ip();
-        let peer_trusted = is_trusted(&self.trusted_proxies, peer);
-        let ip = if policy.public {
-            peer
-        } else {
-            client_ip(&self.trusted_proxies, peer, req.headers())
-        };
         // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
-        let reading = if !policy.public && wants_body(req.headers(), !req.body().is_end_stream()) {
-            match self.body_reads.permit() {
+        let signs_body = !policy.public && wants_body(req.headers(), !req.body().is_end_stream());
+        let reading = if signs_body && {
+            let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, None);
+            may_verify(&self.authn, &facts).await
+        } {
+            match self.body_reads.permit(ip) {
                 Some(p) => Some(p),
                 None => return answer::unavailable(),
             }
@@ -604,7 +712,7 @@ impl App {
             Err(_) => return answer::bad_request(),
         };
         let passed = {
-            let facts = request_facts(
+            let mut facts = request_facts(
                 &req,
                 peer_trusted,
                 conn.tls,
@@ -612,6 +720,7 @@ impl App {
                 body.as_deref(),
                 cert.as_deref(),
             );
+            facts.body_unread = signs_body && body.is_none();
             self.gate.check(policy, &facts, request_id).await
         };
         drop(reading);
@@ -626,10 +735,20 @@ impl App {
             request_id,
             prefix: &policy.prefix,
             peer_value: &conn.peer_value,
+            trusted_proxies: &self.trusted_proxies,
+            underscore_headers: self.underscore_headers,
         };
         let up = match upstream_request(req, upstream, passed.principal.as_ref(), &ctx) {
             Ok(r) => r,
-            Err(_) => return answer::bad_request(),
+            Err(_) => {
+                return self.refuse(
+                    request_id,
+                    Some(&policy.prefix),
+                    ip,
+                    keycard_core::Reason::PathNotCanonical,
+                    answer::bad_request(),
+                );
+            }
         };
         let sent = std::time::Instant::now();
         let send = client.send(up, upstream, passed.principal.as_ref());
@@ -644,6 +763,14 @@ impl App {
         self.authn.metrics.upstream(target.index, sent.elapsed());
         match answer {
             Ok(Ok(mut resp)) => {
+                if !crate::proxy::one_framing(&mut resp) {
+                    self.authn.metrics.upstream_error();
+                    tracing::warn!(request_id, upstream = %upstream.authority, "upstream answer with faulty framing");
+                    return answer::bad_gateway();
+                }
+                // The status line is keycard's (an HTTP/1.0 upstream's version would turn
+                // the client's connection into a 1.0 one).
+                *resp.version_mut() = http::Version::HTTP_11;
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
                 passed.set_headers(resp.headers_mut());
                 resp
@@ -667,34 +794,103 @@ impl App {
         conn: ConnInfo,
         request_id: &str,
     ) -> Response<Body> {
-        let Some(target) = original_target(req.headers()) else {
-            return answer::bad_request();
-        };
-        let Some(original) = target_path(&target) else {
-            return answer::bad_request();
-        };
-        if !path_is_routable(&original) {
-            return answer::bad_request();
-        }
-        let Some((policy, _)) = self.routes.find(&original) else {
-            return answer::not_found();
-        };
         let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
+        let untrusted = |why: &'static str| {
+            self.refuse(
+                request_id,
+                None,
+                ip,
+                keycard_core::Reason::UntrustedForwardedHeader,
+                answer::json(StatusCode::BAD_REQUEST, why),
+            )
+        };
+        // The original request is known only from headers a client could send as well:
+        // they are believed from a trusted proxy alone, never from anyone else.
+        if !is_trusted(&self.trusted_proxies, conn.peer.ip()) {
+            return untrusted(NOT_A_TRUSTED_PROXY);
+        }
+        let fa = &self.forward_auth;
+        let target = match one_forwarded(req.headers(), &fa.uri_header, URI_HEADERS) {
+            Ok(Some(t)) => t,
+            Ok(None) => return untrusted(NO_ORIGINAL_URI),
+            Err(()) => return untrusted(TWO_VALUES),
+        };
+        let method = match one_forwarded(req.headers(), &fa.method_header, METHOD_HEADERS) {
+            Ok(Some(m)) if http::Method::from_bytes(m.as_bytes()).is_ok() => Some(m.to_owned()),
+            Ok(Some(_)) | Err(()) => return untrusted(TWO_VALUES),
+            Ok(None) => None,
+        };
+        for name in [
+            crate::forwarded::X_FORWARDED_HOST,
+            crate::forwarded::X_FORWARDED_PROTO,
+        ] {
+            if req.headers().get_all(name).iter().nth(1).is_some() {
+                return untrusted(TWO_VALUES);
+            }
+        }
+        // Read exactly as sent: a fragment (`#…`), which parsing would drop but the proxy
+        // forwards, is refused with the rest of what the path rules refuse.
+        let path = match http::uri::PathAndQuery::try_from(target) {
+            Ok(pq) if target.starts_with('/') && pq.as_str() == target => pq,
+            _ => {
+                return self.refuse(
+                    request_id,
+                    None,
+                    ip,
+                    keycard_core::Reason::PathNotCanonical,
+                    answer::bad_request(),
+                );
+            }
+        };
+        let policy = match self.route_of(path.path(), request_id, ip) {
+            Ok((policy, _)) => policy,
+            Err(no) => return no.answer(),
+        };
+        let target = target.to_owned();
         let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
             Ok(c) => c,
             Err(_) => return answer::bad_request(),
         };
         let (parts, incoming) = req.into_parts();
-        // The proxy may pass the body (Envoy can); nginx's auth_request does not: then an
-        // auth-int credential is checked against an empty body.
-        let reading = if !policy.public && wants_body(&parts.headers, !incoming.is_end_stream()) {
-            match self.body_reads.permit() {
-                Some(p) => Some(p),
-                None => return answer::unavailable(),
-            }
-        } else {
-            None
+        // A credential that binds the method (a signature, Digest) is judged against the
+        // original request's, which only the proxy can name: the subrequest's own (nginx
+        // `auth_request` always sends GET) would let a GET signature authorise a DELETE.
+        let binds_method = matches!(
+            keycard_core::credential::presented(&parts.headers),
+            keycard_core::credential::Presented::Signature { .. }
+                | keycard_core::credential::Presented::Digest(_)
+        );
+        if method.is_none() && binds_method && !policy.public {
+            return untrusted(NO_ORIGINAL_METHOD);
+        }
+        let original_method = method.as_deref().unwrap_or(parts.method.as_str());
+        // The proxy may pass the body (Envoy can); nginx's `auth_request` does not. A
+        // credential that signs a body the proxy did not pass cannot vouch for it: it is
+        // refused ([`RequestFacts::body_unread`]) rather than checked against nothing.
+        let signs_body = !policy.public && forwarded_body_signed(&parts.headers, original_method);
+        let method = method.unwrap_or_else(|| parts.method.as_str().to_owned());
+        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (SPEC §1).
+        let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
+        let unread = RequestFacts {
+            method: &method,
+            target: &target,
+            scheme,
+            authority,
+            headers: &parts.headers,
+            ip,
+            body: None,
+            body_unread: false,
+            cert: None,
         };
+        let reading =
+            if signs_body && !incoming.is_end_stream() && may_verify(&self.authn, &unread).await {
+                match self.body_reads.permit(ip) {
+                    Some(p) => Some(p),
+                    None => return answer::unavailable(),
+                }
+            } else {
+                None
+            };
         let body = if reading.is_some() {
             match crate::signed_body::read(incoming).await {
                 Ok(b) => Some(b),
@@ -703,21 +899,15 @@ impl App {
         } else {
             None
         };
-        let method = parts
-            .headers
-            .get(X_FORWARDED_METHOD)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_else(|| parts.method.as_str());
-        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (SPEC §1).
-        let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
         let facts = RequestFacts {
-            method,
+            method: &method,
             target: &target,
             scheme,
             authority,
             headers: &parts.headers,
             ip,
             body: body.as_deref(),
+            body_unread: signs_body && body.as_ref().is_none_or(|b| b.is_empty()),
             cert: cert.as_deref(),
         };
         match self.gate.check(policy, &facts, request_id).await {
@@ -757,6 +947,7 @@ fn request_facts<'a, B>(
         headers: req.headers(),
         ip,
         body,
+        body_unread: false,
         cert,
     }
 }
@@ -794,18 +985,158 @@ fn endpoint_of(path: &str) -> Endpoint {
     }
 }
 
-/// The original request-target, from `X-Forwarded-Uri` or `X-Original-URI`, as sent.
-fn original_target(headers: &HeaderMap) -> Option<String> {
-    let value = headers
-        .get(X_FORWARDED_URI)
-        .or_else(|| headers.get(X_ORIGINAL_URI))?;
-    Some(value.to_str().ok()?.to_owned())
+/// Why a path has no route.
+#[derive(Debug, Clone, Copy)]
+enum NoRoute {
+    /// No route's prefix: 404.
+    NotFound,
+    /// Not canonical (audited already): 400.
+    NotCanonical,
 }
 
-/// The path of a request-target.
-fn target_path(target: &str) -> Option<String> {
-    let uri: Uri = target.parse().ok()?;
-    Some(uri.path().to_owned())
+impl NoRoute {
+    fn answer(self) -> Response<Body> {
+        match self {
+            NoRoute::NotFound => answer::not_found(),
+            NoRoute::NotCanonical => answer::bad_request(),
+        }
+    }
+}
+
+/// `/_keycard/verify` from a peer not in `server.trusted_proxies`.
+const NOT_A_TRUSTED_PROXY: &str = r#"{"error":"untrusted_proxy","error_description":"/_keycard/verify reads the original request from its proxy's headers, and believes them only from an address in server.trusted_proxies: add the proxy's address there"}"#;
+/// `/_keycard/verify` without the configured original-URI header.
+const NO_ORIGINAL_URI: &str = r#"{"error":"no_original_uri","error_description":"the proxy did not send the original request's URI in the header forward_auth.uri_header names (X-Forwarded-Uri by default; X-Original-URI for nginx auth_request)"}"#;
+/// `/_keycard/verify` for a method-bound credential without the original method.
+const NO_ORIGINAL_METHOD: &str = r#"{"error":"no_original_method","error_description":"a signature or Digest credential is bound to the original request's method, which the proxy did not send in the header forward_auth.method_header names (X-Forwarded-Method by default; X-Original-Method for nginx auth_request)"}"#;
+/// `/_keycard/verify` with a forwarded value twice, or under both names.
+const TWO_VALUES: &str = r#"{"error":"ambiguous_forwarded_header","error_description":"a forwarded header was sent twice, under both of its names, or with a value that is not one (forward_auth.uri_header and forward_auth.method_header name the one header each that is read)"}"#;
+
+/// The one value of the forward-auth header `name` (one of `names`): `Err` when it is sent
+/// twice, is not text, or the other of `names` is present too (a client adding the header
+/// the proxy does not set must not be read instead of, or beside, the proxy's).
+fn one_forwarded<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    names: [&str; 2],
+) -> Result<Option<&'a str>, ()> {
+    if names
+        .iter()
+        .any(|n| *n != name.as_str() && headers.contains_key(*n))
+    {
+        return Err(());
+    }
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(());
+    }
+    first.map(|v| v.to_str().map_err(|_| ())).transpose()
+}
+
+/// Whether a forward-auth credential signs the original request's body: Digest
+/// `qop=auth-int`; an RFC 9421 signature with `Content-Digest`, or on a request whose method
+/// may carry a body (the proxy does not say whether the original had one, so only `GET`,
+/// `HEAD`, `OPTIONS` and `TRACE` are taken to have none).
+fn forwarded_body_signed(headers: &HeaderMap, original_method: &str) -> bool {
+    match keycard_core::credential::presented(headers) {
+        keycard_core::credential::Presented::Signature { .. } => {
+            headers.contains_key("content-digest")
+                || !matches!(original_method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
+        }
+        keycard_core::credential::Presented::Digest(_) => wants_body(headers, true),
+        _ => false,
+    }
+}
+
+/// Whether a request is one HTTP allows (RFC 9112 §3.2): an HTTP/1.1 request has exactly
+/// one `Host`, no request has two, and a `Host` is a valid `uri-host[:port]`. For HTTP/2
+/// a `Host` beside `:authority` must name the same (RFC 9113 §8.3.1). The absolute-form's
+/// authority (or `:authority`) is held to the same grammar: no user info.
+fn well_formed<B>(req: &Request<B>) -> bool {
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| !valid_host(a.as_str().as_bytes()))
+    {
+        return false;
+    }
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return false;
+    }
+    match host {
+        None => req.version() != http::Version::HTTP_11,
+        Some(h) => {
+            valid_host(h.as_bytes())
+                && (req.version() != http::Version::HTTP_2
+                    || req
+                        .uri()
+                        .authority()
+                        .is_none_or(|a| a.as_str().as_bytes() == h.as_bytes()))
+        }
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a reg-name of unreserved, sub-delims and
+/// percent-encoded characters, or an IP literal in brackets; no user info.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let (lit, after) = rest.split_at(end);
+        if lit.is_empty()
+            || !lit
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match after.get(1..).unwrap_or_default() {
+            [] => return true,
+            [b':', port @ ..] => (&b"x"[..], port),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|b| *b == b':') {
+            Some(i) => (
+                v.get(..i).unwrap_or_default(),
+                v.get(i + 1..).unwrap_or_default(),
+            ),
+            None => (v, &b""[..]),
+        }
+    };
+    !host.is_empty()
+        && host.len() <= 253
+        && host.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        })
+        && port.len() <= 5
+        && port.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(port)
+            .ok()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_none_or(|p| p <= 65535)
 }
 
 /// The scheme and authority the client used: a trusted proxy's `X-Forwarded-Proto` and
@@ -830,13 +1161,14 @@ pub(crate) fn client_origin<'a>(
         _ if tls => "https",
         _ => "http",
     };
+    // The absolute-form's authority wins over `Host` (RFC 9112 §3.2.2).
     let authority = forwarded(crate::forwarded::X_FORWARDED_HOST)
+        .or_else(|| uri.authority().map(|a| a.as_str()))
         .or_else(|| {
             headers
                 .get(http::header::HOST)
                 .and_then(|v| v.to_str().ok())
         })
-        .or_else(|| uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     (scheme, authority)
 }
@@ -854,6 +1186,26 @@ pub(crate) fn wants_body(headers: &HeaderMap, may_have_body: bool) -> bool {
         Presented::Signature { .. } => may_have_body,
         Presented::Digest(params) => keycard_core::digest::parse(params)
             .is_some_and(|r| r.qop == keycard_core::digest::Qop::AuthInt),
+        _ => false,
+    }
+}
+
+/// Whether a credential that signs the body ([`wants_body`]) could verify at all, judged
+/// without the body (`req.body` is `None`): an RFC 9421 signature that verifies but for the
+/// body's digest, a Digest user behind a nonce keycard minted. Only then is the body read.
+/// Anyone else gets the refusal without holding one of the few body-reading permits (and
+/// the body left unread is marked so, [`RequestFacts::body_unread`]: no verification passes
+/// over it).
+pub(crate) async fn may_verify(authn: &Authenticator, req: &RequestFacts<'_>) -> bool {
+    use keycard_core::credential::Presented;
+    let now_ms = crate::clock::now_millis();
+    match keycard_core::credential::presented(req.headers) {
+        Presented::Signature { input, signature } => {
+            authn
+                .signature_may_verify(input, signature, req, now_ms)
+                .await
+        }
+        Presented::Digest(params) => authn.digest_may_verify(params, now_ms).await,
         _ => false,
     }
 }
@@ -897,6 +1249,38 @@ mod tests {
         h.insert("signature", "sig1=:AAAA:".parse().unwrap());
         assert!(super::wants_body(&h, true));
         assert!(!super::wants_body(&h, false));
+    }
+
+    #[test]
+    fn hosts_are_uri_host_and_port_only() {
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "a.example:",
+            "[::1]",
+            "[::1]:443",
+            "127.0.0.1:80",
+            "xn--caf-dma.example",
+            "a_b",
+        ] {
+            assert!(super::valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "",
+            "user@a.example",
+            "a example",
+            "a.example:80x",
+            "a.example:99999",
+            "a.example:123456",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a/b",
+            "a\\b",
+            ":80",
+        ] {
+            assert!(!super::valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]

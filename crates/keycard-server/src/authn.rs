@@ -29,6 +29,10 @@ use crate::proxy::UpstreamClient;
 use crate::replay::NonceCounts;
 use crate::throttle::{Throttle, Verdict};
 
+/// The longest user name, in bytes: a longer one (Basic, Digest, the password grant) is
+/// refused before any lookup.
+pub const MAX_USER_NAME: usize = 256;
+
 /// How long a cache miss may wait for the store before the request fails closed.
 const STORE_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -52,8 +56,30 @@ pub struct RequestFacts<'a> {
     /// The request body, read only when a credential signs it (Digest `qop=auth-int`, an
     /// RFC 9421 signature).
     pub body: Option<&'a [u8]>,
+    /// The credential signs a body that was not read (it could not verify, judged without
+    /// the body): a verification that passes anyway (the key appeared meanwhile) is refused,
+    /// since the body it would vouch for was never checked.
+    pub body_unread: bool,
     /// The client certificate: the TLS connection's, or one a trusted proxy forwarded.
     pub cert: Option<&'a crate::tls::PeerCert>,
+}
+
+/// A verification that passed for a credential signing a body keycard did not read is
+/// refused: nothing checked the body it would let through.
+fn unread_body_refused(
+    result: Result<Principal, Refusal>,
+    req: &RequestFacts<'_>,
+    method: Method,
+) -> Result<Principal, Refusal> {
+    match result {
+        Ok(p) if req.body_unread => Err(Refusal::Unauthorized {
+            reason: Reason::Malformed,
+            method: Some(method),
+            credential_id: Some(p.credential_id().to_owned()),
+            subject: Some(p.subject().to_owned()),
+        }),
+        other => other,
+    }
 }
 
 /// The outcome of one authentication attempt.
@@ -305,12 +331,16 @@ impl Authenticator {
                 Box::pin(self.verify_basic(token, req, now_ms, claimed)).await
             }
             Presented::Signature { input, signature } => {
-                Box::pin(self.verify_signature(input, signature, req, now_ms)).await
+                let result = Box::pin(self.verify_signature(input, signature, req, now_ms)).await;
+                unread_body_refused(result, req, Method::Hmac)
             }
             Presented::Digest(params) => {
                 let (result, info) =
                     Box::pin(self.verify_digest(params, req, now_ms, claimed)).await;
-                attempt.authentication_info = info;
+                let result = unread_body_refused(result, req, Method::Digest);
+                if result.is_ok() {
+                    attempt.authentication_info = info;
+                }
                 result
             }
         }
@@ -402,6 +432,10 @@ impl Authenticator {
         name: &str,
         method: Option<Method>,
     ) -> Result<Option<Arc<UserRecord>>, Refusal> {
+        // No such user can exist (`check_subject`): not worth a cache entry or a store read.
+        if name.len() > MAX_USER_NAME {
+            return Ok(None);
+        }
         match self.cache.user(name) {
             Some(CachedUser::Known(u)) => return Ok(Some(u)),
             Some(CachedUser::Unknown) => return Ok(None),
@@ -741,4 +775,64 @@ fn record_from_row(r: ApiKeyRow) -> Option<ApiKeyRecord> {
         identity: None,
         principal: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A credential over a body keycard did not read never passes, whatever its
+    /// verification said; it is refused in the name of who it named.
+    #[test]
+    fn a_verification_over_an_unread_body_is_refused() {
+        let headers = HeaderMap::new();
+        let facts = |body_unread| RequestFacts {
+            method: "POST",
+            target: "/api/x",
+            scheme: "http",
+            authority: "k",
+            headers: &headers,
+            ip: IpAddr::from([127, 0, 0, 1]),
+            body: None,
+            body_unread,
+            cert: None,
+        };
+        let verified = || {
+            keycard_core::api_key::verify(
+                &keycard_core::api_key::ApiKeyRecord {
+                    id: "hmac_1".into(),
+                    subject: "signer".into(),
+                    scopes: Scopes::default(),
+                    expires_at: None,
+                    revoked_at: None,
+                    subject_disabled: false,
+                    identity: None,
+                    principal: Default::default(),
+                },
+                0,
+            )
+        };
+        assert!(unread_body_refused(verified(), &facts(false), Method::Hmac).is_ok());
+        match unread_body_refused(verified(), &facts(true), Method::Digest) {
+            Err(Refusal::Unauthorized {
+                reason: Reason::Malformed,
+                method: Some(Method::Digest),
+                subject: Some(s),
+                ..
+            }) => assert_eq!(s, "signer"),
+            other => panic!("{other:?}"),
+        }
+        // A refusal stays the refusal it was.
+        let refused = Err(Refusal::unauthorized(
+            Reason::UnknownCredential,
+            Some(Method::Hmac),
+        ));
+        assert!(matches!(
+            unread_body_refused(refused, &facts(true), Method::Hmac),
+            Err(Refusal::Unauthorized {
+                reason: Reason::UnknownCredential,
+                ..
+            })
+        ));
+    }
 }

@@ -69,6 +69,15 @@ struct RawConfig {
     jwt: RawJwt,
     #[serde(default)]
     mtls: RawMtls,
+    #[serde(default)]
+    forward_auth: RawForwardAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwardAuth {
+    uri_header: Option<String>,
+    method_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +123,11 @@ struct RawServer {
     realm: Option<String>,
     upstream_timeout: Option<String>,
     tls: Option<RawTls>,
+    allow_underscore_headers: Option<bool>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    first_request_timeout: Option<String>,
+    idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +213,8 @@ struct RawRoute {
     #[serde(default)]
     public: bool,
     upstream_timeout: Option<String>,
+    #[serde(default)]
+    allow_encoded_slash: bool,
 }
 
 /// A database or Redis URL. It may carry a password (`postgres://user:pw@host/db`), so its
@@ -348,6 +364,13 @@ pub struct Settings {
     /// `limits.redis_prefix`: put before every Redis key and channel keycard uses, so that
     /// several deployments can share one Redis (default `keycard:`).
     pub redis_prefix: String,
+    /// `server.allow_underscore_headers`: forward header names with `_` (dropped by
+    /// default, as nginx does: CGI-style upstreams read `X_Foo` and `X-Foo` as one).
+    pub allow_underscore_headers: bool,
+    /// `server.max_connections*`, `server.first_request_timeout`, `server.idle_timeout`.
+    pub connections: ConnectionLimits,
+    /// `[forward_auth]`.
+    pub forward_auth: ForwardAuthSettings,
 }
 
 /// `[hmac]`: RFC 9421 request signatures.
@@ -427,6 +450,63 @@ pub struct RouteSettings {
     pub upstream: Option<Upstream>,
     /// How long to wait for the upstream's response headers.
     pub upstream_timeout: Duration,
+    /// `allow_encoded_slash`: take paths with `%2F` (when the decoded path would choose
+    /// this same route).
+    pub allow_encoded_slash: bool,
+}
+
+/// `[forward_auth]`: which header of the proxy's carries each part of the original
+/// request. One name each, never a fallback: a request with the other name too is refused.
+#[derive(Debug, Clone)]
+pub struct ForwardAuthSettings {
+    /// `forward_auth.uri_header`: `X-Forwarded-Uri` (Traefik, Caddy; the default) or
+    /// `X-Original-URI` (nginx `auth_request`).
+    pub uri_header: http::HeaderName,
+    /// `forward_auth.method_header`: `X-Forwarded-Method` (the default) or
+    /// `X-Original-Method`.
+    pub method_header: http::HeaderName,
+}
+
+/// The two names a proxy may give the original request-target.
+pub const URI_HEADERS: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
+/// The two names a proxy may give the original method.
+pub const METHOD_HEADERS: [&str; 2] = ["x-forwarded-method", "x-original-method"];
+
+impl Default for ForwardAuthSettings {
+    fn default() -> Self {
+        Self {
+            uri_header: http::HeaderName::from_static(URI_HEADERS[0]),
+            method_header: http::HeaderName::from_static(METHOD_HEADERS[0]),
+        }
+    }
+}
+
+/// What a connection may hold (`server.max_connections*`, `server.*_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// `server.max_connections`: open client connections in all; beyond, new ones are
+    /// closed at once.
+    pub max: usize,
+    /// `server.max_connections_per_client`: open connections from one address (a
+    /// trusted proxy is not counted).
+    pub per_client: usize,
+    /// `server.first_request_timeout`: from accept to the first complete request head
+    /// (the TLS handshake included).
+    pub first_request: Duration,
+    /// `server.idle_timeout`: a connection with no request in flight for this long is
+    /// closed.
+    pub idle: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            per_client: 256,
+            first_request: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+        }
+    }
 }
 
 /// An upstream base URL, split for fast request building.
@@ -512,6 +592,8 @@ impl Validator<'_> {
     }
 
     fn validate(&self, raw: RawConfig) -> Result<Settings, ConfigError> {
+        let connections = self.connections(&raw.server)?;
+        let forward_auth = self.forward_auth(&raw.forward_auth)?;
         let redis_url = match raw.limits.redis_url {
             None => None,
             Some(u) => {
@@ -677,6 +759,70 @@ impl Validator<'_> {
             redis_url,
             rate_limit_fail_open,
             redis_prefix,
+            allow_underscore_headers: raw.server.allow_underscore_headers.unwrap_or(false),
+            connections,
+            forward_auth,
+        })
+    }
+
+    fn connections(&self, raw: &RawServer) -> Result<ConnectionLimits, ConfigError> {
+        let d = ConnectionLimits::default();
+        let count = |key: &str, v: Option<usize>, default: usize| match v {
+            None => Ok(default),
+            Some(0) => Err(self.err(key, "must be at least 1")),
+            Some(n) => Ok(n),
+        };
+        let limits = ConnectionLimits {
+            max: count("server.max_connections", raw.max_connections, d.max)?,
+            per_client: count(
+                "server.max_connections_per_client",
+                raw.max_connections_per_client,
+                d.per_client,
+            )?,
+            first_request: self.duration(
+                "server.first_request_timeout",
+                raw.first_request_timeout.as_deref(),
+                d.first_request,
+            )?,
+            idle: self.duration("server.idle_timeout", raw.idle_timeout.as_deref(), d.idle)?,
+        };
+        if limits.per_client > limits.max {
+            return Err(self.err(
+                "server.max_connections_per_client",
+                "cannot be more than server.max_connections",
+            ));
+        }
+        for (key, v) in [
+            ("server.first_request_timeout", limits.first_request),
+            ("server.idle_timeout", limits.idle),
+        ] {
+            if v.is_zero() {
+                return Err(self.err(key, "must be more than 0s"));
+            }
+        }
+        Ok(limits)
+    }
+
+    fn forward_auth(&self, raw: &RawForwardAuth) -> Result<ForwardAuthSettings, ConfigError> {
+        let pick = |key: &str, v: Option<&str>, names: [&'static str; 2]| match v {
+            None => Ok(http::HeaderName::from_static(names[0])),
+            Some(v) => names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(v))
+                .map(|n| http::HeaderName::from_static(n))
+                .ok_or_else(|| self.err(key, format!("`{v}` is not one of {}", names.join(", ")))),
+        };
+        Ok(ForwardAuthSettings {
+            uri_header: pick(
+                "forward_auth.uri_header",
+                raw.uri_header.as_deref(),
+                URI_HEADERS,
+            )?,
+            method_header: pick(
+                "forward_auth.method_header",
+                raw.method_header.as_deref(),
+                METHOD_HEADERS,
+            )?,
         })
     }
 
@@ -1103,6 +1249,21 @@ impl Validator<'_> {
             None => None,
             Some(u) => Some(parse_upstream(&u).map_err(|m| self.err(key("upstream"), m))?),
         };
+        // The prefix is replaced by the base path: both must end in `/`, or `/q` with a base
+        // `/base/` sends `/qadmin/x` to `/base/admin/x`, a path another route guards.
+        if let Some(u) = &upstream
+            && !u.base_path.is_empty()
+            && (!r.prefix.ends_with('/') || !u.base_path.ends_with('/'))
+        {
+            return Err(self.err(
+                key("upstream"),
+                format!(
+                    "with a path in the upstream URL, the prefix and that path must both end in `/` (such as prefix = \"{}/\" and upstream = \"…{}/\"): the prefix is replaced by the path, and without the `/` a request could be sent under another route's path",
+                    r.prefix.trim_end_matches('/'),
+                    u.base_path.trim_end_matches('/')
+                ),
+            ));
+        }
         let upstream_timeout = self.duration(
             &key("upstream_timeout"),
             r.upstream_timeout.as_deref(),
@@ -1121,6 +1282,7 @@ impl Validator<'_> {
             },
             upstream,
             upstream_timeout,
+            allow_encoded_slash: r.allow_encoded_slash,
         })
     }
 }
@@ -1202,7 +1364,7 @@ mod tests {
             file = "-"
             [[routes]]
             prefix = "/api/"
-            upstream = "http://127.0.0.1:9000/v1"
+            upstream = "http://127.0.0.1:9000/v1/"
             methods = ["api_key"]
             scopes = ["orders:read"]
             upstream_timeout = "5s"
@@ -1214,7 +1376,7 @@ mod tests {
             r.policy.methods.contains(Method::ApiKey) && !r.policy.methods.contains(Method::Basic)
         );
         assert_eq!(r.policy.scopes.as_str(), "orders:read");
-        assert_eq!(r.upstream.as_ref().unwrap().base_path, "/v1");
+        assert_eq!(r.upstream.as_ref().unwrap().base_path, "/v1/");
         assert_eq!(r.upstream_timeout, Duration::from_secs(5));
         assert_eq!(s.trusted_proxies.len(), 2);
         assert_eq!(s.audit, AuditTarget::Stdout);
@@ -1284,6 +1446,23 @@ mod tests {
                 "[[routes]]\nprefix = \"/a/\"\nupstream_timeout = \"soon\"",
                 "routes[0].upstream_timeout",
             ),
+            (
+                "[[routes]]\nprefix = \"/q\"\nupstream = \"http://127.0.0.1:9/base/\"",
+                "routes[0].upstream",
+            ),
+            (
+                "[[routes]]\nprefix = \"/q/\"\nupstream = \"http://127.0.0.1:9/base\"",
+                "routes[0].upstream",
+            ),
+            (
+                "[forward_auth]\nuri_header = \"X-Uri\"",
+                "forward_auth.uri_header",
+            ),
+            (
+                "[server]\nmax_connections = 10\nmax_connections_per_client = 11",
+                "server.max_connections_per_client",
+            ),
+            ("[server]\nidle_timeout = \"0s\"", "server.idle_timeout"),
             ("[store]\nurl = \"mysql://x\"", "store.url"),
             (
                 "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]",

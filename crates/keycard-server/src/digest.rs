@@ -11,6 +11,38 @@ use keycard_core::{Method, Principal, Reason, Refusal};
 use crate::authn::{Authenticator, RequestFacts};
 
 impl Authenticator {
+    /// Whether a Digest credential could verify, judged before the body it signs is read:
+    /// this server's realm and opaque, an algorithm it takes, a nonce it minted, and a user
+    /// with Digest secrets. `false` only where verification must fail. (A stale nonce
+    /// passes: the client is owed `stale=true`, which needs the response checked.)
+    pub(crate) async fn digest_may_verify(&self, params: &str, now_ms: i64) -> bool {
+        let Some(r) = digest::parse(params) else {
+            return false;
+        };
+        let ttl_ms = u64::try_from(self.digest.nonce_ttl.as_millis()).unwrap_or(u64::MAX);
+        let now = u64::try_from(now_ms).unwrap_or(0);
+        if !self.digest.algorithms.contains(&r.algorithm)
+            || r.realm != self.digest.realm
+            || r.opaque.as_deref() != Some(self.keys.opaque.as_str())
+            || self.keys.nonce_key.check(&r.nonce, now, ttl_ms).0 == NonceState::Forged
+        {
+            return false;
+        }
+        let method = Some(Method::Digest);
+        let name = if r.userhash {
+            match self
+                .userhash_name(r.algorithm.hash, &r.username, method)
+                .await
+            {
+                Ok(Some(n)) => n.to_string(),
+                _ => return false,
+            }
+        } else {
+            r.username
+        };
+        matches!(self.user(&name, method).await, Ok(Some(u)) if u.digest.is_some())
+    }
+
     /// Verifies a Digest credential; on success also the `Authentication-Info` value.
     pub(crate) async fn verify_digest(
         &self,

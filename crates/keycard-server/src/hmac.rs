@@ -195,6 +195,59 @@ impl Authenticator {
         Err(refuse(SigError::UnknownKey))
     }
 
+    /// Whether a signed request could verify, judged before its body is read (which ties
+    /// up one of few permits): the first signature whose `keyid` keycard knows — the one
+    /// [`Authenticator::verify_signature`] judges — is of a live key, fresh, and verifies
+    /// over everything it covers (`Content-Digest` as a header: the body is checked against
+    /// it once read). So only the key's holder can make keycard read a body. `false` only
+    /// where verification must fail.
+    pub(crate) async fn signature_may_verify(
+        &self,
+        input: &str,
+        signature: &str,
+        req: &RequestFacts<'_>,
+        now_ms: i64,
+    ) -> bool {
+        let Ok(sigs) = httpsig::parse(input, signature) else {
+            return false;
+        };
+        let (path, query) = match req.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.target, None),
+        };
+        let parts = RequestParts {
+            method: req.method,
+            scheme: req.scheme,
+            authority: req.authority,
+            path,
+            query,
+            headers: req.headers,
+        };
+        let now = now_ms / 1000;
+        for sig in &sigs {
+            let Some(keyid) = sig.keyid.as_deref() else {
+                continue;
+            };
+            let handle = self.hasher.hash(HashDomain::HmacKeyId, keyid.as_bytes());
+            let key = match self.hmac_key(handle).await {
+                Ok(Some(k)) => k,
+                Ok(None) => continue,
+                Err(_) => return false,
+            };
+            return api_key::verify_as(&key.record, Method::Hmac, now).is_ok()
+                && httpsig::verify(
+                    sig,
+                    key.key.verifying_key(),
+                    &parts,
+                    true,
+                    &self.hmac.policy,
+                    now,
+                )
+                .is_ok();
+        }
+        false
+    }
+
     /// The HMAC key with lookup handle `handle` (cache, else store); `None` when unknown.
     async fn hmac_key(&self, handle: [u8; 32]) -> Result<Option<Arc<HmacKey>>, Refusal> {
         if let Some(k) = self.cache.hmac_key(&handle) {

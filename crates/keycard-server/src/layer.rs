@@ -325,20 +325,6 @@ impl KeycardLayer {
         parts.headers.remove(crate::mtls::X_FORWARDED_CLIENT_CERT);
         let peer_trusted = crate::forwarded::is_trusted(&shared.trusted_proxies, peer);
         let ip = crate::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
-        // A credential that signs the body needs it before the check: read under the same
-        // bound as the gateway's, from the same permits.
-        let may_have_body = !body.is_end_stream();
-        let (body, bytes) =
-            if !policy.public && crate::app::wants_body(&parts.headers, may_have_body) {
-                let _permit = shared
-                    .body_reads
-                    .permit()
-                    .ok_or_else(crate::answer::unavailable)?;
-                let b = crate::signed_body::read(body).await?;
-                (B::from(b.clone()), Some(b))
-            } else {
-                (body, None)
-            };
         let cert = parts.extensions.get::<PeerCertificates>().and_then(|c| {
             let chain: Vec<rustls_pki_types::CertificateDer<'_>> =
                 c.0.iter()
@@ -355,18 +341,46 @@ impl KeycardLayer {
             || parts.extensions.get::<ConnectionIsTls>().is_some();
         let (scheme, authority) =
             crate::app::client_origin(&parts.headers, &parts.uri, peer_trusted, tls);
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        // A credential that signs the body needs it before the check: read under the same
+        // bound as the gateway's, from the same permits, once the credential could verify.
+        let may_have_body = !body.is_end_stream();
+        let signs_body = !policy.public && crate::app::wants_body(&parts.headers, may_have_body);
+        let unread = RequestFacts {
+            method: parts.method.as_str(),
+            target,
+            scheme,
+            authority,
+            headers: &parts.headers,
+            ip,
+            body: None,
+            body_unread: false,
+            cert: None,
+        };
+        let (body, bytes) =
+            if signs_body && crate::app::may_verify(&shared.gate.authn, &unread).await {
+                let _permit = shared
+                    .body_reads
+                    .permit(ip)
+                    .ok_or_else(crate::answer::unavailable)?;
+                let b = crate::signed_body::read(body).await?;
+                (B::from(b.clone()), Some(b))
+            } else {
+                (body, None)
+            };
         let facts = RequestFacts {
             method: parts.method.as_str(),
-            target: parts
-                .uri
-                .path_and_query()
-                .map(|pq| pq.as_str())
-                .unwrap_or("/"),
+            target,
             scheme,
             authority,
             headers: &parts.headers,
             ip,
             body: bytes.as_deref(),
+            body_unread: signs_body && bytes.is_none(),
             cert: cert.as_ref(),
         };
         let passed = shared.gate.check(policy, &facts, &request_id).await?;

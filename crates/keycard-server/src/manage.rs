@@ -630,12 +630,13 @@ fn scope_list(s: &str) -> Vec<String> {
 pub fn check_subject(what: &str, name: &str) -> Result<(), ManageError> {
     if name.is_empty()
         || name.chars().count() > 200
+        || name.len() > crate::authn::MAX_USER_NAME
         || name
             .chars()
             .any(|c| c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}'))
     {
         return Err(ManageError::Invalid(format!(
-            "{what}: `{}` is not a valid subject name (1-200 characters, no control or invisible formatting characters)",
+            "{what}: `{}` is not a valid subject name (1-200 characters and at most 256 bytes, no control or invisible formatting characters)",
             name.escape_debug()
         )));
     }

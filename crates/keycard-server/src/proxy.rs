@@ -76,48 +76,76 @@ pub struct ForwardContext<'a> {
     pub prefix: &'a str,
     /// The TCP peer's address as a header value (built once per connection).
     pub peer_value: &'a HeaderValue,
+    /// `server.trusted_proxies` (how far a trusted peer's `X-Forwarded-For` is believed).
+    pub trusted_proxies: &'a [ipnet::IpNet],
+    /// `server.allow_underscore_headers`.
+    pub underscore_headers: bool,
 }
+
+/// A request whose upstream target would not be the path its route was chosen by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unforwardable;
 
 /// Turns the client's request into the upstream's: new URI, cleaned headers (spoofed
 /// identity headers gone; the credential too once `principal` proved it). The identity
 /// headers of `principal` are added by [`crate::pool::UpstreamPool::send`], which is given
-/// it. `Err` when the URI cannot be built (answered 400).
+/// it. `Err` when the upstream target would not be the routed path (answered 400).
 pub fn upstream_request(
     mut req: Request<Body>,
     upstream: &Upstream,
     principal: Option<&Principal>,
     ctx: &ForwardContext<'_>,
-) -> Result<Request<Body>, http::Error> {
+) -> Result<Request<Body>, Unforwardable> {
+    let Some(pq) = req.uri().path_and_query() else {
+        return Err(Unforwardable);
+    };
+    // The path and the query are taken apart and put together again, never spliced as one
+    // text: a target with no path (`?q`) cannot lend its query to the path.
+    let (path, query) = (pq.path(), pq.query());
+    if !pq.as_str().starts_with('/') || !path.starts_with(ctx.prefix) {
+        return Err(Unforwardable);
+    }
     let path_and_query = if upstream.base_path.is_empty() {
-        // Already validated by the server's parser: reuse it (a reference-count bump).
-        match req.uri().path_and_query() {
-            Some(pq) => pq.clone(),
-            None => http::uri::PathAndQuery::from_static("/"),
-        }
+        // The path as sent, which chose the route: reuse it (a reference-count bump).
+        pq.clone()
     } else {
         // nginx `proxy_pass http://host/base/`: the matched prefix is replaced by the base.
-        let pq = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let joined = format!(
-            "{}{}",
-            upstream.base_path,
-            pq.get(ctx.prefix.len()..).unwrap_or("")
+        let rest = path.get(ctx.prefix.len()..).unwrap_or("");
+        let mut joined = String::with_capacity(
+            upstream.base_path.len() + rest.len() + query.map_or(0, |q| q.len() + 1),
         );
-        http::uri::PathAndQuery::try_from(joined)?
+        joined.push_str(&upstream.base_path);
+        joined.push_str(rest);
+        if let Some(q) = query {
+            joined.push('?');
+            joined.push_str(q);
+        }
+        http::uri::PathAndQuery::try_from(joined).map_err(|_| Unforwardable)?
     };
+    // Checked again as built: the upstream gets a canonical path under its base (a prefix
+    // without a trailing `/` under a base with one makes `//`, refused here).
+    if path_and_query.path().len()
+        != path_and_query.as_str().len() - query.map_or(0, |q| q.len() + 1)
+        || !path_and_query
+            .path()
+            .starts_with(upstream.base_path.as_str())
+        || keycard_core::route::check_path(path_and_query.path())
+            == keycard_core::route::PathCheck::Refused
+    {
+        return Err(Unforwardable);
+    }
     // Origin-form: the pool makes it absolute for HTTP/2 (`:scheme`, `:authority`).
     let uri = Uri::from(path_and_query);
-    // Taken out rather than copied: the client's Host becomes X-Forwarded-Host.
-    let original_host = match req.headers_mut().remove(header::HOST) {
-        Some(h) => Some(h),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    // Taken out rather than copied: the client's Host becomes X-Forwarded-Host. The
+    // absolute-form's (or HTTP/2 `:authority`) wins over `Host` (RFC 9112 §3.2.2).
+    let host = req.headers_mut().remove(header::HOST);
+    let original_host = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => host,
     };
+    if req.version() == Version::HTTP_2 {
+        join_cookies(req.headers_mut());
+    }
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
 
@@ -137,18 +165,27 @@ pub fn upstream_request(
     let drops = REQUEST_DROPS
         .get(..REQUEST_DROPS.len() - keep)
         .unwrap_or(&REQUEST_DROPS);
-    remove_present(h, drops, true);
+    let untrusted: &[HeaderName] = if ctx.peer_trusted { &[] } else { &PROXY_ONLY };
+    remove_present(
+        h,
+        Drops {
+            extra: drops,
+            untrusted,
+            identity: true,
+            underscore: !ctx.underscore_headers,
+        },
+    );
     // HTTP/2 sends `:authority` instead: the pool removes it there.
     h.insert(header::HOST, upstream.host.clone());
-    let prev = if ctx.peer_trusted {
-        h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    // Whatever happens, the client's own X-Forwarded-For is replaced: a trusted proxy's
+    // chain is kept from the address keycard takes for the client's (the one it audits and
+    // limits) onwards, and the peer appended; an untrusted peer's is the peer alone.
+    let xff = if ctx.peer_trusted && h.contains_key(X_FORWARDED_FOR) {
+        crate::forwarded::forwarded_for(ctx.trusted_proxies, ctx.peer, h)
+            .unwrap_or_else(|| ctx.peer_value.clone())
     } else {
-        None
+        ctx.peer_value.clone()
     };
-    // Whatever happens, the client's own X-Forwarded-For is replaced.
-    let xff = prev
-        .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {}", ctx.peer)).ok())
-        .unwrap_or_else(|| ctx.peer_value.clone());
     h.insert(X_FORWARDED_FOR, xff);
     if !(ctx.peer_trusted && h.contains_key(X_FORWARDED_PROTO)) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.scheme));
@@ -195,24 +232,156 @@ static REQUEST_DROPS: [HeaderName; 7] = [
     HeaderName::from_static("signature-input"),
 ];
 
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
-pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    remove_present(h, &[], false);
+/// What only a proxy says, removed when the peer is not a trusted one: an upstream
+/// reading any of them would take the client's word for its address, its scheme, its host
+/// or the path it asked for. (`X-Forwarded-For`, `-Host` and `-Proto` are replaced
+/// instead.) The dialects of nginx, Envoy, IIS, Cloudflare, Fastly, Akamai, Rack and the
+/// like.
+static PROXY_ONLY: [HeaderName; 25] = [
+    header::FORWARDED,
+    // The client's address.
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-forwarded"),
+    HeaderName::from_static("forwarded-for"),
+    // The scheme.
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-url-scheme"),
+    HeaderName::from_static("front-end-https"),
+    // The host and port.
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-original-host"),
+    HeaderName::from_static("x-host"),
+    // The path and method.
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-envoy-original-path"),
+    HeaderName::from_static("x-forwarded-uri"),
+    HeaderName::from_static("x-original-uri"),
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-original-method"),
+];
+
+// The names present are kept as bits of a `u64` in [`remove_present`].
+const _: () = assert!(HOP_BY_HOP.len() + REQUEST_DROPS.len() + PROXY_ONLY.len() <= 64);
+
+/// Joins HTTP/2 `cookie` crumbs into the one header HTTP/1.1 allows (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut HeaderMap) {
+    let mut crumbs = h.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (i, c) in h.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(c.as_bytes());
+    }
+    match HeaderValue::from_bytes(&joined) {
+        Ok(v) => {
+            h.insert(header::COOKIE, v);
+        }
+        Err(_) => {
+            h.remove(header::COOKIE);
+        }
+    }
 }
 
-/// Removes every hop-by-hop header and header of `extra` that is present, the names a
-/// `Connection` header lists, and with `identity` any `X-Keycard-*` (a request's: only
-/// keycard sets them). One pass over the (few) headers present instead of a lookup per
-/// name, and no allocation unless a `Connection` header lists more than 256 bytes of names.
-fn remove_present(h: &mut HeaderMap, extra: &[HeaderName], identity: bool) {
-    let names = || HOP_BY_HOP.iter().chain(extra);
-    let mut present = 0u32;
+/// What [`remove_present`] removes beyond the hop-by-hop headers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drops<'a> {
+    /// Names removed.
+    extra: &'a [HeaderName],
+    /// More names removed (the peer is not a trusted proxy).
+    untrusted: &'a [HeaderName],
+    /// Any `X-Keycard-*` and reserved spelling ([`identity::is_reserved`]).
+    identity: bool,
+    /// Any name with `_`.
+    underscore: bool,
+}
+
+/// Holds an upstream's answer (from either client) to the framing rules the hand-written
+/// one keeps (RFC 9112 §6.3, RFC 9110 §8.6): no unasked `101`; beside `Transfer-Encoding`,
+/// no `Content-Length`; a list of equal lengths passed on as one value. `false`: the
+/// answer is faulty (502).
+pub fn one_framing<B>(resp: &mut http::Response<B>) -> bool {
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        return false;
+    }
+    let h = resp.headers_mut();
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        h.remove(header::CONTENT_LENGTH);
+        return true;
+    }
+    let mut values = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = values.next() else {
+        return true;
+    };
+    if values.next().is_none() && !first.as_bytes().contains(&b',') {
+        return true;
+    }
+    let mut length: Option<u64> = None;
+    for v in h.get_all(header::CONTENT_LENGTH) {
+        for member in v.as_bytes().split(|b| *b == b',') {
+            let member = member.trim_ascii();
+            let Some(n) = std::str::from_utf8(member)
+                .ok()
+                .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|m| m.parse::<u64>().ok())
+            else {
+                return false;
+            };
+            if length.is_some_and(|l| l != n) {
+                return false;
+            }
+            length = Some(n);
+        }
+    }
+    if let Some(n) = length {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    true
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1, and those `Connection` names.
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    remove_present(h, Drops::default());
+}
+
+/// Removes every hop-by-hop header and header of `drops` that is present, the names a
+/// `Connection` header lists, with `identity` any `X-Keycard-*` (a request's: only keycard
+/// sets them) and with `underscore` any name with `_`. One pass over the (few) headers
+/// present instead of a lookup per name, and no allocation unless a `Connection` header
+/// lists more than 256 bytes of names or a name with `_` is present.
+fn remove_present(h: &mut HeaderMap, drops: Drops<'_>) {
+    let names = || HOP_BY_HOP.iter().chain(drops.extra).chain(drops.untrusted);
+    let mut present = 0u64;
     let mut spoofed = false;
+    let mut underscored = false;
     for k in h.keys() {
         if let Some(i) = names().position(|n| n == k) {
             present |= 1 << i;
-        } else if identity && identity::is_reserved(k.as_str()) {
+        } else if drops.identity && identity::is_reserved(k.as_str()) {
             spoofed = true;
+        }
+        underscored |= drops.underscore && k.as_str().contains('_');
+    }
+    if underscored {
+        let named: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for n in named {
+            h.remove(n);
         }
     }
     if present == 0 && !spoofed {
@@ -277,6 +446,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_are_passed_on_with_one_framing() {
+        let answer = |status: u16, headers: &[(&str, &str)]| {
+            let mut r = http::Response::new(());
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            for (k, v) in headers {
+                r.headers_mut().append(
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            r
+        };
+        let lengths = |r: &http::Response<()>| -> Vec<String> {
+            r.headers()
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut r = answer(200, &[("content-length", "2, 2"), ("content-length", "2")]);
+        assert!(one_framing(&mut r));
+        assert_eq!(lengths(&r), ["2"]);
+        let mut r = answer(
+            200,
+            &[("content-length", "100"), ("transfer-encoding", "chunked")],
+        );
+        assert!(one_framing(&mut r));
+        assert!(lengths(&r).is_empty());
+        let mut r = answer(200, &[("content-length", "7")]);
+        assert!(one_framing(&mut r));
+        assert_eq!(lengths(&r), ["7"]);
+        for bad in [
+            answer(101, &[("upgrade", "websocket")]),
+            answer(200, &[("content-length", "2, 3")]),
+            answer(200, &[("content-length", "2"), ("content-length", "+2")]),
+            answer(200, &[("content-length", "2,")]),
+        ] {
+            let mut bad = bad;
+            assert!(!one_framing(&mut bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_named_headers_go() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -336,6 +548,8 @@ mod tests {
             request_id: "rid-1",
             prefix: "/api/",
             peer_value: &peer_value,
+            trusted_proxies: &[],
+            underscore_headers: false,
         };
         let mut up = upstream_request(req, &upstream, principal, &ctx).unwrap();
         assert_eq!(up.uri(), "/api/x?q=1");
@@ -397,6 +611,7 @@ mod tests {
     /// replaced: `credentials_go_only_when_verified_and_identity_cannot_be_spoofed`.)
     #[test]
     fn a_trusted_proxys_chain_is_extended_or_else_replaced() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let via_trusted_proxy = |xff: HeaderValue| {
             let mut req = Request::new(Body::empty());
             *req.uri_mut() = Uri::from_static("/x");
@@ -410,6 +625,8 @@ mod tests {
                 request_id: "rid",
                 prefix: "/",
                 peer_value: &peer_value,
+                trusted_proxies: &trusted,
+                underscore_headers: false,
             };
             let up = upstream_request(req, &upstream, None, &ctx).unwrap();
             up.headers()["x-forwarded-for"].clone()

@@ -17,7 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use keycard_server::manage::{Manager, NewClientRequest, NewHmacRequest, NewKeyRequest};
+use keycard_server::manage::{
+    Manager, NewClientRequest, NewHmacRequest, NewKeyRequest, NewUserRequest,
+};
 
 struct Answer {
     status: u16,
@@ -461,8 +463,62 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // An auth-int credential's body: over the bound, 413.
-    let digest = "Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/echo\", qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"";
+    // An auth-int credential's body is read only for one that could verify: a Digest user,
+    // behind a nonce keycard minted (taken from a challenge).
+    Manager::new(
+        keycard_store::Store::open(settings.store_url.as_str())
+            .await
+            .unwrap(),
+        &master,
+        &settings,
+    )
+    .add_user(NewUserRequest {
+        name: "a".into(),
+        password: "a long enough password".into(),
+        scopes: Vec::new(),
+        digest: true,
+    })
+    .await
+    .unwrap();
+    let r = app
+        .call(request("192.0.2.5:5000", &[], axum::body::Body::empty()))
+        .await
+        .unwrap();
+    let challenge = r
+        .headers()
+        .get_all("www-authenticate")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("Digest "))
+        .unwrap();
+    let param = |name: &str| {
+        let start = challenge.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        challenge[start..].split('"').next().unwrap().to_owned()
+    };
+    let digest = format!(
+        "Digest username=\"a\", realm=\"keycard\", nonce=\"{}\", uri=\"/echo\", algorithm=SHA-256, qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\", opaque=\"{}\"",
+        param("nonce"),
+        param("opaque")
+    );
+    let digest = digest.as_str();
+    // A nonce keycard never minted: refused without reading a byte (the body never ends).
+    let forged = digest.replace(&param("nonce"), "n");
+    let never = http_body_util::StreamBody::new(futures_util::stream::pending::<
+        Result<http_body::Frame<Bytes>, std::convert::Infallible>,
+    >());
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        app.call(request(
+            "192.0.2.5:5000",
+            &[("authorization", &forged)],
+            axum::body::Body::new(never),
+        )),
+    )
+    .await
+    .expect("a forged nonce started a body read")
+    .unwrap();
+    assert_eq!(r.status(), 401);
+    // Over the bound, 413.
     let big = vec![b'x'; keycard_server::signed_body::MAX_SIGNED_BODY + 1];
     let r = app
         .call(request(
@@ -474,14 +530,19 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
         .unwrap();
     assert_eq!(r.status(), 413);
     // Bodies that never end hold every read permit: the next is 503, not another read.
+    // (At most `READS_PER_CLIENT` per address: the clients come from several.)
     let mut held = Vec::new();
-    for _ in 0..keycard_server::signed_body::CONCURRENT_READS {
+    for i in 0..keycard_server::signed_body::CONCURRENT_READS {
+        let peer = format!(
+            "192.0.2.{}:5000",
+            10 + i / usize::from(keycard_server::signed_body::READS_PER_CLIENT)
+        );
         let never = http_body_util::StreamBody::new(futures_util::stream::pending::<
             Result<http_body::Frame<Bytes>, std::convert::Infallible>,
         >());
         let mut svc = app.clone();
         let req = request(
-            "192.0.2.5:5000",
+            &peer,
             &[("authorization", digest)],
             axum::body::Body::new(never),
         );

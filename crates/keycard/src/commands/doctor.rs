@@ -127,6 +127,22 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
             "bind it to loopback or the monitoring network's address, or firewall the port",
         ));
     }
+    if s.trusted_proxies.is_empty() && s.routes.iter().any(|r| r.upstream.is_none()) {
+        out.push(finding(
+            Warning,
+            "forward_auth_without_trusted_proxies",
+            "a route has no upstream (it serves forward-auth only), but server.trusted_proxies is empty: /_keycard/verify answers only trusted proxies, so it refuses every request".into(),
+            "add the address of the proxy that calls /_keycard/verify to server.trusted_proxies",
+        ));
+    }
+    for r in s.routes.iter().filter(|r| r.allow_encoded_slash) {
+        out.push(finding(
+            Warning,
+            "encoded_slash_allowed",
+            format!("route {} takes %2F in paths: an upstream that decodes it sees more path segments than keycard routed by", r.policy.prefix),
+            "turn allow_encoded_slash off unless the upstream decodes nothing, or every path under the route is equally open",
+        ));
+    }
     for i in &s.jwt_issuers {
         if let keycard_server::config::JwksSource::Url(u) = &i.jwks
             && u.scheme_str() == Some("http")
@@ -396,6 +412,18 @@ mod tests {
         assert!(codes(&wide).contains(&(Severity::Warning, "metrics_listen_wildcard")));
         let own = settings("[server]\nmetrics_listen = \"127.0.0.1:9100\"\n");
         assert!(codes(&own).is_empty(), "{:?}", codes(&own));
+        let verify_only = "[[routes]]\nprefix = \"/api/\"\n";
+        assert!(
+            codes(&settings(verify_only))
+                .contains(&(Severity::Warning, "forward_auth_without_trusted_proxies"))
+        );
+        let trusted = format!("[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n{verify_only}");
+        assert!(
+            !codes(&settings(&trusted))
+                .contains(&(Severity::Warning, "forward_auth_without_trusted_proxies"))
+        );
+        let slash = "[[routes]]\nprefix = \"/f/\"\nupstream = \"http://127.0.0.1:9\"\nallow_encoded_slash = true\n";
+        assert!(codes(&settings(slash)).contains(&(Severity::Warning, "encoded_slash_allowed")));
         assert!(flagged("http://10.1.2.3/jwks.json"));
         for fine in [
             "https://idp.example/jwks.json",

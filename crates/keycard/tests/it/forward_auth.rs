@@ -9,6 +9,8 @@ const ROUTES: &str = "[[routes]]\nprefix = \"/api/\"\n\n[[routes]]\nprefix = \"/
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_answers_with_identity_headers_or_the_refusal() {
     let mut kc = Keycard::new(None, ROUTES);
+    // The test is the proxy: forward-auth answers trusted proxies only.
+    kc.trust_proxies("127.0.0.1/32");
     kc.start();
     let (id, key) = kc.create_key("svc", &["read"], &[]);
     let http = Http::new();
@@ -32,17 +34,30 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         r.header("x-keycard-credential").as_deref(),
         Some(id.as_str())
     );
-    // nginx's documented header name works too.
+    // The key as a bearer token; the method defaults to the request's own.
     let r = http
         .get(
             &verify,
             &[
-                ("x-original-uri", "/api/orders"),
+                ("x-forwarded-uri", "/api/orders"),
                 ("authorization", &format!("Bearer {key}")),
             ],
         )
         .await;
     assert_eq!(r.status, 200);
+    // nginx's name is read only when configured (`forward_auth.uri_header`), never as a
+    // fallback: alone it is no original URI, beside the configured one it is refused.
+    for h in [
+        &[("x-original-uri", "/api/orders")][..],
+        &[
+            ("x-original-uri", "/public/x"),
+            ("x-forwarded-uri", "/api/orders"),
+        ],
+    ] {
+        let mut h = h.to_vec();
+        h.push(("x-api-key", &key));
+        assert_eq!(http.get(&verify, &h).await.status, 400, "{h:?}");
+    }
 
     let r = http
         .get(&verify, &[("x-forwarded-uri", "/api/orders")])
@@ -159,6 +174,55 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         .get(&format!("{base}/admin/x"), &[("x-api-key", &key)])
         .await;
     assert_eq!(r.status, 403);
+    // A client naming another path under the names nginx does not set: nginx clears them,
+    // keycard decides on the path nginx names.
+    let r = http
+        .get(
+            &format!("{base}/admin/x"),
+            &[
+                ("x-api-key", &key),
+                ("x-original-uri", "/api/x"),
+                ("x-original-method", "GET"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // nginx's subrequest carries no body: a signature over one cannot be checked, so it is
+    // refused, whatever body the client sends on to the application.
+    let created: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
+            .unwrap();
+    std::fs::write(kc.path("hk.b64"), created["secret"].as_str().unwrap()).unwrap();
+    std::fs::write(kc.path("body.txt"), "hello").unwrap();
+    let url = format!("{base}/api/orders");
+    let signed = std::process::Command::new(crate::common::bin())
+        .args(["sign", "--json", "--key-id"])
+        .arg(created["key_id"].as_str().unwrap())
+        .arg("--secret-file")
+        .arg(kc.path("hk.b64"))
+        .args(["--method", "POST", "--body-file"])
+        .arg(kc.path("body.txt"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(signed.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&signed.stdout).unwrap();
+    let headers: Vec<(String, String)> = v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    for body in ["EVIL!", "hello"] {
+        let r = http
+            .send(http::Method::POST, &url, &h, body.as_bytes().to_vec())
+            .await;
+        assert_eq!(r.status, 401, "{body}");
+    }
     kc.stop();
     // The audit log saw the client through nginx.
     let audit = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();

@@ -28,3 +28,4 @@ mod outage;
 mod passwords;
 mod quickstart;
 mod revocation;
+mod seams;

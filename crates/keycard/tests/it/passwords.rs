@@ -43,6 +43,17 @@ fn digest_challenges(r: &Resp) -> Vec<String> {
         .collect()
 }
 
+/// The first bytes `s` answers within 5 s.
+async fn first_line(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("no answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// A Digest client written from RFC 7616 §3.4.1, independent of keycard's own code (only the
 /// hash primitives are shared).
 pub(crate) struct DigestReq<'a> {
@@ -956,6 +967,7 @@ fn user_cli_enforces_the_password_policy() {
 async fn forward_auth_checks_digest_against_the_original_request() {
     let mut kc = Keycard::new(None, "[[routes]]\nprefix = \"/api/\"\n");
     kc.add_user("alice", ALICE_PW, &["--digest"]);
+    kc.trust_proxies("127.0.0.1/32");
     kc.start();
     let http = Http::new();
     let verify = kc.url("/_keycard/verify");
@@ -993,6 +1005,17 @@ async fn forward_auth_checks_digest_against_the_original_request() {
             .await
         }
     };
+    // Without the original method the proxy's own (GET) would be the one judged: refused.
+    let r = http
+        .get(
+            &verify,
+            &[
+                ("x-forwarded-uri", "/api/orders?id=1"),
+                ("authorization", &d.header()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 400);
     let r = ask("/api/orders?id=1", "POST", d.header()).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("digest"));
@@ -1030,46 +1053,85 @@ async fn auth_int_body_reads_are_bounded() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = upstream::start().await;
     let mut kc = Keycard::new(None, &route("/api/", &up, ""));
+    kc.add_user("a", ALICE_PW, &["--digest"]);
     kc.start();
     let addr = kc.addr(0);
-    // 16 clients announce a body for an auth-int credential and never send it: each holds
-    // one of the 16 body-reading slots.
-    let head = "POST /api/x HTTP/1.1\r\nHost: k\r\nContent-Length: 1000000\r\n\
-                Authorization: Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/api/x\", \
-                qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"\r\n\r\n";
-    let mut held = Vec::new();
-    for _ in 0..16 {
+    let r = Http::new().get(&kc.url("/api/x"), &[]).await;
+    let c = digest_challenges(&r).remove(0);
+    let (nonce, opaque) = (param(&c, "nonce").unwrap(), param(&c, "opaque").unwrap());
+    let head = |nonce: &str, opaque: &str| {
+        format!(
+            "POST /api/x HTTP/1.1\r\nHost: k\r\nContent-Length: 1000000\r\n\
+             Authorization: Digest username=\"a\", realm=\"keycard\", nonce=\"{nonce}\", uri=\"/api/x\", \
+             algorithm=SHA-256, qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\", opaque=\"{opaque}\"\r\n\r\n"
+        )
+    };
+    // A nonce keycard never minted: no body is read for it, however many come and stall;
+    // each is refused at once.
+    let mut forged = Vec::new();
+    for _ in 0..24 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(head("n", &opaque).as_bytes()).await.unwrap();
+        forged.push(s);
+    }
+    for s in &mut forged {
+        let text = first_line(s).await;
+        assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    }
+    // A real user behind a fresh nonce: clients announce a body and never send it. One
+    // address holds at most 4 of the 16 body-reading slots; 4 addresses hold them all, and
+    // a 17th read is answered 503.
+    let from = |ip: String| async move {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        s.connect(addr).await.unwrap()
+    };
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let mut s = from(format!("127.0.0.{}", 10 + i / 4)).await;
+        s.write_all(head(&nonce, &opaque).as_bytes()).await.unwrap();
         held.push(s);
+        if i == 3 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut fifth = from("127.0.0.10".into()).await;
+            fifth
+                .write_all(head(&nonce, &opaque).as_bytes())
+                .await
+                .unwrap();
+            let text = first_line(&mut fifth).await;
+            assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = vec![0u8; 512];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut s = from("127.0.0.20".into()).await;
+    s.write_all(head(&nonce, &opaque).as_bytes()).await.unwrap();
+    let text = first_line(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
-    // Once they go, reading works again (the request is then refused for its credential).
-    drop(held);
-    let ok = eventually(Duration::from_secs(3), || async move {
-        let r = Http::new()
-            .send(
-                Method::POST,
-                &format!("http://{addr}/api/x"),
-                &[(
-                    "authorization",
-                    "Digest username=\"a\", realm=\"keycard\", nonce=\"n\", uri=\"/api/x\", \
-                     qop=auth-int, nc=00000001, cnonce=\"c\", response=\"r\"",
-                )],
-                &b"x"[..],
-            )
-            .await;
-        r.status == 401
-    })
-    .await;
-    assert!(ok.is_some());
+    // The stalled reads are cut off below the minimum rate (408), and reading works again
+    // (the request is then refused for its credential).
+    for s in &mut held {
+        let mut buf = vec![0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("a stalled read was never cut off")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    let r = Http::new()
+        .send(
+            Method::POST,
+            &format!("http://{addr}/api/x"),
+            &[(
+                "authorization",
+                head(&nonce, &opaque)
+                    .split("Authorization: ")
+                    .nth(1)
+                    .unwrap()
+                    .trim_end(),
+            )],
+            &b"x"[..],
+        )
+        .await;
+    assert_eq!(r.status, 401);
 }
