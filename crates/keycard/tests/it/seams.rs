@@ -855,12 +855,14 @@ async fn overlong_user_names_are_refused() {
     let mut kc = Keycard::new(None, &route("/api/", &app, "methods = [\"basic\"]"));
     kc.start();
     kc.add_user("alice", "correct horse battery", &[]);
-    let long = "a".repeat(300);
+    // 150 characters (within the 200 a name may have), 300 bytes.
+    let long = "é".repeat(150);
     let out = kc.cli_stdin(
         &["user", "add", &long, "--password-stdin"],
         "pw-long-name\n",
     );
     assert!(!out.status.success(), "a 300-byte user name was accepted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("256 bytes"));
     use base64::Engine;
     let basic = |u: &str, p: &str| {
         format!(
