@@ -772,6 +772,7 @@ impl App {
                 // the client's connection into a 1.0 one).
                 *resp.version_mut() = http::Version::HTTP_11;
                 crate::proxy::remove_hop_by_hop(resp.headers_mut());
+                crate::proxy::remove_own_set_cookies(resp.headers_mut());
                 passed.set_headers(resp.headers_mut());
                 resp
             }

@@ -146,6 +146,7 @@ pub fn upstream_request(
     if req.version() == Version::HTTP_2 {
         join_cookies(req.headers_mut());
     }
+    remove_own_cookies(req.headers_mut());
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
 
@@ -271,6 +272,85 @@ static PROXY_ONLY: [HeaderName; 25] = [
 
 // The names present are kept as bits of a `u64` in [`remove_present`].
 const _: () = assert!(HOP_BY_HOP.len() + REQUEST_DROPS.len() + PROXY_ONLY.len() <= 64);
+
+/// Whether a `Cookie` or `Set-Cookie` pair (`name=value`, after trimming) is one of
+/// keycard's own cookies.
+fn is_own_cookie(pair: &[u8]) -> bool {
+    let name = pair
+        .split(|b| *b == b'=')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    crate::oauth::OWN_COOKIES
+        .iter()
+        .any(|c| c.as_bytes() == name)
+}
+
+/// Removes keycard's own cookies (the login session, its CSRF token) from the `Cookie`
+/// headers an upstream is sent: they are keycard's credentials, not the application's, and
+/// every application behind the same host would otherwise receive them.
+fn remove_own_cookies(h: &mut HeaderMap) {
+    // The common case (no cookie of keycard's) costs a scan, no allocation.
+    if !h
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().split(|b| *b == b';').any(is_own_cookie))
+    {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let pairs: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .filter(|p| !p.trim_ascii().is_empty() && !is_own_cookie(p))
+                .map(<[u8]>::trim_ascii)
+                .collect();
+            (!pairs.is_empty())
+                .then(|| HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok())
+                .flatten()
+        })
+        .collect();
+    h.remove(header::COOKIE);
+    for v in kept {
+        h.append(header::COOKIE, v);
+    }
+}
+
+/// Removes an upstream's `Set-Cookie` for any of keycard's own cookie names: an application
+/// must not replace the login session (a session swap signs the victim in as someone
+/// else) or its CSRF token.
+pub fn remove_own_set_cookies(h: &mut HeaderMap) {
+    if !h.get_all(header::SET_COOKIE).iter().any(|v| {
+        is_own_cookie(
+            v.as_bytes()
+                .split(|b| *b == b';')
+                .next()
+                .unwrap_or_default(),
+        )
+    }) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            !is_own_cookie(
+                v.as_bytes()
+                    .split(|b| *b == b';')
+                    .next()
+                    .unwrap_or_default(),
+            )
+        })
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
+}
 
 /// Joins HTTP/2 `cookie` crumbs into the one header HTTP/1.1 allows (RFC 9113 §8.2.3).
 fn join_cookies(h: &mut HeaderMap) {
@@ -444,6 +524,40 @@ fn remove_present(h: &mut HeaderMap, drops: Drops<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keycards_own_cookies_stay_keycards() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("app=1; kc_session=abc.def;kc_csrf=x"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("kc_session=z"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("other=2; kc_sessionx=3"),
+        );
+        remove_own_cookies(&mut h);
+        let left: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(left, ["app=1", "other=2; kc_sessionx=3"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        remove_own_cookies(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1; b=2");
+
+        let mut h = HeaderMap::new();
+        for c in [
+            "kc_session=evil; Path=/; HttpOnly",
+            "app=1; Path=/",
+            " kc_csrf =x",
+            "kc_sessions=fine",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_static(c));
+        }
+        remove_own_set_cookies(&mut h);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, ["app=1; Path=/", "kc_sessions=fine"]);
+    }
 
     #[test]
     fn answers_are_passed_on_with_one_framing() {

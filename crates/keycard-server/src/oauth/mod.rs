@@ -27,6 +27,7 @@ use hyper::body::Incoming;
 use keycard_core::{Method, Outcome, Reason};
 
 pub use clients::ClientRecord;
+pub(crate) use pages::OWN_COOKIES;
 
 use crate::audit::AuditSink;
 use crate::authn::Authenticator;

@@ -37,6 +37,8 @@ const CODE_TTL_SECS: i64 = 60;
 const SESSION_SECS: i64 = 8 * 3600;
 const SESSION_COOKIE: &str = "kc_session";
 const CSRF_COOKIE: &str = "kc_csrf";
+/// keycard's own cookies: never forwarded to an upstream, never set by one.
+pub(crate) const OWN_COOKIES: [&str; 2] = [SESSION_COOKIE, CSRF_COOKIE];
 const LOGIN_ROUTE: &str = "/_keycard/login";
 const AUTHORIZE_ROUTE: &str = "/oauth2/authorize";
 

@@ -947,3 +947,52 @@ async fn streams_outlast_the_idle_timeout_and_proxies_are_not_capped() {
         held.push(s);
     }
 }
+
+/// keycard's login cookies are its own: no application behind it receives them (HTTP/1.1
+/// or HTTP/2), and none can set them (a session swap).
+#[tokio::test(flavor = "multi_thread")]
+async fn keycards_cookies_never_reach_or_come_from_applications() {
+    // An upstream that sets keycard's session cookie beside its own, and says in its body
+    // which cookies it was sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let cookies: Vec<&str> = head
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("cookie: "))
+                    .collect();
+                let body = cookies.join("|");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nset-cookie: kc_session=attacker; Path=/\r\nset-cookie: app=1; Path=/\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let mut kc = Keycard::new(
+        None,
+        &route("/app/", &format!("http://{up}"), "public = true"),
+    );
+    kc.start();
+    for http in [Http::new(), Http::http2()] {
+        let r = http
+            .get(
+                &kc.url("/app/x"),
+                &[
+                    ("cookie", "kc_session=victim.tag; theme=dark"),
+                    ("cookie", "kc_csrf=t"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(&r.body[..], b"theme=dark");
+        let set: Vec<String> = r.header_all("set-cookie");
+        assert_eq!(set, ["app=1; Path=/"]);
+    }
+}
