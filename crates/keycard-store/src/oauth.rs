@@ -119,6 +119,9 @@ pub enum Redeemed {
     },
     /// No such code.
     Unknown,
+    /// Issued to another client: refused, and left as it was (unspent if unused), so that a
+    /// client cannot spend, or revoke the grant of, a code it did not get.
+    WrongClient,
 }
 
 /// The answer to rotating a refresh token.
@@ -370,17 +373,24 @@ impl Store {
         })
     }
 
-    /// Marks a code used. A code presented a second time revokes its grant. An expired
-    /// code is marked used too and returned: the caller refuses it by `expires_at`.
-    pub async fn redeem_code(&self, code_hash: &[u8], now: i64) -> Result<Redeemed, StoreError> {
+    /// Marks a code of `client_id` used. A code presented a second time by its client
+    /// revokes its grant; one presented by another client changes nothing. An expired code
+    /// is marked used too and returned: the caller refuses it by `expires_at`.
+    pub async fn redeem_code(
+        &self,
+        code_hash: &[u8],
+        client_id: &str,
+        now: i64,
+    ) -> Result<Redeemed, StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             let row = sqlx::query(
-                "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL \
+                "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL AND client_id = $3 \
                  RETURNING grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at",
             )
             .bind(code_hash)
             .bind(now)
+            .bind(client_id)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
@@ -408,10 +418,13 @@ impl Store {
                 return Ok(Redeemed::Unknown);
             };
             let grant_id: String = used.try_get("grant_id")?;
-            let client_id: String = used.try_get("client_id")?;
+            let owner: String = used.try_get("client_id")?;
+            if owner != client_id {
+                return Ok(Redeemed::WrongClient);
+            }
             revoke_grant_in_tx!(tx, &grant_id, now);
             tx.commit().await?;
-            Ok(Redeemed::Reused { client_id })
+            Ok(Redeemed::Reused { client_id: owner })
         })
     }
 

@@ -1091,14 +1091,22 @@ async fn clients_codes_and_refresh_families() {
 
         // A code redeems once; both racing redemptions cannot win.
         s.insert_code(&code(1, "gr_1", 100)).await.unwrap();
-        let (a, b) = tokio::join!(s.redeem_code(&[1; 32], 110), s.redeem_code(&[1; 32], 110));
+        // Another client's presentation neither spends it nor revokes anything.
+        assert_eq!(
+            s.redeem_code(&[1; 32], "other", 105).await.unwrap(),
+            Redeemed::WrongClient
+        );
+        let (a, b) = tokio::join!(
+            s.redeem_code(&[1; 32], "web", 110),
+            s.redeem_code(&[1; 32], "web", 110)
+        );
         let wins = [&a, &b]
             .iter()
             .filter(|r| matches!(r, Ok(Redeemed::Code(_))))
             .count();
         assert_eq!(wins, 1, "{a:?} {b:?}");
         assert_eq!(
-            s.redeem_code(&[7; 32], 110).await.unwrap(),
+            s.redeem_code(&[7; 32], "web", 110).await.unwrap(),
             Redeemed::Unknown
         );
 
@@ -1106,8 +1114,14 @@ async fn clients_codes_and_refresh_families() {
         s.start_grant(&grant("gr_1", 110), &issued(2, "at_1", 700))
             .await
             .unwrap();
+        // A used code presented by another client revokes nothing either.
+        assert_eq!(
+            s.redeem_code(&[1; 32], "other", 115).await.unwrap(),
+            Redeemed::WrongClient
+        );
+        assert!(s.revoked_tokens(115).await.unwrap().is_empty());
         assert!(matches!(
-            s.redeem_code(&[1; 32], 120).await.unwrap(),
+            s.redeem_code(&[1; 32], "web", 120).await.unwrap(),
             Redeemed::Reused { .. }
         ));
         assert_eq!(

@@ -189,15 +189,16 @@ impl OAuth {
             .hasher
             .hash(HashDomain::AuthCode, code.as_bytes())
             .to_vec();
+        let cid = client.client_id.to_string();
         let redeemed = self
             .authn
             .read_store(None, move |store| async move {
-                store.redeem_code(&hash, now).await
+                store.redeem_code(&hash, &cid, now).await
             })
             .await;
         let code = match redeemed {
             Err(_) => return unavailable(),
-            Ok(Redeemed::Unknown) => {
+            Ok(Redeemed::Unknown | Redeemed::WrongClient) => {
                 return self.invalid_grant(Reason::UnknownCredential, client, caller);
             }
             Ok(Redeemed::Reused { .. }) => {
@@ -265,6 +266,37 @@ impl OAuth {
             .hasher
             .hash(HashDomain::RefreshToken, token.as_bytes())
             .to_vec();
+        // What would refuse the refresh is judged before the token is rotated: a refused
+        // refresh leaves the presented token usable (rotating first spent it, and the
+        // client's retry then counted as a reuse that revoked the whole grant).
+        let presented = old.clone();
+        let found = self
+            .authn
+            .read_store(None, move |store| async move {
+                store.find_refresh(&presented).await
+            })
+            .await;
+        match found {
+            Err(_) => return unavailable(),
+            Ok(Some((g, false))) if g.client_id == *client.client_id && g.revoked_at.is_none() => {
+                let Ok(granted) = Scopes::parse(&g.scopes) else {
+                    return self.invalid_grant(Reason::Malformed, client, caller);
+                };
+                if requested
+                    .as_ref()
+                    .is_some_and(|s| !super::subset(s, &granted))
+                {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None);
+                }
+                if self.authn.cache().is_disabled(&g.subject)
+                    || !self.user_is_active(&g.subject).await
+                {
+                    return self.invalid_grant(Reason::Disabled, client, caller);
+                }
+            }
+            // Unknown, used, another client's or revoked: rotation says which.
+            Ok(_) => {}
+        }
         let grant = GrantRow {
             grant_id: String::new(),
             client_id: client.client_id.to_string(),

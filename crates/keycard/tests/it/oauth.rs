@@ -1355,3 +1355,96 @@ async fn a_code_redeemed_at_one_instance_is_refused_at_another() {
     assert_eq!(at_a.json()["error"], "invalid_grant");
     f.s.stop().await;
 }
+
+/// A code presented by a client it was not issued to is refused and not spent: its own
+/// client redeems it afterwards, and nothing was revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_code_presented_by_another_client_is_not_spent() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let other =
+            f.s.client(
+                "web2",
+                &[
+                    "--redirect-uri",
+                    "http://127.0.0.1/cb",
+                    "--scope",
+                    "openid",
+                    "--first-party",
+                ],
+            )
+            .unwrap();
+        let code = f.code().await;
+        let r = redeem(
+            &f.http,
+            &f.s,
+            &basic("web2", &other),
+            &code,
+            REDIRECT,
+            VERIFIER,
+        )
+        .await;
+        assert_eq!(r.json()["error"], "invalid_grant", "{engine}");
+        let r = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{engine}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let access = r.json()["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(gateway(&f.http, &f.s, &access).await, 200, "{engine}");
+        f.s.stop().await;
+    }
+}
+
+/// A refresh refused for its scope, or for its user, leaves the presented refresh token
+/// usable: it was not rotated away.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_refresh_leaves_its_token_usable() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let code = f.code().await;
+        let t = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER)
+            .await
+            .json();
+        let r1 = t["refresh_token"].as_str().unwrap().to_owned();
+        let r = f
+            .token(
+                &f.web,
+                &format!("grant_type=refresh_token&refresh_token={r1}&scope=admin"),
+            )
+            .await;
+        assert_eq!(r.json()["error"], "invalid_scope", "{engine}");
+        let r = f.refresh(&r1).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{engine}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let r2 = r.json()["refresh_token"].as_str().unwrap().to_owned();
+        let access = r.json()["access_token"].as_str().unwrap().to_owned();
+        // The user disabled (seen once the gateway refuses their token): the refresh is
+        // refused, and the token kept; enabled again, it refreshes.
+        f.s.kc.cli_ok(&["user", "disable", "alice"]);
+        assert!(f.refused_within_a_second(&access).await, "{engine}");
+        assert_eq!(
+            f.refresh(&r2).await.json()["error"],
+            "invalid_grant",
+            "{engine}"
+        );
+        f.s.kc.cli_ok(&["user", "enable", "alice"]);
+        let enabled = crate::common::eventually(Duration::from_secs(3), || async {
+            gateway(&f.http, &f.s, &access).await == 200
+        })
+        .await;
+        assert!(enabled.is_some(), "{engine}");
+        let back = (f.refresh(&r2).await.status == 200).then_some(());
+        assert!(
+            back.is_some(),
+            "{engine}: the token did not survive the refusals"
+        );
+        f.s.stop().await;
+    }
+}
