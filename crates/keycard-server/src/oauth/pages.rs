@@ -82,6 +82,21 @@ impl PageKeys {
     }
 }
 
+/// The OpenID Connect scopes: about the user's own identity, granted to any client the
+/// user signs in to (they name no right at the gateway).
+const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// Of the `requested` scopes (already within the client's), those the user holds, and the
+/// OpenID Connect ones: a token carries only what its user holds, whatever the client may
+/// ask for (a user without `admin` signing in through a client allowed `admin` gets none).
+fn held_by(requested: &Scopes, user: &Scopes) -> Scopes {
+    let kept: Vec<&str> = requested
+        .iter()
+        .filter(|s| OIDC_SCOPES.contains(s) || user.contains(s))
+        .collect();
+    Scopes::parse(&kept.join(" ")).unwrap_or_default()
+}
+
 /// What a session cookie says.
 #[derive(Debug, Serialize, Deserialize)]
 struct Session {
@@ -448,7 +463,7 @@ impl OAuth {
             Ok(x) => x,
             Err(r) => return r,
         };
-        let auth = match self.validate(&params).await {
+        let mut auth = match self.validate(&params).await {
             Ok(a) => a,
             Err(e) => return self.auth_error(e, StatusCode::FOUND),
         };
@@ -458,7 +473,7 @@ impl OAuth {
         } else {
             self.session(&parts.headers).await
         };
-        let Some((session, _user)) = session else {
+        let Some((session, user)) = session else {
             if prompt("none") {
                 return self.auth_error(
                     self.redirect_error(&auth, "login_required"),
@@ -470,6 +485,7 @@ impl OAuth {
                 &format!("{LOGIN_ROUTE}?{}", without_prompt(&params, "login")),
             );
         };
+        auth.scopes = held_by(&auth.scopes, &user.scopes);
         let consented = match self.has_consent(&auth, &session.u).await {
             Ok(c) => c && !prompt("consent"),
             Err(()) => {
@@ -769,11 +785,11 @@ impl OAuth {
         } else {
             StatusCode::FOUND
         };
-        let auth = match self.validate(&params).await {
+        let mut auth = match self.validate(&params).await {
             Ok(a) => a,
             Err(e) => return self.auth_error(e, status),
         };
-        let Some((session, _)) = session else {
+        let Some((session, user)) = session else {
             if post {
                 return self.page(
                     StatusCode::FORBIDDEN,
@@ -784,6 +800,7 @@ impl OAuth {
             }
             return redirect(StatusCode::FOUND, &format!("{LOGIN_ROUTE}?{request}"));
         };
+        auth.scopes = held_by(&auth.scopes, &user.scopes);
         let token = self.pages.tag("consent", &session_cookie);
         if !post {
             let scopes: Vec<&str> = auth.scopes.iter().collect();

@@ -902,7 +902,8 @@ async fn refused_login_without_csrf_token_and_the_consent_flow() {
             "orders:read",
         ],
     );
-    s.kc.add_user("alice", PASSWORD, &[]);
+    // (The consent page shows, and a token carries, only scopes alice holds.)
+    s.kc.add_user("alice", PASSWORD, &["--scope", "orders:read"]);
     let http = Http::new();
     let url = s.url(&format!(
         "/oauth2/authorize?response_type=code&client_id=app&redirect_uri={}&scope=orders%3Aread&code_challenge={CHALLENGE}&code_challenge_method=S256",
@@ -1445,6 +1446,78 @@ async fn a_refused_refresh_leaves_its_token_usable() {
             back.is_some(),
             "{engine}: the token did not survive the refusals"
         );
+        f.s.stop().await;
+    }
+}
+
+/// A token carries only what its user holds: alice (`orders:read`) signing in through a
+/// client allowed `admin`, and asking for it, gets `openid orders:read`, no `admin`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_carries_only_what_its_user_holds() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let secret =
+            f.s.client(
+                "wide",
+                &[
+                    "--redirect-uri",
+                    "http://127.0.0.1/cb",
+                    "--scope",
+                    "openid",
+                    "--scope",
+                    "orders:read",
+                    "--scope",
+                    "admin",
+                    "--first-party",
+                ],
+            )
+            .unwrap();
+        let url = authorize_url(&f.s, "wide", REDIRECT, "").replace(
+            "scope=openid%20orders%3Aread",
+            "scope=openid%20orders%3Aread%20admin",
+        );
+        let r = login(&f.http, &f.s, &url, "").await;
+        assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+        let session = cookie(&r, "kc_session").unwrap();
+        let r = f
+            .http
+            .get(
+                &f.s.url(&r.header("location").unwrap()),
+                &[("cookie", &session)],
+            )
+            .await;
+        assert_eq!(r.status, 302, "{engine}");
+        let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+        let r = redeem(
+            &f.http,
+            &f.s,
+            &basic("wide", &secret),
+            &code,
+            REDIRECT,
+            VERIFIER,
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            200,
+            "{engine}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["scope"], "openid orders:read", "{engine}");
+        // And asking again from the signed-in session: the same.
+        let r = f.http.get(&url, &[("cookie", &session)]).await;
+        assert_eq!(r.status, 302, "{engine}");
+        let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+        let r = redeem(
+            &f.http,
+            &f.s,
+            &basic("wide", &secret),
+            &code,
+            REDIRECT,
+            VERIFIER,
+        )
+        .await;
+        assert_eq!(r.json()["scope"], "openid orders:read", "{engine}");
         f.s.stop().await;
     }
 }
