@@ -528,6 +528,7 @@ impl OAuth {
         matches!(self.authn.user(name, Some(Method::Oauth2)).await, Ok(Some(u)) if !u.disabled)
     }
 
+    /// `/oauth2/introspect` (RFC 7662).
     pub(super) async fn introspect(
         &self,
         req: http::Request<Incoming>,
@@ -539,7 +540,7 @@ impl OAuth {
             Err(FormError::Invalid) => return invalid_request("the body must be a form"),
         };
         // RFC 7662 §2.1: the caller must authenticate (a confidential client).
-        if let Err(e) = self
+        let asker = match self
             .authn
             .authenticate_client(
                 &parts.headers,
@@ -550,16 +551,23 @@ impl OAuth {
             )
             .await
         {
-            return self.client_error(e, caller);
-        }
+            Ok(c) => c,
+            Err(e) => return self.client_error(e, caller),
+        };
         let Some(token) = form.get("token") else {
             return invalid_request("token is required");
         };
+        // RFC 7662 §2.2: a client learns about its own tokens only, unless it holds
+        // `keycard:introspect` (a resource server's); others' are just inactive to it.
+        let may_see =
+            |owner: &str| owner == &*asker.client_id || asker.scopes.contains(INTROSPECT_SCOPE);
         let inactive = || json_answer(StatusCode::OK, &json!({ "active": false }));
         if jwt::looks_like_jwt(token) {
             return match self.authn.verify_own_token(token, |_| true).await {
-                Ok(t) => json_answer(StatusCode::OK, &introspection(&t, &self.issuer)),
-                Err(_) => inactive(),
+                Ok(t) if may_see(&t.client_id) => {
+                    json_answer(StatusCode::OK, &introspection(&t, &self.issuer))
+                }
+                _ => inactive(),
             };
         }
         let hash = self
@@ -578,6 +586,7 @@ impl OAuth {
             Err(_) => unavailable(),
             Ok(Some((g, used)))
                 if !used
+                    && may_see(&g.client_id)
                     && g.revoked_at.is_none()
                     && g.expires_at > now_secs()
                     && self.client_is_active(&g.client_id).await
@@ -850,6 +859,9 @@ impl Authenticator {
 }
 
 /// The RFC 7662 answer for an active access token of keycard's.
+/// The scope that lets a client introspect tokens issued to other clients.
+pub(crate) const INTROSPECT_SCOPE: &str = "keycard:introspect";
+
 fn introspection(t: &AccessToken, issuer: &str) -> serde_json::Value {
     let mut body = json!({
         "active": true,

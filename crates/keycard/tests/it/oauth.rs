@@ -1521,3 +1521,67 @@ async fn a_token_carries_only_what_its_user_holds() {
         f.s.stop().await;
     }
 }
+
+/// A client introspects its own tokens only, unless it holds `keycard:introspect`: to any
+/// other, another client's token is inactive.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_introspects_only_its_own_tokens() {
+    for engine in engines() {
+        let f = Fixture::new(engine).await;
+        let rs =
+            f.s.client(
+                "resource-server",
+                &[
+                    "--grant",
+                    "client_credentials",
+                    "--scope",
+                    "keycard:introspect",
+                ],
+            )
+            .unwrap();
+        let at = f
+            .token(&f.worker, "grant_type=client_credentials")
+            .await
+            .json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let code = f.code().await;
+        let rt = redeem(&f.http, &f.s, &f.web, &code, REDIRECT, VERIFIER)
+            .await
+            .json()["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ask = |auth: String, token: String| {
+            let (http, url) = (f.http.clone(), f.s.url("/oauth2/introspect"));
+            async move {
+                post_form(
+                    &http,
+                    &url,
+                    &[("authorization", &auth)],
+                    &format!("token={token}"),
+                )
+                .await
+                .json()["active"]
+                    .clone()
+            }
+        };
+        let rs = basic("resource-server", &rs);
+        for (who, auth, token, active) in [
+            ("worker, its own access token", &f.worker, &at, true),
+            ("web, another's access token", &f.web, &at, false),
+            ("the resource server, any access token", &rs, &at, true),
+            ("web, its own refresh token", &f.web, &rt, true),
+            ("worker, another's refresh token", &f.worker, &rt, false),
+            ("the resource server, any refresh token", &rs, &rt, true),
+        ] {
+            assert_eq!(
+                ask(auth.clone(), token.clone()).await,
+                active,
+                "{engine}: {who}"
+            );
+        }
+        f.s.stop().await;
+    }
+}
