@@ -1167,6 +1167,12 @@ impl Manager {
             let password = SecretString::new(password);
             check_user_name("name", &name)?;
             let scopes = scopes(&list)?;
+            if self.store.find_client(&name).await?.is_some() {
+                return Err(ManageError::Invalid(format!(
+                    "name: `{}` is an OAuth client's id; a user and a client must not share a name (RFC 9700 4.15: tokens would name either as their subject)",
+                    name.escape_debug()
+                )));
+            }
             if self.store.find_user(&name).await?.is_some() {
                 return Err(ManageError::Conflict(format!(
                     "user `{name}` already exists"
@@ -1306,6 +1312,12 @@ impl Manager {
         self.audited("client.create", None, async {
         let invalid = |m: &str| Err(ManageError::Invalid(m.to_owned()));
         check_client_id(&req.client_id)?;
+        if self.store.find_user(&req.client_id).await?.is_some() {
+            return Err(ManageError::Invalid(format!(
+                "client id: `{}` is a user's name; a user and a client must not share a name (RFC 9700 4.15: tokens would name either as their subject)",
+                req.client_id.escape_debug()
+            )));
+        }
         let auth = match (req.public, req.auth.as_deref()) {
             (true, None) => "none",
             (true, Some(_)) => {

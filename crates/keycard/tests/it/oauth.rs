@@ -1585,3 +1585,38 @@ async fn a_client_introspects_only_its_own_tokens() {
         f.s.stop().await;
     }
 }
+
+/// A user and a client cannot share a name (RFC 9700 §4.15): a token's subject would name
+/// either. Refused at creation, either way round, with exit code 2 and the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn users_and_clients_cannot_share_a_name() {
+    let s = Server::start("sqlite").await;
+    s.client(
+        "billing",
+        &["--grant", "client_credentials", "--scope", "orders:read"],
+    )
+    .unwrap();
+    let out = s.kc.cli_stdin(
+        &["user", "add", "billing", "--password-stdin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OAuth client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.kc.add_user("carol", PASSWORD, &[]);
+    let out = s.kc.cli(&[
+        "client",
+        "create",
+        "carol",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "orders:read",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user's name"));
+    s.stop().await;
+}
