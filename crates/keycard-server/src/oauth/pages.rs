@@ -236,6 +236,13 @@ impl OAuth {
             // No implicit or hybrid flows (RFC 9700 §2.1.2).
             Some(_) => return Err(fail("unsupported_response_type")),
         }
+        // The code comes back in the query, the one mode keycard answers in: another one
+        // asked for is refused rather than silently ignored (the client would look for
+        // the code where it is not).
+        match p.get("response_mode") {
+            None | Some("query") => {}
+            Some(_) => return Err(fail("invalid_request")),
+        }
         if p.get("request").is_some() || p.get("request_uri").is_some() {
             return Err(fail("request_not_supported"));
         }

@@ -364,6 +364,29 @@ async fn refused_response_type_token_and_scopes_beyond_the_client() {
         )
         .await;
     assert_eq!(authorize_error(&s, &r), "unsupported_response_type");
+    // A response mode keycard does not answer in: refused, not ignored; `query` is fine.
+    for (mode, error) in [("form_post", true), ("fragment", true), ("query", false)] {
+        let r = http
+            .get(
+                &authorize_base(
+                    &s,
+                    &format!(
+                        "&response_type=code&response_mode={mode}&code_challenge={CHALLENGE}&code_challenge_method=S256"
+                    ),
+                ),
+                &[],
+            )
+            .await;
+        if error {
+            assert_eq!(authorize_error(&s, &r), "invalid_request", "{mode}");
+        } else {
+            assert!(
+                r.header("location")
+                    .unwrap()
+                    .starts_with("/_keycard/login?")
+            );
+        }
+    }
     // A scope the client may not ask for.
     let r = http
         .get(&authorize_base(&s, &format!("&response_type=code&scope=admin&code_challenge={CHALLENGE}&code_challenge_method=S256")), &[])
@@ -1171,6 +1194,16 @@ async fn discovery_metadata() {
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
     assert!(!m["grant_types_supported"].to_string().contains("password"));
     assert!(!m["grant_types_supported"].to_string().contains("implicit"));
+    assert_eq!(m["response_modes_supported"], serde_json::json!(["query"]));
+    assert_eq!(m["request_parameter_supported"], false);
+    assert_eq!(m["request_uri_parameter_supported"], false);
+    // Certificate-bound tokens need a client CA: none here, so none advertised.
+    assert_eq!(m["tls_client_certificate_bound_access_tokens"], false);
+    assert!(
+        !m["token_endpoint_auth_methods_supported"]
+            .to_string()
+            .contains("tls_client_auth")
+    );
     let o = http
         .get(&s.url("/.well-known/openid-configuration"), &[])
         .await
