@@ -390,6 +390,17 @@ impl App {
         answer
     }
 
+    /// Refuses a path that is not canonical (400, audited `path_not_canonical`).
+    fn not_canonical(&self, request_id: &str, route: Option<&str>, ip: IpAddr) -> Response<Body> {
+        self.refuse(
+            request_id,
+            route,
+            ip,
+            keycard_core::Reason::PathNotCanonical,
+            answer::bad_request(),
+        )
+    }
+
     /// The route of a request path, or the refusal to send (audited): a path that is not
     /// canonical ([`check_path`]) is refused, and one with `%2F` is taken only by a route
     /// that allows it, and only when the decoded path chooses that same route (so that no
@@ -401,13 +412,7 @@ impl App {
         ip: IpAddr,
     ) -> Result<&(RoutePolicy, Target), NoRoute> {
         let not_canonical = |route: Option<&str>| {
-            self.refuse(
-                request_id,
-                route,
-                ip,
-                keycard_core::Reason::PathNotCanonical,
-                answer::bad_request(),
-            );
+            self.not_canonical(request_id, route, ip);
             NoRoute::NotCanonical
         };
         let check = check_path(path);
@@ -666,13 +671,7 @@ impl App {
         let path = match req.uri().path_and_query() {
             Some(pq) if pq.as_str().starts_with('/') => pq.path(),
             _ => {
-                return self.refuse(
-                    request_id,
-                    None,
-                    ip,
-                    keycard_core::Reason::PathNotCanonical,
-                    answer::bad_request(),
-                );
+                return self.not_canonical(request_id, None, ip);
             }
         };
         let (policy, target) = match self.route_of(path, request_id, ip) {
@@ -741,13 +740,7 @@ impl App {
         let up = match upstream_request(req, upstream, passed.principal.as_ref(), &ctx) {
             Ok(r) => r,
             Err(_) => {
-                return self.refuse(
-                    request_id,
-                    Some(&policy.prefix),
-                    ip,
-                    keycard_core::Reason::PathNotCanonical,
-                    answer::bad_request(),
-                );
+                return self.not_canonical(request_id, Some(&policy.prefix), ip);
             }
         };
         let sent = std::time::Instant::now();
@@ -834,13 +827,7 @@ impl App {
         let path = match http::uri::PathAndQuery::try_from(target) {
             Ok(pq) if target.starts_with('/') && pq.as_str() == target => pq,
             _ => {
-                return self.refuse(
-                    request_id,
-                    None,
-                    ip,
-                    keycard_core::Reason::PathNotCanonical,
-                    answer::bad_request(),
-                );
+                return self.not_canonical(request_id, None, ip);
             }
         };
         let policy = match self.route_of(path.path(), request_id, ip) {
@@ -901,15 +888,10 @@ impl App {
             None
         };
         let facts = RequestFacts {
-            method: &method,
-            target: &target,
-            scheme,
-            authority,
-            headers: &parts.headers,
-            ip,
             body: body.as_deref(),
             body_unread: signs_body && body.as_ref().is_none_or(|b| b.is_empty()),
             cert: cert.as_deref(),
+            ..unread
         };
         match self.gate.check(policy, &facts, request_id).await {
             Ok(passed) => {

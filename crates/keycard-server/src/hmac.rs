@@ -67,6 +67,22 @@ impl HmacState {
     }
 }
 
+/// The components of a request that RFC 9421 signs, from what keycard knows of it.
+fn request_parts<'a>(req: &RequestFacts<'a>) -> RequestParts<'a> {
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.target, None),
+    };
+    RequestParts {
+        method: req.method,
+        scheme: req.scheme,
+        authority: req.authority,
+        path,
+        query,
+        headers: req.headers,
+    }
+}
+
 /// Whether a signature was seen.
 enum Seen {
     /// Not before: now remembered.
@@ -89,18 +105,7 @@ impl Authenticator {
         let refuse = |e: SigError| Refusal::unauthorized(e.reason(), method);
         let sigs = httpsig::parse(input, signature).map_err(refuse)?;
         self.require_fresh(method)?;
-        let (path, query) = match req.target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (req.target, None),
-        };
-        let parts = RequestParts {
-            method: req.method,
-            scheme: req.scheme,
-            authority: req.authority,
-            path,
-            query,
-            headers: req.headers,
-        };
+        let parts = request_parts(req);
         let body = req.body.filter(|b| !b.is_empty());
         let now = now_ms / 1000;
         // The first signature whose keyid keycard knows is the one that counts.
@@ -211,18 +216,7 @@ impl Authenticator {
         let Ok(sigs) = httpsig::parse(input, signature) else {
             return false;
         };
-        let (path, query) = match req.target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (req.target, None),
-        };
-        let parts = RequestParts {
-            method: req.method,
-            scheme: req.scheme,
-            authority: req.authority,
-            path,
-            query,
-            headers: req.headers,
-        };
+        let parts = request_parts(req);
         let now = now_ms / 1000;
         for sig in &sigs {
             let Some(keyid) = sig.keyid.as_deref() else {

@@ -373,15 +373,10 @@ impl KeycardLayer {
                 (body, None)
             };
         let facts = RequestFacts {
-            method: parts.method.as_str(),
-            target,
-            scheme,
-            authority,
-            headers: &parts.headers,
-            ip,
             body: bytes.as_deref(),
             body_unread: signs_body && bytes.is_none(),
             cert: cert.as_ref(),
+            ..unread
         };
         let passed = shared.gate.check(policy, &facts, &request_id).await?;
         let mut req = Request::from_parts(parts, body);

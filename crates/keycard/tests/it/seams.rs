@@ -556,6 +556,9 @@ async fn only_well_formed_http_is_served() {
         "GET /public/x HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
         "GET /public/x HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
         "GET /public/x HTTP/1.0\r\nHost: a.example\r\nHost: a.example\r\n\r\n",
+        // The absolute form's authority is held to the same grammar: no user info.
+        "GET http://user:pw@evil.example/public/x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+        "GET http://a.example:99999/public/x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
     ];
     for m in malformed {
         let a = raw(addr, m.as_bytes()).await;
