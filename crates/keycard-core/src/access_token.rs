@@ -26,18 +26,25 @@ pub struct AccessToken {
     pub audience: String,
     /// `cnf.x5t#S256`: the certificate the token is bound to (RFC 8705 §3.1).
     pub x5t_s256: Option<String>,
+    /// Issued to a client for itself (`gty: client_credentials`), not to a user.
+    pub client_credentials: bool,
 }
 
 impl AccessToken {
     /// The principal of a request that presented it; its credential id is the `client_id`
     /// (SPEC §5).
     pub fn principal(&self) -> Principal {
-        Principal::new(
+        let p = Principal::new(
             self.subject.as_str().into(),
             Method::Oauth2,
             self.scopes.clone(),
             self.client_id.as_str().into(),
-        )
+        );
+        if self.client_credentials {
+            p.issued_to_client()
+        } else {
+            p
+        }
     }
 }
 
@@ -65,14 +72,7 @@ pub fn verify_access_token(
         return Err(JwtError::WrongType);
     }
     jwt::check_audience(&claims, &accept)?;
-    let text = |k: &str| {
-        claims
-            .get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .ok_or(JwtError::BadClaims)
-    };
+    let text = |k: &str| text_claim(&claims, k);
     let audience = match claims.get("aud") {
         Some(Value::String(a)) => a.clone(),
         Some(Value::Array(a)) => a
@@ -95,7 +95,64 @@ pub fn verify_access_token(
         iat: claims.get("iat").and_then(Value::as_i64).unwrap_or(0),
         audience,
         x5t_s256: jwt::confirmation(&claims)?,
+        client_credentials: jwt::is_client_credentials(&claims),
     })
+}
+
+/// The user (`sub`) and client (`aud`) of an ID token keycard issued, presented back as
+/// `id_token_hint` (OIDC RP-Initiated Logout 1.0 §2). The signature, `typ: JWT`, `iss` and
+/// `azp` are checked; `exp` may have passed up to `grace_secs` ago, as a logout usually
+/// comes after the ID token expired.
+pub fn verify_id_token_hint(
+    token: &str,
+    keys: &KeySet,
+    issuer: &str,
+    grace_secs: i64,
+    now: i64,
+) -> Result<(String, String), JwtError> {
+    let rules = Rules {
+        issuer: issuer.to_owned(),
+        audiences: Vec::new(),
+        leeway_secs: grace_secs,
+        subject_claim: "sub".into(),
+        scopes_claim: None,
+    };
+    let (header, claims, _) = jwt::verify_signed(token, keys, &rules, now)?;
+    if header.get("typ").and_then(Value::as_str) != Some("JWT") {
+        return Err(JwtError::WrongType);
+    }
+    let text = |k: &str| text_claim(&claims, k);
+    let (sub, aud) = (text("sub")?, text("aud")?);
+    if text("azp")? != aud {
+        return Err(JwtError::BadClaims);
+    }
+    Ok((sub, aud))
+}
+
+/// The `at_hash` of an ID token issued with `access_token` (OIDC Core §3.1.3.6): the
+/// left half of the hash of its ASCII text, base64url. The hash is the one of the ID
+/// token's `alg`: SHA-256 for ES256 and RS256; SHA-512 for EdDSA with Ed25519 (the
+/// OpenID Foundation's resolution for EdDSA).
+pub fn at_hash(alg: jwt::Alg, access_token: &str) -> String {
+    use base64::Engine;
+    let algorithm = match alg {
+        jwt::Alg::EdDsa => &aws_lc_rs::digest::SHA512,
+        _ => &aws_lc_rs::digest::SHA256,
+    };
+    let d = aws_lc_rs::digest::digest(algorithm, access_token.as_bytes());
+    let bytes = d.as_ref();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes.get(..bytes.len() / 2).unwrap_or_default())
+}
+
+/// The non-empty string claim `name`.
+fn text_claim(claims: &serde_json::Map<String, Value>, name: &str) -> Result<String, JwtError> {
+    claims
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or(JwtError::BadClaims)
 }
 
 /// The claims of an OIDC ID token (OpenID Connect Core §2).
@@ -120,6 +177,9 @@ pub struct IdTokenClaims {
     pub azp: String,
     /// A unique id.
     pub jti: String,
+    /// The access token's hash, when issued with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
 }
 
 #[cfg(test)]
@@ -144,8 +204,62 @@ mod tests {
             client_id: "app".into(),
             scope: "orders:read profile".into(),
             cnf: None,
+            gty: None,
         };
         (key, keys, claims)
+    }
+
+    /// OpenID Connect Core 1.0, Appendix A.4: the example ID token issued with the access
+    /// token `jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y` under RS256.
+    #[test]
+    fn at_hash_matches_the_oidc_core_example() {
+        assert_eq!(
+            at_hash(Alg::Rs256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+        assert_eq!(at_hash(Alg::EdDsa, "x").len(), 43, "half of SHA-512");
+    }
+
+    #[test]
+    fn id_token_hints_are_keycards_own_id_tokens_even_expired() {
+        let (key, keys, _) = setup();
+        let id = IdTokenClaims {
+            iss: ISS.into(),
+            sub: "alice".into(),
+            aud: "app".into(),
+            exp: 1_000_600,
+            iat: 1_000_000,
+            auth_time: 1_000_000,
+            nonce: None,
+            azp: "app".into(),
+            jti: "id_1".into(),
+            at_hash: None,
+        };
+        let t = key.sign_jwt("JWT", &id).unwrap();
+        let ok = ("alice".to_owned(), "app".to_owned());
+        assert_eq!(
+            verify_id_token_hint(&t, &keys, ISS, 3600, 1_004_000),
+            Ok(ok)
+        );
+        assert_eq!(
+            verify_id_token_hint(&t, &keys, ISS, 3600, 1_004_300),
+            Err(JwtError::Expired)
+        );
+        assert_eq!(
+            verify_id_token_hint(&t, &keys, "http://evil", 3600, 1_000_100),
+            Err(JwtError::WrongIssuer)
+        );
+        // An access token is not an ID token.
+        let (_, _, claims) = setup();
+        let at = mint_access_token(&key, &claims).unwrap();
+        assert_eq!(
+            verify_id_token_hint(&at, &keys, ISS, 3600, 1_000_100),
+            Err(JwtError::WrongType)
+        );
+        // Another key's token is refused.
+        let other = SigningKey::generate(Alg::Es256, "k1".into()).unwrap();
+        let forged = other.sign_jwt("JWT", &id).unwrap();
+        assert!(verify_id_token_hint(&forged, &keys, ISS, 3600, 1_000_100).is_err());
     }
 
     #[test]

@@ -302,6 +302,18 @@ pub struct Verified {
     pub kid: Option<String>,
     /// `cnf.x5t#S256`: the client certificate the token is bound to (RFC 8705 §3.1).
     pub x5t_s256: Option<String>,
+    /// The token says it was issued to a client for itself: its `gty` is
+    /// `client_credentials` (keycard's) or `client-credentials` (Auth0's).
+    pub client_credentials: bool,
+}
+
+/// Whether a token's `gty` claim says it came from a client credentials grant: keycard's
+/// `client_credentials`, or Auth0's `client-credentials`.
+pub(crate) fn is_client_credentials(claims: &Map<String, Value>) -> bool {
+    matches!(
+        claims.get("gty").and_then(Value::as_str),
+        Some("client_credentials" | "client-credentials")
+    )
 }
 
 /// The certificate thumbprint of a token's `cnf` claim (RFC 8705 §3.1). A `cnf` that
@@ -323,13 +335,18 @@ impl Verified {
     /// The principal of a request that presented this token from `issuer`; its credential
     /// id is the token's `jti`, else the issuer (SPEC §5).
     pub fn principal(&self, issuer: &str) -> Principal {
-        Principal::new(
+        let p = Principal::new(
             self.subject.as_str().into(),
             Method::Jwt,
             self.scopes.clone(),
             self.jti.as_deref().unwrap_or(issuer).into(),
         )
-        .with_issuer(issuer.into())
+        .with_issuer(issuer.into());
+        if self.client_credentials {
+            p.issued_to_client()
+        } else {
+            p
+        }
     }
 }
 
@@ -423,6 +440,7 @@ pub fn verify(token: &str, keys: &KeySet, rules: &Rules, now: i64) -> Result<Ver
         jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
         kid,
         x5t_s256: confirmation(&claims)?,
+        client_credentials: is_client_credentials(&claims),
     })
 }
 

@@ -198,6 +198,8 @@ pub enum HashDomain {
     HmacKeyId,
     /// The SHA-256 fingerprint of a client certificate bound with `keycard cert add`.
     CertFingerprint,
+    /// The secret of a login session of the authorization server (its cookie).
+    LoginSession,
 }
 
 impl HashDomain {
@@ -211,6 +213,7 @@ impl HashDomain {
             HashDomain::VerifiedToken => b"verified_token\0",
             HashDomain::HmacKeyId => b"hmac_key_id\0",
             HashDomain::CertFingerprint => b"cert_fingerprint\0",
+            HashDomain::LoginSession => b"login_session\0",
         }
     }
 }

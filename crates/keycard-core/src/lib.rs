@@ -54,7 +54,7 @@ pub use keys::{
     random_base62,
 };
 pub use method::{Method, MethodSet, UnknownMethod};
-pub use principal::{IdentityValues, Principal, header_value};
+pub use principal::{IdentityValues, Principal, SubjectKind, header_value};
 pub use refusal::{Reason, Refusal};
 pub use scope::{InvalidScope, Scopes};
 pub use secret::{SecretBytes, SecretString, constant_time_eq};

@@ -73,6 +73,36 @@ fn header_value_with_spaces(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| header_value(value))
 }
 
+/// What a principal's credential was issued to (`X-Keycard-Subject-Kind`): a person who
+/// signed in, or software (RFC 9700 §4.15: a client's token must not pass for a user's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// A person: HTTP Basic and Digest passwords, tokens of an authorization code grant,
+    /// and an external issuer's tokens unless they say they are a client's.
+    User,
+    /// Software: API keys, HMAC keys, client certificates and client-credentials tokens
+    /// (an API key is software's even when its subject is also a user's name).
+    Client,
+}
+
+impl SubjectKind {
+    /// `user` or `client`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::User => "user",
+            SubjectKind::Client => "client",
+        }
+    }
+
+    /// The kind a credential of `method` is, unless its token says otherwise.
+    pub const fn of(method: Method) -> Self {
+        match method {
+            Method::Basic | Method::Digest | Method::Oauth2 | Method::Jwt => SubjectKind::User,
+            Method::ApiKey | Method::Hmac | Method::Mtls => SubjectKind::Client,
+        }
+    }
+}
+
 /// Who a request proved to be. Only this crate's verifiers construct one, so code that
 /// forwards a request must hold the result of a successful verification: a skipped check
 /// does not compile.
@@ -92,6 +122,8 @@ struct Parts {
     issuer: Option<Arc<str>>,
     /// The identity headers' values, when the credential had them encoded already.
     identity: Option<Arc<IdentityValues>>,
+    /// What the credential was issued to.
+    kind: SubjectKind,
 }
 
 impl Principal {
@@ -118,7 +150,19 @@ impl Principal {
             credential_id,
             issuer: None,
             identity: None,
+            kind: SubjectKind::of(method),
         }))
+    }
+
+    /// Proved by a token issued to a client for itself (client credentials).
+    pub(crate) fn issued_to_client(mut self) -> Self {
+        Arc::make_mut(&mut self.0).kind = SubjectKind::Client;
+        self
+    }
+
+    /// What the credential was issued to (`X-Keycard-Subject-Kind`).
+    pub fn kind(&self) -> SubjectKind {
+        self.0.kind
     }
 
     /// Proved by a token of the external issuer `issuer`: its subjects are that issuer's

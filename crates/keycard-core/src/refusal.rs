@@ -93,11 +93,14 @@ pub enum Reason {
     /// A request HTTP itself forbids: no `Host`, two of them, or an invalid one (RFC 9112
     /// §3.2).
     MalformedRequest,
+    /// The account has used up its failed passwords and one-time codes for the window
+    /// (`limits.account_failed_auth`), whatever address they came from.
+    AccountThrottled,
 }
 
 impl Reason {
     /// Every reason, in declaration order ([`Reason::index`] is the position here).
-    pub const ALL: [Reason; 40] = [
+    pub const ALL: [Reason; 41] = [
         Reason::NoCredential,
         Reason::Malformed,
         Reason::UnknownCredential,
@@ -138,6 +141,7 @@ impl Reason {
         Reason::NotJson,
         Reason::PathNotCanonical,
         Reason::MalformedRequest,
+        Reason::AccountThrottled,
     ];
 
     /// The position in [`Reason::ALL`]: a dense index for counters.
@@ -193,6 +197,7 @@ impl Reason {
             Reason::NotJson => "not_json",
             Reason::PathNotCanonical => "path_not_canonical",
             Reason::MalformedRequest => "malformed_request",
+            Reason::AccountThrottled => "account_throttled",
         }
     }
 }
@@ -234,6 +239,9 @@ pub enum Refusal {
         limit: u32,
         /// Seconds until the window passes.
         retry_after_secs: u64,
+        /// Whether it is the account's failures (from any address) that bite, rather than
+        /// this client's.
+        account: bool,
     },
     /// 429: the route's rate limit for this caller is spent.
     RateLimited {
@@ -265,6 +273,7 @@ impl Refusal {
             Refusal::Unauthorized { reason, .. } => *reason,
             Refusal::Forbidden { .. } => Reason::MissingScope,
             Refusal::Unavailable { .. } => Reason::StoreUnavailable,
+            Refusal::Throttled { account: true, .. } => Reason::AccountThrottled,
             Refusal::Throttled { .. } => Reason::TooManyFailures,
             Refusal::RateLimited { .. } => Reason::RateLimited,
         }

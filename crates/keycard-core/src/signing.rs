@@ -236,6 +236,10 @@ pub struct AccessTokenClaims {
     /// RFC 8705 §3.1 confirmation: the client certificate the token is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// `gty: client_credentials` on a token a client was issued for itself (no user): the
+    /// gateway tells upstreams it is a client's (`X-Keycard-Subject-Kind: client`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gty: Option<&'static str>,
 }
 
 /// The `cnf` claim of a certificate-bound token (RFC 8705 §3.1).
@@ -305,6 +309,7 @@ mod tests {
                 client_id: "cli".into(),
                 scope: "orders:read".into(),
                 cnf: None,
+                gty: None,
             };
             let t = mint_access_token(&key, &claims).unwrap();
             let header: Value = serde_json::from_slice(

@@ -14,9 +14,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::body::Body;
 use crate::manage::{
-    AuditFilter, AuditPage, CertView, ClientCreated, ClientView, HmacCreated, HmacView, KeyCreated,
-    KeyView, ManageError, Manager, NewCertRequest, NewClientRequest, NewHmacRequest, NewKeyRequest,
-    NewUserRequest, SigningKeyRotated, SigningKeyView, SubjectView, TotpEnrolled, UserView,
+    AuditFilter, AuditPage, CertView, ClientCreated, ClientView, GrantView, HmacCreated, HmacView,
+    KeyCreated, KeyView, ManageError, Manager, NewCertRequest, NewClientRequest, NewHmacRequest,
+    NewKeyRequest, NewUserRequest, SignedOut, SigningKeyRotated, SigningKeyView, SubjectView,
+    TotpEnrolled, UserView,
 };
 
 /// The scope an admin credential must hold.
@@ -285,6 +286,38 @@ async fn enroll_totp(m: &Manager, name: &str) -> Answer {
     created(&m.enroll_totp(name).await?)
 }
 
+/// Ends every login session of a user and revokes its grants.
+#[utoipa::path(post, path = "/users/{name}/logout", tag = "users",
+    params(("name" = String, Path, description = "The user")),
+    responses((status = 200, body = SignedOut), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn logout_user(m: &Manager, name: &str) -> Answer {
+    ok(&m.logout_user(name).await?)
+}
+
+/// The grants of a user still in force (never their tokens).
+#[utoipa::path(get, path = "/users/{name}/grants", tag = "users",
+    params(("name" = String, Path, description = "The user")),
+    responses((status = 200, body = Vec<GrantView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn list_grants(m: &Manager, name: &str) -> Answer {
+    ok(&m.list_grants(name).await?)
+}
+
+/// Revokes every grant of a user: the grants revoked.
+#[utoipa::path(delete, path = "/users/{name}/grants", tag = "users",
+    params(("name" = String, Path, description = "The user")),
+    responses((status = 200, body = Vec<GrantView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn revoke_grants(m: &Manager, name: &str) -> Answer {
+    ok(&m.revoke_grants(name, None).await?)
+}
+
+/// Revokes one grant of a user.
+#[utoipa::path(delete, path = "/users/{name}/grants/{id}", tag = "users",
+    params(("name" = String, Path, description = "The user"), ("id" = String, Path, description = "The grant")),
+    responses((status = 200, body = Vec<GrantView>), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn revoke_grant(m: &Manager, name: &str, id: &str) -> Answer {
+    ok(&m.revoke_grants(name, Some(id)).await?)
+}
+
 /// API keys (never their text).
 #[utoipa::path(get, path = "/keys", tag = "keys",
     params(("subject" = Option<String>, Query, description = "Only this subject's")),
@@ -497,6 +530,7 @@ impl Modify for Security {
     paths(
         list_subjects, disable_subject, enable_subject,
         list_users, add_user, get_user, set_password, enroll_totp,
+        logout_user, list_grants, revoke_grants, revoke_grant,
         list_keys, create_key, revoke_key, rotate_key,
         list_hmac, create_hmac, revoke_hmac,
         list_clients, create_client, revoke_client,
@@ -612,6 +646,12 @@ impl Admin {
                 set_password(m, &segment(name)?, &read().await?).await
             }
             (&M::POST, ["users", name, "totp"]) => enroll_totp(m, &segment(name)?).await,
+            (&M::POST, ["users", name, "logout"]) => logout_user(m, &segment(name)?).await,
+            (&M::GET, ["users", name, "grants"]) => list_grants(m, &segment(name)?).await,
+            (&M::DELETE, ["users", name, "grants"]) => revoke_grants(m, &segment(name)?).await,
+            (&M::DELETE, ["users", name, "grants", id]) => {
+                revoke_grant(m, &segment(name)?, &segment(id)?).await
+            }
             (&M::GET, ["keys"]) => list_keys(m, &q).await,
             (&M::POST, ["keys"]) => create_key(m, &read().await?).await,
             (&M::DELETE, ["keys", id]) => revoke_key(m, &segment(id)?).await,
@@ -770,12 +810,14 @@ fn allowed(path: &[&str]) -> Option<&'static str> {
             }
         }
         ["users" | "keys" | "hmac-keys"] => "GET, POST",
-        ["subjects", _, "disable" | "enable"] | ["keys", _, "rotate"] | ["users", _, "totp"] => {
-            "POST"
-        }
+        ["subjects", _, "disable" | "enable"]
+        | ["keys", _, "rotate"]
+        | ["users", _, "totp" | "logout"] => "POST",
         ["signing-keys", "rotate"] => "POST",
         ["users", _] => "GET",
         ["users", _, "password"] => "PUT",
+        ["users", _, "grants"] => "GET, DELETE",
+        ["users", _, "grants", _] => "DELETE",
         ["keys" | "hmac-keys" | "clients" | "certs", _] => "DELETE",
         _ => return None,
     })
@@ -794,6 +836,8 @@ mod tests {
             "/subjects",
             "/users",
             "/users/{name}/password",
+            "/users/{name}/logout",
+            "/users/{name}/grants",
             "/keys",
             "/keys/{id}/rotate",
             "/hmac-keys",

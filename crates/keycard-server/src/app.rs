@@ -169,6 +169,10 @@ pub struct App {
     own_origin: String,
     /// `server.allow_underscore_headers`.
     underscore_headers: bool,
+    /// `oauth.issuer_host`: the one host the authorization server answers on.
+    issuer_host: Option<String>,
+    /// `oauth.cors_origins`.
+    cors: crate::oauth::Cors,
     /// `[forward_auth]`: the header names of the original request's target and method.
     forward_auth: crate::config::ForwardAuthSettings,
     /// What a connection may hold.
@@ -257,6 +261,8 @@ impl App {
             metrics_policy: machine_policy("/_keycard/metrics", METRICS_SCOPE),
             own_origin: origin_of(&settings.public_url),
             underscore_headers: settings.allow_underscore_headers,
+            issuer_host: settings.oauth.issuer_host.clone(),
+            cors: crate::oauth::Cors::new(&settings.oauth.cors_origins),
             forward_auth: settings.forward_auth.clone(),
             connections: settings.connections,
             admin: crate::admin::Admin::new(
@@ -283,7 +289,15 @@ impl App {
         conn: ConnInfo,
         client: &UpstreamPool,
     ) -> Response<Body> {
-        let endpoint = endpoint_of(req.uri().path());
+        let mut endpoint = endpoint_of(req.uri().path());
+        // With `oauth.issuer_host`, the login pages and `/oauth2/*` are served on that host
+        // alone: on another, those paths are an application's, routed like any other.
+        if endpoint == Endpoint::OAuth
+            && let Some(issuer) = &self.issuer_host
+            && !request_host(&req).is_some_and(|h| h.eq_ignore_ascii_case(issuer))
+        {
+            endpoint = Endpoint::Gateway;
+        }
         let request_id = self.request_id(req.headers(), conn.peer.ip());
         let request_id = request_id.as_str();
         // The access log is off unless asked for (`KEYCARD_LOG=info,keycard::access=info`):
@@ -296,9 +310,11 @@ impl App {
                 crate::redact::headers(req.headers()),
             )
         });
-        let resp = if well_formed(&req) {
-            self.dispatch(endpoint, req, conn, client, request_id).await
-        } else {
+        let cors = match endpoint {
+            Endpoint::OAuth | Endpoint::Jwks => self.cors.allowed(req.uri().path(), req.headers()),
+            _ => None,
+        };
+        let resp = if !well_formed(&req) {
             let ip = client_ip(&self.trusted_proxies, conn.peer.ip(), req.headers());
             self.refuse(
                 request_id,
@@ -307,6 +323,17 @@ impl App {
                 keycard_core::Reason::MalformedRequest,
                 answer::bad_request(),
             )
+        } else if let Some(pre) = cors.as_ref().and_then(|_| {
+            self.cors
+                .preflight(req.method(), req.uri().path(), req.headers())
+        }) {
+            pre
+        } else {
+            let mut r = self.dispatch(endpoint, req, conn, client, request_id).await;
+            if let Some(origin) = cors {
+                crate::oauth::Cors::expose(origin, &mut r);
+            }
+            r
         };
         self.authn.metrics.request(endpoint, resp.status());
         if let Some((began, method, path, headers)) = access {
@@ -1059,6 +1086,18 @@ fn well_formed<B>(req: &Request<B>) -> bool {
                         .authority()
                         .is_none_or(|a| a.as_str().as_bytes() == h.as_bytes()))
         }
+    }
+}
+
+/// The host a request is for: the authority of an absolute-form target (RFC 9112 §3.2.2),
+/// else `Host` (HTTP/2's `:authority` is the URI's authority).
+fn request_host(req: &Request<Incoming>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
 }
 

@@ -211,7 +211,10 @@ impl Authenticator {
                 dummy_ha1,
             }),
             digest: Arc::new(settings.digest.clone()),
-            throttle: Arc::new(Throttle::new(settings.failed_auth)),
+            throttle: Arc::new(
+                Throttle::new(settings.failed_auth)
+                    .with_account_limit(settings.account_failed_auth),
+            ),
             nonce_counts: Arc::new(NonceCounts::default()),
             hash_permits: Arc::new(Semaphore::new(cores.max(2))),
             hmac: Arc::new(crate::hmac::HmacState::new(&settings.hmac)),
@@ -251,6 +254,11 @@ impl Authenticator {
             && counts_as_failure(*reason)
         {
             self.count_failure(req.ip, claimed.as_deref(), now_ms);
+            if let (Reason::BadPassword | Reason::BadTotp, Some(user)) =
+                (reason, claimed.as_deref())
+            {
+                self.count_account_failure(user, now_ms);
+            }
         }
         attempt.result = verified
             .and_then(|p| self.not_disabled(p))
@@ -352,6 +360,33 @@ impl Authenticator {
             subject: None,
             limit: self.throttle.limit(),
             retry_after_secs,
+            account: false,
+        }
+    }
+
+    /// Refuses a password attempt for `subject` when its account has used up its failures
+    /// and the client at `ip` has failed too. An address that never failed may still try:
+    /// a service account's right password keeps working while others guess at it, and each
+    /// guessing address gets one failure before it is refused (the README's
+    /// failed-attempt throttle section tells operators the trade-off).
+    pub(crate) fn check_account_throttle(
+        &self,
+        subject: &str,
+        ip: IpAddr,
+        now_ms: i64,
+        method: Option<Method>,
+    ) -> Result<(), Refusal> {
+        match self.throttle.check_account(subject, now_ms) {
+            Verdict::Throttled { retry_after_secs } if self.throttle.has_failed(ip, now_ms) => {
+                Err(Refusal::Throttled {
+                    method,
+                    subject: Some(subject.to_owned()),
+                    limit: self.throttle.limit(),
+                    retry_after_secs,
+                    account: true,
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -621,6 +656,23 @@ impl Authenticator {
 
     /// Counts a failed attempt in the throttle: here at once, and in Redis (when
     /// configured) in the background, which tells every instance once the key is spent.
+    /// Counts a failed password or one-time code of the known user `subject` against its
+    /// account (here, and in Redis when configured).
+    pub(crate) fn count_account_failure(&self, subject: &str, now_ms: i64) {
+        let Some((name, window, limit)) = self.throttle.record_account_failure(subject, now_ms)
+        else {
+            return;
+        };
+        if let Some(redis) = &self.redis {
+            let redis = redis.clone();
+            self.store_runtime.spawn(async move {
+                if let Err(e) = redis.count_failure(&name, window, limit).await {
+                    tracing::warn!(error = %e, "cannot count a failed attempt in Redis; counted here only");
+                }
+            });
+        }
+    }
+
     pub(crate) fn count_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) {
         let names = self.throttle.record_failure(ip, subject, now_ms);
         if let Some(redis) = &self.redis {

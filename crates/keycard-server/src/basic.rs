@@ -25,6 +25,7 @@ impl Authenticator {
             basic::decode(token).ok_or_else(|| Refusal::unauthorized(Reason::Malformed, method))?;
         *claimed = Some(creds.user.clone());
         self.check_subject_throttle(&creds.user, req.ip, now_ms, method)?;
+        self.check_account_throttle(&creds.user, req.ip, now_ms, method)?;
         self.require_fresh(method)?;
 
         let pair = self.pair_handle(&creds.user, &creds.password);

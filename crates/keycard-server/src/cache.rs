@@ -790,6 +790,7 @@ mod tests {
             iat: 0,
             audience: "http://kc".into(),
             x5t_s256: None,
+            client_credentials: false,
         });
         c.insert_verified_token([1; 32], t, 50);
         assert!(c.verified_token(&[1; 32], 99).is_some());

@@ -71,6 +71,16 @@ struct RawConfig {
     mtls: RawMtls,
     #[serde(default)]
     forward_auth: RawForwardAuth,
+    #[serde(default)]
+    oauth: RawOAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth {
+    issuer_host: Option<String>,
+    cors_origins: Option<Vec<String>>,
+    refresh_idle_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +145,7 @@ struct RawServer {
 struct RawLimits {
     redis_url: Option<String>,
     failed_auth: Option<String>,
+    account_failed_auth: Option<String>,
     rate_limit_fail_open: Option<bool>,
     redis_prefix: Option<String>,
 }
@@ -344,6 +355,9 @@ pub struct Settings {
     /// `limits.failed_auth`: failed attempts allowed per client IP (and per subject and IP);
     /// `None` when set to `"off"` (`keycard doctor` flags it).
     pub failed_auth: Option<Rate>,
+    /// `limits.account_failed_auth`: failed passwords and one-time codes allowed per
+    /// account, from any address, before the account must wait. `None` when `"off"`.
+    pub account_failed_auth: Option<Rate>,
     /// `[digest]`.
     pub digest: DigestSettings,
     /// `[hmac]`.
@@ -371,6 +385,31 @@ pub struct Settings {
     pub connections: ConnectionLimits,
     /// `[forward_auth]`.
     pub forward_auth: ForwardAuthSettings,
+    /// `[oauth]`: the authorization server's own settings.
+    pub oauth: OAuthSettings,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// `issuer_host`: the one `Host` (lowercase, with a port when not the default) the
+    /// login pages and `/oauth2/*` are served on; `None`: every host.
+    pub issuer_host: Option<String>,
+    /// `cors_origins`: the exact origins (`scheme://host[:port]`) whose browser scripts may
+    /// call the token, userinfo, revocation and JWKS endpoints. Empty: no CORS.
+    pub cors_origins: Vec<String>,
+    /// `refresh_idle_ttl` (default 14d): a refresh token unused this long has expired.
+    pub refresh_idle_ttl: Duration,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self {
+            issuer_host: None,
+            cors_origins: Vec::new(),
+            refresh_idle_ttl: Duration::from_secs(14 * 86_400),
+        }
+    }
 }
 
 /// `[hmac]`: RFC 9421 request signatures.
@@ -668,6 +707,33 @@ impl Validator<'_> {
                     .map_err(|e| self.err("limits.failed_auth", format!("{e}, or \"off\"")))?,
             ),
         };
+        let account_failed_auth =
+            match raw
+                .limits
+                .account_failed_auth
+                .as_deref()
+                .unwrap_or("10/15m")
+            {
+                "off" => None,
+                rate => Some(parse_rate(rate).map_err(|e| {
+                    self.err("limits.account_failed_auth", format!("{e}, or \"off\""))
+                })?),
+            };
+        let oauth = self.oauth(raw.oauth)?;
+        if let Some(host) = &oauth.issuer_host {
+            let issuer = public_url
+                .parse::<Uri>()
+                .ok()
+                .and_then(|u| u.authority().map(|a| a.as_str().to_ascii_lowercase()));
+            if issuer.as_deref() != Some(host.as_str()) {
+                return Err(self.err(
+                    "oauth.issuer_host",
+                    format!(
+                        "`{host}` is not the host of server.public_url (`{public_url}`): the issuer's URL is where its pages are, so set public_url to https://{host}"
+                    ),
+                ));
+            }
+        }
         let digest = self.digest(raw.digest)?;
         let tokens = self.tokens(raw.tokens)?;
         let hmac = self.hmac(raw.hmac)?;
@@ -750,6 +816,7 @@ impl Validator<'_> {
             audit,
             routes,
             failed_auth,
+            account_failed_auth,
             digest,
             hmac,
             jwt_issuers,
@@ -762,6 +829,63 @@ impl Validator<'_> {
             allow_underscore_headers: raw.server.allow_underscore_headers.unwrap_or(false),
             connections,
             forward_auth,
+            oauth,
+        })
+    }
+
+    fn oauth(&self, raw: RawOAuth) -> Result<OAuthSettings, ConfigError> {
+        let d = OAuthSettings::default();
+        let refresh_idle_ttl = self.duration(
+            "oauth.refresh_idle_ttl",
+            raw.refresh_idle_ttl.as_deref(),
+            d.refresh_idle_ttl,
+        )?;
+        if refresh_idle_ttl.is_zero() {
+            return Err(self.err("oauth.refresh_idle_ttl", "must be more than 0s"));
+        }
+        let issuer_host = match raw.issuer_host {
+            None => None,
+            Some(h) => {
+                let valid = !h.is_empty()
+                    && h.parse::<http::uri::Authority>()
+                        .is_ok_and(|a| a.as_str() == h && !h.contains('@'));
+                if !valid {
+                    return Err(self.err(
+                        "oauth.issuer_host",
+                        format!(
+                            "`{h}` is not a host such as auth.example.com or auth.example.com:8443"
+                        ),
+                    ));
+                }
+                Some(h.to_ascii_lowercase())
+            }
+        };
+        let mut cors_origins = Vec::new();
+        for (i, o) in raw.cors_origins.unwrap_or_default().into_iter().enumerate() {
+            let key = format!("oauth.cors_origins[{i}]");
+            let parsed = url::Url::parse(&o).map_err(|_| {
+                self.err(
+                    &key,
+                    format!("`{o}` is not an origin such as https://app.example.com"),
+                )
+            })?;
+            let origin = parsed.origin().ascii_serialization();
+            if o.contains('*')
+                || !matches!(parsed.scheme(), "http" | "https")
+                || origin != o.trim_end_matches('/')
+                || parsed.path() != "/"
+            {
+                return Err(self.err(
+                    &key,
+                    format!("`{o}` is not an exact origin: write scheme://host[:port], such as https://app.example.com (no path, no wildcard)"),
+                ));
+            }
+            cors_origins.push(origin);
+        }
+        Ok(OAuthSettings {
+            issuer_host,
+            cors_origins,
+            refresh_idle_ttl,
         })
     }
 
@@ -1398,6 +1522,32 @@ mod tests {
         assert_eq!(s.failed_auth.map(|r| r.per), Some(Duration::from_secs(1)));
         let off = load("[limits]\nfailed_auth = \"off\"").unwrap();
         assert_eq!(off.failed_auth, None);
+        assert_eq!(
+            s.account_failed_auth,
+            Some(Rate {
+                count: 10,
+                per: Duration::from_secs(900)
+            })
+        );
+        let off = load("[limits]\naccount_failed_auth = \"off\"").unwrap();
+        assert_eq!(off.account_failed_auth, None);
+    }
+
+    #[test]
+    fn the_authorization_servers_settings() {
+        let s = load("").unwrap();
+        assert_eq!(s.oauth, OAuthSettings::default());
+        assert_eq!(s.oauth.refresh_idle_ttl, Duration::from_secs(14 * 86_400));
+        let s = load(
+            "[server]\npublic_url = \"https://Auth.Example:8443\"\n[oauth]\nissuer_host = \"Auth.Example:8443\"\ncors_origins = [\"https://app.example\", \"http://127.0.0.1:3000/\"]\nrefresh_idle_ttl = \"1d\"",
+        )
+        .unwrap();
+        assert_eq!(s.oauth.issuer_host.as_deref(), Some("auth.example:8443"));
+        assert_eq!(
+            s.oauth.cors_origins,
+            ["https://app.example", "http://127.0.0.1:3000"]
+        );
+        assert_eq!(s.oauth.refresh_idle_ttl, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -1469,6 +1619,36 @@ mod tests {
                 "server.trusted_proxies[0]",
             ),
             ("[limits]\nfailed_auth = \"often\"", "limits.failed_auth"),
+            (
+                "[limits]\naccount_failed_auth = \"0/15m\"",
+                "limits.account_failed_auth",
+            ),
+            (
+                "[oauth]\nrefresh_idle_ttl = \"0s\"",
+                "oauth.refresh_idle_ttl",
+            ),
+            ("[oauth]\nissuer_host = \"a b\"", "oauth.issuer_host"),
+            ("[oauth]\nissuer_host = \"u@h\"", "oauth.issuer_host"),
+            (
+                "[server]\npublic_url = \"https://app.example\"\n[oauth]\nissuer_host = \"auth.example\"",
+                "oauth.issuer_host",
+            ),
+            (
+                "[oauth]\ncors_origins = [\"https://*.example\"]",
+                "oauth.cors_origins[0]",
+            ),
+            (
+                "[oauth]\ncors_origins = [\"https://a.example/path\"]",
+                "oauth.cors_origins[0]",
+            ),
+            (
+                "[oauth]\ncors_origins = [\"null\"]",
+                "oauth.cors_origins[0]",
+            ),
+            (
+                "[oauth]\ncors_origins = [\"ftp://a.example\"]",
+                "oauth.cors_origins[0]",
+            ),
             (
                 "[[mtls.rules]]\nsan_uri_prefix = \"spiffe://example.org\"\nsubject = \"x\"",
                 "mtls.rules[0].san_uri_prefix",

@@ -86,7 +86,10 @@ impl Authenticator {
         };
         if let Some(n) = &name {
             *claimed = Some(n.clone());
-            if let Err(e) = self.check_subject_throttle(n, req.ip, now_ms, method) {
+            if let Err(e) = self
+                .check_subject_throttle(n, req.ip, now_ms, method)
+                .and_then(|()| self.check_account_throttle(n, req.ip, now_ms, method))
+            {
                 return (Err(e), None);
             }
         }

@@ -11,6 +11,8 @@ pub const METHOD: HeaderName = HeaderName::from_static("x-keycard-method");
 pub const SCOPES: HeaderName = HeaderName::from_static("x-keycard-scopes");
 /// `X-Keycard-Credential`.
 pub const CREDENTIAL: HeaderName = HeaderName::from_static("x-keycard-credential");
+/// `X-Keycard-Subject-Kind`: `user` or `client`.
+pub const SUBJECT_KIND: HeaderName = HeaderName::from_static("x-keycard-subject-kind");
 
 /// Whether a client-sent header of this (lowercase) name must never reach an upstream as
 /// keycard's word: `X-Keycard-*`, and any spelling with `_` for `-` of it, of a
@@ -63,6 +65,7 @@ pub fn strip_identity(headers: &mut HeaderMap) {
 /// has them (a cached API key), else encoded now.
 pub fn set_identity(headers: &mut HeaderMap, p: &Principal) {
     headers.insert(METHOD, HeaderValue::from_static(p.method().as_str()));
+    headers.insert(SUBJECT_KIND, HeaderValue::from_static(p.kind().as_str()));
     let IdentityValues {
         subject,
         scopes,
@@ -90,6 +93,10 @@ pub fn write_identity(out: &mut Vec<u8>, p: &Principal) {
     };
     for (name, value) in [
         (METHOD.as_str().as_bytes(), p.method().as_str().as_bytes()),
+        (
+            SUBJECT_KIND.as_str().as_bytes(),
+            p.kind().as_str().as_bytes(),
+        ),
         (SUBJECT.as_str().as_bytes(), values.subject.as_bytes()),
         (SCOPES.as_str().as_bytes(), values.scopes.as_bytes()),
         (CREDENTIAL.as_str().as_bytes(), values.credential.as_bytes()),

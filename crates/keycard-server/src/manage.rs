@@ -451,6 +451,45 @@ pub struct UserView {
     pub disabled_at: Option<String>,
 }
 
+/// A grant of the authorization server: what one sign-in gave one client, through every
+/// refresh (never the tokens themselves).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GrantView {
+    /// Its id.
+    pub id: String,
+    /// The client it was granted to.
+    pub client_id: String,
+    /// The user.
+    pub subject: String,
+    /// The scopes.
+    pub scopes: Vec<String>,
+    /// RFC 3339: when it was granted.
+    pub created_at: String,
+    /// RFC 3339: when the user signed in for it.
+    pub auth_time: String,
+    /// RFC 3339: when its refresh tokens end, used or not.
+    pub expires_at: String,
+}
+
+/// What ending a user's sessions and grants ended.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SignedOut {
+    /// The user.
+    pub name: String,
+    /// Login sessions ended.
+    pub sessions: u64,
+    /// Grants revoked (their refresh and access tokens stop working).
+    pub grants: u64,
+}
+
+impl Targeted for SignedOut {
+    fn target(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Targeted for Vec<GrantView> {}
+
 /// A TOTP enrolment: the seed, shown once, for an authenticator app.
 #[derive(Clone, Serialize, ToSchema)]
 pub struct TotpEnrolled {
@@ -1247,6 +1286,70 @@ impl Manager {
                 secret: keycard_core::totp::base32_encode(seed.expose_secret()),
                 uri: keycard_core::totp::otpauth_uri("keycard", name, seed.expose_secret()),
             })
+        })
+        .await
+    }
+
+    /// Ends every login session of a user and revokes every grant it holds: the user signs
+    /// in again everywhere, and applications' refresh tokens stop working.
+    pub async fn logout_user(&self, name: &str) -> Result<SignedOut, ManageError> {
+        self.audited("user.logout", Some(name), async {
+            let ended = self.store.end_user_sessions(name, now_secs()).await?;
+            Ok(SignedOut {
+                name: name.to_owned(),
+                sessions: ended.sessions,
+                grants: ended.grants,
+            })
+        })
+        .await
+    }
+
+    /// The grants of a user still in force.
+    pub async fn list_grants(&self, name: &str) -> Result<Vec<GrantView>, ManageError> {
+        self.store.get_user(name).await?;
+        Ok(self
+            .store
+            .list_grants(name, now_secs())
+            .await?
+            .into_iter()
+            .map(|g| GrantView {
+                id: g.grant_id,
+                client_id: g.client_id,
+                subject: g.subject,
+                scopes: g.scopes.split_whitespace().map(str::to_owned).collect(),
+                created_at: rfc3339(g.created_at),
+                auth_time: rfc3339(g.auth_time),
+                expires_at: rfc3339(g.expires_at),
+            })
+            .collect())
+    }
+
+    /// Revokes one grant of a user (`id`), or every one (`None`).
+    pub async fn revoke_grants(
+        &self,
+        name: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<GrantView>, ManageError> {
+        self.audited("user.grants.revoke", Some(name), async {
+            let grants = self.list_grants(name).await?;
+            let now = now_secs();
+            let mut revoked = Vec::new();
+            for g in grants {
+                if id.is_some_and(|id| id != g.id) {
+                    continue;
+                }
+                if self.store.revoke_grant(name, &g.id, now).await? {
+                    revoked.push(g);
+                }
+            }
+            if let Some(id) = id
+                && revoked.is_empty()
+            {
+                return Err(ManageError::NotFound(format!(
+                    "user `{name}` holds no grant `{id}`"
+                )));
+            }
+            Ok(revoked)
         })
         .await
     }

@@ -3,6 +3,11 @@
 //! at the first failure. Once a key has used up its window, every attempt under it — right
 //! password or not — is answered 429 until the window passes.
 //!
+//! Failed passwords and one-time codes of a known user are also counted per account
+//! (`limits.account_failed_auth`), whatever the address: guesses spread over many
+//! addresses still run out. What an exhausted account refuses is the caller's choice
+//! ([`Throttle::check_account`]).
+//!
 //! In-process and shared by all workers (sharded mutexes, never held across an await).
 //! IPv6 clients are counted per /64: one host usually holds a whole /64.
 
@@ -46,6 +51,7 @@ impl From<IpAddr> for Client {
 enum Key {
     Ip(Client),
     SubjectIp(u64, Client),
+    Account(u64),
 }
 
 /// A key as it is named across instances (Redis keys and block messages).
@@ -53,6 +59,7 @@ enum Key {
 enum Named<'a> {
     Ip(Client),
     SubjectIp(&'a str, Client),
+    Account(&'a str),
 }
 
 impl Named<'_> {
@@ -64,6 +71,7 @@ impl Named<'_> {
         match self {
             Named::Ip(c) => format!("ip|{}", client(c)),
             Named::SubjectIp(s, c) => format!("sub|{}|{s}", client(c)),
+            Named::Account(s) => format!("acct|{s}"),
         }
     }
 
@@ -76,6 +84,9 @@ impl Named<'_> {
                 _ => None,
             }
         };
+        if let Some(account) = name.strip_prefix("acct|") {
+            return Some(Named::Account(account));
+        }
         let mut parts = name.splitn(3, '|');
         match (parts.next()?, parts.next()?, parts.next()) {
             ("ip", c, None) => Some(Named::Ip(client(c)?)),
@@ -116,6 +127,8 @@ pub struct Throttle {
     subjects: RandomState,
     /// [`MAX_KEYS`] (smaller in tests).
     max_keys: usize,
+    /// `limits.account_failed_auth`; `None`: accounts are not counted.
+    account: Option<Rate>,
 }
 
 impl Throttle {
@@ -132,14 +145,35 @@ impl Throttle {
             hasher: RandomState::new(),
             subjects: RandomState::new(),
             max_keys: MAX_KEYS,
+            account: None,
         }
+    }
+
+    /// Also counts failures per account, `rate.count` per `rate.per`.
+    #[must_use]
+    pub fn with_account_limit(mut self, rate: Option<Rate>) -> Self {
+        self.account = rate;
+        self
     }
 
     fn key(&self, named: &Named<'_>) -> Key {
         match *named {
             Named::Ip(c) => Key::Ip(c),
             Named::SubjectIp(s, c) => Key::SubjectIp(self.subjects.hash_one(s), c),
+            Named::Account(s) => Key::Account(self.subjects.hash_one(("account", s))),
         }
+    }
+
+    /// The rate that applies to `key`.
+    fn rate_of(&self, key: &Key) -> Rate {
+        match key {
+            Key::Account(_) => self.account.unwrap_or(self.rate),
+            _ => self.rate,
+        }
+    }
+
+    fn window_of(&self, key: &Key) -> i64 {
+        i64::try_from(self.rate_of(key).per.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Failures allowed per window.
@@ -173,7 +207,46 @@ impl Throttle {
         self.check(&self.key(&Named::SubjectIp(subject, ip.into())), now_ms)
     }
 
+    /// Whether `subject` has failures left as an account (from any address) now.
+    pub fn check_account(&self, subject: &str, now_ms: i64) -> Verdict {
+        if self.account.is_none() || self.keys.load(Ordering::Relaxed) == 0 {
+            return Verdict::Allow;
+        }
+        self.check(&self.key(&Named::Account(subject)), now_ms)
+    }
+
+    /// Whether the client at `ip` has failed at all in its current window (any key of its
+    /// own, not an account's).
+    pub fn has_failed(&self, ip: IpAddr, now_ms: i64) -> bool {
+        if self.keys.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let key = Key::Ip(ip.into());
+        let Some(shard) = self.shard(&key) else {
+            return true;
+        };
+        let Ok(map) = shard.lock() else {
+            return true;
+        };
+        map.get(&key)
+            .is_some_and(|w| w.start_ms.saturating_add(self.window_of(&key)) > now_ms)
+    }
+
+    /// Counts a failed password or one-time code of the known user `subject`; the key's
+    /// name (for the shared count in Redis), with the window and the limit.
+    pub fn record_account_failure(&self, subject: &str, now_ms: i64) -> Option<(String, i64, u32)> {
+        let rate = self.account?;
+        let named = Named::Account(subject);
+        self.bump(self.key(&named), now_ms);
+        Some((
+            named.name(),
+            i64::try_from(rate.per.as_millis()).unwrap_or(i64::MAX),
+            rate.count,
+        ))
+    }
+
     fn check(&self, key: &Key, now_ms: i64) -> Verdict {
+        let rate = self.rate_of(key);
         let Some(shard) = self.shard(key) else {
             return Verdict::Allow;
         };
@@ -186,10 +259,10 @@ impl Throttle {
             // The table is full and this key is not in it: its failures could not be
             // counted, so it is not let through either.
             None if self.keys.load(Ordering::Relaxed) >= self.max_keys => Verdict::Throttled {
-                retry_after_secs: self.rate.per.as_secs().max(1),
+                retry_after_secs: rate.per.as_secs().max(1),
             },
-            Some(w) if w.failures >= self.rate.count => {
-                let ends = w.start_ms.saturating_add(self.window_ms());
+            Some(w) if w.failures >= rate.count => {
+                let ends = w.start_ms.saturating_add(self.window_of(key));
                 if ends > now_ms {
                     let ms = u64::try_from(ends - now_ms).unwrap_or(1000);
                     Verdict::Throttled {
@@ -225,12 +298,16 @@ impl Throttle {
     /// Another instance found the key `name` out of attempts until `until_ms`: refuse it
     /// here too. Unknown names are ignored.
     pub fn block(&self, name: &str, until_ms: i64) {
-        if !self.enabled {
-            return;
-        }
         let Some(key) = Named::from_name(name).map(|n| self.key(&n)) else {
             return;
         };
+        let enabled = match key {
+            Key::Account(_) => self.account.is_some(),
+            _ => self.enabled,
+        };
+        if !enabled {
+            return;
+        }
         let Some(shard) = self.shard(&key) else {
             return;
         };
@@ -238,8 +315,8 @@ impl Throttle {
             return;
         };
         let window = Window {
-            start_ms: until_ms.saturating_sub(self.window_ms()),
-            failures: self.rate.count,
+            start_ms: until_ms.saturating_sub(self.window_of(&key)),
+            failures: self.rate_of(&key).count,
         };
         if map.insert(key, window).is_none() {
             self.keys.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +338,7 @@ impl Throttle {
         let Ok(mut map) = shard.lock() else {
             return;
         };
-        let window = self.window_ms();
+        let window = self.window_of(&key);
         match map.get_mut(&key) {
             Some(w) if w.start_ms.saturating_add(window) > now_ms => {
                 w.failures = w.failures.saturating_add(1);
@@ -292,11 +369,10 @@ impl Throttle {
 
     /// Drops windows that have passed (run on a timer, and when full).
     pub fn prune(&self, now_ms: i64) {
-        let window = self.window_ms();
         for shard in &self.shards {
             if let Ok(mut map) = shard.lock() {
                 let before = map.len();
-                map.retain(|_, w| w.start_ms.saturating_add(window) > now_ms);
+                map.retain(|k, w| w.start_ms.saturating_add(self.window_of(k)) > now_ms);
                 self.keys.fetch_sub(before - map.len(), Ordering::Relaxed);
             }
         }
@@ -340,6 +416,50 @@ mod tests {
             Verdict::Allow
         ));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn accounts_run_out_whatever_the_address_and_name_their_keys_apart() {
+        let t = t().with_account_limit(Some(Rate {
+            count: 3,
+            per: Duration::from_secs(900),
+        }));
+        for i in 0..3u8 {
+            assert_eq!(t.check_account("alice", 10), Verdict::Allow);
+            let (name, window, limit) = t.record_account_failure("alice", 10).unwrap();
+            assert_eq!((name.as_str(), window, limit), ("acct|alice", 900_000, 3));
+            t.record_failure(ip(&format!("203.0.113.{i}")), Some("alice"), 10);
+        }
+        assert_eq!(
+            t.check_account("alice", 20),
+            Verdict::Throttled {
+                retry_after_secs: 900
+            }
+        );
+        assert_eq!(t.check_account("bob", 20), Verdict::Allow);
+        // The per-address counts are untouched by it: none of the three used up its own.
+        assert_eq!(t.check_ip(ip("203.0.113.0"), 20), Verdict::Allow);
+        assert!(t.has_failed(ip("203.0.113.0"), 20));
+        assert!(!t.has_failed(ip("198.51.100.1"), 20));
+        assert_eq!(
+            t.check_account("alice", 900_010),
+            Verdict::Allow,
+            "the window passed"
+        );
+        // Blocks from other instances name the account; a user named like a key is not one.
+        t.block("acct|bob", 5_000);
+        assert!(matches!(
+            t.check_account("bob", 20),
+            Verdict::Throttled { .. }
+        ));
+        assert!(matches!(
+            Named::from_name("acct|a|b"),
+            Some(Named::Account("a|b"))
+        ));
+        // Off: nothing counted.
+        let off = Throttle::new(None);
+        assert!(off.record_account_failure("alice", 1).is_none());
+        assert_eq!(off.check_account("alice", 1), Verdict::Allow);
     }
 
     fn ip(s: &str) -> IpAddr {

@@ -22,6 +22,7 @@ mod hmac_keys;
 mod migrate;
 mod oauth;
 mod open;
+mod sessions;
 mod signing_keys;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -36,6 +37,7 @@ pub use changes::{Change, ChangeKind};
 pub use error::StoreError;
 pub use hmac_keys::{HmacKeyRow, NewHmacKey};
 pub use oauth::{ClientRow, CodeRow, GrantRow, Issued, Redeemed, Rotated};
+pub use sessions::{Ended, SessionRow};
 pub use signing_keys::SigningKeyRow;
 pub use users::{NewUser, SubjectRow, UserRow};
 

@@ -21,6 +21,7 @@ const SQLITE: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/sqlite/0009_compact_audit_segments.sql"),
     ),
+    (10, include_str!("../migrations/sqlite/0010_sessions.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -41,6 +42,7 @@ const POSTGRES: &[(i64, &str)] = &[
         9,
         include_str!("../migrations/postgres/0009_compact_audit_segments.sql"),
     ),
+    (10, include_str!("../migrations/postgres/0010_sessions.sql")),
 ];
 
 impl Store {

@@ -82,6 +82,8 @@ pub struct CodeRow {
     pub auth_time: i64,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The login session it was issued in (its public id).
+    pub session_id: Option<String>,
 }
 
 /// A grant (the tokens of one authorization).
@@ -105,6 +107,8 @@ pub struct GrantRow {
     pub expires_at: i64,
     /// Unix seconds, when revoked.
     pub revoked_at: Option<i64>,
+    /// The login session it was granted in (its public id): ending that session revokes it.
+    pub session_id: Option<String>,
 }
 
 /// The answer to redeeming a code.
@@ -122,6 +126,8 @@ pub enum Redeemed {
     /// Issued to another client: refused, and left as it was (unspent if unused), so that a
     /// client cannot spend, or revoke the grant of, a code it did not get.
     WrongClient,
+    /// Issued in a login session that has ended since: spent, and refused.
+    SessionEnded,
 }
 
 /// The answer to rotating a refresh token.
@@ -184,11 +190,12 @@ macro_rules! select_grant {
     ($tail:literal) => {
         concat!(
             "SELECT grant_id, client_id, subject, scopes, audience, auth_time, created_at, expires_at, ",
-            "revoked_at FROM oauth_grants ",
+            "revoked_at, session_id FROM oauth_grants ",
             $tail
         )
     };
 }
+pub(crate) use select_grant;
 
 macro_rules! row_to_grant {
     ($row:expr) => {{
@@ -203,9 +210,11 @@ macro_rules! row_to_grant {
             created_at: row.try_get("created_at")?,
             expires_at: row.try_get("expires_at")?,
             revoked_at: row.try_get("revoked_at")?,
+            session_id: row.try_get("session_id")?,
         }
     }};
 }
+pub(crate) use row_to_grant;
 
 /// Revokes grant `$grant` inside transaction `$tx`: marks it, and lists every unexpired
 /// access token issued under it as revoked (with a feed change each).
@@ -240,6 +249,7 @@ macro_rules! revoke_grant_in_tx {
         record_changes!($tx, $now, changes);
     }};
 }
+pub(crate) use revoke_grant_in_tx;
 
 /// Records, inside transaction `$tx`, the tokens issued now under grant `$grant`.
 macro_rules! insert_issued {
@@ -353,8 +363,8 @@ impl Store {
     pub async fn insert_code(&self, c: &CodeRow) -> Result<(), StoreError> {
         with_pool!(self, p => {
             sqlx::query(
-                "INSERT INTO oauth_codes (code_hash, grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "INSERT INTO oauth_codes (code_hash, grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at, session_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(&c.code_hash)
             .bind(&c.grant_id)
@@ -367,6 +377,7 @@ impl Store {
             .bind(&c.nonce)
             .bind(c.auth_time)
             .bind(c.expires_at)
+            .bind(&c.session_id)
             .execute(p)
             .await?;
             Ok(())
@@ -386,7 +397,7 @@ impl Store {
             let mut tx = p.begin_write().await?;
             let row = sqlx::query(
                 "UPDATE oauth_codes SET used_at = $2 WHERE code_hash = $1 AND used_at IS NULL AND client_id = $3 \
-                 RETURNING grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at",
+                 RETURNING grant_id, client_id, subject, redirect_uri, scopes, audience, code_challenge, nonce, auth_time, expires_at, session_id",
             )
             .bind(code_hash)
             .bind(now)
@@ -406,8 +417,24 @@ impl Store {
                     nonce: row.try_get("nonce")?,
                     auth_time: row.try_get("auth_time")?,
                     expires_at: row.try_get("expires_at")?,
+                    session_id: row.try_get("session_id")?,
+                };
+                // A code outlives the session it was issued in by at most its lifetime:
+                // one whose session has ended (logout, a new password) grants nothing.
+                let ended = match &code.session_id {
+                    Some(id) => sqlx::query_scalar::<_, Option<i64>>(
+                        "SELECT ended_at FROM oauth_sessions WHERE session_id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some_and(|e| e.is_some()),
+                    None => false,
                 };
                 tx.commit().await?;
+                if ended {
+                    return Ok(Redeemed::SessionEnded);
+                }
                 return Ok(Redeemed::Code(Box::new(code)));
             }
             let used = sqlx::query("SELECT grant_id, client_id FROM oauth_codes WHERE code_hash = $1")
@@ -433,8 +460,8 @@ impl Store {
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             sqlx::query(
-                "INSERT INTO oauth_grants (grant_id, client_id, subject, scopes, audience, auth_time, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                "INSERT INTO oauth_grants (grant_id, client_id, subject, scopes, audience, auth_time, created_at, expires_at, session_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&g.grant_id)
             .bind(&g.client_id)
@@ -444,26 +471,52 @@ impl Store {
             .bind(g.auth_time)
             .bind(g.created_at)
             .bind(g.expires_at)
+            .bind(&g.session_id)
             .execute(&mut *tx)
             .await?;
             insert_issued!(tx, &g.grant_id, issued, g.created_at);
+            // Its session ended while the code was redeemed: the grant ends with it (the
+            // logout's revocation ran before this grant existed).
+            if let Some(id) = &g.session_id {
+                let ended: Option<Option<i64>> =
+                    sqlx::query_scalar("SELECT ended_at FROM oauth_sessions WHERE session_id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if ended.is_some_and(|e| e.is_some()) {
+                    revoke_grant_in_tx!(tx, &g.grant_id, g.created_at);
+                }
+            }
             tx.commit().await?;
             Ok(())
         })
     }
 
     /// Rotates a refresh token of `client_id`: marks `old_hash` used and records the new
-    /// tokens, if the old one is unused and its grant valid at `now`. A used one revokes the
-    /// grant. A token of another client changes nothing and is `Invalid`.
+    /// tokens, if the old one is unused, was issued after `idle_since` (RFC 9700 §4.14.2:
+    /// a refresh token unused for the idle time has expired) and its grant is valid at
+    /// `now`. A used one revokes the grant. A token of another client changes nothing and
+    /// is `Invalid`.
     pub async fn rotate_refresh(
         &self,
         old_hash: &[u8],
         client_id: &str,
         issued: &Issued,
         now: i64,
+        idle_since: i64,
     ) -> Result<Rotated, StoreError> {
         with_pool!(self, p => {
             let mut tx = p.begin_write().await?;
+            let idle: Option<i64> = sqlx::query_scalar(
+                "SELECT created_at FROM oauth_refresh_tokens WHERE token_hash = $1 AND used_at IS NULL AND created_at <= $2",
+            )
+            .bind(old_hash)
+            .bind(idle_since)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if idle.is_some() {
+                return Ok(Rotated::Invalid);
+            }
             let grant_id: Option<String> = sqlx::query_scalar(
                 "UPDATE oauth_refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING grant_id",
             )
@@ -510,24 +563,30 @@ impl Store {
         })
     }
 
-    /// The grant a refresh token belongs to, and whether that token was used already.
-    pub async fn find_refresh(&self, hash: &[u8]) -> Result<Option<(GrantRow, bool)>, StoreError> {
+    /// The grant a refresh token belongs to, and whether that token is spent: used
+    /// already, or unused since it was issued at or before `idle_since` (idle too long).
+    pub async fn find_refresh(
+        &self,
+        hash: &[u8],
+        idle_since: i64,
+    ) -> Result<Option<(GrantRow, bool)>, StoreError> {
         with_pool!(self, p => {
-            let used: Option<(String, Option<i64>)> = sqlx::query_as(
-                "SELECT grant_id, used_at FROM oauth_refresh_tokens WHERE token_hash = $1",
+            let used: Option<(String, Option<i64>, i64)> = sqlx::query_as(
+                "SELECT grant_id, used_at, created_at FROM oauth_refresh_tokens WHERE token_hash = $1",
             )
             .bind(hash)
             .fetch_optional(p)
             .await?;
-            let Some((grant_id, used_at)) = used else {
+            let Some((grant_id, used_at, created_at)) = used else {
                 return Ok(None);
             };
+            let spent = used_at.is_some() || created_at <= idle_since;
             let row = sqlx::query(select_grant!("WHERE grant_id = $1"))
                 .bind(&grant_id)
                 .fetch_optional(p)
                 .await?;
             match row {
-                Some(row) => Ok(Some((row_to_grant!(row), used_at.is_some()))),
+                Some(row) => Ok(Some((row_to_grant!(row), spent))),
                 None => Ok(None),
             }
         })
@@ -642,6 +701,8 @@ impl Store {
                 return Err(StoreError::NotFound { kind: "user", id: name.to_owned() });
             }
             record_changes!(tx, now, [(ChangeKind::Subject, name.to_owned())]);
+            // A new second factor ends what the old one let in.
+            crate::sessions::end_user_in_tx!(tx, name, now);
             tx.commit().await?;
             Ok(())
         })
@@ -677,6 +738,7 @@ impl Store {
             sqlx::query("DELETE FROM oauth_refresh_tokens WHERE grant_id IN (SELECT grant_id FROM oauth_grants WHERE expires_at < $1)")
                 .bind(now).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM oauth_grants WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM oauth_sessions WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(())
         })

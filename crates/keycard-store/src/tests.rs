@@ -1022,6 +1022,7 @@ fn code(hash: u8, grant: &str, now: i64) -> crate::CodeRow {
         nonce: Some("n".into()),
         auth_time: now,
         expires_at: now + 60,
+        session_id: None,
     }
 }
 
@@ -1036,6 +1037,7 @@ fn grant(id: &str, now: i64) -> crate::GrantRow {
         created_at: now,
         expires_at: now + 1000,
         revoked_at: None,
+        session_id: None,
     }
 }
 
@@ -1128,10 +1130,10 @@ async fn clients_codes_and_refresh_families() {
             s.revoked_tokens(120).await.unwrap(),
             vec![("at_1".to_owned(), 700)]
         );
-        let (g, used) = s.find_refresh(&[2; 32]).await.unwrap().unwrap();
+        let (g, used) = s.find_refresh(&[2; 32], 0).await.unwrap().unwrap();
         assert!(g.revoked_at.is_some() && !used);
         assert_eq!(
-            s.rotate_refresh(&[2; 32], "web", &issued(3, "at_2", 800), 130)
+            s.rotate_refresh(&[2; 32], "web", &issued(3, "at_2", 800), 130, 0)
                 .await
                 .unwrap(),
             Rotated::Invalid
@@ -1150,26 +1152,26 @@ async fn clients_codes_and_refresh_families() {
             .await
             .unwrap();
         assert!(matches!(
-            s.rotate_refresh(&[4; 32], "web", &issued(5, "at_4", 900), 210)
+            s.rotate_refresh(&[4; 32], "web", &issued(5, "at_4", 900), 210, 0)
                 .await
                 .unwrap(),
             Rotated::Grant(_)
         ));
         // Another client's rotation changes nothing.
         assert_eq!(
-            s.rotate_refresh(&[5; 32], "other", &issued(6, "at_5", 900), 211)
+            s.rotate_refresh(&[5; 32], "other", &issued(6, "at_5", 900), 211, 0)
                 .await
                 .unwrap(),
             Rotated::Invalid
         );
         assert!(matches!(
-            s.rotate_refresh(&[4; 32], "web", &issued(7, "at_6", 900), 220)
+            s.rotate_refresh(&[4; 32], "web", &issued(7, "at_6", 900), 220, 0)
                 .await
                 .unwrap(),
             Rotated::Reused { .. }
         ));
         assert_eq!(
-            s.rotate_refresh(&[5; 32], "web", &issued(8, "at_7", 900), 221)
+            s.rotate_refresh(&[5; 32], "web", &issued(8, "at_7", 900), 221, 0)
                 .await
                 .unwrap(),
             Rotated::Invalid,
@@ -1189,7 +1191,7 @@ async fn clients_codes_and_refresh_families() {
             .await
             .unwrap();
         assert_eq!(
-            s.rotate_refresh(&[10; 32], "web", &issued(11, "at_9", 2000), 1300)
+            s.rotate_refresh(&[10; 32], "web", &issued(11, "at_9", 2000), 1300, 0)
                 .await
                 .unwrap(),
             Rotated::Invalid
@@ -1225,20 +1227,182 @@ async fn clients_codes_and_refresh_families() {
     .await;
 }
 
+/// A user `alice` with a placeholder hash.
+fn alice() -> NewUser {
+    NewUser {
+        name: "alice".into(),
+        password_id: "pwd_1".into(),
+        password_hash: "$argon2id$x".into(),
+        digest_sealed: None,
+        scopes: String::new(),
+        created_at: 1,
+    }
+}
+
+#[tokio::test]
+async fn sessions_end_with_logout_and_with_every_change_of_credentials() {
+    use crate::{Ended, Rotated, SessionRow};
+    each_engine(|t| async move {
+        let s = &t.store;
+        s.create_user(&alice()).await.unwrap();
+        let session = |n: u8, id: &str| SessionRow {
+            session_hash: vec![n; 32],
+            session_id: id.into(),
+            subject: "alice".into(),
+            auth_time: 100,
+            expires_at: 1000,
+        };
+        s.start_session(&session(1, "ss_1")).await.unwrap();
+        s.start_session(&session(2, "ss_2")).await.unwrap();
+        assert_eq!(
+            s.find_session(&[1; 32], 500).await.unwrap(),
+            Some(session(1, "ss_1"))
+        );
+        assert_eq!(
+            s.find_session(&[1; 32], 1000).await.unwrap(),
+            None,
+            "expired"
+        );
+        assert_eq!(s.find_session(&[9; 32], 500).await.unwrap(), None);
+
+        // Logout ends one session and the grants made in it, not the other session's.
+        let in_session = |id: &str, sess: &str| crate::GrantRow {
+            session_id: Some(sess.into()),
+            ..grant(id, 100)
+        };
+        s.start_grant(&in_session("gr_1", "ss_1"), &issued(11, "at_1", 900))
+            .await
+            .unwrap();
+        s.start_grant(&in_session("gr_2", "ss_2"), &issued(12, "at_2", 900))
+            .await
+            .unwrap();
+        assert_eq!(
+            s.end_session(&[1; 32], 200).await.unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            s.end_session(&[1; 32], 201).await.unwrap(),
+            None,
+            "ended once"
+        );
+        assert_eq!(s.find_session(&[1; 32], 202).await.unwrap(), None);
+        assert!(s.find_session(&[2; 32], 202).await.unwrap().is_some());
+        assert_eq!(
+            s.rotate_refresh(&[11; 32], "web", &issued(13, "at_3", 900), 203, 0)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+        let grants: Vec<String> = s
+            .list_grants("alice", 203)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| g.grant_id)
+            .collect();
+        assert_eq!(grants, vec!["gr_2".to_owned()]);
+        assert!(
+            s.revoked_tokens(203)
+                .await
+                .unwrap()
+                .contains(&("at_1".to_owned(), 900))
+        );
+
+        // A code issued in the ended session grants nothing; one of the live session does.
+        let in_ended = crate::CodeRow {
+            session_id: Some("ss_1".into()),
+            ..code(40, "gr_40", 200)
+        };
+        s.insert_code(&in_ended).await.unwrap();
+        assert_eq!(
+            s.redeem_code(&[40; 32], "web", 205).await.unwrap(),
+            crate::Redeemed::SessionEnded
+        );
+        let in_live = crate::CodeRow {
+            session_id: Some("ss_2".into()),
+            ..code(41, "gr_41", 200)
+        };
+        s.insert_code(&in_live).await.unwrap();
+        assert!(matches!(
+            s.redeem_code(&[41; 32], "web", 205).await.unwrap(),
+            crate::Redeemed::Code(_)
+        ));
+
+        // A refresh token unused since before the idle limit is refused, and left unspent.
+        assert_eq!(
+            s.rotate_refresh(&[12; 32], "web", &issued(14, "at_4", 900), 204, 150)
+                .await
+                .unwrap(),
+            Rotated::Invalid
+        );
+        assert!(!s.find_refresh(&[12; 32], 0).await.unwrap().unwrap().1);
+        assert!(
+            s.find_refresh(&[12; 32], 150).await.unwrap().unwrap().1,
+            "idle: spent"
+        );
+
+        // A new password ends every session and grant; so do a new second factor and
+        // disabling; `user logout` does it on its own.
+        s.set_password("alice", "pwd_2", "$argon2id$y", None, 300)
+            .await
+            .unwrap();
+        assert_eq!(s.find_session(&[2; 32], 301).await.unwrap(), None);
+        assert!(s.list_grants("alice", 301).await.unwrap().is_empty());
+        for (n, change) in [(3u8, "totp"), (4, "disable"), (5, "logout")] {
+            let id = format!("ss_{n}");
+            s.start_session(&session(n, &id)).await.unwrap();
+            s.start_grant(
+                &in_session(&format!("gr_{n}"), &id),
+                &issued(20 + n, &format!("at_{n}0"), 900),
+            )
+            .await
+            .unwrap();
+            match change {
+                "totp" => s.set_totp("alice", b"sealed", 400).await.unwrap(),
+                "disable" => s.set_subject_disabled("alice", true, 400).await.unwrap(),
+                _ => {
+                    s.set_subject_disabled("alice", false, 400).await.unwrap();
+                    assert_eq!(
+                        s.end_user_sessions("alice", 400).await.unwrap(),
+                        Ended {
+                            sessions: 1,
+                            grants: 1
+                        }
+                    );
+                }
+            }
+            assert_eq!(
+                s.find_session(&[n; 32], 401).await.unwrap(),
+                None,
+                "{change}"
+            );
+            assert!(
+                s.list_grants("alice", 401).await.unwrap().is_empty(),
+                "{change}"
+            );
+        }
+        assert!(matches!(
+            s.end_user_sessions("ghost", 400).await,
+            Err(StoreError::NotFound { .. })
+        ));
+
+        // One grant revoked by id, only for its own subject.
+        s.start_grant(&grant("gr_9", 500), &issued(30, "at_90", 900))
+            .await
+            .unwrap();
+        assert!(!s.revoke_grant("bob", "gr_9", 501).await.unwrap());
+        assert!(s.revoke_grant("alice", "gr_9", 501).await.unwrap());
+        assert!(!s.revoke_grant("alice", "gr_9", 502).await.unwrap());
+        t
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn totp_steps_are_used_once_and_only_forward() {
     each_engine(|t| async move {
         let s = &t.store;
-        s.create_user(&NewUser {
-            name: "alice".into(),
-            password_id: "pwd_1".into(),
-            password_hash: "$argon2id$x".into(),
-            digest_sealed: None,
-            scopes: String::new(),
-            created_at: 1,
-        })
-        .await
-        .unwrap();
+        s.create_user(&alice()).await.unwrap();
         assert!(!s.use_totp_step("alice", 5).await.unwrap(), "not enrolled");
         s.set_totp("alice", &[1, 2, 3], 2).await.unwrap();
         assert_eq!(

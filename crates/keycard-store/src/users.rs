@@ -212,6 +212,8 @@ impl Store {
                 return Err(StoreError::NotFound { kind: "user", id: name.to_owned() });
             }
             record_changes!(tx, now, [(ChangeKind::Subject, name.to_owned())]);
+            // A new password ends every session and grant the old one opened.
+            crate::sessions::end_user_in_tx!(tx, name, now);
             tx.commit().await?;
             Ok(())
         })
@@ -288,6 +290,9 @@ impl Store {
                 .await?;
             }
             record_changes!(tx, now, [(ChangeKind::Subject, name.to_owned())]);
+            if disabled {
+                crate::sessions::end_user_in_tx!(tx, name, now);
+            }
             tx.commit().await?;
             Ok(())
         })

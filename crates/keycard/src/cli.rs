@@ -242,6 +242,23 @@ pub enum UserCommand {
     },
     /// List users (never their passwords).
     List,
+    /// Sign a user out everywhere: end every login session and revoke every grant (the
+    /// applications' refresh tokens and access tokens stop within a second).
+    Logout {
+        /// The user name.
+        name: String,
+    },
+    /// List a user's grants (what each application was given at sign-in), or revoke them.
+    #[command(
+        after_help = "Examples:\n  keycard user grants alice\n  keycard user grants alice --revoke            # every grant\n  keycard user grants alice --revoke gr_2Xy…   # one grant"
+    )]
+    Grants {
+        /// The user name.
+        name: String,
+        /// Revoke the grant with this id, or every grant when no id follows.
+        #[arg(long, value_name = "ID", num_args = 0..=1, default_missing_value = "")]
+        revoke: Option<String>,
+    },
     /// Enrol a user in TOTP (RFC 6238): prints the otpauth:// URI and the base32 secret for
     /// an authenticator app; the login page then asks for a code. Replaces an earlier seed.
     Totp {

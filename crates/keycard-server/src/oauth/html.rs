@@ -139,6 +139,29 @@ pub(super) fn consent(
     page("Allow access?", &body)
 }
 
+/// The sign-out question (RP-initiated logout without proof of the application's asking).
+pub(super) fn logout(user: &str, request: &str, csrf: &str) -> String {
+    let body = format!(
+        "<h1>Sign out?</h1><p>You are signed in as <strong>{user}</strong>.</p>\
+<form method=\"post\" action=\"/oauth2/logout\">\
+<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<input type=\"hidden\" name=\"request\" value=\"{request}\">\
+<button type=\"submit\" name=\"decision\" value=\"logout\">Sign out</button></form>",
+        user = escape(user),
+        csrf = escape(csrf),
+        request = escape(request),
+    );
+    page("Sign out?", &body)
+}
+
+/// The page after signing out, when the application named nowhere to return to.
+pub(super) fn signed_out() -> String {
+    page(
+        "Signed out",
+        "<h1>Signed out</h1><p>You are signed out. You can close this window.</p>",
+    )
+}
+
 /// An error page (an authorization request that cannot be redirected back).
 pub(super) fn error(message: &str) -> String {
     page(
@@ -172,5 +195,7 @@ mod tests {
         assert!(c.contains("name=\"decision\" value=\"allow\""));
         assert!(c.contains("name=\"decision\" value=\"deny\""));
         assert!(content_security_policy().contains("'sha256-"));
+        let l = logout("<i>", "a&b", "t");
+        assert!(l.contains("&lt;i&gt;") && l.contains("value=\"a&amp;b\""));
     }
 }

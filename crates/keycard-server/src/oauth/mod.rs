@@ -6,6 +6,8 @@
 //! - `clients.rs`: registered clients and client authentication at the token endpoint.
 //! - `token.rs`: `/oauth2/token`, `introspect`, `revoke`, `userinfo`.
 //! - `pages.rs`: `/oauth2/authorize` and the login and consent pages (sessions, CSRF, TOTP).
+//! - `logout.rs`: `/oauth2/logout`, RP-initiated logout.
+//! - `cors.rs`: CORS for browser applications (`oauth.cors_origins`).
 //! - `html.rs`: the pages' markup, compiled in.
 //!
 //! Everything secret arrives here and leaves as a keyed hash (client secrets, codes,
@@ -13,7 +15,9 @@
 //! keys, clients and the revoked-token set are in memory, kept honest by the change feed.
 
 mod clients;
+mod cors;
 mod html;
+mod logout;
 mod pages;
 mod token;
 
@@ -27,6 +31,7 @@ use hyper::body::Incoming;
 use keycard_core::{Method, Outcome, Reason};
 
 pub use clients::ClientRecord;
+pub use cors::Cors;
 pub(crate) use pages::OWN_COOKIES;
 
 use crate::audit::AuditSink;
@@ -46,6 +51,8 @@ pub struct OAuth {
     issuer: String,
     access_ttl: i64,
     refresh_ttl: i64,
+    /// `oauth.refresh_idle_ttl` in seconds.
+    refresh_idle: i64,
     realm: String,
     authn: Authenticator,
     audit: AuditSink,
@@ -79,6 +86,7 @@ impl OAuth {
         Self {
             access_ttl: secs(settings.tokens.access_token_ttl),
             refresh_ttl: secs(settings.tokens.refresh_token_ttl),
+            refresh_idle: secs(settings.oauth.refresh_idle_ttl),
             realm: settings.realm.clone(),
             discovery: Bytes::from(discovery(
                 &issuer,
@@ -123,6 +131,7 @@ impl OAuth {
             "/oauth2/revoke" => self.revoke(req, caller).await,
             "/oauth2/userinfo" => self.userinfo(req, caller).await,
             "/oauth2/authorize" => self.authorize(req, caller).await,
+            "/oauth2/logout" => self.logout(req, caller).await,
             "/_keycard/login" => self.login(req, caller).await,
             "/_keycard/consent" => self.consent(req, caller).await,
             _ => crate::answer::not_found(),
@@ -173,6 +182,7 @@ fn discovery(issuer: &str, alg: &str, mtls: bool) -> String {
         "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
         "userinfo_endpoint": format!("{issuer}/oauth2/userinfo"),
+        "end_session_endpoint": format!("{issuer}/oauth2/logout"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
@@ -180,15 +190,18 @@ fn discovery(issuer: &str, alg: &str, mtls: bool) -> String {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "tls_client_certificate_bound_access_tokens": mtls,
-        "request_parameter_supported": false,
         "request_uri_parameter_supported": false,
         "introspection_endpoint_auth_methods_supported": auth_methods.iter().filter(|m| **m != "none").collect::<Vec<_>>(),
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "authorization_response_iss_parameter_supported": true,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
-        "scopes_supported": ["openid"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp"],
+        // What keycard does something with: `openid` (an ID token), `profile` (the
+        // userinfo `preferred_username`). Other scopes are the deployment's own.
+        "scopes_supported": ["openid", "profile"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "azp", "at_hash", "jti", "preferred_username"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
         "prompt_values_supported": ["none", "login", "consent"],
     })
     .to_string()

@@ -3,11 +3,14 @@
 //! The flow is stateless on the server until a code is issued: the authorization request
 //! travels as a hidden form field, and is validated again at every step (a forged one
 //! gains nothing: the user is the session's, the client's redirect URI is re-checked).
-//! - Sessions: a cookie `kc_session` holding the user, the password id (a password change
-//!   ends every session), the time of login and an expiry, MACed with a key derived from
-//!   the master key. `HttpOnly; SameSite=Lax; Path=/`, plus `Secure` over TLS.
+//! - Sessions: kept in the store, so that they can be ended (logout, `keycard user
+//!   logout`, a new password or second factor, disabling). The cookie `kc_session` holds
+//!   a random secret, the store its keyed hash. `HttpOnly; SameSite=Lax; Path=/`; over
+//!   TLS `Secure` and the `__Host-` prefix, so that no other host or path can set it. The
+//!   gateway removes keycard's cookies from requests it forwards and from the answers.
 //! - CSRF: the login form carries a MAC of a random `kc_csrf` cookie (double submit, so an
-//!   attacker cannot log a victim in as themselves); the consent form a MAC of the session.
+//!   attacker cannot log a victim in as themselves); the consent and logout forms a MAC of
+//!   the session secret.
 //! - Errors before the client and its redirect URI are known are shown on a page; after,
 //!   they are redirected to that URI with `state` and `iss` (RFC 6749 §4.1.2.1, RFC 9207).
 
@@ -23,8 +26,7 @@ use keycard_core::user::UserRecord;
 use keycard_core::{
     HashDomain, MasterKey, Method, Outcome, Reason, Scopes, constant_time_eq, new_id,
 };
-use keycard_store::CodeRow;
-use serde::{Deserialize, Serialize};
+use keycard_store::{CodeRow, SessionRow};
 
 use super::{Caller, ClientRecord, FormError, OAuth, Params, html, read_form};
 use crate::body::Body;
@@ -34,11 +36,20 @@ use crate::throttle::Verdict;
 /// Authorization codes live this long (RFC 9700 §4.5: short; the issue says ≤ 60 s).
 const CODE_TTL_SECS: i64 = 60;
 /// A login session lasts this long.
-const SESSION_SECS: i64 = 8 * 3600;
+pub(super) const SESSION_SECS: i64 = 8 * 3600;
 const SESSION_COOKIE: &str = "kc_session";
 const CSRF_COOKIE: &str = "kc_csrf";
+const SECURE_SESSION_COOKIE: &str = "__Host-kc_session";
+const SECURE_CSRF_COOKIE: &str = "__Host-kc_csrf";
 /// keycard's own cookies: never forwarded to an upstream, never set by one.
-pub(crate) const OWN_COOKIES: [&str; 2] = [SESSION_COOKIE, CSRF_COOKIE];
+pub(crate) const OWN_COOKIES: [&str; 4] = [
+    SESSION_COOKIE,
+    CSRF_COOKIE,
+    SECURE_SESSION_COOKIE,
+    SECURE_CSRF_COOKIE,
+];
+/// The length of a session secret (base62).
+const SESSION_SECRET_LEN: usize = 43;
 const LOGIN_ROUTE: &str = "/_keycard/login";
 const AUTHORIZE_ROUTE: &str = "/oauth2/authorize";
 
@@ -65,7 +76,7 @@ impl PageKeys {
         }
     }
 
-    fn tag(&self, purpose: &str, value: &str) -> String {
+    pub(super) fn tag(&self, purpose: &str, value: &str) -> String {
         let mut ctx = hmac::Context::with_key(&self.mac);
         ctx.update(purpose.as_bytes());
         ctx.update(b"\0");
@@ -73,8 +84,29 @@ impl PageKeys {
         URL_SAFE_NO_PAD.encode(ctx.sign())
     }
 
-    fn cookie(&self, name: &str, value: &str, max_age: i64, tls: bool) -> Option<HeaderValue> {
-        let secure = if self.secure || tls { "; Secure" } else { "" };
+    /// Whether cookies of a request on a connection that is (or is not) `tls` are `Secure`
+    /// and `__Host-` named.
+    fn secure(&self, tls: bool) -> bool {
+        self.secure || tls
+    }
+
+    /// The names of the session and CSRF cookies.
+    pub(super) fn names(&self, tls: bool) -> (&'static str, &'static str) {
+        if self.secure(tls) {
+            (SECURE_SESSION_COOKIE, SECURE_CSRF_COOKIE)
+        } else {
+            (SESSION_COOKIE, CSRF_COOKIE)
+        }
+    }
+
+    pub(super) fn cookie(
+        &self,
+        name: &str,
+        value: &str,
+        max_age: i64,
+        tls: bool,
+    ) -> Option<HeaderValue> {
+        let secure = if self.secure(tls) { "; Secure" } else { "" };
         HeaderValue::from_str(&format!(
             "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
         ))
@@ -97,29 +129,29 @@ fn held_by(requested: &Scopes, user: &Scopes) -> Scopes {
     Scopes::parse(&kept.join(" ")).unwrap_or_default()
 }
 
-/// What a session cookie says.
-#[derive(Debug, Serialize, Deserialize)]
-struct Session {
-    /// The user.
-    u: String,
-    /// The password id at login.
-    p: String,
-    /// When the user logged in.
-    t: i64,
-    /// Expiry.
-    e: i64,
+/// A live login session of the request's browser.
+pub(super) struct Session {
+    /// The secret of its cookie (the key of the consent and logout forms' MACs).
+    pub(super) secret: String,
+    /// What the store says of it.
+    pub(super) row: SessionRow,
 }
 
 /// A validated authorization request.
 struct AuthRequest {
     client: Arc<ClientRecord>,
     redirect_uri: String,
+    /// Whether the request named the redirect URI (then the token request must repeat it,
+    /// RFC 6749 §4.1.3).
+    redirect_uri_sent: bool,
     state: Option<String>,
     scopes: Scopes,
     challenge: String,
     nonce: Option<String>,
     audience: String,
     prompt: Vec<String>,
+    /// `max_age` (OIDC Core §3.1.2.1): the most seconds since the user authenticated.
+    max_age: Option<i64>,
 }
 
 /// Why an authorization request failed.
@@ -135,7 +167,7 @@ enum AuthError {
 }
 
 impl OAuth {
-    fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    pub(super) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         headers
             .get_all(COOKIE)
             .iter()
@@ -146,41 +178,78 @@ impl OAuth {
             .map(|(_, v)| v)
     }
 
-    /// The session of the request, if its cookie is genuine, unexpired, and its user still
-    /// enabled with the same password.
-    async fn session(&self, headers: &HeaderMap) -> Option<(Session, Arc<UserRecord>)> {
-        let raw = Self::cookie_value(headers, SESSION_COOKIE)?;
-        let (payload, tag) = raw.split_once('.')?;
-        if !constant_time_eq(
-            self.pages.tag("session", payload).as_bytes(),
-            tag.as_bytes(),
-        ) {
-            return None;
-        }
-        let s: Session = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        if s.e <= now_secs() {
-            return None;
-        }
-        let user = self.authn.user(&s.u, Some(Method::Oauth2)).await.ok()??;
-        (!user.disabled && *user.password_id == s.p).then_some((s, user))
+    /// The session of the request: its cookie names a live session in the store whose user
+    /// is still enabled. `Err` when the store cannot be asked.
+    pub(super) async fn session(
+        &self,
+        headers: &HeaderMap,
+        tls: bool,
+    ) -> Result<Option<(Session, Arc<UserRecord>)>, ()> {
+        let (name, _) = self.pages.names(tls);
+        let Some(secret) = Self::cookie_value(headers, name).filter(|v| {
+            v.len() == SESSION_SECRET_LEN && v.bytes().all(|b| b.is_ascii_alphanumeric())
+        }) else {
+            return Ok(None);
+        };
+        let hash = self
+            .authn
+            .hasher
+            .hash(HashDomain::LoginSession, secret.as_bytes())
+            .to_vec();
+        let now = now_secs();
+        let row = self
+            .authn
+            .read_store(None, move |store| async move {
+                store.find_session(&hash, now).await
+            })
+            .await
+            .map_err(|_| ())?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let user = self
+            .authn
+            .user(&row.subject, Some(Method::Oauth2))
+            .await
+            .map_err(|_| ())?;
+        Ok(user
+            .filter(|u| !u.disabled && !self.authn.cache().is_disabled(&u.name))
+            .map(|u| {
+                (
+                    Session {
+                        secret: secret.to_owned(),
+                        row,
+                    },
+                    u,
+                )
+            }))
     }
 
-    fn session_cookie(&self, user: &UserRecord, tls: bool) -> Option<HeaderValue> {
+    /// Starts a session of `user` in the store; its cookie.
+    async fn start_session(&self, user: &UserRecord, tls: bool) -> Result<HeaderValue, ()> {
+        let secret = keycard_core::random_base62(SESSION_SECRET_LEN).map_err(|_| ())?;
         let now = now_secs();
-        let s = Session {
-            u: user.name.to_string(),
-            p: user.password_id.to_string(),
-            t: now,
-            e: now + SESSION_SECS,
+        let row = SessionRow {
+            session_hash: self
+                .authn
+                .hasher
+                .hash(HashDomain::LoginSession, secret.as_bytes())
+                .to_vec(),
+            session_id: new_id("ss").map_err(|_| ())?,
+            subject: user.name.to_string(),
+            auth_time: now,
+            expires_at: now + SESSION_SECS,
         };
-        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&s).ok()?);
-        let tag = self.pages.tag("session", &payload);
-        self.pages.cookie(
-            SESSION_COOKIE,
-            &format!("{payload}.{tag}"),
-            SESSION_SECS,
-            tls,
-        )
+        self.authn
+            .read_store(
+                None,
+                move |store| async move { store.start_session(&row).await },
+            )
+            .await
+            .map_err(|_| ())?;
+        self.pages
+            .cookie(self.pages.names(tls).0, &secret, SESSION_SECS, tls)
+            .ok_or(())
     }
 
     /// Validates an authorization request (RFC 6749 §4.1.1, RFC 7636 §4.3, RFC 9700 §2.1).
@@ -284,8 +353,16 @@ impl OAuth {
         if prompt.iter().any(|x| x == "none") && prompt.len() > 1 {
             return Err(fail("invalid_request"));
         }
+        let max_age = match p.get("max_age") {
+            None => None,
+            Some(m) => match m.parse::<u32>() {
+                Ok(secs) => Some(i64::from(secs)),
+                Err(_) => return Err(fail("invalid_request")),
+            },
+        };
         Ok(AuthRequest {
             client,
+            redirect_uri_sent: p.get("redirect_uri").is_some(),
             redirect_uri,
             state,
             scopes,
@@ -293,6 +370,7 @@ impl OAuth {
             nonce,
             audience,
             prompt,
+            max_age,
         })
     }
 
@@ -340,7 +418,7 @@ impl OAuth {
     }
 
     /// 503: the store (or the hashing pool) cannot be used right now.
-    fn unavailable_page(&self) -> Response<Body> {
+    pub(super) fn unavailable_page(&self) -> Response<Body> {
         self.page(
             StatusCode::SERVICE_UNAVAILABLE,
             html::error("Sign-in is unavailable right now. Try again in a moment."),
@@ -348,7 +426,7 @@ impl OAuth {
     }
 
     /// An HTML page with the pages' security headers.
-    fn page(&self, status: StatusCode, html: String) -> Response<Body> {
+    pub(super) fn page(&self, status: StatusCode, html: String) -> Response<Body> {
         let mut r = Response::new(Body::from_bytes(html));
         *r.status_mut() = status;
         let h = r.headers_mut();
@@ -367,12 +445,12 @@ impl OAuth {
         r
     }
 
-    /// Issues a code for a validated request approved by `user`, and redirects to the client.
+    /// Issues a code for a validated request approved in `session`, and redirects to the
+    /// client.
     async fn issue_code(
         &self,
         req: &AuthRequest,
-        user: &str,
-        auth_time: i64,
+        session: &SessionRow,
         status: StatusCode,
     ) -> Response<Body> {
         let (Ok(code), Ok(grant_id)) = (keycard_core::random_base62(32), new_id("gr")) else {
@@ -388,14 +466,20 @@ impl OAuth {
                 .to_vec(),
             grant_id,
             client_id: req.client.client_id.to_string(),
-            subject: user.to_owned(),
-            redirect_uri: req.redirect_uri.clone(),
+            subject: session.subject.clone(),
+            // Empty when the request did not name it: the token request need not either.
+            redirect_uri: if req.redirect_uri_sent {
+                req.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             scopes: req.scopes.as_str().to_owned(),
             audience: req.audience.clone(),
             code_challenge: req.challenge.clone(),
             nonce: req.nonce.clone(),
-            auth_time,
+            auth_time: session.auth_time,
             expires_at: now + CODE_TTL_SECS,
+            session_id: Some(session.session_id.clone()),
         };
         let stored = self
             .authn
@@ -435,7 +519,7 @@ impl OAuth {
     }
 
     /// The parameters of a request to a page: the query of a GET, or the form of a POST.
-    async fn request_params(
+    pub(super) async fn request_params(
         req: http::Request<Incoming>,
     ) -> Result<(http::request::Parts, Params), Response<Body>> {
         if req.method() == http::Method::GET {
@@ -464,7 +548,7 @@ impl OAuth {
     pub(super) async fn authorize(
         &self,
         req: http::Request<Incoming>,
-        _caller: Caller,
+        caller: Caller,
     ) -> Response<Body> {
         let (parts, params) = match Self::request_params(req).await {
             Ok(x) => x,
@@ -478,8 +562,16 @@ impl OAuth {
         let session = if prompt("login") {
             None
         } else {
-            self.session(&parts.headers).await
+            match self.session(&parts.headers, caller.tls).await {
+                Ok(s) => s,
+                Err(()) => return self.unavailable_page(),
+            }
         };
+        // A login older than `max_age` counts as none: the user signs in again.
+        let session = session.filter(|(s, _)| {
+            auth.max_age
+                .is_none_or(|m| now_secs().saturating_sub(s.row.auth_time) <= m)
+        });
         let Some((session, user)) = session else {
             if prompt("none") {
                 return self.auth_error(
@@ -493,7 +585,7 @@ impl OAuth {
             );
         };
         auth.scopes = held_by(&auth.scopes, &user.scopes);
-        let consented = match self.has_consent(&auth, &session.u).await {
+        let consented = match self.has_consent(&auth, &session.row.subject).await {
             Ok(c) => c && !prompt("consent"),
             Err(()) => {
                 return self.unavailable_page();
@@ -511,7 +603,7 @@ impl OAuth {
                 &format!("/_keycard/consent?{}", params.encode()),
             );
         }
-        self.issue_code(&auth, &session.u, session.t, StatusCode::FOUND)
+        self.issue_code(&auth, &session.row, StatusCode::FOUND)
             .await
     }
 
@@ -558,7 +650,8 @@ impl OAuth {
             }
         };
         // CSRF: the form must carry the MAC of this browser's csrf cookie.
-        let csrf_ok = Self::cookie_value(&parts.headers, CSRF_COOKIE).is_some_and(|c| {
+        let (_, csrf_name) = self.pages.names(caller.tls);
+        let csrf_ok = Self::cookie_value(&parts.headers, csrf_name).is_some_and(|c| {
             form.get("csrf").is_some_and(|t| {
                 constant_time_eq(self.pages.tag("login", c).as_bytes(), t.as_bytes())
             })
@@ -595,23 +688,31 @@ impl OAuth {
             keycard_core::SecretString::new(form.get("password").unwrap_or("").to_owned());
         let totp = form.get("totp").unwrap_or("");
         let now_ms = now_millis();
-        let throttled = match self.authn.throttle.check_ip(caller.ip, now_ms) {
-            Verdict::Throttled { retry_after_secs } => Some(retry_after_secs),
-            Verdict::Allow => match self
-                .authn
-                .throttle
-                .check_subject(username, caller.ip, now_ms)
-            {
-                Verdict::Throttled { retry_after_secs } => Some(retry_after_secs),
-                Verdict::Allow => None,
-            },
+        let throttle = &self.authn.throttle;
+        // The account's count applies whatever the address: the login page is where
+        // guesses spread over many addresses would otherwise go on (an interactive user
+        // waits out the window; sessions already open go on).
+        let throttled = match (
+            throttle.check_ip(caller.ip, now_ms),
+            throttle.check_subject(username, caller.ip, now_ms),
+            throttle.check_account(username, now_ms),
+        ) {
+            (Verdict::Throttled { retry_after_secs }, ..)
+            | (_, Verdict::Throttled { retry_after_secs }, _) => {
+                Some((retry_after_secs, Reason::TooManyFailures))
+            }
+            (.., Verdict::Throttled { retry_after_secs }) => {
+                Some((retry_after_secs, Reason::AccountThrottled))
+            }
+            _ => None,
         };
-        if let Some(retry) = throttled {
+        if let Some((retry, reason)) = throttled {
+            let subject = (reason == Reason::AccountThrottled).then_some(username);
             self.record(
                 LOGIN_ROUTE,
                 Outcome::Throttled,
-                Some(Reason::TooManyFailures),
-                None,
+                Some(reason),
+                subject,
                 None,
                 &caller,
             );
@@ -634,18 +735,22 @@ impl OAuth {
                     Some(&user.password_id),
                     &caller,
                 );
+                let Ok(cookie) = self.start_session(&user, caller.tls).await else {
+                    return self.unavailable_page();
+                };
                 let mut r = redirect(
                     StatusCode::SEE_OTHER,
                     &format!("{AUTHORIZE_ROUTE}?{}", without_prompt(&params, "login")),
                 );
-                if let Some(c) = self.session_cookie(&user, caller.tls) {
-                    r.headers_mut().append(SET_COOKIE, c);
-                }
+                r.headers_mut().append(SET_COOKIE, cookie);
                 r
             }
             Err(LoginError::Unavailable) => self.unavailable_page(),
             Err(LoginError::Refused(reason)) => {
                 self.authn.count_failure(caller.ip, Some(username), now_ms);
+                if matches!(reason, Reason::BadPassword | Reason::BadTotp) {
+                    self.authn.count_account_failure(username, now_ms);
+                }
                 // An unknown name may be a password typed in the wrong field: not logged.
                 let subject = (reason != Reason::UnknownCredential).then_some(username);
                 self.record(
@@ -681,7 +786,8 @@ impl OAuth {
         caller: Caller,
     ) -> Response<Body> {
         // Keep the browser's csrf cookie if it has a sane one, else make one.
-        let existing = Self::cookie_value(headers, CSRF_COOKIE)
+        let (_, csrf_name) = self.pages.names(caller.tls);
+        let existing = Self::cookie_value(headers, csrf_name)
             .filter(|c| c.len() == 22 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
             .map(str::to_owned);
         let (cookie, fresh) = match existing {
@@ -698,7 +804,7 @@ impl OAuth {
             status,
             html::login(&auth.client.client_id, request, &token, username, error),
         );
-        if fresh && let Some(c) = self.pages.cookie(CSRF_COOKIE, &cookie, 3600, caller.tls) {
+        if fresh && let Some(c) = self.pages.cookie(csrf_name, &cookie, 3600, caller.tls) {
             r.headers_mut().append(SET_COOKIE, c);
         }
         r
@@ -765,10 +871,10 @@ impl OAuth {
             Ok(x) => x,
             Err(r) => return r,
         };
-        let session_cookie = Self::cookie_value(&parts.headers, SESSION_COOKIE)
-            .unwrap_or("")
-            .to_owned();
-        let session = self.session(&parts.headers).await;
+        let session = match self.session(&parts.headers, caller.tls).await {
+            Ok(s) => s,
+            Err(()) => return self.unavailable_page(),
+        };
         let (params, request) = if post {
             let request = form.get("request").unwrap_or("").to_owned();
             match Params::parse(request.as_bytes()) {
@@ -808,14 +914,14 @@ impl OAuth {
             return redirect(StatusCode::FOUND, &format!("{LOGIN_ROUTE}?{request}"));
         };
         auth.scopes = held_by(&auth.scopes, &user.scopes);
-        let token = self.pages.tag("consent", &session_cookie);
+        let token = self.pages.tag("consent", &session.secret);
         if !post {
             let scopes: Vec<&str> = auth.scopes.iter().collect();
             return self.page(
                 StatusCode::OK,
                 html::consent(
                     &auth.client.client_id,
-                    &session.u,
+                    &session.row.subject,
                     &scopes,
                     &request,
                     &token,
@@ -827,7 +933,7 @@ impl OAuth {
                 "/_keycard/consent",
                 Outcome::Failure,
                 Some(Reason::Malformed),
-                Some(&session.u),
+                Some(&session.row.subject),
                 None,
                 &caller,
             );
@@ -839,7 +945,7 @@ impl OAuth {
         match form.get("decision") {
             Some("allow") => {
                 let (u, c, s) = (
-                    session.u.clone(),
+                    session.row.subject.clone(),
                     auth.client.client_id.to_string(),
                     auth.scopes.as_str().to_owned(),
                 );
@@ -853,7 +959,7 @@ impl OAuth {
                 if saved.is_err() {
                     return self.unavailable_page();
                 }
-                self.issue_code(&auth, &session.u, session.t, StatusCode::SEE_OTHER)
+                self.issue_code(&auth, &session.row, StatusCode::SEE_OTHER)
                     .await
             }
             Some("deny") => self.auth_error(
@@ -873,10 +979,14 @@ fn params_csrf_ok(form: &Params, expected: &str) -> bool {
         .is_some_and(|t| constant_time_eq(expected.as_bytes(), t.as_bytes()))
 }
 
-/// The request parameters with `value` taken out of `prompt` (so a login does not loop).
+/// The request parameters with `value` taken out of `prompt`, and without `max_age`, so
+/// that a login does not loop: the fresh session it starts satisfies both.
 fn without_prompt(p: &Params, value: &str) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in &p.0 {
+        if k == "max_age" {
+            continue;
+        }
         if k == "prompt" {
             let rest: Vec<&str> = v
                 .split(' ')
@@ -892,7 +1002,7 @@ fn without_prompt(p: &Params, value: &str) -> String {
     s.finish()
 }
 
-fn redirect(status: StatusCode, location: &str) -> Response<Body> {
+pub(super) fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(location) {
@@ -909,4 +1019,37 @@ enum LoginError {
     Refused(Reason),
     /// The store or the hashing pool.
     Unavailable,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_host_only_and_secure_on_tls() {
+        let master = MasterKey::generate().unwrap();
+        let https = PageKeys::new(&master, true);
+        let (session, csrf) = https.names(false);
+        assert_eq!((session, csrf), ("__Host-kc_session", "__Host-kc_csrf"));
+        let c = https.cookie(session, "v", 10, false).unwrap();
+        assert_eq!(
+            c,
+            "__Host-kc_session=v; Path=/; Max-Age=10; HttpOnly; SameSite=Lax; Secure"
+        );
+        // A plain-HTTP deployment (a laptop, a test) cannot use the prefix: the browser
+        // would drop a cookie without `Secure`.
+        let http = PageKeys::new(&master, false);
+        assert_eq!(http.names(false), ("kc_session", "kc_csrf"));
+        assert_eq!(http.names(true).0, "__Host-kc_session", "a TLS connection");
+        assert!(OWN_COOKIES.contains(&"__Host-kc_session") && OWN_COOKIES.contains(&"kc_csrf"));
+    }
+
+    #[test]
+    fn a_login_drops_prompt_login_and_max_age() {
+        let p = Params::parse(b"client_id=a&prompt=login%20consent&max_age=0&state=s").unwrap();
+        assert_eq!(
+            without_prompt(&p, "login"),
+            "client_id=a&prompt=consent&state=s"
+        );
+    }
 }

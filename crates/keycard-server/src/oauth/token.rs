@@ -149,6 +149,7 @@ impl OAuth {
             jti,
             now,
             bound_cert(client, &caller),
+            true,
         ) else {
             return unavailable();
         };
@@ -177,8 +178,8 @@ impl OAuth {
         form: &Params,
         caller: Caller,
     ) -> Response<Body> {
-        let (Some(code), Some(redirect_uri)) = (form.get("code"), form.get("redirect_uri")) else {
-            return invalid_request("code and redirect_uri are required");
+        let Some(code) = form.get("code") else {
+            return invalid_request("code is required");
         };
         let Some(verifier) = form.get("code_verifier") else {
             return invalid_request("code_verifier is required (PKCE)");
@@ -198,7 +199,7 @@ impl OAuth {
             .await;
         let code = match redeemed {
             Err(_) => return unavailable(),
-            Ok(Redeemed::Unknown | Redeemed::WrongClient) => {
+            Ok(Redeemed::Unknown | Redeemed::WrongClient | Redeemed::SessionEnded) => {
                 return self.invalid_grant(Reason::UnknownCredential, client, caller);
             }
             Ok(Redeemed::Reused { .. }) => {
@@ -213,7 +214,15 @@ impl OAuth {
         if code.expires_at <= now {
             return self.invalid_grant(Reason::Expired, client, caller);
         }
-        if code.redirect_uri != redirect_uri {
+        // RFC 6749 §4.1.3: the redirect URI is required, and must be identical, when the
+        // authorization request named it; when it did not (the client has one), a token
+        // request that names it anyway must name that one.
+        let redirect_ok = match (code.redirect_uri.as_str(), form.get("redirect_uri")) {
+            ("", None) => true,
+            ("", Some(sent)) => matches!(client.redirect_uris.as_slice(), [only] if only == sent),
+            (named, sent) => sent == Some(named),
+        };
+        if !redirect_ok {
             return self.invalid_grant(Reason::UriMismatch, client, caller);
         }
         if !keycard_core::pkce::verify_s256(verifier, &code.code_challenge) {
@@ -235,6 +244,7 @@ impl OAuth {
             created_at: now,
             expires_at: now.saturating_add(self.refresh_ttl),
             revoked_at: None,
+            session_id: code.session_id.clone(),
         };
         self.issue_for_grant(
             client,
@@ -270,10 +280,11 @@ impl OAuth {
         // refresh leaves the presented token usable (rotating first spent it, and the
         // client's retry then counted as a reuse that revoked the whole grant).
         let presented = old.clone();
+        let idle_since = now_secs().saturating_sub(self.refresh_idle);
         let found = self
             .authn
             .read_store(None, move |store| async move {
-                store.find_refresh(&presented).await
+                store.find_refresh(&presented, idle_since).await
             })
             .await;
         match found {
@@ -307,6 +318,7 @@ impl OAuth {
             created_at: 0,
             expires_at: 0,
             revoked_at: None,
+            session_id: None,
         };
         self.issue_for_grant(
             client,
@@ -380,10 +392,11 @@ impl OAuth {
                 return unavailable();
             };
             let (i, cid) = (issued.clone(), client.client_id.to_string());
+            let idle_since = now.saturating_sub(self.refresh_idle);
             let rotated = self
                 .authn
                 .read_store(None, move |store| async move {
-                    store.rotate_refresh(&old, &cid, &i, now).await
+                    store.rotate_refresh(&old, &cid, &i, now, idle_since).await
                 })
                 .await;
             let g = match rotated {
@@ -419,6 +432,7 @@ impl OAuth {
             jti,
             now,
             bound_cert(client, &caller),
+            false,
         ) else {
             return unavailable();
         };
@@ -442,6 +456,7 @@ impl OAuth {
                 nonce: nonce.map(str::to_owned),
                 azp: client.client_id.to_string(),
                 jti: new_id("id").unwrap_or_default(),
+                at_hash: Some(access_token::at_hash(key.alg(), &access_token)),
             };
             match key.sign_jwt("JWT", &id) {
                 Ok(t) => put(&mut body, "id_token", json!(t)),
@@ -488,6 +503,7 @@ impl OAuth {
         jti: String,
         now: i64,
         bound_to: Option<&crate::tls::PeerCert>,
+        client_credentials: bool,
     ) -> Result<String, ()> {
         let claims = AccessTokenClaims {
             iss: self.issuer.clone(),
@@ -501,6 +517,7 @@ impl OAuth {
             cnf: bound_to.map(|c| Confirmation {
                 x5t_s256: c.identity.x5t_s256(),
             }),
+            gty: client_credentials.then_some("client_credentials"),
         };
         mint_access_token(key, &claims).map_err(|_| ())
     }
@@ -575,12 +592,12 @@ impl OAuth {
             .hasher
             .hash(HashDomain::RefreshToken, token.as_bytes())
             .to_vec();
+        let idle_since = now_secs().saturating_sub(self.refresh_idle);
         let found = self
             .authn
-            .read_store(
-                None,
-                move |store| async move { store.find_refresh(&hash).await },
-            )
+            .read_store(None, move |store| async move {
+                store.find_refresh(&hash, idle_since).await
+            })
             .await;
         match found {
             Err(_) => unavailable(),
@@ -684,10 +701,9 @@ impl OAuth {
         let h2 = hash.clone();
         let found = self
             .authn
-            .read_store(
-                None,
-                move |store| async move { store.find_refresh(&h2).await },
-            )
+            .read_store(None, move |store| async move {
+                store.find_refresh(&h2, 0).await
+            })
             .await;
         match found {
             Err(_) => unavailable(),
@@ -752,8 +768,17 @@ impl OAuth {
         };
         match verified {
             None => challenge(StatusCode::UNAUTHORIZED, "invalid_token"),
-            Some(t) if !t.scopes.contains("openid") || t.subject == t.client_id => {
+            // A client's token for itself names no end-user to describe (OIDC Core §5.3):
+            // never the user who happens to share a name with the client.
+            Some(t)
+                if !t.scopes.contains("openid")
+                    || t.client_credentials
+                    || t.subject == t.client_id =>
+            {
                 challenge(StatusCode::FORBIDDEN, "insufficient_scope")
+            }
+            Some(t) if !self.user_is_active(&t.subject).await => {
+                challenge(StatusCode::UNAUTHORIZED, "invalid_token")
             }
             Some(t) => {
                 let mut body = json!({ "sub": t.subject });

@@ -1,4 +1,4 @@
-//! `keycard user add|passwd|disable|enable|list` (the operations are
+//! `keycard user add|passwd|disable|enable|list|totp|logout|grants` (the operations are
 //! `keycard_server::manage`'s).
 
 use std::io::Read;
@@ -57,6 +57,53 @@ pub async fn run(settings: &Settings, cmd: UserCommand, as_json: bool) -> Result
             println!("  uri:    {}", t.uri);
             println!("  secret: {}   (base32, SHA-1, 6 digits, 30 s)", t.secret);
             println!("The login page now asks {name} for a one-time code.");
+            Ok(())
+        }
+        UserCommand::Logout { name } => {
+            let out = manager(settings).await?.logout_user(&name).await?;
+            if as_json {
+                return json(&out);
+            }
+            println!(
+                "Signed {name} out: {} session(s) ended, {} grant(s) revoked.",
+                out.sessions, out.grants
+            );
+            Ok(())
+        }
+        UserCommand::Grants { name, revoke } => {
+            let m = manager(settings).await?;
+            let grants = match revoke.as_deref() {
+                None => m.list_grants(&name).await?,
+                Some("") => m.revoke_grants(&name, None).await?,
+                Some(id) => m.revoke_grants(&name, Some(id)).await?,
+            };
+            if as_json {
+                return json(&grants);
+            }
+            let verb = if revoke.is_some() {
+                "Revoked"
+            } else {
+                "Grants of"
+            };
+            if grants.is_empty() {
+                println!("{name} holds no grants.");
+                return Ok(());
+            }
+            println!("{verb} {name}:");
+            println!(
+                "{:<28} {:<20} {:<21} {:<21} SCOPES",
+                "ID", "CLIENT", "GRANTED", "EXPIRES"
+            );
+            for g in grants {
+                println!(
+                    "{:<28} {:<20} {:<21} {:<21} {}",
+                    g.id,
+                    g.client_id,
+                    g.created_at,
+                    g.expires_at,
+                    g.scopes.join(" ")
+                );
+            }
             Ok(())
         }
         UserCommand::List => {

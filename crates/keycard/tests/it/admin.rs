@@ -224,6 +224,33 @@ async fn what_the_api_creates_works_and_its_secrets_are_shown_once() {
     )
     .await;
     assert_eq!(dup.status, 409);
+    // Sessions and grants: listed, ended, revoked; an unknown grant is a 404.
+    let grants = http
+        .get(&kc.url(&format!("{V1}/users/carol/grants")), &auth)
+        .await;
+    assert_eq!((grants.status, grants.json()), (200, serde_json::json!([])));
+    let out = post("/users/carol/logout", serde_json::json!({})).await;
+    assert_eq!(out.status, 200, "{:?}", out.body);
+    assert_eq!(
+        out.json(),
+        serde_json::json!({"name": "carol", "sessions": 0, "grants": 0})
+    );
+    let mut delete_auth = auth.to_vec();
+    delete_auth.push(("content-type", "application/json"));
+    for (path, want) in [
+        ("/users/carol/grants", 200),
+        ("/users/carol/grants/gr_x", 404),
+    ] {
+        let r = http
+            .send(
+                Method::DELETE,
+                &kc.url(&format!("{V1}{path}")),
+                &delete_auth,
+                "",
+            )
+            .await;
+        assert_eq!(r.status, want, "{path}: {:?}", r.body);
+    }
 
     // A client with keycard:admin: its client-credentials token administers too.
     let r = post(

@@ -1,9 +1,13 @@
 //! The authorization code flow in a real browser: headless Chromium (Debian's), driven by
 //! Playwright through the login and consent pages at a phone's size (`browser/login.mjs`),
-//! then the code redeemed with PKCE by a public client. The login page's screenshot is kept
-//! in `target/test-artifacts/login-page.png`.
+//! then the code redeemed with PKCE by a public client; then an application behind keycard
+//! is visited (it must not receive keycard's cookies) and the user signs out (the next
+//! authorization request asks for a sign-in). The login page's screenshot is kept in
+//! `target/test-artifacts/login-page.png`.
 
 use std::path::PathBuf;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 use crate::common::http::Http;
 use crate::common::tools;
@@ -18,7 +22,12 @@ async fn login_and_consent_in_headless_chromium() {
     if !tools::chromium_playwright(&browser_dir()) {
         return;
     }
-    let s = Server::start("sqlite").await;
+    // An application on a public route: the browser carries keycard's cookies to it.
+    let s = Server::start_with(
+        "sqlite",
+        &crate::common::route("/app/", "{upstream}", "public = true"),
+    )
+    .await;
     s.client(
         "spa",
         &[
@@ -58,26 +67,39 @@ async fn login_and_consent_in_headless_chromium() {
         "totp": code_now,
         "screenshot": shot,
         "redirect_prefix": redirect,
+        "proxied_url": s.url("/app/page"),
+        "logout_url": s.url("/oauth2/logout"),
     });
     let cfg_path = s.kc.path("browser.json");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(90),
-        tokio::process::Command::new("node")
-            .arg(browser_dir().join("login.mjs"))
-            .arg(&cfg_path)
-            .output(),
-    )
-    .await
-    .expect("the browser run took over 90 s")
-    .unwrap();
+    let mut node = tokio::process::Command::new("node")
+        .arg(browser_dir().join("login.mjs"))
+        .arg(&cfg_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(90), lines.next_line())
+            .await
+            .expect("the browser run took over 90 s")
+            .unwrap()
+    };
+    let Some(first) = next_line().await else {
+        let out = node.wait_with_output().await.unwrap();
+        panic!("login.mjs: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let result: serde_json::Value = serde_json::from_str(&first).unwrap();
+    // The application saw none of keycard's cookies (the browser sent the session one).
+    let app_cookie = result["appCookie"].as_str().unwrap_or("");
     assert!(
-        out.status.success(),
-        "login.mjs: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
+        !app_cookie.contains("kc_session") && !app_cookie.contains("kc_csrf"),
+        "an application received keycard's cookies: {app_cookie}"
     );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
     assert!(
         result["overflow"].as_i64().unwrap() <= 0,
         "the login page scrolls sideways on a phone"
@@ -122,5 +144,29 @@ async fn login_and_consent_in_headless_chromium() {
         g.upstream_header("x-keycard-subject").as_deref(),
         Some("bob")
     );
+    assert_eq!(
+        g.upstream_header("x-keycard-subject-kind").as_deref(),
+        Some("user")
+    );
+
+    // Signing out in the browser ends the session and what was granted in it.
+    let mut stdin = node.stdin.take().unwrap();
+    stdin.write_all(b"logout\n").await.unwrap();
+    let second = next_line()
+        .await
+        .expect("login.mjs stopped before signing out");
+    let after: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(after["after"], "Sign in", "the session outlived the logout");
+    let status = node.wait().await.unwrap();
+    assert!(status.success());
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let r = post_form(
+        &http,
+        &s.url("/oauth2/token"),
+        &[],
+        &format!("grant_type=refresh_token&client_id=spa&refresh_token={refresh}"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "the grant outlived the logout");
     s.stop().await;
 }

@@ -219,6 +219,7 @@ async fn mint_with_stored_key(kc: &Keycard, sub: &str) -> String {
             client_id: "cli".into(),
             scope: "orders:read".into(),
             cnf: None,
+            gty: None,
         },
     )
     .unwrap()

@@ -29,3 +29,4 @@ mod passwords;
 mod quickstart;
 mod revocation;
 mod seams;
+mod sessions;

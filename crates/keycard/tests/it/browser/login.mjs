@@ -1,6 +1,9 @@
 // Drives headless Chromium (Debian's /usr/bin/chromium) through keycard's login and consent
 // pages at a phone's size, the way a person would: by the fields' labels and the buttons'
-// names. Prints {"url": <where the browser ended>, "overflow": <px of horizontal scroll>}.
+// names; then visits an application behind keycard and signs out. Prints two lines:
+// {"url": <where the sign-in ended>, "overflow": <px of horizontal scroll>, "appCookie":
+// <the Cookie header the application received>}; then, after a line on stdin,
+// {"after": <the first heading after signing out>}.
 // usage: node login.mjs CONFIG.json
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
@@ -34,7 +37,23 @@ try {
     page.waitForURL((u) => u.href.startsWith(cfg.redirect_prefix)),
     page.getByRole("button", { name: "Allow" }).click(),
   ]);
-  console.log(JSON.stringify({ url: page.url(), overflow }));
+  const url = page.url();
+  // An application behind keycard, in the same browser: which cookies reach it.
+  await page.goto(cfg.proxied_url);
+  const echoed = JSON.parse(await page.locator("body").innerText());
+  const appCookie = echoed.headers.cookie ?? null;
+  console.log(JSON.stringify({ url, overflow, appCookie }));
+  // The test redeems the code meanwhile, and says when to go on with a line on stdin.
+  await new Promise((resolve) => process.stdin.once("data", resolve));
+  // Signing out at keycard: asked, confirmed, and then the sign-in page again.
+  await page.goto(cfg.logout_url);
+  await page.getByRole("heading", { name: "Sign out?" }).waitFor();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Signed out" }).waitFor();
+  await page.goto(cfg.authorize_url);
+  const after = await page.getByRole("heading").first().innerText();
+  console.log(JSON.stringify({ after }));
+  process.stdin.destroy();
 } finally {
   await browser.close();
 }

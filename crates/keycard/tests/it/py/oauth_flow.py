@@ -5,6 +5,7 @@ TOTP code, PyJWT verifying every token against /.well-known/jwks.json.
 usage: oauth_flow.py CONFIG.json   (base, gateway path, clients, user; see oauth.rs)
 Exits non-zero with a message on the first failed check; prints one JSON object of facts.
 """
+import base64
 import json
 import re
 import sys
@@ -62,6 +63,9 @@ up = r.json()["headers"]
 check(up["x-keycard-method"] == "oauth2", f"method header {up}")
 check(up["x-keycard-scopes"] == "orders:read", f"scopes header {up}")
 check(up["x-keycard-subject"] == cfg["cc_id"], "subject header")
+# A client's own token says so, to keycard (gty) and to the upstream (RFC 9700 §4.15).
+check(claims.get("gty") == "client_credentials", f"cc token marked {claims}")
+check(up["x-keycard-subject-kind"] == "client", f"subject kind header {up}")
 facts["cc"] = {"scope": tok["scope"], "method": up["x-keycard-method"]}
 
 # The same with client_secret_post is refused: the client registered client_secret_basic.
@@ -128,8 +132,15 @@ idt = jwt.decode(tokens["id_token"], jwks.get_signing_key_from_jwt(tokens["id_to
                  algorithms=[id_header["alg"]], audience=cfg["web_id"], issuer=BASE)
 check(idt["nonce"] == nonce and idt["sub"] == cfg["user"], f"id token {idt}")
 check("auth_time" in idt, "auth_time in the id token")
+# OIDC Core §3.1.3.6: at_hash, computed here with PyJWT's own hash for the algorithm.
+alg = jwt.get_algorithm_by_name(id_header["alg"])
+digest = alg.compute_hash_digest(tokens["access_token"].encode())
+expected = base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode()
+check(idt.get("at_hash") == expected, f"at_hash {idt.get('at_hash')} != {expected}")
+check("gty" not in at, "a user's token is not marked as a client's")
 r = gateway(tokens["access_token"])
 check(r.status_code == 200 and r.json()["headers"]["x-keycard-subject"] == cfg["user"], f"gateway: {r.text}")
+check(r.json()["headers"]["x-keycard-subject-kind"] == "user", f"subject kind: {r.text}")
 ui = requests.get(meta["userinfo_endpoint"], headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
 check(ui.status_code == 200 and ui.json()["sub"] == cfg["user"], f"userinfo {ui.text}")
 # An ID token is not an access token (RFC 9068 §4).
@@ -161,4 +172,21 @@ while gateway(refreshed["access_token"]).status_code == 200:
     check(time.time() < deadline, "access tokens of a revoked family refused within 1 s")
     time.sleep(0.05)
 facts["auth_code"] = {"scope": tokens["scope"], "rotated": True, "family_revoked": True}
+
+# 4. RP-initiated logout (OIDC RP-Initiated Logout 1.0) with the ID token as the hint: back
+# to the registered URI with the state, and the browser's session is over.
+check(meta["end_session_endpoint"] == f"{BASE}/oauth2/logout", f"end_session_endpoint {meta}")
+out = browser.get(meta["end_session_endpoint"], params={
+    "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": cfg["redirect_uri"],
+    "state": "bye"}, allow_redirects=False, timeout=10)
+check(out.status_code == 302, f"logout: {out.status_code} {out.text}")
+check(out.headers["location"] == cfg["redirect_uri"] + "?state=bye", f"logout redirect {out.headers}")
+r = browser.get(auth_url, allow_redirects=True, timeout=10)
+check("/_keycard/login" in r.url, f"signed out: {r.url}")
+# A return address the client did not register is refused, not followed.
+evil = requests.get(meta["end_session_endpoint"], params={
+    "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"},
+    allow_redirects=False, timeout=10)
+check(evil.status_code == 400 and "location" not in evil.headers, f"unregistered return: {evil.status_code}")
+facts["logout"] = {"redirected": True, "session_ended": True}
 print(json.dumps(facts))
