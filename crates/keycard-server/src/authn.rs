@@ -257,7 +257,7 @@ impl Authenticator {
             if let (Reason::BadPassword | Reason::BadTotp, Some(user)) =
                 (reason, claimed.as_deref())
             {
-                self.count_account_failure(user, now_ms);
+                self.count_account_failure(user, req.ip, now_ms);
             }
         }
         attempt.result = verified
@@ -365,7 +365,7 @@ impl Authenticator {
     }
 
     /// Refuses a password attempt for `subject` when its account has used up its failures
-    /// and the client at `ip` has failed too. An address that never failed may still try:
+    /// and the client at `ip` has sent a wrong password or code for it. An address that never failed may still try:
     /// a service account's right password keeps working while others guess at it, and each
     /// guessing address gets one failure before it is refused (the README's
     /// failed-attempt throttle section tells operators the trade-off).
@@ -377,7 +377,9 @@ impl Authenticator {
         method: Option<Method>,
     ) -> Result<(), Refusal> {
         match self.throttle.check_account(subject, now_ms) {
-            Verdict::Throttled { retry_after_secs } if self.throttle.has_failed(ip, now_ms) => {
+            Verdict::Throttled { retry_after_secs }
+                if self.throttle.has_failed_as(subject, ip, now_ms) =>
+            {
                 Err(Refusal::Throttled {
                     method,
                     subject: Some(subject.to_owned()),
@@ -658,8 +660,8 @@ impl Authenticator {
     /// configured) in the background, which tells every instance once the key is spent.
     /// Counts a failed password or one-time code of the known user `subject` against its
     /// account (here, and in Redis when configured).
-    pub(crate) fn count_account_failure(&self, subject: &str, now_ms: i64) {
-        let Some((name, window, limit)) = self.throttle.record_account_failure(subject, now_ms)
+    pub(crate) fn count_account_failure(&self, subject: &str, ip: IpAddr, now_ms: i64) {
+        let Some((name, window, limit)) = self.throttle.record_account_failure(subject, ip, now_ms)
         else {
             return;
         };

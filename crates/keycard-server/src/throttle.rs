@@ -52,6 +52,9 @@ enum Key {
     Ip(Client),
     SubjectIp(u64, Client),
     Account(u64),
+    /// An address that sent a wrong password or code for an account (in the account's
+    /// window): local to the instance, never shared.
+    AccountIp(u64, Client),
 }
 
 /// A key as it is named across instances (Redis keys and block messages).
@@ -167,7 +170,7 @@ impl Throttle {
     /// The rate that applies to `key`.
     fn rate_of(&self, key: &Key) -> Rate {
         match key {
-            Key::Account(_) => self.account.unwrap_or(self.rate),
+            Key::Account(_) | Key::AccountIp(..) => self.account.unwrap_or(self.rate),
             _ => self.rate,
         }
     }
@@ -215,13 +218,13 @@ impl Throttle {
         self.check(&self.key(&Named::Account(subject)), now_ms)
     }
 
-    /// Whether the client at `ip` has failed at all in its current window (any key of its
-    /// own, not an account's).
-    pub fn has_failed(&self, ip: IpAddr, now_ms: i64) -> bool {
-        if self.keys.load(Ordering::Relaxed) == 0 {
+    /// Whether the client at `ip` sent a wrong password or code for `subject` within the
+    /// account's window.
+    pub fn has_failed_as(&self, subject: &str, ip: IpAddr, now_ms: i64) -> bool {
+        if self.account.is_none() || self.keys.load(Ordering::Relaxed) == 0 {
             return false;
         }
-        let key = Key::Ip(ip.into());
+        let key = self.account_ip(subject, ip);
         let Some(shard) = self.shard(&key) else {
             return true;
         };
@@ -232,12 +235,23 @@ impl Throttle {
             .is_some_and(|w| w.start_ms.saturating_add(self.window_of(&key)) > now_ms)
     }
 
-    /// Counts a failed password or one-time code of the known user `subject`; the key's
-    /// name (for the shared count in Redis), with the window and the limit.
-    pub fn record_account_failure(&self, subject: &str, now_ms: i64) -> Option<(String, i64, u32)> {
+    fn account_ip(&self, subject: &str, ip: IpAddr) -> Key {
+        Key::AccountIp(self.subjects.hash_one(("account", subject)), ip.into())
+    }
+
+    /// Counts a wrong password or one-time code of the known user `subject` from `ip`
+    /// against the account (and marks the address as one that failed for it); the
+    /// account key's name (for the shared count in Redis), with the window and the limit.
+    pub fn record_account_failure(
+        &self,
+        subject: &str,
+        ip: IpAddr,
+        now_ms: i64,
+    ) -> Option<(String, i64, u32)> {
         let rate = self.account?;
         let named = Named::Account(subject);
         self.bump(self.key(&named), now_ms);
+        self.bump(self.account_ip(subject, ip), now_ms);
         Some((
             named.name(),
             i64::try_from(rate.per.as_millis()).unwrap_or(i64::MAX),
@@ -302,7 +316,7 @@ impl Throttle {
             return;
         };
         let enabled = match key {
-            Key::Account(_) => self.account.is_some(),
+            Key::Account(_) | Key::AccountIp(..) => self.account.is_some(),
             _ => self.enabled,
         };
         if !enabled {
@@ -426,9 +440,10 @@ mod tests {
         }));
         for i in 0..3u8 {
             assert_eq!(t.check_account("alice", 10), Verdict::Allow);
-            let (name, window, limit) = t.record_account_failure("alice", 10).unwrap();
+            let (name, window, limit) = t
+                .record_account_failure("alice", ip(&format!("203.0.113.{i}")), 10)
+                .unwrap();
             assert_eq!((name.as_str(), window, limit), ("acct|alice", 900_000, 3));
-            t.record_failure(ip(&format!("203.0.113.{i}")), Some("alice"), 10);
         }
         assert_eq!(
             t.check_account("alice", 20),
@@ -439,8 +454,20 @@ mod tests {
         assert_eq!(t.check_account("bob", 20), Verdict::Allow);
         // The per-address counts are untouched by it: none of the three used up its own.
         assert_eq!(t.check_ip(ip("203.0.113.0"), 20), Verdict::Allow);
-        assert!(t.has_failed(ip("203.0.113.0"), 20));
-        assert!(!t.has_failed(ip("198.51.100.1"), 20));
+        assert!(t.has_failed_as("alice", ip("203.0.113.0"), 20));
+        assert!(!t.has_failed_as("alice", ip("198.51.100.1"), 20));
+        assert!(!t.has_failed_as("bob", ip("203.0.113.0"), 20));
+        // Counted even with the per-address throttle off.
+        let only_accounts = Throttle::new(None).with_account_limit(Some(Rate {
+            count: 1,
+            per: Duration::from_secs(60),
+        }));
+        only_accounts.record_account_failure("alice", ip("203.0.113.9"), 1);
+        assert!(matches!(
+            only_accounts.check_account("alice", 2),
+            Verdict::Throttled { .. }
+        ));
+        assert!(only_accounts.has_failed_as("alice", ip("203.0.113.9"), 2));
         assert_eq!(
             t.check_account("alice", 900_010),
             Verdict::Allow,
@@ -458,7 +485,10 @@ mod tests {
         ));
         // Off: nothing counted.
         let off = Throttle::new(None);
-        assert!(off.record_account_failure("alice", 1).is_none());
+        assert!(
+            off.record_account_failure("alice", ip("203.0.113.9"), 1)
+                .is_none()
+        );
         assert_eq!(off.check_account("alice", 1), Verdict::Allow);
     }
 

@@ -749,7 +749,8 @@ impl OAuth {
             Err(LoginError::Refused(reason)) => {
                 self.authn.count_failure(caller.ip, Some(username), now_ms);
                 if matches!(reason, Reason::BadPassword | Reason::BadTotp) {
-                    self.authn.count_account_failure(username, now_ms);
+                    self.authn
+                        .count_account_failure(username, caller.ip, now_ms);
                 }
                 // An unknown name may be a password typed in the wrong field: not logged.
                 let subject = (reason != Reason::UnknownCredential).then_some(username);
