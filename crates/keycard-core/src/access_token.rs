@@ -83,9 +83,13 @@ pub fn verify_access_token(
             .to_owned(),
         _ => String::new(),
     };
+    let (subject, client_id) = (text("sub")?, text("client_id")?);
+    // Tokens keycard issued before it wrote `gty` say it by naming the client twice (no
+    // user may share a client's name).
     Ok(AccessToken {
-        subject: text("sub")?,
-        client_id: text("client_id")?,
+        client_credentials: jwt::is_client_credentials(&claims) || subject == client_id,
+        subject,
+        client_id,
         scopes: jwt::scopes_of(&claims, &rules).map_err(|_| JwtError::BadClaims)?,
         jti: text("jti")?,
         exp: claims
@@ -95,7 +99,6 @@ pub fn verify_access_token(
         iat: claims.get("iat").and_then(Value::as_i64).unwrap_or(0),
         audience,
         x5t_s256: jwt::confirmation(&claims)?,
-        client_credentials: jwt::is_client_credentials(&claims),
     })
 }
 
@@ -274,6 +277,19 @@ mod tests {
         assert!(v.scopes.contains("orders:read"));
         let p = v.principal();
         assert_eq!((p.method(), p.credential_id()), (Method::Oauth2, "app"));
+        assert_eq!(p.kind(), crate::SubjectKind::User);
+        // A client's own token: by `gty`, or (issued before `gty`) by its client as `sub`.
+        let (_, _, mut cc) = setup();
+        cc.gty = Some("client_credentials");
+        cc.sub = "worker".into();
+        cc.client_id = "worker".into();
+        let t = mint_access_token(&key, &cc).unwrap();
+        let v = verify_access_token(&t, &keys, ISS, |a| a == ISS, 1_000_100).unwrap();
+        assert_eq!(v.principal().kind(), crate::SubjectKind::Client);
+        cc.gty = None;
+        let t = mint_access_token(&key, &cc).unwrap();
+        let v = verify_access_token(&t, &keys, ISS, |a| a == ISS, 1_000_100).unwrap();
+        assert_eq!(v.principal().kind(), crate::SubjectKind::Client);
     }
 
     #[test]

@@ -254,7 +254,9 @@ impl Authenticator {
             && counts_as_failure(*reason)
         {
             self.count_failure(req.ip, claimed.as_deref(), now_ms);
-            if let (Reason::BadPassword | Reason::BadTotp, Some(user)) =
+            // Unknown names too: an account that ran out must look the same whether it
+            // exists or not.
+            if let (Reason::BadPassword | Reason::BadTotp | Reason::UnknownCredential, Some(user)) =
                 (reason, claimed.as_deref())
             {
                 self.count_account_failure(user, req.ip, now_ms);
@@ -658,7 +660,7 @@ impl Authenticator {
 
     /// Counts a failed attempt in the throttle: here at once, and in Redis (when
     /// configured) in the background, which tells every instance once the key is spent.
-    /// Counts a failed password or one-time code of the known user `subject` against its
+    /// Counts a failed password or one-time code for the name `subject` against its
     /// account (here, and in Redis when configured).
     pub(crate) fn count_account_failure(&self, subject: &str, ip: IpAddr, now_ms: i64) {
         let Some((name, window, limit)) = self.throttle.record_account_failure(subject, ip, now_ms)

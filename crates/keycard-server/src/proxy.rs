@@ -286,6 +286,18 @@ fn is_own_cookie(pair: &[u8]) -> bool {
         .any(|c| c.as_bytes() == name)
 }
 
+/// Whether a `Set-Cookie` value would set one of keycard's own cookies: by its name, or as
+/// a nameless cookie (`=kc_session=…`), which browsers keep and send back as its value
+/// alone — that is, as `kc_session=…`.
+fn sets_own_cookie(set_cookie: &[u8]) -> bool {
+    let pair = set_cookie
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    is_own_cookie(pair) || pair.strip_prefix(b"=").is_some_and(is_own_cookie)
+}
+
 /// Removes keycard's own cookies (the login session, its CSRF token) from the `Cookie`
 /// headers an upstream is sent: they are keycard's credentials, not the application's, and
 /// every application behind the same host would otherwise receive them.
@@ -323,27 +335,17 @@ fn remove_own_cookies(h: &mut HeaderMap) {
 /// must not replace the login session (a session swap signs the victim in as someone
 /// else) or its CSRF token.
 pub fn remove_own_set_cookies(h: &mut HeaderMap) {
-    if !h.get_all(header::SET_COOKIE).iter().any(|v| {
-        is_own_cookie(
-            v.as_bytes()
-                .split(|b| *b == b';')
-                .next()
-                .unwrap_or_default(),
-        )
-    }) {
+    if !h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| sets_own_cookie(v.as_bytes()))
+    {
         return;
     }
     let kept: Vec<HeaderValue> = h
         .get_all(header::SET_COOKIE)
         .iter()
-        .filter(|v| {
-            !is_own_cookie(
-                v.as_bytes()
-                    .split(|b| *b == b';')
-                    .next()
-                    .unwrap_or_default(),
-            )
-        })
+        .filter(|v| !sets_own_cookie(v.as_bytes()))
         .cloned()
         .collect();
     h.remove(header::SET_COOKIE);
@@ -551,12 +553,16 @@ mod tests {
             "app=1; Path=/",
             " kc_csrf =x",
             "kc_sessions=fine",
+            // Nameless: a browser sends it back as `kc_session=A6`.
+            "=kc_session=A6; Path=/",
+            " = __Host-kc_session=A7",
+            "=theme=dark",
         ] {
             h.append(header::SET_COOKIE, HeaderValue::from_static(c));
         }
         remove_own_set_cookies(&mut h);
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
-        assert_eq!(left, ["app=1; Path=/", "kc_sessions=fine"]);
+        assert_eq!(left, ["app=1; Path=/", "kc_sessions=fine", "=theme=dark"]);
     }
 
     #[test]

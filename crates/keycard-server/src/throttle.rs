@@ -3,7 +3,8 @@
 //! at the first failure. Once a key has used up its window, every attempt under it — right
 //! password or not — is answered 429 until the window passes.
 //!
-//! Failed passwords and one-time codes of a known user are also counted per account
+//! Failed passwords and one-time codes are also counted per account (the name tried,
+//! known or not, so that an account that ran out does not tell whether it exists)
 //! (`limits.account_failed_auth`), whatever the address: guesses spread over many
 //! addresses still run out. What an exhausted account refuses is the caller's choice
 //! ([`Throttle::check_account`]).
@@ -239,7 +240,7 @@ impl Throttle {
         Key::AccountIp(self.subjects.hash_one(("account", subject)), ip.into())
     }
 
-    /// Counts a wrong password or one-time code of the known user `subject` from `ip`
+    /// Counts a wrong password or one-time code for the name `subject` from `ip`
     /// against the account (and marks the address as one that failed for it); the
     /// account key's name (for the shared count in Redis), with the window and the limit.
     pub fn record_account_failure(

@@ -20,6 +20,8 @@ pub struct SessionRow {
     pub session_id: String,
     /// The user.
     pub subject: String,
+    /// What the user's credentials were at sign-in (the caller's MAC of them).
+    pub credential_tag: String,
     /// When the user authenticated (Unix seconds).
     pub auth_time: i64,
     /// Unix seconds.
@@ -69,11 +71,12 @@ impl Store {
     pub async fn start_session(&self, s: &SessionRow) -> Result<(), StoreError> {
         with_pool!(self, p => {
             sqlx::query(
-                "INSERT INTO oauth_sessions (session_hash, session_id, subject, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO oauth_sessions (session_hash, session_id, subject, credential_tag, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&s.session_hash)
             .bind(&s.session_id)
             .bind(&s.subject)
+            .bind(&s.credential_tag)
             .bind(s.auth_time)
             .bind(s.expires_at)
             .execute(p)
@@ -90,7 +93,7 @@ impl Store {
     ) -> Result<Option<SessionRow>, StoreError> {
         with_pool!(self, p => {
             let row = sqlx::query(
-                "SELECT session_id, subject, auth_time, expires_at FROM oauth_sessions \
+                "SELECT session_id, subject, credential_tag, auth_time, expires_at FROM oauth_sessions \
                  WHERE session_hash = $1 AND ended_at IS NULL AND expires_at > $2",
             )
             .bind(hash)
@@ -103,6 +106,7 @@ impl Store {
                     session_hash: hash.to_vec(),
                     session_id: row.try_get("session_id")?,
                     subject: row.try_get("subject")?,
+                    credential_tag: row.try_get("credential_tag")?,
                     auth_time: row.try_get("auth_time")?,
                     expires_at: row.try_get("expires_at")?,
                 })),

@@ -1249,6 +1249,7 @@ async fn sessions_end_with_logout_and_with_every_change_of_credentials() {
             session_hash: vec![n; 32],
             session_id: id.into(),
             subject: "alice".into(),
+            credential_tag: "t".into(),
             auth_time: 100,
             expires_at: 1000,
         };

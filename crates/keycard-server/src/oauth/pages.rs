@@ -76,6 +76,20 @@ impl PageKeys {
         }
     }
 
+    /// A MAC of the credentials `user` signs in with (the password's id, the TOTP seed):
+    /// it changes when either does.
+    fn credential_tag(&self, user: &UserRecord) -> String {
+        let mut ctx = hmac::Context::with_key(&self.mac);
+        ctx.update(b"credentials\0");
+        ctx.update(user.password_id.as_bytes());
+        ctx.update(b"\0");
+        if let Some(seed) = &user.totp_seed {
+            ctx.update(b"totp\0");
+            ctx.update(seed.expose_secret());
+        }
+        URL_SAFE_NO_PAD.encode(ctx.sign())
+    }
+
     pub(super) fn tag(&self, purpose: &str, value: &str) -> String {
         let mut ctx = hmac::Context::with_key(&self.mac);
         ctx.update(purpose.as_bytes());
@@ -212,8 +226,17 @@ impl OAuth {
             .user(&row.subject, Some(Method::Oauth2))
             .await
             .map_err(|_| ())?;
+        // A session outlives no change of the user's credentials: the change ends the
+        // sessions it finds, and this refuses one a sign-in with the old credentials
+        // started in the moment around it.
+        let current = |u: &UserRecord| {
+            constant_time_eq(
+                self.pages.credential_tag(u).as_bytes(),
+                row.credential_tag.as_bytes(),
+            )
+        };
         Ok(user
-            .filter(|u| !u.disabled && !self.authn.cache().is_disabled(&u.name))
+            .filter(|u| !u.disabled && !self.authn.cache().is_disabled(&u.name) && current(u))
             .map(|u| {
                 (
                     Session {
@@ -237,6 +260,7 @@ impl OAuth {
                 .to_vec(),
             session_id: new_id("ss").map_err(|_| ())?,
             subject: user.name.to_string(),
+            credential_tag: self.pages.credential_tag(user),
             auth_time: now,
             expires_at: now + SESSION_SECS,
         };
@@ -748,7 +772,10 @@ impl OAuth {
             Err(LoginError::Unavailable) => self.unavailable_page(),
             Err(LoginError::Refused(reason)) => {
                 self.authn.count_failure(caller.ip, Some(username), now_ms);
-                if matches!(reason, Reason::BadPassword | Reason::BadTotp) {
+                if matches!(
+                    reason,
+                    Reason::BadPassword | Reason::BadTotp | Reason::UnknownCredential
+                ) {
                     self.authn
                         .count_account_failure(username, caller.ip, now_ms);
                 }
@@ -914,6 +941,16 @@ impl OAuth {
             }
             return redirect(StatusCode::FOUND, &format!("{LOGIN_ROUTE}?{request}"));
         };
+        // The sign-in may have aged past `max_age` on this page: ask for it again.
+        if auth
+            .max_age
+            .is_some_and(|m| now_secs().saturating_sub(session.row.auth_time) > m)
+        {
+            return redirect(
+                status,
+                &format!("{LOGIN_ROUTE}?{}", without_prompt(&params, "login")),
+            );
+        }
         auth.scopes = held_by(&auth.scopes, &user.scopes);
         let token = self.pages.tag("consent", &session.secret);
         if !post {

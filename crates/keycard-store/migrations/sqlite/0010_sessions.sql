@@ -6,6 +6,9 @@ CREATE TABLE oauth_sessions (
     session_hash BLOB PRIMARY KEY,
     session_id   TEXT NOT NULL UNIQUE,
     subject      TEXT NOT NULL,
+    -- A MAC of the credentials the user signed in with (password id, TOTP seed): a
+    -- session whose user's credentials have changed since is no session.
+    credential_tag TEXT NOT NULL,
     auth_time    INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
     ended_at     INTEGER

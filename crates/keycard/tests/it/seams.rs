@@ -971,7 +971,7 @@ async fn keycards_cookies_never_reach_or_come_from_applications() {
                     .collect();
                 let body = cookies.join("|");
                 let answer = format!(
-                    "HTTP/1.1 200 OK\r\nset-cookie: kc_session=attacker; Path=/\r\nset-cookie: __Host-kc_session=attacker; Path=/; Secure\r\nset-cookie: app=1; Path=/\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nset-cookie: kc_session=attacker; Path=/\r\nset-cookie: __Host-kc_session=attacker; Path=/; Secure\r\nset-cookie: =kc_session=attacker; Path=/\r\nset-cookie: app=1; Path=/\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = s.write_all(answer.as_bytes()).await;

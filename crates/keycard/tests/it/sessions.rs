@@ -331,6 +331,40 @@ async fn max_age_and_prompt_login_ask_again_and_id_tokens_say_when() {
         query_param(&to, "error").as_deref(),
         Some("invalid_request")
     );
+    // A sign-in that ages past max_age on the consent page is asked for again there.
+    let secret =
+        f.s.client(
+            "third",
+            &["--redirect-uri", "http://127.0.0.1/cb", "--scope", "openid"],
+        )
+        .unwrap();
+    assert!(!secret.is_empty());
+    let consent_url = f.s.url(&format!(
+        "/oauth2/authorize?response_type=code&client_id=third&redirect_uri={}&scope=openid&code_challenge={CHALLENGE}&code_challenge_method=S256&max_age=1",
+        enc("http://127.0.0.1/cb")
+    ));
+    let (fresh, _) = sign_in(&f, "").await;
+    let r = f.http.get(&consent_url, &[("cookie", &fresh)]).await;
+    let to = r.header("location").unwrap();
+    assert!(to.starts_with("/_keycard/consent?"), "{to}");
+    let page = f.http.get(&f.s.url(&to), &[("cookie", &fresh)]).await;
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = post_form(
+        &f.http,
+        &f.s.url("/_keycard/consent"),
+        &[("cookie", &fresh)],
+        &format!(
+            "csrf={}&request={}&decision=allow",
+            enc(&hidden(&html, "csrf")),
+            enc(&hidden(&html, "request"))
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let to = r.header("location").unwrap();
+    assert!(to.starts_with("/_keycard/login?"), "{to}");
+
     // Signing in again for max_age=1 gives a code whose ID token says the new time.
     let (_, code) = sign_in_at(&f, &authorize_url(&f.s, "web", REDIRECT, "&max_age=1")).await;
     let id = claims(tokens(&f, &code).await["id_token"].as_str().unwrap());
@@ -539,6 +573,13 @@ async fn an_account_runs_out_of_guesses_whatever_the_address() {
     // ...and gets one wrong guess, after which it is refused too.
     assert_eq!(from("198.51.100.8", basic("guess")).await.status, 401);
     assert_eq!(from("198.51.100.8", basic(PASSWORD)).await.status, 429);
+    // A name that is no user's runs out the same way: the 429 tells nothing.
+    for ip in ["203.0.113.4", "203.0.113.5", "203.0.113.6"] {
+        let nobody = crate::oauth::basic("nobody", "guess");
+        assert_eq!(from(ip, nobody).await.status, 401);
+    }
+    let r = from("203.0.113.4", crate::oauth::basic("nobody", "guess")).await;
+    assert_eq!(r.status, 429);
     // Another account is untouched.
     kc.add_user("bob", PASSWORD, &[]);
     let bob = crate::oauth::basic("bob", PASSWORD);
@@ -700,4 +741,39 @@ async fn the_issuer_answers_on_its_host_only_and_to_listed_origins_only() {
         Some("https://app.example")
     );
     owner.s.stop().await;
+}
+
+/// A sign-in checked against the old credentials just as they change (the cached user
+/// still had them) can start its session after the change ended the user's sessions. The
+/// session remembers what it signed in with, so it ends too: shown here by changing the
+/// password id in the store behind the change's back, with a feed entry as any change has.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_started_with_old_credentials_does_not_outlive_them() {
+    if !crate::common::tools::python_requests() {
+        return;
+    }
+    let f = Fixture::new("sqlite").await;
+    let (session, _) = sign_in(&f, "").await;
+    let db = f.s.kc.path("data/keycard.db");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             db.execute(\"UPDATE subjects SET password_id = 'pwd_changed' WHERE name = 'alice'\")\n\
+             db.execute('UPDATE feed_head SET revision = revision + 1')\n\
+             db.execute(\"INSERT INTO changes (revision, kind, ref, at) SELECT revision, 'subject', 'alice', 0 FROM feed_head\")\n\
+             db.commit()\n",
+        )
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ended = eventually(Duration::from_secs(2), || {
+        let (f, s) = (&f, session.clone());
+        async move { code_in(f, &s, "").await.is_none() }
+    })
+    .await;
+    assert!(ended.is_some(), "the session outlived its credentials");
+    f.s.stop().await;
 }
