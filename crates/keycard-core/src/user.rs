@@ -115,6 +115,9 @@ pub struct UserRecord {
     pub digest: Option<DigestSecrets>,
     /// The TOTP seed, for users enrolled with `keycard user totp`.
     pub totp_seed: Option<SecretBytes>,
+    /// That seed as the store holds it, sealed: names the enrolment, so that a sign-in can
+    /// be bound to the credentials it was checked against.
+    pub totp_sealed: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for UserRecord {
@@ -188,6 +191,7 @@ mod tests {
             disabled: false,
             digest: None,
             totp_seed: None,
+            totp_sealed: None,
         };
         let p = u.principal(Method::Basic).unwrap();
         assert_eq!((p.subject(), p.credential_id()), ("alice", "pwd_1"));

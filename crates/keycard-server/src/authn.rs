@@ -531,6 +531,7 @@ impl Authenticator {
         };
         Some(UserRecord {
             totp_seed,
+            totp_sealed: r.totp_sealed.as_deref().map(Arc::from),
             name: r.name.into(),
             password_id: r.password_id.into(),
             password_hash: r.password_hash,

@@ -941,6 +941,7 @@ mod tests {
             disabled: false,
             digest: None,
             totp_seed: None,
+            totp_sealed: None,
         }
     }
 

@@ -84,7 +84,12 @@ impl Authenticator {
         } else {
             Some(r.username.clone())
         };
-        if let Some(n) = &name {
+        // A userhash that names no Digest user is counted under itself (`:` is in no user
+        // name), so that its account runs out like a real one and tells nothing.
+        let counted = name
+            .clone()
+            .or_else(|| r.userhash.then(|| format!("userhash:{}", r.username)));
+        if let Some(n) = &counted {
             *claimed = Some(n.clone());
             if let Err(e) = self
                 .check_subject_throttle(n, req.ip, now_ms, method)

@@ -67,11 +67,23 @@ macro_rules! end_user_in_tx {
 pub(crate) use end_user_in_tx;
 
 impl Store {
-    /// Starts a session.
-    pub async fn start_session(&self, s: &SessionRow) -> Result<(), StoreError> {
+    /// Starts a session of a user whose credentials were checked as `password_id` and
+    /// `totp_sealed` (the sealed seed, if enrolled): `false`, and no session, when the store
+    /// holds others by now, or the user is disabled. The check and the insert are one
+    /// statement, so a sign-in checked against credentials that changed a moment before
+    /// (the checker's copy was not yet told) starts nothing, and a change committed after
+    /// it finds the session and ends it.
+    pub async fn start_session(
+        &self,
+        s: &SessionRow,
+        password_id: &str,
+        totp_sealed: Option<&[u8]>,
+    ) -> Result<bool, StoreError> {
         with_pool!(self, p => {
-            sqlx::query(
-                "INSERT INTO oauth_sessions (session_hash, session_id, subject, credential_tag, auth_time, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            let inserted = sqlx::query(
+                "INSERT INTO oauth_sessions (session_hash, session_id, subject, credential_tag, auth_time, expires_at) \
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM subjects WHERE name = $3 AND kind = 'user' \
+                 AND disabled_at IS NULL AND password_id = $7 AND COALESCE(totp_sealed, $8) = $9)",
             )
             .bind(&s.session_hash)
             .bind(&s.session_id)
@@ -79,9 +91,13 @@ impl Store {
             .bind(&s.credential_tag)
             .bind(s.auth_time)
             .bind(s.expires_at)
+            .bind(password_id)
+            .bind(Vec::<u8>::new())
+            .bind(totp_sealed.unwrap_or_default())
             .execute(p)
-            .await?;
-            Ok(())
+            .await?
+            .rows_affected();
+            Ok(inserted == 1)
         })
     }
 

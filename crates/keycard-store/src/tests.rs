@@ -1253,8 +1253,28 @@ async fn sessions_end_with_logout_and_with_every_change_of_credentials() {
             auth_time: 100,
             expires_at: 1000,
         };
-        s.start_session(&session(1, "ss_1")).await.unwrap();
-        s.start_session(&session(2, "ss_2")).await.unwrap();
+        assert!(
+            s.start_session(&session(1, "ss_1"), "pwd_1", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.start_session(&session(2, "ss_2"), "pwd_1", None)
+                .await
+                .unwrap()
+        );
+        // Checked against credentials the store no longer holds: no session.
+        assert!(
+            !s.start_session(&session(8, "ss_8"), "pwd_0", None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !s.start_session(&session(8, "ss_8"), "pwd_1", Some(b"seed"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.find_session(&[8; 32], 500).await.unwrap(), None);
         assert_eq!(
             s.find_session(&[1; 32], 500).await.unwrap(),
             Some(session(1, "ss_1"))
@@ -1351,7 +1371,15 @@ async fn sessions_end_with_logout_and_with_every_change_of_credentials() {
         assert!(s.list_grants("alice", 301).await.unwrap().is_empty());
         for (n, change) in [(3u8, "totp"), (4, "disable"), (5, "logout")] {
             let id = format!("ss_{n}");
-            s.start_session(&session(n, &id)).await.unwrap();
+            // Enabled again after "disable"; enrolled in TOTP from "totp" on.
+            s.set_subject_disabled("alice", false, 399).await.unwrap();
+            let sealed: Option<&[u8]> = (change != "totp").then_some(b"sealed".as_slice());
+            assert!(
+                s.start_session(&session(n, &id), "pwd_2", sealed)
+                    .await
+                    .unwrap(),
+                "{change}"
+            );
             s.start_grant(
                 &in_session(&format!("gr_{n}"), &id),
                 &issued(20 + n, &format!("at_{n}0"), 900),
@@ -1362,7 +1390,6 @@ async fn sessions_end_with_logout_and_with_every_change_of_credentials() {
                 "totp" => s.set_totp("alice", b"sealed", 400).await.unwrap(),
                 "disable" => s.set_subject_disabled("alice", true, 400).await.unwrap(),
                 _ => {
-                    s.set_subject_disabled("alice", false, 400).await.unwrap();
                     assert_eq!(
                         s.end_user_sessions("alice", 400).await.unwrap(),
                         Ended {

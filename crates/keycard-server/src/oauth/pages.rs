@@ -248,8 +248,10 @@ impl OAuth {
             }))
     }
 
-    /// Starts a session of `user` in the store; its cookie.
-    async fn start_session(&self, user: &UserRecord, tls: bool) -> Result<HeaderValue, ()> {
+    /// Starts a session of `user` in the store; its cookie. `Ok(None)` when the store holds
+    /// other credentials for the user than those just checked (changed a moment ago), or
+    /// the user is disabled by now.
+    async fn start_session(&self, user: &UserRecord, tls: bool) -> Result<Option<HeaderValue>, ()> {
         let secret = keycard_core::random_base62(SESSION_SECRET_LEN).map_err(|_| ())?;
         let now = now_secs();
         let row = SessionRow {
@@ -264,15 +266,22 @@ impl OAuth {
             auth_time: now,
             expires_at: now + SESSION_SECS,
         };
-        self.authn
-            .read_store(
-                None,
-                move |store| async move { store.start_session(&row).await },
-            )
+        let (password_id, sealed) = (user.password_id.clone(), user.totp_sealed.clone());
+        let started = self
+            .authn
+            .read_store(None, move |store| async move {
+                store
+                    .start_session(&row, &password_id, sealed.as_deref())
+                    .await
+            })
             .await
             .map_err(|_| ())?;
+        if !started {
+            return Ok(None);
+        }
         self.pages
             .cookie(self.pages.names(tls).0, &secret, SESSION_SECS, tls)
+            .map(Some)
             .ok_or(())
     }
 
@@ -583,7 +592,8 @@ impl OAuth {
             Err(e) => return self.auth_error(e, StatusCode::FOUND),
         };
         let prompt = |v: &str| auth.prompt.iter().any(|p| p == v);
-        let session = if prompt("login") {
+        // `max_age=0` asks for a sign-in now, as `prompt=login` does (OIDC Core §3.1.2.1).
+        let session = if prompt("login") || auth.max_age == Some(0) {
             None
         } else {
             match self.session(&parts.headers, caller.tls).await {
@@ -751,6 +761,31 @@ impl OAuth {
         }
         match self.check_login(username, password, totp).await {
             Ok(user) => {
+                let cookie = match self.start_session(&user, caller.tls).await {
+                    Ok(Some(c)) => c,
+                    Ok(None) => {
+                        // The password or second factor just checked was replaced a
+                        // moment ago.
+                        self.record(
+                            LOGIN_ROUTE,
+                            Outcome::Failure,
+                            Some(Reason::Revoked),
+                            Some(&user.name),
+                            Some(&user.password_id),
+                            &caller,
+                        );
+                        return self.login_page(
+                            &parts.headers,
+                            &auth,
+                            request,
+                            username,
+                            Some("The username, password or one-time code is not right."),
+                            StatusCode::UNAUTHORIZED,
+                            caller,
+                        );
+                    }
+                    Err(()) => return self.unavailable_page(),
+                };
                 self.record(
                     LOGIN_ROUTE,
                     Outcome::Success,
@@ -759,9 +794,6 @@ impl OAuth {
                     Some(&user.password_id),
                     &caller,
                 );
-                let Ok(cookie) = self.start_session(&user, caller.tls).await else {
-                    return self.unavailable_page();
-                };
                 let mut r = redirect(
                     StatusCode::SEE_OTHER,
                     &format!("{AUTHORIZE_ROUTE}?{}", without_prompt(&params, "login")),
@@ -1017,12 +1049,13 @@ fn params_csrf_ok(form: &Params, expected: &str) -> bool {
         .is_some_and(|t| constant_time_eq(expected.as_bytes(), t.as_bytes()))
 }
 
-/// The request parameters with `value` taken out of `prompt`, and without `max_age`, so
-/// that a login does not loop: the fresh session it starts satisfies both.
+/// The request parameters with `value` taken out of `prompt`, and without `max_age=0`, so
+/// that a login does not loop: the fresh session it starts satisfies both. Another
+/// `max_age` stays, to be checked again after the login (by the consent page too).
 fn without_prompt(p: &Params, value: &str) -> String {
     let mut s = form_urlencoded::Serializer::new(String::new());
     for (k, v) in &p.0 {
-        if k == "max_age" {
+        if k == "max_age" && v == "0" {
             continue;
         }
         if k == "prompt" {
@@ -1083,11 +1116,13 @@ mod tests {
     }
 
     #[test]
-    fn a_login_drops_prompt_login_and_max_age() {
+    fn a_login_drops_prompt_login_and_max_age_zero() {
         let p = Params::parse(b"client_id=a&prompt=login%20consent&max_age=0&state=s").unwrap();
         assert_eq!(
             without_prompt(&p, "login"),
             "client_id=a&prompt=consent&state=s"
         );
+        let p = Params::parse(b"client_id=a&max_age=60").unwrap();
+        assert_eq!(without_prompt(&p, "login"), "client_id=a&max_age=60");
     }
 }

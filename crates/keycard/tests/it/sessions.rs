@@ -365,6 +365,21 @@ async fn max_age_and_prompt_login_ask_again_and_id_tokens_say_when() {
     let to = r.header("location").unwrap();
     assert!(to.starts_with("/_keycard/login?"), "{to}");
 
+    // The login keeps max_age for the checks after it (the consent page's included), but
+    // for max_age=0, which the login itself satisfies.
+    for (extra, kept) in [("&max_age=5", true), ("&max_age=0", false)] {
+        let r = login(
+            &f.http,
+            &f.s,
+            &authorize_url(&f.s, "web", REDIRECT, extra),
+            "",
+        )
+        .await;
+        assert_eq!(r.status, 303);
+        let to = r.header("location").unwrap();
+        assert_eq!(to.contains("max_age"), kept, "{to}");
+    }
+
     // Signing in again for max_age=1 gives a code whose ID token says the new time.
     let (_, code) = sign_in_at(&f, &authorize_url(&f.s, "web", REDIRECT, "&max_age=1")).await;
     let id = claims(tokens(&f, &code).await["id_token"].as_str().unwrap());
@@ -775,5 +790,97 @@ async fn a_session_started_with_old_credentials_does_not_outlive_them() {
     })
     .await;
     assert!(ended.is_some(), "the session outlived its credentials");
-    f.s.stop().await;
+
+    // And a sign-in checked against credentials the store has replaced (the change's feed
+    // entry not yet read: here, none is written) starts no session at all, so nothing can
+    // be granted in the moment before the change is known.
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             db = sqlite3.connect(sys.argv[1])\n\
+             db.execute(\"UPDATE subjects SET password_id = 'pwd_unseen' WHERE name = 'alice'\")\n\
+             db.commit()\n",
+        )
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r = login(&f.http, &f.s, &authorize_url(&f.s, "web", REDIRECT, ""), "").await;
+    assert_eq!(
+        r.status, 401,
+        "a session was started on replaced credentials"
+    );
+    assert!(cookie(&r, "kc_session").is_none());
+    let audit = f.s.stop_and_audit().await;
+    assert!(audit.contains("\"revoked\""), "{audit}");
+}
+
+/// HTTP Digest, plain names and `userhash`: a name that is no Digest user's runs out of
+/// guesses exactly as a real one does, so the answers tell nothing of which exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn digest_names_and_userhashes_run_out_alike() {
+    use crate::passwords::{DigestReq, param};
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[limits]\nfailed_auth = \"100000/min\"\naccount_failed_auth = \"3/15m\"\n\n{}",
+            route("/api/", &up, "methods = [\"digest\"]")
+        ),
+    );
+    kc.start();
+    kc.add_user("kate", PASSWORD, &["--digest"]);
+    kc.add_user("mia", PASSWORD, &[]);
+    let http = Http::new();
+    let attempt = |user: &'static str, pw: &'static str, userhash: bool| {
+        let (http, url) = (http.clone(), kc.url("/api/x"));
+        async move {
+            let c = http.get(&url, &[]).await;
+            let challenge = c
+                .header_all("www-authenticate")
+                .into_iter()
+                .find(|c| c.starts_with("Digest "))
+                .unwrap();
+            let (nonce, opaque) = (
+                param(&challenge, "nonce").unwrap(),
+                param(&challenge, "opaque").unwrap(),
+            );
+            let h = DigestReq {
+                user,
+                pw,
+                method: "GET",
+                uri: "/api/x",
+                nonce: &nonce,
+                opaque: &opaque,
+                nc: 1,
+                cnonce: "c1",
+                qop: "auth",
+                body: b"",
+                alg: keycard_core::digest::HashAlg::Sha256,
+                userhash,
+            }
+            .header();
+            let r = http.get(&url, &[("authorization", &h)]).await;
+            (r.status, r.header("retry-after"))
+        }
+    };
+    for (user, userhash) in [
+        ("kate", true),
+        ("ghost", true),
+        ("mia", true),
+        ("ghost2", false),
+    ] {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            seen.push(attempt(user, "wrong guess", userhash).await);
+        }
+        let statuses: Vec<u16> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(statuses, [401, 401, 401, 429], "{user} userhash={userhash}");
+        let retry: u64 = seen[3].1.as_deref().unwrap().parse().unwrap();
+        assert!((890..=900).contains(&retry), "{user}: {retry}");
+    }
+    // The real user's right password from this address, which guessed: refused too.
+    assert_eq!(attempt("kate", PASSWORD, true).await.0, 429);
+    kc.stop();
 }
