@@ -369,8 +369,8 @@ impl Authenticator {
     /// Refuses a password attempt for `subject` when its account has used up its failures
     /// and the client at `ip` has sent a wrong password or code for it. An address that never failed may still try:
     /// a service account's right password keeps working while others guess at it, and each
-    /// guessing address gets one failure before it is refused (the README's
-    /// failed-attempt throttle section tells operators the trade-off).
+    /// guessing address gets one failure before it is refused (docs/methods.md, on the
+    /// failed-attempt throttle, tells operators the trade-off).
     pub(crate) fn check_account_throttle(
         &self,
         subject: &str,
