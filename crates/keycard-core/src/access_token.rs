@@ -32,7 +32,7 @@ pub struct AccessToken {
 
 impl AccessToken {
     /// The principal of a request that presented it; its credential id is the `client_id`
-    /// (SPEC §5).
+    /// (reference §5).
     pub fn principal(&self) -> Principal {
         let p = Principal::new(
             self.subject.as_str().into(),

@@ -1,4 +1,4 @@
-//! Audit events (SPEC §7): one per authentication attempt. Never a secret in here: the
+//! Audit events (reference §7): one per authentication attempt. Never a secret in here: the
 //! fields are ids, names and short reason codes.
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
-//! Finding the credential a request presents, without allocating: header names of SPEC §5.
+//! Finding the credential a request presents, without allocating: the header names of
+//! reference §5.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;

@@ -333,7 +333,7 @@ pub(crate) fn confirmation(claims: &Map<String, Value>) -> Result<Option<String>
 
 impl Verified {
     /// The principal of a request that presented this token from `issuer`; its credential
-    /// id is the token's `jti`, else the issuer (SPEC §5).
+    /// id is the token's `jti`, else the issuer (reference §5).
     pub fn principal(&self, issuer: &str) -> Principal {
         let p = Principal::new(
             self.subject.as_str().into(),

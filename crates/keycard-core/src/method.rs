@@ -1,4 +1,4 @@
-//! The seven ways a request can prove who sent it (SPEC §"method name").
+//! The seven ways a request can prove who sent it (reference §3, "Methods").
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,7 +26,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method, in the SPEC's order.
+    /// Every method, in the order of reference §3.
     pub const ALL: [Method; 7] = [
         Method::ApiKey,
         Method::Oauth2,
@@ -118,7 +118,7 @@ impl MethodSet {
         self.0 == 0
     }
 
-    /// The methods in the SPEC's order.
+    /// The methods in the order of reference §3.
     pub fn iter(self) -> impl Iterator<Item = Method> {
         Method::ALL.into_iter().filter(move |m| self.contains(*m))
     }

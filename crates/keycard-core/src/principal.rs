@@ -6,7 +6,7 @@ use http::HeaderValue;
 
 use crate::{Method, Scopes};
 
-/// The values of a principal's identity headers (SPEC §5: `X-Keycard-Subject`,
+/// The values of a principal's identity headers (reference §5: `X-Keycard-Subject`,
 /// `X-Keycard-Scopes`, `X-Keycard-Credential`), encoded once for a credential that is used
 /// again and again (a cached API key) instead of per request.
 #[derive(Debug, Clone, PartialEq, Eq)]

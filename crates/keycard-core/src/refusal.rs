@@ -3,7 +3,7 @@
 
 use crate::{Method, Principal};
 
-/// The audit `reason` code of a refusal (SPEC §7).
+/// The audit `reason` code of a refusal (reference §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Reason {

@@ -1,4 +1,4 @@
-//! RFC 3339 timestamps in UTC (SPEC §2: "times are RFC 3339 in UTC").
+//! RFC 3339 timestamps in UTC (reference §2: "times are RFC 3339 in UTC").
 
 /// Formats Unix seconds as `2026-11-28T10:00:00Z`.
 pub fn rfc3339(unix_secs: i64) -> String {

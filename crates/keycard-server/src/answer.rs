@@ -1,4 +1,4 @@
-//! Every answer keycard gives of its own: one place maps a [`Refusal`] to HTTP (SPEC §6).
+//! Every answer keycard gives of its own: one place maps a [`Refusal`] to HTTP (reference §6).
 //! Fixed bodies; the reason stays in the audit log.
 
 use http::header::HeaderName;

@@ -884,7 +884,7 @@ impl App {
         // refused ([`RequestFacts::body_unread`]) rather than checked against nothing.
         let signs_body = !policy.public && forwarded_body_signed(&parts.headers, original_method);
         let method = method.unwrap_or_else(|| parts.method.as_str().to_owned());
-        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (SPEC §1).
+        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (reference §1).
         let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
         let unread = RequestFacts {
             method: &method,

@@ -36,7 +36,7 @@ const GATHER: Duration = Duration::from_millis(100);
 /// After the store refused a batch, how long before the next try.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// One authentication attempt, as the request path has it at hand (SPEC §7's fields, the
+/// One authentication attempt, as the request path has it at hand (reference §7's fields, the
 /// address not yet formatted).
 pub type Record<'a> = AuditEventRef<'a, IpAddr>;
 
@@ -584,7 +584,7 @@ mod tests {
     }
 
     /// Every field comes back as it went in — absent ones, both address families, text that
-    /// JSON must escape — in the order written, and the JSON line is the event's SPEC §7
+    /// JSON must escape — in the order written, and the JSON line is the event's reference §7
     /// document; a buffer cut anywhere reads as damaged, never as a wrong event.
     #[test]
     fn queued_records_read_back_whole_and_in_order() {

@@ -1,4 +1,4 @@
-//! Configuration (SPEC §3): the TOML file parses into `deny_unknown_fields` structs, then
+//! Configuration (reference §3): the TOML file parses into `deny_unknown_fields` structs, then
 //! validates into [`Settings`], the form the program uses. Every error names the key.
 
 use std::net::SocketAddr;

@@ -16,7 +16,7 @@ use crate::clock::now_millis;
 /// How often the feed is read.
 pub const POLL_EVERY: Duration = Duration::from_millis(200);
 /// How long cached material stays usable without a successful read of the feed. Below the
-/// 1 s promise for revocations (SPEC §8), minus one poll.
+/// 1 s promise for revocations (reference §8), minus one poll.
 pub const MAX_STALENESS_MS: i64 = 800;
 const BATCH: i64 = 1000;
 /// The feed's own pool: two, so a connection being replaced never leaves it with none.

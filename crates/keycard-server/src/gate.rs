@@ -1,7 +1,7 @@
 //! The one verification step every shape of keycard runs — the gateway, forward-auth, the
 //! admin API and the embedded tower layer ([`crate::layer`]): authenticate against the
 //! route's policy, apply its rate limit, write the audit event and the metrics, and turn a
-//! refusal into the SPEC §6 answer. [`Gate::check`] is that step.
+//! refusal into the reference §6 answer. [`Gate::check`] is that step.
 
 use std::net::IpAddr;
 

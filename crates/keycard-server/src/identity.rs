@@ -1,4 +1,4 @@
-//! Identity headers (SPEC §5): set from a verified [`Principal`], never from the client.
+//! Identity headers (reference §5): set from a verified [`Principal`], never from the client.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keycard_core::{IdentityValues, Principal};

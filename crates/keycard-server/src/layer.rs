@@ -7,7 +7,7 @@
 //! step the gateway and `/_keycard/verify` run — against the layer's policy (allowed methods,
 //! required scopes, optional rate limit). A request that passes reaches the inner service
 //! with the verified caller in its extensions as [`Authenticated`]; one that does not gets
-//! the SPEC §6 answer (401 with challenges, 403, 429, 503) and never reaches it. Every
+//! the reference §6 answer (401 with challenges, 403, 429, 503) and never reaches it. Every
 //! attempt is audited, revocations made anywhere reach the caches within a second.
 //!
 //! It is as strict as the gateway: any `X-Keycard-*` header the client sent (or its spelling

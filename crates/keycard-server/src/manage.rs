@@ -603,7 +603,7 @@ pub struct SigningKeyRotated {
     pub previous_published_until: Option<String>,
 }
 
-/// One audit event (SPEC §7).
+/// One audit event (reference §7).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct AuditEventView {
     /// RFC 3339 with milliseconds.

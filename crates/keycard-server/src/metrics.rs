@@ -4,7 +4,7 @@
 //! endpoint, status class, route): recording is one relaxed `fetch_add` on the recording
 //! thread's own copy ([`crate::shard::Striped`]: no cache line shared between cores), with
 //! no map, no lock and no allocation on the request path; a scrape sums the copies. Labels come only from closed sets — the
-//! SPEC's methods, outcomes and reason codes, keycard's own endpoints, the configured route
+//! methods, outcomes and reason codes, keycard's own endpoints, the configured route
 //! prefixes — so no label can carry a secret, a subject or any other unbounded value.
 
 use std::fmt::Write as _;

@@ -194,7 +194,7 @@ impl UpstreamPool {
     }
 
     /// Sends `req` (origin-form URI, `Host` set, made by [`crate::proxy::upstream_request`])
-    /// to `upstream` with the identity headers of `identity` (SPEC §5); the response head,
+    /// to `upstream` with the identity headers of `identity` (reference §5); the response head,
     /// its body to be read.
     pub async fn send(
         &self,

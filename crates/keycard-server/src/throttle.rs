@@ -1,4 +1,4 @@
-//! The failed-attempt throttle (`limits.failed_auth`, SPEC §3): failures are counted per
+//! The failed-attempt throttle (`limits.failed_auth`, reference §3): failures are counted per
 //! client IP and per (subject, client IP) across all methods, in fixed windows that start
 //! at the first failure. Once a key has used up its window, every attempt under it — right
 //! password or not — is answered 429 until the window passes.

@@ -6,12 +6,12 @@
 //! event (on SQLite that alone was about 0.9 µs of CPU per request, measured). Schema v9
 //! writes a segment's events compactly (see [`AuditBatch::segment`]): each event's time and
 //! request id, and the fields most events of a batch have in common named once — about 30
-//! bytes an event where the SPEC §7 document takes 200, and what the store writes, its WAL
+//! bytes an event where the reference §7 document takes 200, and what the store writes, its WAL
 //! copies and its checkpoint copies again costs system time by the byte (measured: the
 //! writer's system time per request fell from about 0.55 µs to 0.1). Segments v8 wrote —
-//! a JSON array of the SPEC §7 documents — are read as they are. Reading back is rarer and
-//! scans segments newest first. The `audit_events` view shows one row per event, the SPEC
-//! §7 fields, whichever form its segment has, for SQL readers.
+//! a JSON array of the reference §7 documents — are read as they are. Reading back
+//! is rarer and scans segments newest first. The `audit_events` view shows one row per
+//! event, the reference §7 fields, whichever form its segment has, for SQL readers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -382,7 +382,7 @@ impl AuditBatch {
     ///
     /// — an event's `ts` is `t0 + dt` Unix milliseconds (`t0` is the segment's earliest) and
     /// its other fields are the `s`th (from 0) shared part's. About 30 bytes an event
-    /// where its SPEC §7 document takes 200.
+    /// where its reference §7 document takes 200.
     pub fn segment(&self, first: usize, body: &mut Vec<u8>) -> usize {
         let end = (first + SEGMENT_EVENTS).min(self.len());
         let events = self.events.get(first..end).unwrap_or_default();
@@ -438,7 +438,7 @@ impl AuditBatch {
     }
 }
 
-/// An event as schema v8 stored it: its SPEC §7 document, in a JSON array per segment.
+/// An event as schema v8 stored it: its reference §7 document, in a JSON array per segment.
 #[derive(Deserialize)]
 struct Doc {
     ts: String,
@@ -947,7 +947,7 @@ mod tests {
     }
 
     /// The point of the v9 form: the fields events share are written once. A typical
-    /// API-key batch (one client, one key) takes well under a fifth of its SPEC §7 lines.
+    /// API-key batch (one client, one key) takes well under a fifth of its reference §7 lines.
     #[test]
     fn a_segment_names_what_its_events_share_once() {
         let events: Vec<AuditEvent> = (0..1000)

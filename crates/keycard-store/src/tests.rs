@@ -690,7 +690,7 @@ async fn stored_audit_rows_move_into_segments_whole() {
 }
 
 /// The `audit_events` view reads the compact segments of schema v9: one row per event, every
-/// column what the event's SPEC §7 document holds — odd text, nulls, events of several
+/// column what the event's reference §7 document holds — odd text, nulls, events of several
 /// shared parts interleaved — and ids in the trail's order, as the store's reader gives them.
 #[tokio::test]
 async fn the_audit_events_view_reads_compact_segments() {

@@ -1,4 +1,4 @@
-//! The command line (SPEC §2). Parse here; resolve and act in `commands`.
+//! The command line (reference §2). Parse here; resolve and act in `commands`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -62,7 +62,8 @@ pub enum Command {
     /// API keys: create, list, revoke, rotate.
     #[command(subcommand)]
     Key(KeyCommand),
-    /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list.
+    /// Users with passwords (HTTP Basic and Digest): add, passwd, disable, enable, list,
+    /// totp, logout, grants.
     #[command(subcommand)]
     User(UserCommand),
     /// HMAC request-signing keys (RFC 9421): create, list, revoke.

@@ -1,4 +1,4 @@
-//! The OAuth 2.0 / OpenID Connect authorization server (SPEC §4), to RFC 9700: the
+//! The OAuth 2.0 / OpenID Connect authorization server (reference §4), to RFC 9700: the
 //! authorization code grant with PKCE `S256` for every client, client credentials, and
 //! rotating refresh tokens whose reuse revokes the whole grant. No implicit grant, no
 //! password grant.
