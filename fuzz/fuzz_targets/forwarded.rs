@@ -6,7 +6,7 @@
 
 use http::{HeaderMap, HeaderValue};
 use keycard_server::config::ForwardedCertHeader;
-use keycard_server::mtls::{X_FORWARDED_CLIENT_CERT, X_SSL_CLIENT_CERT, forwarded_cert};
+use keycard_server::fuzzing::{X_FORWARDED_CLIENT_CERT, X_SSL_CLIENT_CERT, forwarded_cert};
 use libfuzzer_sys::fuzz_target;
 
 /// The certificate the proxy saw (public; its key is nowhere).

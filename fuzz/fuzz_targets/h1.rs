@@ -5,7 +5,7 @@
 //! long.
 #![no_main]
 
-use keycard_server::h1::read_answer;
+use keycard_server::fuzzing::read_answer;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

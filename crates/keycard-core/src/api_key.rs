@@ -64,9 +64,10 @@ pub fn lookup_handle(hasher: &KeyedHasher, key: &str) -> [u8; 32] {
     hasher.hash(HashDomain::ApiKey, key.as_bytes())
 }
 
-/// What the store knows of one API key: everything the verifier needs, no secret.
+/// What the store knows of one stored credential — an API key, an RFC 9421 signing key or a
+/// certificate binding: everything the verifier needs, no secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyRecord {
+pub struct CredentialRecord {
     /// The credential id.
     pub id: Arc<str>,
     /// The subject it belongs to.
@@ -79,14 +80,14 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<i64>,
     /// Whether its subject is disabled.
     pub subject_disabled: bool,
-    /// Its identity headers' values, encoded once per copy ([`ApiKeyRecord::detached`]).
+    /// Its identity headers' values, encoded once per copy ([`CredentialRecord::detached`]).
     pub identity: Option<Arc<crate::IdentityValues>>,
     /// The principal a request made with it becomes, built at its first use.
     pub principal: PrincipalCache,
 }
 
 /// A record's principal, built once per copy of the record (a clone or a
-/// [`ApiKeyRecord::detached`] copy starts empty) and cloned for each request it passes. Not
+/// [`CredentialRecord::detached`] copy starts empty) and cloned for each request it passes. Not
 /// part of the record's value: records equal as data compare equal whatever they cached.
 #[derive(Default)]
 pub struct PrincipalCache(std::sync::OnceLock<Principal>);
@@ -96,7 +97,7 @@ impl PrincipalCache {
     /// this very record's fields (the same allocations) for the same method, else a new one
     /// (cached if none is yet). A record rebuilt around a moved cache thus never hands out
     /// another record's principal.
-    fn principal(&self, record: &ApiKeyRecord, method: Method) -> Principal {
+    fn principal(&self, record: &CredentialRecord, method: Method) -> Principal {
         if let Some(p) = self.0.get()
             && p.built_from(
                 &record.subject,
@@ -141,7 +142,7 @@ impl std::fmt::Debug for PrincipalCache {
     }
 }
 
-impl ApiKeyRecord {
+impl CredentialRecord {
     /// An equal record that shares no allocation with this one (for a per-thread copy: the
     /// reference counts its principals bump are then written by one core only).
     /// Its identity headers' values are encoded for the copy, once.
@@ -162,13 +163,17 @@ impl ApiKeyRecord {
 }
 
 /// Verifies a key whose format checked and whose record was found by its lookup handle.
-pub fn verify(record: &ApiKeyRecord, now: i64) -> Result<Principal, Refusal> {
+pub fn verify(record: &CredentialRecord, now: i64) -> Result<Principal, Refusal> {
     verify_as(record, Method::ApiKey, now)
 }
 
 /// The state checks of [`verify`] for another kind of key credential (HMAC signing keys
 /// share the record: id, subject, scopes, expiry, revocation, disabled subject).
-pub fn verify_as(record: &ApiKeyRecord, method: Method, now: i64) -> Result<Principal, Refusal> {
+pub fn verify_as(
+    record: &CredentialRecord,
+    method: Method,
+    now: i64,
+) -> Result<Principal, Refusal> {
     let refuse = |reason| Refusal::Unauthorized {
         reason,
         method: Some(method),
@@ -285,7 +290,7 @@ mod tests {
     /// encoded per request (percent-encoding included), and a principal made from it has them.
     #[test]
     fn a_detached_record_carries_its_identity_headers() {
-        let rec = ApiKeyRecord {
+        let rec = CredentialRecord {
             id: "key_1".into(),
             subject: "José r\u{e9}\r\n".into(),
             scopes: Scopes::parse("a:read b").unwrap(),
@@ -307,8 +312,8 @@ mod tests {
     }
 
     /// A valid key of subject `svc`, scopes `a b`.
-    fn svc_record() -> ApiKeyRecord {
-        ApiKeyRecord {
+    fn svc_record() -> CredentialRecord {
+        CredentialRecord {
             id: "key_1".into(),
             subject: "svc".into(),
             scopes: Scopes::parse("a b").unwrap(),
@@ -350,21 +355,21 @@ mod tests {
         assert_eq!(d.subject(), "svc");
         for (changed, what) in [
             (
-                ApiKeyRecord {
+                CredentialRecord {
                     subject: "other".into(),
                     ..rec.clone()
                 },
                 "subject",
             ),
             (
-                ApiKeyRecord {
+                CredentialRecord {
                     id: "key_2".into(),
                     ..rec.clone()
                 },
                 "id",
             ),
             (
-                ApiKeyRecord {
+                CredentialRecord {
                     scopes: Scopes::parse("a").unwrap(),
                     ..rec.clone()
                 },
@@ -374,7 +379,7 @@ mod tests {
             // A populated cache moved into a record with other fields.
             let old = rec.clone();
             assert_eq!(verify(&old, 1).unwrap(), a);
-            let moved = ApiKeyRecord {
+            let moved = CredentialRecord {
                 principal: old.principal,
                 ..changed
             };
@@ -389,7 +394,7 @@ mod tests {
         let h = verify_as(&rec, Method::Hmac, 1).unwrap();
         assert_eq!(h.method(), Method::Hmac);
         assert_eq!(verify(&rec, 1).unwrap().method(), Method::ApiKey);
-        let revoked = ApiKeyRecord {
+        let revoked = CredentialRecord {
             revoked_at: Some(1),
             ..rec
         };
@@ -404,9 +409,9 @@ mod tests {
             (p.subject(), p.method(), p.credential_id()),
             ("svc", Method::ApiKey, "key_1")
         );
-        let reason = |r: ApiKeyRecord| verify(&r, 100).unwrap_err().reason();
+        let reason = |r: CredentialRecord| verify(&r, 100).unwrap_err().reason();
         assert_eq!(
-            reason(ApiKeyRecord {
+            reason(CredentialRecord {
                 expires_at: Some(100),
                 ..rec.clone()
             }),
@@ -414,7 +419,7 @@ mod tests {
         );
         assert!(
             verify(
-                &ApiKeyRecord {
+                &CredentialRecord {
                     expires_at: Some(101),
                     ..rec.clone()
                 },
@@ -423,14 +428,14 @@ mod tests {
             .is_ok()
         );
         assert_eq!(
-            reason(ApiKeyRecord {
+            reason(CredentialRecord {
                 revoked_at: Some(5),
                 ..rec.clone()
             }),
             Reason::Revoked
         );
         assert_eq!(
-            reason(ApiKeyRecord {
+            reason(CredentialRecord {
                 subject_disabled: true,
                 identity: None,
                 principal: Default::default(),

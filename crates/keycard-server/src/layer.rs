@@ -3,7 +3,7 @@
 //! trail as the gateway.
 //!
 //! # What it does
-//! [`KeycardLayer`] wraps a service. Each request is checked by [`Gate::check`] — the very
+//! [`KeycardLayer`] wraps a service. Each request is checked by the gate — the very
 //! step the gateway and `/_keycard/verify` run — against the layer's policy (allowed methods,
 //! required scopes, optional rate limit). A request that passes reaches the inner service
 //! with the verified caller in its extensions as [`Authenticated`]; one that does not gets
@@ -15,8 +15,8 @@
 //! headers are set as the gateway sets them; `X-Forwarded-For`, `-Proto` and `-Host` count
 //! (for the client address, `@scheme` and `@authority`) only from `server.trusted_proxies`;
 //! a body a credential signs is read under the gateway's bound
-//! ([`crate::signed_body::MAX_SIGNED_BODY`], 413 beyond) and from the same permits
-//! ([`crate::signed_body::CONCURRENT_READS`] at once, 503 beyond).
+//! ([`MAX_SIGNED_BODY`], 413 beyond) and from the same permits
+//! ([`CONCURRENT_READS`] at once, 503 beyond).
 //!
 //! # What it does not
 //! It does not terminate TLS: for `mtls`, hand the peer's certificate chain over in a
@@ -89,6 +89,8 @@
 //!
 //! [tower]: https://docs.rs/tower
 
+pub use crate::http::signed_body::{CONCURRENT_READS, MAX_SIGNED_BODY, READS_PER_CLIENT};
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -103,8 +105,8 @@ use keycard_core::route::RoutePolicy;
 use keycard_core::{Method, MethodSet, Principal, Scopes};
 
 use crate::authn::RequestFacts;
-use crate::body::Body;
-use crate::gate::Gate;
+use crate::server::gate::Gate;
+use crate::upstream::body::Body;
 use crate::{Core, Settings, StartError};
 
 /// The verified caller, in the request's extensions (and an axum extractor with the `axum`
@@ -144,7 +146,7 @@ struct Shared {
     trusted_proxies: Vec<ipnet::IpNet>,
     /// The process's permits for reading signed bodies, shared with `keycard serve`'s
     /// listener when both run on one core.
-    body_reads: Arc<crate::signed_body::BodyReads>,
+    body_reads: Arc<crate::http::signed_body::BodyReads>,
     request_prefix: String,
     request_counter: AtomicU64,
 }
@@ -160,9 +162,9 @@ impl Embedded {
             gate: Gate {
                 authn: core.authn.clone(),
                 audit: core.sink.clone(),
-                challenger: crate::answer::Challenger::new(settings, &core.master),
+                challenger: crate::http::answer::Challenger::new(settings, &core.master),
             },
-            client_ca: crate::mtls::forwarding_ca(&settings.mtls),
+            client_ca: crate::authn::mtls::forwarding_ca(&settings.mtls),
             trusted_proxies: settings.trusted_proxies.clone(),
             body_reads: core.body_reads.clone(),
             request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
@@ -307,7 +309,7 @@ impl KeycardLayer {
     async fn verify<B>(
         &self,
         req: Request<B>,
-    ) -> Result<(Request<B>, crate::gate::Passed), Response<Body>>
+    ) -> Result<(Request<B>, crate::server::gate::Passed), Response<Body>>
     where
         B: http_body::Body + From<Bytes>,
         B::Error: Into<BoxError>,
@@ -320,11 +322,13 @@ impl KeycardLayer {
         let (mut parts, body) = req.into_parts();
         // Whatever the client sent as keycard's word never reaches the inner service, nor a
         // forwarded client certificate (the layer reads the host's handshake only).
-        crate::identity::strip_identity(&mut parts.headers);
-        parts.headers.remove(crate::mtls::X_SSL_CLIENT_CERT);
-        parts.headers.remove(crate::mtls::X_FORWARDED_CLIENT_CERT);
-        let peer_trusted = crate::forwarded::is_trusted(&shared.trusted_proxies, peer);
-        let ip = crate::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
+        crate::upstream::identity::strip_identity(&mut parts.headers);
+        parts.headers.remove(crate::authn::mtls::X_SSL_CLIENT_CERT);
+        parts
+            .headers
+            .remove(crate::authn::mtls::X_FORWARDED_CLIENT_CERT);
+        let peer_trusted = crate::http::forwarded::is_trusted(&shared.trusted_proxies, peer);
+        let ip = crate::http::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
         let cert = parts.extensions.get::<PeerCertificates>().and_then(|c| {
             let chain: Vec<rustls_pki_types::CertificateDer<'_>> =
                 c.0.iter()
@@ -340,7 +344,7 @@ impl KeycardLayer {
             || cert.is_some()
             || parts.extensions.get::<ConnectionIsTls>().is_some();
         let (scheme, authority) =
-            crate::app::client_origin(&parts.headers, &parts.uri, peer_trusted, tls);
+            crate::http::request::client_origin(&parts.headers, &parts.uri, peer_trusted, tls);
         let target = parts
             .uri
             .path_and_query()
@@ -349,7 +353,8 @@ impl KeycardLayer {
         // A credential that signs the body needs it before the check: read under the same
         // bound as the gateway's, from the same permits, once the credential could verify.
         let may_have_body = !body.is_end_stream();
-        let signs_body = !policy.public && crate::app::wants_body(&parts.headers, may_have_body);
+        let signs_body =
+            !policy.public && crate::http::request::wants_body(&parts.headers, may_have_body);
         let unread = RequestFacts {
             method: parts.method.as_str(),
             target,
@@ -361,17 +366,16 @@ impl KeycardLayer {
             body_unread: false,
             cert: None,
         };
-        let (body, bytes) =
-            if signs_body && crate::app::may_verify(&shared.gate.authn, &unread).await {
-                let _permit = shared
-                    .body_reads
-                    .permit(ip)
-                    .ok_or_else(crate::answer::unavailable)?;
-                let b = crate::signed_body::read(body).await?;
-                (B::from(b.clone()), Some(b))
-            } else {
-                (body, None)
-            };
+        let (body, bytes) = if signs_body && shared.gate.authn.may_verify(&unread).await {
+            let _permit = shared
+                .body_reads
+                .permit(ip)
+                .ok_or_else(crate::http::answer::unavailable)?;
+            let b = crate::http::signed_body::read(body).await?;
+            (B::from(b.clone()), Some(b))
+        } else {
+            (body, None)
+        };
         let facts = RequestFacts {
             body: bytes.as_deref(),
             body_unread: signs_body && bytes.is_none(),
@@ -381,7 +385,7 @@ impl KeycardLayer {
         let passed = shared.gate.check(policy, &facts, &request_id).await?;
         let mut req = Request::from_parts(parts, body);
         if let Some(p) = &passed.principal {
-            crate::identity::set_identity(req.headers_mut(), p);
+            crate::upstream::identity::set_identity(req.headers_mut(), p);
             req.extensions_mut().insert(Authenticated(p.clone()));
         }
         Ok((req, passed))

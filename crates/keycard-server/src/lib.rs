@@ -8,43 +8,24 @@
 //! What it does not do: parse command lines, or decide anything about a credential itself
 //! (that is `keycard-core`).
 #![deny(missing_docs)]
+#![deny(unreachable_pub)]
 
-pub mod admin;
-pub mod answer;
-pub mod app;
+mod admin;
 pub mod audit;
-pub mod authn;
-mod basic;
-pub mod body;
-pub mod cache;
+mod authn;
 mod clock;
 pub mod config;
-mod digest;
-pub mod feed;
-pub mod forwarded;
-pub mod gate;
-pub mod h1;
-mod hmac;
-pub mod identity;
-pub mod jwks;
+mod http;
 pub mod layer;
-pub mod listener;
-pub mod manage;
 pub mod master_key;
-pub mod metrics;
-pub mod mtls;
-pub mod oauth;
-pub mod own_keys;
+mod metrics;
+mod oauth;
 mod own_runtime;
-pub mod pool;
-pub mod proxy;
-pub mod ratelimit;
-pub mod redact;
-pub mod replay;
-pub mod shard;
-pub mod signed_body;
-pub mod throttle;
-pub mod tls;
+mod server;
+mod shard;
+mod state;
+mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,8 +36,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use admin::manage;
 pub use clock::{now_millis, now_secs};
 pub use config::{ConfigError, Settings};
+pub use state::keyring::open_key as open_signing_key;
+
+/// The hand-written parsers, for the fuzz targets in `fuzz/`.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::authn::mtls::{
+        ForwardedError, X_FORWARDED_CLIENT_CERT, X_SSL_CLIENT_CERT, forwarded_cert,
+    };
+    pub use crate::tls::{ClientCa, PeerCert};
+    pub use crate::upstream::h1::{ReadAnswer, read_answer};
+}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +88,7 @@ pub enum StartError {
     Authn(authn::AuthnSetupError),
     /// keycard's signing key could not be made or read.
     #[error(transparent)]
-    SigningKey(own_keys::OwnKeyError),
+    SigningKey(state::keyring::OwnKeyError),
     /// The change-feed follower could not start.
     #[error("{0}")]
     Feed(String),
@@ -104,7 +97,7 @@ pub enum StartError {
     AuditWriter(String),
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
-    Jwks(jwks::JwksFileError),
+    Jwks(authn::JwksFileError),
     /// The TLS files could not be read (they were readable when the config was checked).
     #[error("cannot load the TLS certificates (server.tls.{}): {}", .0.key, .0.message)]
     Tls(tls::TlsError),
@@ -142,7 +135,7 @@ impl Running {
 pub(crate) struct Core {
     pub(crate) master: keycard_core::MasterKey,
     /// Permits for reading signed bodies: one bound for every entry point.
-    pub(crate) body_reads: Arc<signed_body::BodyReads>,
+    pub(crate) body_reads: Arc<http::signed_body::BodyReads>,
     pub(crate) store: Store,
     pub(crate) authn: authn::Authenticator,
     pub(crate) sink: audit::AuditSink,
@@ -161,7 +154,7 @@ impl Core {
         let mut background = Vec::new();
 
         let revision = store.latest_revision().await?;
-        let cache = Arc::new(cache::CredentialCache::default());
+        let cache = Arc::new(state::cache::CredentialCache::default());
         cache.replace_revoked(store.revoked_tokens(now_secs()).await?);
         let seen = cache.subjects_changed();
         cache.set_disabled(disabled_subjects(&store).await?);
@@ -189,9 +182,9 @@ impl Core {
                 bg_rx.clone(),
             )));
         }
-        let feed_state = Arc::new(feed::FeedState::new(revision));
+        let feed_state = Arc::new(state::feed::FeedState::new(revision));
         background.push(
-            feed::spawn_follower(
+            state::feed::spawn_follower(
                 settings.store_url.as_str(),
                 cache.clone(),
                 feed_state.clone(),
@@ -199,12 +192,12 @@ impl Core {
             )
             .map_err(StartError::Feed)?,
         );
-        own_keys::ensure_key(&store, &master.sealer(), &settings.tokens)
+        state::keyring::ensure_key(&store, &master.sealer(), &settings.tokens)
             .await
             .map_err(StartError::SigningKey)?;
-        let jwks_client = proxy::client().map_err(StartError::Client)?;
+        let jwks_client = upstream::client::client().map_err(StartError::Client)?;
         let issuers = Arc::new(
-            jwks::Issuers::load(&settings.jwt_issuers, &jwks_client)
+            authn::Issuers::load(&settings.jwt_issuers, &jwks_client)
                 .await
                 .map_err(StartError::Jwks)?,
         );
@@ -224,7 +217,7 @@ impl Core {
             audit::spawn_writer(writer, out, settings.store_url.as_str(), bg_rx.clone())
                 .map_err(StartError::AuditWriter)?,
         );
-        authn.keyring.rebuild(
+        authn.keyring().rebuild(
             &store
                 .published_signing_keys(now_secs())
                 .await
@@ -343,16 +336,21 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let app = Arc::new(app::App::new(
+    let app = Arc::new(server::app::App::new(
         settings,
         &core.master,
         core.authn.clone(),
         core.sink.clone(),
         core.body_reads.clone(),
     ));
-    let metrics = metrics_listener
-        .map(|l| tokio::spawn(listener::serve_metrics(l, app.clone(), conn_rx.clone())));
-    let accept = tokio::spawn(listener::serve(listener, app, tls, conn_rx));
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(server::listener::serve_metrics(
+            l,
+            app.clone(),
+            conn_rx.clone(),
+        ))
+    });
+    let accept = tokio::spawn(server::listener::serve(listener, app, tls, conn_rx));
     tracing::info!(listen = %local_addr, metrics_listen = ?metrics_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,
@@ -417,7 +415,7 @@ async fn follow_derived<C, R, F>(
     F: std::future::Future<Output = bool>,
 {
     let mut seen = seen;
-    let mut tick = tokio::time::interval(feed::POLL_EVERY);
+    let mut tick = tokio::time::interval(state::feed::POLL_EVERY);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

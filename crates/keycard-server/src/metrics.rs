@@ -89,7 +89,7 @@ const UPSTREAM_BOUNDS: [f64; 15] = [
 /// A histogram over fixed bounds: per-bucket counts (not cumulative; summed when rendered),
 /// the count and the sum in nanoseconds, each thread writing its own shard.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     bounds_ns: Vec<u64>,
     bounds: &'static [f64],
     /// The buckets (one more for +Inf), then the count, then the sum.
@@ -114,7 +114,7 @@ impl Histogram {
     }
 
     /// Records one observation.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = self
             .bounds_ns

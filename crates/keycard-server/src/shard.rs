@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// How many shards each sharded structure has: room for the workers and the main runtime's
 /// threads, so that threads rarely share one (sharing is correct, only slower).
-pub fn count() -> usize {
+pub(crate) fn count() -> usize {
     static COUNT: OnceLock<usize> = OnceLock::new();
     *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(2, usize::from) * 2 + 2)
 }
 
 /// This thread's shard, below [`count`]: threads take the next one in turn on first use.
-pub fn index() -> usize {
+pub(crate) fn index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
@@ -36,7 +36,7 @@ pub fn index() -> usize {
 /// `len` counters, one copy per shard: [`Striped::add`] writes this thread's copy,
 /// [`Striped::get`] sums them.
 #[derive(Debug)]
-pub struct Striped {
+pub(crate) struct Striped {
     len: usize,
     stride: usize,
     cells: Box<[AtomicU64]>,
@@ -47,7 +47,7 @@ const LINE: usize = 8;
 
 impl Striped {
     /// `len` counters at zero.
-    pub fn new(len: usize) -> Self {
+    pub(crate) fn new(len: usize) -> Self {
         // Whole lines per shard, plus one line of gap: wherever the allocation starts, no two
         // shards' counters share a cache line.
         let stride = len.div_ceil(LINE) * LINE + LINE;
@@ -59,7 +59,7 @@ impl Striped {
     }
 
     /// Adds `v` to counter `i` (ignored when out of range).
-    pub fn add(&self, i: usize, v: u64) {
+    pub(crate) fn add(&self, i: usize, v: u64) {
         if i < self.len
             && let Some(c) = self.cells.get(index() * self.stride + i)
         {
@@ -68,7 +68,7 @@ impl Striped {
     }
 
     /// Counter `i`, summed over the shards (0 when out of range).
-    pub fn get(&self, i: usize) -> u64 {
+    pub(crate) fn get(&self, i: usize) -> u64 {
         if i >= self.len {
             return 0;
         }

@@ -30,7 +30,28 @@ use rustls::{
 };
 use tokio::sync::watch;
 
-use crate::config::{ClientAuth, TlsSettings};
+/// `server.tls`: keycard terminates TLS itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM, leaf first).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// CA certificates that client certificates must chain to; absent: no client
+    /// certificate is asked for.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required to complete the handshake.
+    pub client_auth: ClientAuth,
+}
+
+/// `server.tls.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Asked for; a client without one still connects (other methods then apply).
+    Optional,
+    /// A client without a certificate cannot complete the handshake.
+    Required,
+}
 
 /// Why TLS material could not be loaded: `key` is the config key under `server.tls`
 /// (or the full key for `mtls.client_ca`).
@@ -62,7 +83,7 @@ pub struct ClientCa {
 
 impl ClientCa {
     /// Reads the PEM CA certificates at `path`.
-    pub fn load(path: &Path) -> Result<Self, TlsError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, TlsError> {
         let key = "client_ca";
         let pem = std::fs::read(path).map_err(|e| err(key, path, e))?;
         let mut roots = RootCertStore::empty();
@@ -85,7 +106,7 @@ impl ClientCa {
     }
 
     /// Whether `chain` (leaf first) chains to this CA now, valid and for client auth.
-    pub fn verifies(&self, chain: &[CertificateDer<'_>]) -> bool {
+    pub(crate) fn verifies(&self, chain: &[CertificateDer<'_>]) -> bool {
         let Some((leaf, intermediates)) = chain.split_first() else {
             return false;
         };
@@ -115,7 +136,7 @@ pub struct PeerCert {
 impl PeerCert {
     /// The certificate `chain` (leaf first) as `ca` judges it; `None` if the leaf cannot
     /// be read.
-    pub fn judge(
+    pub(crate) fn judge(
         chain: &[CertificateDer<'_>],
         ca: Option<&ClientCa>,
         source: CertSource,
@@ -133,7 +154,7 @@ impl PeerCert {
 
     /// Whether the certificate chains to `bundle`, the trust bundle of rule `rule` (the
     /// answer kept for this certificate's later requests).
-    pub fn chains_to(&self, rule: usize, bundle: &ClientCa) -> bool {
+    pub(crate) fn chains_to(&self, rule: usize, bundle: &ClientCa) -> bool {
         let mut judged = self.judged.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, ok)) = judged.iter().find(|(i, _)| *i == rule) {
             return *ok;
@@ -152,7 +173,10 @@ impl PeerCert {
     /// The certificate of a completed handshake under `CaOrSelfSigned`: that verifier
     /// let through only certificates that chain to `ca` and self-issued ones, so only a
     /// self-issued one is checked again (it might be neither).
-    pub fn from_handshake(chain: &[CertificateDer<'_>], ca: Option<&ClientCa>) -> Option<Self> {
+    pub(crate) fn from_handshake(
+        chain: &[CertificateDer<'_>],
+        ca: Option<&ClientCa>,
+    ) -> Option<Self> {
         let identity = CertIdentity::from_der(chain.first()?.as_ref()).ok()?;
         let chain_verified =
             ca.is_some() && (!identity.self_issued || ca.is_some_and(|ca| ca.verifies(chain)));
@@ -171,11 +195,11 @@ impl PeerCert {
 /// self-signed certificates a handshake accepts. Read from the store at start and again
 /// whenever a client changes.
 #[derive(Debug, Default)]
-pub struct SelfSignedPins(RwLock<Arc<HashSet<[u8; 32]>>>);
+pub(crate) struct SelfSignedPins(RwLock<Arc<HashSet<[u8; 32]>>>);
 
 impl SelfSignedPins {
     /// Whether `fingerprint` is registered.
-    pub fn contains(&self, fingerprint: &[u8; 32]) -> bool {
+    pub(crate) fn contains(&self, fingerprint: &[u8; 32]) -> bool {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -183,7 +207,7 @@ impl SelfSignedPins {
     }
 
     /// Replaces the set.
-    pub fn replace(&self, pins: HashSet<[u8; 32]>) {
+    pub(crate) fn replace(&self, pins: HashSet<[u8; 32]>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pins);
     }
 }
@@ -262,7 +286,7 @@ impl ClientCertVerifier for CaOrSelfSigned {
 }
 
 /// Builds the rustls configuration of `settings`, reading its files.
-pub fn server_config(
+pub(crate) fn server_config(
     settings: &TlsSettings,
     pins: &Arc<SelfSignedPins>,
 ) -> Result<(Arc<ServerConfig>, Option<Arc<ClientCa>>), TlsError> {
@@ -336,7 +360,7 @@ pub fn server_config(
 
 /// The current TLS configuration, replaced when the files change.
 #[derive(Debug)]
-pub struct TlsState {
+pub(crate) struct TlsState {
     settings: TlsSettings,
     /// The registered self-signed certificates (`client_auth = "required"`).
     pub pins: Arc<SelfSignedPins>,
@@ -346,7 +370,7 @@ pub struct TlsState {
 
 impl TlsState {
     /// Loads `settings`.
-    pub fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
+    pub(crate) fn load(settings: &TlsSettings) -> Result<Self, TlsError> {
         let pins = Arc::new(SelfSignedPins::default());
         let current = server_config(settings, &pins)?;
         Ok(Self {
@@ -359,7 +383,7 @@ impl TlsState {
 
     /// The configuration for a new connection, and the CA its client certificate is
     /// judged by.
-    pub fn current(&self) -> (Arc<ServerConfig>, Option<Arc<ClientCa>>) {
+    pub(crate) fn current(&self) -> (Arc<ServerConfig>, Option<Arc<ClientCa>>) {
         match self.current.read() {
             Ok(c) => c.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -367,7 +391,7 @@ impl TlsState {
     }
 
     /// Reads the files again; on failure the previous configuration stays.
-    pub fn reload(&self) -> Result<(), TlsError> {
+    pub(crate) fn reload(&self) -> Result<(), TlsError> {
         let next = server_config(&self.settings, &self.pins)?;
         if let Ok(mut s) = self.stamps.lock() {
             *s = stamps(&self.settings);
@@ -385,7 +409,7 @@ impl TlsState {
     }
 
     /// Reloads on SIGHUP and when a file's modification time changes, until `shutdown`.
-    pub async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn watch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {

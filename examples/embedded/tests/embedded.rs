@@ -519,7 +519,7 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
     .unwrap();
     assert_eq!(r.status(), 401);
     // Over the bound, 413.
-    let big = vec![b'x'; keycard_server::signed_body::MAX_SIGNED_BODY + 1];
+    let big = vec![b'x'; keycard_server::layer::MAX_SIGNED_BODY + 1];
     let r = app
         .call(request(
             "192.0.2.5:5000",
@@ -532,10 +532,10 @@ async fn the_layer_strips_identity_headers_trusts_only_its_proxies_and_bounds_bo
     // Bodies that never end hold every read permit: the next is 503, not another read.
     // (At most `READS_PER_CLIENT` per address: the clients come from several.)
     let mut held = Vec::new();
-    for i in 0..keycard_server::signed_body::CONCURRENT_READS {
+    for i in 0..keycard_server::layer::CONCURRENT_READS {
         let peer = format!(
             "192.0.2.{}:5000",
-            10 + i / usize::from(keycard_server::signed_body::READS_PER_CLIENT)
+            10 + i / usize::from(keycard_server::layer::READS_PER_CLIENT)
         );
         let never = http_body_util::StreamBody::new(futures_util::stream::pending::<
             Result<http_body::Frame<Bytes>, std::convert::Infallible>,

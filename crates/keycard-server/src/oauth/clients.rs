@@ -10,184 +10,18 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use keycard_core::{HashDomain, Reason, Scopes, constant_time_eq};
-use keycard_store::ClientRow;
+use keycard_core::{HashDomain, Reason, constant_time_eq};
 
-use super::Params;
+use super::form::Params;
 use crate::authn::Authenticator;
+use crate::authn::throttle::Verdict;
 use crate::clock::{now_millis, now_secs};
-use crate::throttle::Verdict;
+pub(crate) use crate::state::client::{ClientAuth, ClientRecord};
 use crate::tls::PeerCert;
-
-/// How a client authenticates at the token endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// HTTP Basic with the form-urlencoded id and secret.
-    SecretBasic,
-    /// `client_id` and `client_secret` in the form.
-    SecretPost,
-    /// A public client: no secret.
-    None,
-    /// RFC 8705 §2.1: a certificate chaining to the client CA, with the registered subject
-    /// DN (and, when registered, the registered fingerprint).
-    Tls,
-    /// RFC 8705 §2.2: exactly the registered (self-signed) certificate.
-    SelfSignedTls,
-}
-
-impl ClientAuth {
-    /// The RFC 7591 name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientAuth::SecretBasic => "client_secret_basic",
-            ClientAuth::SecretPost => "client_secret_post",
-            ClientAuth::None => "none",
-            ClientAuth::Tls => "tls_client_auth",
-            ClientAuth::SelfSignedTls => "self_signed_tls_client_auth",
-        }
-    }
-
-    /// Whether the client authenticates with a certificate (its tokens are then bound to
-    /// it, RFC 8705 §3).
-    pub fn uses_certificate(self) -> bool {
-        matches!(self, ClientAuth::Tls | ClientAuth::SelfSignedTls)
-    }
-
-    /// Parses an RFC 7591 name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "client_secret_basic" => Some(ClientAuth::SecretBasic),
-            "client_secret_post" => Some(ClientAuth::SecretPost),
-            "none" => Some(ClientAuth::None),
-            "tls_client_auth" => Some(ClientAuth::Tls),
-            "self_signed_tls_client_auth" => Some(ClientAuth::SelfSignedTls),
-            _ => None,
-        }
-    }
-}
-
-/// A client as the authorization server needs it. `Debug` leaves out the secret's hash.
-#[derive(Clone)]
-pub struct ClientRecord {
-    /// `client_id`.
-    pub client_id: Arc<str>,
-    secret_hash: Option<[u8; 32]>,
-    /// How it authenticates.
-    pub auth: ClientAuth,
-    /// Registered redirect URIs.
-    pub redirect_uris: Vec<String>,
-    /// Grant types it may use.
-    pub grants: Vec<String>,
-    /// The most it may ask for.
-    pub scopes: Scopes,
-    /// Consent is not asked.
-    pub first_party: bool,
-    /// Revoked: nothing it holds works.
-    pub revoked: bool,
-    /// `tls_client_auth`: the RFC 4514 subject DN its certificate must have (normalised).
-    pub tls_subject_dn: Option<String>,
-    /// The SHA-256 fingerprint (hex) its certificate must have.
-    pub cert_fingerprint: Option<String>,
-}
-
-impl std::fmt::Debug for ClientRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientRecord")
-            .field("client_id", &self.client_id)
-            .field("auth", &self.auth)
-            .field("redirect_uris", &self.redirect_uris)
-            .field("grants", &self.grants)
-            .field("scopes", &self.scopes)
-            .field("first_party", &self.first_party)
-            .field("revoked", &self.revoked)
-            .field("tls_subject_dn", &self.tls_subject_dn)
-            .field("cert_fingerprint", &self.cert_fingerprint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientRecord {
-    /// From a stored row; `None` (refused) when the row cannot be right.
-    pub fn from_row(r: ClientRow) -> Option<Self> {
-        let scopes = Scopes::parse(&r.scopes).ok()?;
-        let auth = ClientAuth::parse(&r.auth_method)?;
-        let secret_hash = match r.secret_hash {
-            Some(h) => Some(<[u8; 32]>::try_from(h.as_slice()).ok()?),
-            None => None,
-        };
-        // A secret client without a secret, or any other with one, is refused; so is a
-        // certificate client without what identifies its certificate.
-        let wants_secret = matches!(auth, ClientAuth::SecretBasic | ClientAuth::SecretPost);
-        if secret_hash.is_some() != wants_secret {
-            return None;
-        }
-        let tls_subject_dn = match r.tls_subject_dn.as_deref() {
-            Some(dn) => Some(keycard_core::cert::normalize_dn(dn).ok()?),
-            None => None,
-        };
-        let identified = match auth {
-            ClientAuth::Tls => tls_subject_dn.is_some() || r.cert_fingerprint.is_some(),
-            ClientAuth::SelfSignedTls => r.cert_fingerprint.is_some(),
-            _ => true,
-        };
-        if !identified {
-            return None;
-        }
-        Some(Self {
-            client_id: r.client_id.into(),
-            secret_hash,
-            auth,
-            redirect_uris: r.redirect_uris,
-            grants: r.grants,
-            scopes,
-            first_party: r.first_party,
-            revoked: r.revoked_at.is_some(),
-            tls_subject_dn,
-            cert_fingerprint: r.cert_fingerprint,
-        })
-    }
-
-    /// Whether it may use `grant`.
-    pub fn allows_grant(&self, grant: &str) -> bool {
-        self.grants.iter().any(|g| g == grant)
-    }
-
-    /// Whether it is a public client (no secret, no certificate).
-    pub fn is_public(&self) -> bool {
-        self.auth == ClientAuth::None
-    }
-
-    /// Whether `uri` is one of its redirect URIs: exactly, or for a loopback `http`
-    /// redirect URI with any port (RFC 8252 §7.3).
-    pub fn redirect_uri_matches(&self, uri: &str) -> bool {
-        self.redirect_uris
-            .iter()
-            .any(|r| r == uri || loopback_equal(r, uri))
-    }
-}
-
-/// Whether two `http://127.0.0.1` / `http://[::1]` URIs differ only in their port.
-fn loopback_equal(registered: &str, presented: &str) -> bool {
-    let (Ok(a), Ok(b)) = (url::Url::parse(registered), url::Url::parse(presented)) else {
-        return false;
-    };
-    let loopback = |u: &url::Url| {
-        u.scheme() == "http"
-            && matches!(u.host_str(), Some("127.0.0.1" | "[::1]"))
-            && u.username().is_empty()
-            && u.password().is_none()
-    };
-    loopback(&a)
-        && loopback(&b)
-        && a.host_str() == b.host_str()
-        && a.path() == b.path()
-        && a.query() == b.query()
-        && b.fragment().is_none()
-}
 
 /// Why client authentication failed (each an `invalid_client` or `invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     /// Two methods at once, or a malformed Basic header (`invalid_request`).
     Malformed,
     /// Unknown, revoked, wrong secret or wrong method (`invalid_client`); the reason and
@@ -258,24 +92,6 @@ fn presented(headers: &HeaderMap, form: &Params) -> Result<Option<Presented>, Cl
 }
 
 impl Authenticator {
-    /// The client `client_id` (cache, else store); `None` when there is no such client.
-    pub(crate) async fn client(
-        &self,
-        client_id: &str,
-    ) -> Result<Option<Arc<ClientRecord>>, ClientError> {
-        if let Some(c) = self.cache.client(client_id) {
-            return Ok(c);
-        }
-        let generation = self.cache.generation();
-        let id = client_id.to_owned();
-        let row = self
-            .read_store(None, |store| async move { store.find_client(&id).await })
-            .await
-            .map_err(|_| ClientError::Unavailable)?;
-        let record = row.and_then(ClientRecord::from_row);
-        Ok(self.cache.insert_client(client_id, record, generation))
-    }
-
     /// Authenticates the client of a token-endpoint request. `allow_public`: whether a
     /// public client (no secret) is acceptable here. Failures count toward the
     /// failed-attempt throttle, per address and per (client, address).
@@ -288,14 +104,14 @@ impl Authenticator {
         cert: Option<&PeerCert>,
     ) -> Result<Arc<ClientRecord>, ClientError> {
         let now_ms = now_millis();
-        if let Verdict::Throttled { retry_after_secs } = self.throttle.check_ip(ip, now_ms) {
+        if let Verdict::Throttled { retry_after_secs } = self.throttle().check_ip(ip, now_ms) {
             return Err(ClientError::Throttled(retry_after_secs));
         }
         let Some(p) = presented(headers, form)? else {
             return Err(ClientError::Refused(Reason::NoCredential, None));
         };
         if let Verdict::Throttled { retry_after_secs } =
-            self.throttle.check_subject(&p.client_id, ip, now_ms)
+            self.throttle().check_subject(&p.client_id, ip, now_ms)
         {
             return Err(ClientError::Throttled(retry_after_secs));
         }
@@ -321,8 +137,12 @@ impl Authenticator {
         let presented_hash = p
             .secret
             .as_deref()
-            .map(|s| self.hasher.hash(HashDomain::ClientSecret, s.as_bytes()));
-        let Some(client) = self.client(&p.client_id).await? else {
+            .map(|s| self.hasher().hash(HashDomain::ClientSecret, s.as_bytes()));
+        let Some(client) = self
+            .client(&p.client_id)
+            .await
+            .map_err(|_| ClientError::Unavailable)?
+        else {
             return Err(refuse(Reason::UnknownCredential));
         };
         if client.revoked {
@@ -381,41 +201,6 @@ fn certificate_matches(client: &ClientRecord, cert: &PeerCert, now: i64) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(uris: &[&str]) -> ClientRecord {
-        ClientRecord {
-            client_id: "app".into(),
-            secret_hash: None,
-            auth: ClientAuth::None,
-            redirect_uris: uris.iter().map(|s| (*s).to_owned()).collect(),
-            grants: vec!["authorization_code".into()],
-            scopes: Scopes::empty(),
-            first_party: false,
-            revoked: false,
-            tls_subject_dn: None,
-            cert_fingerprint: None,
-        }
-    }
-
-    #[test]
-    fn redirect_uris_match_exactly_except_loopback_ports() {
-        let c = record(&[
-            "https://app.example/cb",
-            "http://127.0.0.1/cb",
-            "http://[::1]:8000/cb",
-        ]);
-        assert!(c.redirect_uri_matches("https://app.example/cb"));
-        assert!(!c.redirect_uri_matches("https://app.example/cb/"));
-        assert!(!c.redirect_uri_matches("https://app.example/cb?x=1"));
-        assert!(!c.redirect_uri_matches("https://app.example:8443/cb"));
-        assert!(!c.redirect_uri_matches("https://APP.example/cb"));
-        assert!(c.redirect_uri_matches("http://127.0.0.1:51234/cb"));
-        assert!(c.redirect_uri_matches("http://[::1]:1/cb"));
-        assert!(!c.redirect_uri_matches("http://127.0.0.1:51234/other"));
-        assert!(!c.redirect_uri_matches("http://localhost:51234/cb"));
-        assert!(!c.redirect_uri_matches("http://user@127.0.0.1:5/cb"));
-        assert!(!c.redirect_uri_matches("https://127.0.0.1:51234/cb"));
-    }
 
     #[test]
     fn basic_and_post_credentials_are_read_and_mixed_ones_refused() {

@@ -11,17 +11,17 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::body::Body;
+use crate::upstream::body::Body;
 
 /// The origins allowed, and what each endpoint takes.
 #[derive(Debug, Clone, Default)]
-pub struct Cors {
+pub(crate) struct Cors {
     origins: Vec<String>,
 }
 
 impl Cors {
     /// CORS for `origins` (exact `scheme://host[:port]`); none: off.
-    pub fn new(origins: &[String]) -> Self {
+    pub(crate) fn new(origins: &[String]) -> Self {
         Self {
             origins: origins.to_vec(),
         }
@@ -39,7 +39,7 @@ impl Cors {
     }
 
     /// The request's `Origin`, when it is allowed to call `path`.
-    pub fn allowed(&self, path: &str, headers: &HeaderMap) -> Option<HeaderValue> {
+    pub(crate) fn allowed(&self, path: &str, headers: &HeaderMap) -> Option<HeaderValue> {
         if self.origins.is_empty() || Self::methods(path).is_none() {
             return None;
         }
@@ -57,7 +57,7 @@ impl Cors {
 
     /// The answer to a preflight (`OPTIONS` with `Access-Control-Request-Method`) from an
     /// allowed origin; `None` for any other request.
-    pub fn preflight(
+    pub(crate) fn preflight(
         &self,
         method: &Method,
         path: &str,
@@ -86,7 +86,7 @@ impl Cors {
     }
 
     /// Marks an answer to `origin` (from [`Cors::allowed`]) readable by its script.
-    pub fn expose(origin: HeaderValue, r: &mut Response<Body>) {
+    pub(crate) fn expose(origin: HeaderValue, r: &mut Response<Body>) {
         let h = r.headers_mut();
         h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
         h.insert(

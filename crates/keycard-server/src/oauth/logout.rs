@@ -15,10 +15,12 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 use keycard_core::{HashDomain, Outcome, constant_time_eq};
 
-use super::pages::{SESSION_SECS, redirect};
-use super::{Caller, OAuth, Params, html};
-use crate::body::Body;
+use super::cookies::SESSION_SECS;
+use super::form::Params;
+use super::request::redirect;
+use super::{Caller, OAuth, html};
 use crate::clock::now_secs;
+use crate::upstream::body::Body;
 
 const LOGOUT: &str = "/oauth2/logout";
 
@@ -48,7 +50,7 @@ impl OAuth {
         let hint = match params.get("id_token_hint") {
             None => None,
             Some(t) => {
-                let keys = self.authn.keyring.current();
+                let keys = self.authn.keyring().current();
                 match keycard_core::access_token::verify_id_token_hint(
                     t,
                     &keys.keys,
@@ -121,7 +123,7 @@ impl OAuth {
             }
             let hash = self
                 .authn
-                .hasher
+                .hasher()
                 .hash(
                     HashDomain::LoginSession,
                     session.secret.expose_secret().as_bytes(),

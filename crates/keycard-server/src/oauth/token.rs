@@ -2,27 +2,22 @@
 //! revocation (RFC 7009) and userinfo (OIDC Core §5.3); and the `oauth2` method of the
 //! gateway, which verifies keycard's own access tokens without touching the store.
 
-use std::sync::Arc;
-
-use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use http::header::WWW_AUTHENTICATE;
 use http::{HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
-use keycard_core::access_token::{self, AccessToken, IdTokenClaims};
-use keycard_core::jwt::{self, JwtError};
+use keycard_core::access_token::{self, IdTokenClaims};
 use keycard_core::signing::{AccessTokenClaims, Confirmation, SigningKey, mint_access_token};
-use keycard_core::{
-    HashDomain, Method, Outcome, Principal, Reason, Refusal, Scopes, SecretString, new_id,
-};
+use keycard_core::{HashDomain, Outcome, Reason, Scopes, SecretString, new_id};
 use keycard_store::{GrantRow, Issued, Redeemed, Rotated};
 use serde_json::json;
 
 use super::clients::ClientError;
-use super::{
-    Caller, ClientRecord, FormError, OAuth, Params, json_answer, oauth_error, put, read_form,
-};
-use crate::authn::Authenticator;
-use crate::body::Body;
+use super::form::{FormError, Params, json_answer, oauth_error, put, read_form};
+use super::form::{invalid_request, unavailable};
+use super::{Caller, OAuth};
 use crate::clock::now_secs;
+use crate::state::client::ClientRecord;
+use crate::upstream::body::Body;
 
 const TOKEN: &str = "/oauth2/token";
 
@@ -34,7 +29,7 @@ impl OAuth {
     ) -> Response<Body> {
         let (parts, form) = match read_form(req).await {
             Ok(f) => f,
-            Err(FormError::Method) => return super::method_not_allowed("POST"),
+            Err(FormError::Method) => return super::form::method_not_allowed("POST"),
             Err(FormError::Invalid) => {
                 return invalid_request("the body must be a form without repeated parameters");
             }
@@ -79,7 +74,7 @@ impl OAuth {
         }
     }
 
-    fn client_error(&self, e: ClientError, caller: Caller) -> Response<Body> {
+    pub(super) fn client_error(&self, e: ClientError, caller: Caller) -> Response<Body> {
         match e {
             ClientError::Malformed => invalid_request("send client credentials one way only"),
             ClientError::Unavailable => unavailable(),
@@ -92,7 +87,7 @@ impl OAuth {
                     None,
                     &caller,
                 );
-                crate::answer::too_many_requests(self.authn.throttle.limit(), retry)
+                crate::http::answer::too_many_requests(self.authn.throttle().limit(), retry)
             }
             ClientError::Refused(reason, client_id) => {
                 // An unknown client id may be a secret pasted in the wrong place: not logged.
@@ -124,17 +119,17 @@ impl OAuth {
         if client.is_public() {
             return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
         }
-        let scopes = match super::scope_param(form.get("scope")) {
+        let scopes = match super::form::scope_param(form.get("scope")) {
             Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
             Ok(None) => client.scopes.clone(),
-            Ok(Some(s)) if super::subset(&s, &client.scopes) => s,
+            Ok(Some(s)) if super::form::subset(&s, &client.scopes) => s,
             Ok(Some(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
         };
         let Ok(audience) = self.audience(form.get("resource")) else {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", None);
         };
         let now = now_secs();
-        let Some(key) = self.authn.keyring.current().signer.clone() else {
+        let Some(key) = self.authn.keyring().current().signer.clone() else {
             return unavailable();
         };
         let Ok(jti) = new_id("at") else {
@@ -187,7 +182,7 @@ impl OAuth {
         let now = now_secs();
         let hash = self
             .authn
-            .hasher
+            .hasher()
             .hash(HashDomain::AuthCode, code.as_bytes())
             .to_vec();
         let cid = client.client_id.to_string();
@@ -267,13 +262,13 @@ impl OAuth {
         let Some(token) = form.get("refresh_token") else {
             return invalid_request("refresh_token is required");
         };
-        let requested = match super::scope_param(form.get("scope")) {
+        let requested = match super::form::scope_param(form.get("scope")) {
             Ok(s) => s,
             Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
         };
         let old = self
             .authn
-            .hasher
+            .hasher()
             .hash(HashDomain::RefreshToken, token.as_bytes())
             .to_vec();
         // What would refuse the refresh is judged before the token is rotated: a refused
@@ -295,7 +290,7 @@ impl OAuth {
                 };
                 if requested
                     .as_ref()
-                    .is_some_and(|s| !super::subset(s, &granted))
+                    .is_some_and(|s| !super::form::subset(s, &granted))
                 {
                     return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None);
                 }
@@ -349,7 +344,7 @@ impl OAuth {
             return self.invalid_grant(Reason::Disabled, client, caller);
         }
         let now = now_secs();
-        let Some(key) = self.authn.keyring.current().signer.clone() else {
+        let Some(key) = self.authn.keyring().current().signer.clone() else {
             return unavailable();
         };
         let jti = match new_id("at") {
@@ -367,7 +362,7 @@ impl OAuth {
         let issued = Issued {
             refresh_hash: refresh.as_ref().map(|r| {
                 self.authn
-                    .hasher
+                    .hasher()
                     .hash(HashDomain::RefreshToken, r.expose_secret().as_bytes())
                     .to_vec()
             }),
@@ -415,7 +410,7 @@ impl OAuth {
             };
             let scopes = match requested {
                 None => granted,
-                Some(s) if super::subset(&s, &granted) => s,
+                Some(s) if super::form::subset(&s, &granted) => s,
                 Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
             };
             if !self.user_is_active(&g.subject).await {
@@ -540,370 +535,6 @@ impl OAuth {
             Some(_) => Err(()),
         }
     }
-
-    async fn user_is_active(&self, name: &str) -> bool {
-        matches!(self.authn.user(name, Some(Method::Oauth2)).await, Ok(Some(u)) if !u.disabled)
-    }
-
-    /// `/oauth2/introspect` (RFC 7662).
-    pub(super) async fn introspect(
-        &self,
-        req: http::Request<Incoming>,
-        caller: Caller,
-    ) -> Response<Body> {
-        let (parts, form) = match read_form(req).await {
-            Ok(f) => f,
-            Err(FormError::Method) => return super::method_not_allowed("POST"),
-            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
-        };
-        // RFC 7662 §2.1: the caller must authenticate (a confidential client).
-        let asker = match self
-            .authn
-            .authenticate_client(
-                &parts.headers,
-                &form,
-                caller.ip,
-                false,
-                caller.cert.as_deref(),
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return self.client_error(e, caller),
-        };
-        let Some(token) = form.get("token") else {
-            return invalid_request("token is required");
-        };
-        // RFC 7662 §2.2: a client learns about its own tokens only, unless it holds
-        // `keycard:introspect` (a resource server's); others' are just inactive to it.
-        let may_see =
-            |owner: &str| owner == &*asker.client_id || asker.scopes.contains(INTROSPECT_SCOPE);
-        let inactive = || json_answer(StatusCode::OK, &json!({ "active": false }));
-        if jwt::looks_like_jwt(token) {
-            return match self.authn.verify_own_token(token, |_| true).await {
-                Ok(t) if may_see(&t.client_id) => {
-                    json_answer(StatusCode::OK, &introspection(&t, &self.issuer))
-                }
-                _ => inactive(),
-            };
-        }
-        let hash = self
-            .authn
-            .hasher
-            .hash(HashDomain::RefreshToken, token.as_bytes())
-            .to_vec();
-        let idle_since = now_secs().saturating_sub(self.refresh_idle);
-        let found = self
-            .authn
-            .read_store(None, move |store| async move {
-                store.find_refresh(&hash, idle_since).await
-            })
-            .await;
-        match found {
-            Err(_) => unavailable(),
-            Ok(Some((g, used)))
-                if !used
-                    && may_see(&g.client_id)
-                    && g.revoked_at.is_none()
-                    && g.expires_at > now_secs()
-                    && self.client_is_active(&g.client_id).await
-                    && self.user_is_active(&g.subject).await =>
-            {
-                json_answer(
-                    StatusCode::OK,
-                    &json!({
-                        "active": true,
-                        "token_type": "refresh_token",
-                        "scope": g.scopes,
-                        "client_id": g.client_id,
-                        "sub": g.subject,
-                        "exp": g.expires_at,
-                        "iat": g.created_at,
-                        "iss": self.issuer,
-                    }),
-                )
-            }
-            Ok(_) => inactive(),
-        }
-    }
-
-    async fn client_is_active(&self, client_id: &str) -> bool {
-        matches!(self.authn.client(client_id).await, Ok(Some(c)) if !c.revoked)
-    }
-
-    pub(super) async fn revoke(
-        &self,
-        req: http::Request<Incoming>,
-        caller: Caller,
-    ) -> Response<Body> {
-        let (parts, form) = match read_form(req).await {
-            Ok(f) => f,
-            Err(FormError::Method) => return super::method_not_allowed("POST"),
-            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
-        };
-        let client = match self
-            .authn
-            .authenticate_client(
-                &parts.headers,
-                &form,
-                caller.ip,
-                true,
-                caller.cert.as_deref(),
-            )
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => return self.client_error(e, caller),
-        };
-        let Some(token) = form.get("token") else {
-            return invalid_request("token is required");
-        };
-        let now = now_secs();
-        let ok = || json_answer(StatusCode::OK, &json!({}));
-        if jwt::looks_like_jwt(token) {
-            // Expired tokens need no revoking; tokens of other clients are not the caller's
-            // to revoke (RFC 7009 §2.1); unknown tokens get 200 all the same.
-            let keys = self.authn.keyring.current();
-            let Ok(t) =
-                access_token::verify_access_token(token, &keys.keys, &self.issuer, |_| true, now)
-            else {
-                return ok();
-            };
-            if t.client_id != *client.client_id {
-                return ok();
-            }
-            let (jti, exp) = (t.jti.clone(), t.exp);
-            let done = self
-                .authn
-                .read_store(None, move |store| async move {
-                    store.revoke_access_token(&jti, exp, now).await
-                })
-                .await;
-            if done.is_err() {
-                return unavailable();
-            }
-            self.authn.cache.add_revoked(&t.jti, t.exp);
-            self.record(
-                "/oauth2/revoke",
-                Outcome::Success,
-                None,
-                Some(&t.subject),
-                Some(&client.client_id),
-                &caller,
-            );
-            return ok();
-        }
-        let hash = self
-            .authn
-            .hasher
-            .hash(HashDomain::RefreshToken, token.as_bytes())
-            .to_vec();
-        let h2 = hash.clone();
-        let found = self
-            .authn
-            .read_store(None, move |store| async move {
-                store.find_refresh(&h2, 0).await
-            })
-            .await;
-        match found {
-            Err(_) => unavailable(),
-            Ok(Some((g, _))) if g.client_id == *client.client_id => {
-                let done = self
-                    .authn
-                    .read_store(None, move |store| async move {
-                        store.revoke_by_refresh(&hash, now).await
-                    })
-                    .await;
-                if done.is_err() {
-                    return unavailable();
-                }
-                self.record(
-                    "/oauth2/revoke",
-                    Outcome::Success,
-                    None,
-                    Some(&g.subject),
-                    Some(&client.client_id),
-                    &caller,
-                );
-                ok()
-            }
-            Ok(_) => ok(),
-        }
-    }
-
-    pub(super) async fn userinfo(
-        &self,
-        req: http::Request<Incoming>,
-        caller: Caller,
-    ) -> Response<Body> {
-        if !matches!(*req.method(), http::Method::GET | http::Method::POST) {
-            return super::method_not_allowed("GET, POST");
-        }
-        let token = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_owned());
-        let issuer = self.issuer.clone();
-        let verified = match token {
-            Some(t) => self
-                .authn
-                .verify_own_token(&t, |a| a == issuer)
-                .await
-                .ok()
-                .filter(|t| check_binding(t, caller.cert.as_deref()).is_ok()),
-            None => None,
-        };
-        let challenge = |status, value: &str| {
-            let mut r = json_answer(status, &json!({ "error": value }));
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "Bearer realm=\"{}\", error=\"{value}\"",
-                self.realm
-            )) {
-                r.headers_mut().insert(WWW_AUTHENTICATE, v);
-            }
-            r
-        };
-        match verified {
-            None => challenge(StatusCode::UNAUTHORIZED, "invalid_token"),
-            // A client's token for itself names no end-user to describe (OIDC Core §5.3):
-            // never the user who happens to share a name with the client.
-            Some(t)
-                if !t.scopes.contains("openid")
-                    || t.client_credentials
-                    || t.subject == t.client_id =>
-            {
-                challenge(StatusCode::FORBIDDEN, "insufficient_scope")
-            }
-            Some(t) if !self.user_is_active(&t.subject).await => {
-                challenge(StatusCode::UNAUTHORIZED, "invalid_token")
-            }
-            Some(t) => {
-                let mut body = json!({ "sub": t.subject });
-                if t.scopes.contains("profile") {
-                    put(&mut body, "preferred_username", json!(t.subject));
-                }
-                json_answer(StatusCode::OK, &body)
-            }
-        }
-    }
-}
-
-impl Authenticator {
-    /// Verifies an access token keycard issued: signature against its own keys, claims,
-    /// an audience `accept` takes, not revoked, its client not revoked, its user (when it
-    /// has one) not disabled. Memory only, except on a cold cache.
-    pub(crate) async fn verify_own_token(
-        &self,
-        token: &str,
-        accept: impl Fn(&str) -> bool,
-    ) -> Result<Arc<AccessToken>, Refusal> {
-        let method = Some(Method::Oauth2);
-        let refuse = |e: JwtError| Refusal::unauthorized(e.reason(), method);
-        let now = now_secs();
-        let handle = self
-            .hasher
-            .hash(HashDomain::VerifiedToken, token.as_bytes());
-        let t = match self.cache.verified_token(&handle, now) {
-            Some(t) if accept(&t.audience) => t,
-            Some(_) => return Err(refuse(JwtError::WrongAudience)),
-            None => {
-                let keys = self.keyring.current();
-                let t = Arc::new(
-                    access_token::verify_access_token(token, &keys.keys, &self.issuer, accept, now)
-                        .map_err(refuse)?,
-                );
-                self.cache.insert_verified_token(handle, t.clone(), now);
-                t
-            }
-        };
-        self.require_fresh(method)?;
-        let revoked = |subject: Option<String>| Refusal::Unauthorized {
-            reason: Reason::Revoked,
-            method,
-            credential_id: Some(t.client_id.clone()),
-            subject,
-        };
-        if self.cache.is_revoked(&t.jti) {
-            return Err(revoked(Some(t.subject.clone())));
-        }
-        // Disabled by name: the gateway refuses it, and so do introspection and userinfo.
-        if self.cache.is_disabled(&t.subject) {
-            return Err(Refusal::Unauthorized {
-                reason: Reason::Disabled,
-                method,
-                credential_id: Some(t.client_id.clone()),
-                subject: Some(t.subject.clone()),
-            });
-        }
-        match self.client(&t.client_id).await {
-            Ok(Some(c)) if !c.revoked => {}
-            Ok(_) => return Err(revoked(Some(t.subject.clone()))),
-            Err(_) => return Err(Refusal::Unavailable { method }),
-        }
-        if t.subject != t.client_id {
-            match self.user(&t.subject, method).await? {
-                Some(u) if !u.disabled => {}
-                _ => {
-                    return Err(Refusal::Unauthorized {
-                        reason: Reason::Disabled,
-                        method,
-                        credential_id: Some(t.client_id.clone()),
-                        subject: Some(t.subject.clone()),
-                    });
-                }
-            }
-        }
-        Ok(t)
-    }
-
-    /// The `oauth2` method of the gateway: a token keycard issued, for keycard itself or
-    /// for a resource under it that `path` is in.
-    pub(crate) async fn verify_oauth2(
-        &self,
-        token: &str,
-        path: &str,
-        cert: Option<&crate::tls::PeerCert>,
-    ) -> Result<Principal, Refusal> {
-        let issuer = self.issuer.clone();
-        let accept = |aud: &str| {
-            *aud == *issuer
-                || aud.strip_prefix(&*issuer).is_some_and(|p| {
-                    p.starts_with('/')
-                        && path.strip_prefix(p).is_some_and(|rest| {
-                            p.ends_with('/') || rest.is_empty() || rest.starts_with('/')
-                        })
-                })
-        };
-        let t = self.verify_own_token(token, accept).await?;
-        check_binding(&t, cert)?;
-        Ok(t.principal())
-    }
-}
-
-/// The RFC 7662 answer for an active access token of keycard's.
-/// The scope that lets a client introspect tokens issued to other clients.
-pub(crate) const INTROSPECT_SCOPE: &str = "keycard:introspect";
-
-fn introspection(t: &AccessToken, issuer: &str) -> serde_json::Value {
-    let mut body = json!({
-        "active": true,
-        "token_type": "Bearer",
-        "scope": t.scopes.as_str(),
-        "client_id": t.client_id,
-        "sub": t.subject,
-        "exp": t.exp,
-        "iat": t.iat,
-        "iss": issuer,
-        "aud": t.audience,
-        "jti": t.jti,
-    });
-    if let Some(x5t) = &t.x5t_s256 {
-        put(&mut body, "cnf", json!({ "x5t#S256": x5t }));
-    }
-    body
 }
 
 /// The certificate a client's tokens are bound to: the one it authenticated with, when it
@@ -914,45 +545,4 @@ fn bound_cert<'a>(client: &ClientRecord, caller: &'a Caller) -> Option<&'a crate
     } else {
         None
     }
-}
-
-/// RFC 8705 §3: a certificate-bound token is good only over a connection with the same
-/// certificate.
-pub(crate) fn check_binding(
-    t: &AccessToken,
-    cert: Option<&crate::tls::PeerCert>,
-) -> Result<(), Refusal> {
-    let Some(bound) = &t.x5t_s256 else {
-        return Ok(());
-    };
-    let presented = cert.map(|c| c.identity.x5t_s256()).unwrap_or_default();
-    if keycard_core::constant_time_eq(presented.as_bytes(), bound.as_bytes()) {
-        Ok(())
-    } else {
-        Err(Refusal::Unauthorized {
-            reason: Reason::CertificateMismatch,
-            method: Some(Method::Oauth2),
-            credential_id: Some(t.client_id.clone()),
-            subject: Some(t.subject.clone()),
-        })
-    }
-}
-
-fn invalid_request(description: &str) -> Response<Body> {
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        Some(description),
-    )
-}
-
-fn unavailable() -> Response<Body> {
-    let mut r = oauth_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
-        None,
-    );
-    r.headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
 }

@@ -243,7 +243,7 @@ async fn https_upstreams_speak_http2_or_http1_as_they_offer() {
     kc.env("SSL_CERT_FILE", pki.ca.to_str().unwrap());
     kc.env(
         "KEYCARD_LOG",
-        "info,keycard::access=info,keycard_server::pool=debug",
+        "info,keycard::access=info,keycard_server::upstream::pool=debug",
     );
     kc.start();
     let (_, key) = kc.create_key("svc", &[], &[]);

@@ -204,7 +204,7 @@ async fn mint_with_stored_key(kc: &Keycard, sub: &str) -> String {
         .unwrap();
     let current = rows.iter().find(|r| r.retired_at.is_none()).unwrap();
     let master = keycard_server::master_key::load_or_create(&kc.path("data/master.key")).unwrap();
-    let key = keycard_server::own_keys::open_key(current, &master.sealer()).unwrap();
+    let key = keycard_server::open_signing_key(current, &master.sealer()).unwrap();
     store.close().await;
     let now = keycard_server::now_secs();
     mint_access_token(

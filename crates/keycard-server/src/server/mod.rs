@@ -1,0 +1,11 @@
+//! The request path: the listener, the routing of keycard's own endpoints, the gateway that
+//! forwards a verified request, forward-auth's verdict for a proxy in front, and the
+//! [`gate::Gate`] every one of them passes.
+
+pub(crate) mod app;
+mod forward_auth;
+pub(crate) mod gate;
+mod gateway;
+pub(crate) mod listener;
+mod own;
+pub(crate) mod proxy;
