@@ -5,10 +5,12 @@
 
 use std::fmt;
 
+use ::hmac::{Hmac, KeyInit, Mac};
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::{hkdf, hmac, rand};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use sha2::Sha256;
 use zeroize::Zeroize;
 
 use crate::secret::SecretBytes;
@@ -236,55 +238,24 @@ impl KeyedHasher {
     }
 }
 
-/// HMAC-SHA256 (RFC 2104) with its key's two blocks — key ⊕ ipad and key ⊕ opad — already
-/// run through SHA-256's compression function: a message of up to 55 bytes (an API key and
-/// its domain label) then costs two compressions, where aws-lc-rs's `hmac::Context` costs
-/// about four times as much (copying its three hash contexts, then finishing through its
-/// generic digest layer; `cargo bench -p keycard-core --bench keyed_hash`). The states are
-/// as secret as the key: zeroized on drop, never printed.
+/// HMAC-SHA256 (RFC 2104; RustCrypto's `hmac` over `sha2`) keyed once: the key's two
+/// blocks — key ⊕ ipad and key ⊕ opad — are absorbed when it is made, and each message
+/// starts from a copy of that state, so a message of up to 55 bytes (an API key and its
+/// domain label) costs two compressions. The states are as secret as the key: zeroized when
+/// dropped (the crates' `zeroize` feature), never printed.
 #[derive(Clone)]
-pub(crate) struct PreparedHmac {
-    inner: [u32; 8],
-    outer: [u32; 8],
-}
-
-/// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
-const SHA256_IV: [u32; 8] = [
-    0x6a09_e667,
-    0xbb67_ae85,
-    0x3c6e_f372,
-    0xa54f_f53a,
-    0x510e_527f,
-    0x9b05_688c,
-    0x1f83_d9ab,
-    0x5be0_cd19,
-];
+pub(crate) struct PreparedHmac(Hmac<Sha256>);
 
 impl PreparedHmac {
     /// Prepares `key` (hashed first when longer than a block, as RFC 2104 says).
     pub(crate) fn new(key: &[u8]) -> Self {
-        let mut block = [0u8; 64];
-        if key.len() > block.len() {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key);
-            if let Some(head) = block.get_mut(..digest.as_ref().len()) {
-                head.copy_from_slice(digest.as_ref());
-            }
-        } else if let Some(head) = block.get_mut(..key.len()) {
-            head.copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut padded = block.map(|b| b ^ byte);
-            let mut state = SHA256_IV;
-            sha2::block_api::compress256(&mut state, std::slice::from_ref(&padded));
-            padded.zeroize();
-            state
-        };
-        let prepared = Self {
-            inner: pad(0x36),
-            outer: pad(0x5c),
-        };
-        block.zeroize();
-        prepared
+        #[expect(
+            clippy::expect_used,
+            reason = "HMAC takes a key of any length (RFC 2104 §2): `new_from_slice` cannot fail"
+        )]
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+            .expect("HMAC accepts keys of any length");
+        Self(mac)
     }
 
     /// The MAC of the concatenation of `parts`.
@@ -294,91 +265,11 @@ impl PreparedHmac {
 
     /// HMAC-SHA256 of the concatenation of `parts`.
     pub(crate) fn mac_of<'a>(&self, parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
-        let mut inner = Sha256Blocks::after_key_block(self.inner);
+        let mut mac = self.0.clone();
         for part in parts {
-            inner.update(part);
+            mac.update(part);
         }
-        let inner = inner.finish();
-        let mut outer = Sha256Blocks::after_key_block(self.outer);
-        outer.update(&inner);
-        outer.finish()
-    }
-}
-
-impl Drop for PreparedHmac {
-    fn drop(&mut self) {
-        self.inner.zeroize();
-        self.outer.zeroize();
-    }
-}
-
-/// SHA-256 over a message, a block at a time, from a state that has absorbed one block
-/// already (the HMAC key's). The block buffer holds message bytes (a secret): zeroized.
-struct Sha256Blocks {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    /// Bytes absorbed, the key's block included (for the length in the padding).
-    total: u64,
-}
-
-impl Sha256Blocks {
-    fn after_key_block(state: [u32; 8]) -> Self {
-        Self {
-            state,
-            block: [0; 64],
-            filled: 0,
-            total: 64,
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.total = self.total.wrapping_add(data.len() as u64);
-        while !data.is_empty() {
-            let room = self.block.len() - self.filled;
-            let (now, rest) = data.split_at(room.min(data.len()));
-            if let Some(dst) = self.block.get_mut(self.filled..self.filled + now.len()) {
-                dst.copy_from_slice(now);
-            }
-            self.filled += now.len();
-            data = rest;
-            if self.filled == self.block.len() {
-                sha2::block_api::compress256(&mut self.state, std::slice::from_ref(&self.block));
-                self.filled = 0;
-            }
-        }
-    }
-
-    /// The padding of FIPS 180-4 §5.1.1 (a 1 bit, zeros, the length in bits), then the
-    /// digest.
-    fn finish(mut self) -> [u8; 32] {
-        let bits = self.total.wrapping_mul(8);
-        if let Some(rest) = self.block.get_mut(self.filled..) {
-            rest.fill(0);
-        }
-        if let Some(b) = self.block.get_mut(self.filled) {
-            *b = 0x80;
-        }
-        if self.filled >= 56 {
-            sha2::block_api::compress256(&mut self.state, std::slice::from_ref(&self.block));
-            self.block.fill(0);
-        }
-        if let Some(len) = self.block.get_mut(56..) {
-            len.copy_from_slice(&bits.to_be_bytes());
-        }
-        sha2::block_api::compress256(&mut self.state, std::slice::from_ref(&self.block));
-        let mut out = [0u8; 32];
-        for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {
-            chunk.copy_from_slice(&word.to_be_bytes());
-        }
-        out
-    }
-}
-
-impl Drop for Sha256Blocks {
-    fn drop(&mut self) {
-        self.block.zeroize();
-        self.state.zeroize();
+        mac.finalize().into_bytes().into()
     }
 }
 
