@@ -95,7 +95,6 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -147,8 +146,7 @@ struct Shared {
     /// The process's permits for reading signed bodies, shared with `keycard serve`'s
     /// listener when both run on one core.
     body_reads: Arc<crate::http::signed_body::BodyReads>,
-    request_prefix: String,
-    request_counter: AtomicU64,
+    request_ids: crate::http::request::RequestIds,
 }
 
 impl Embedded {
@@ -167,8 +165,7 @@ impl Embedded {
             client_ca: crate::authn::mtls::forwarding_ca(&settings.mtls),
             trusted_proxies: settings.trusted_proxies.clone(),
             body_reads: core.body_reads.clone(),
-            request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
-            request_counter: AtomicU64::new(0),
+            request_ids: crate::http::request::RequestIds::new(),
         });
         Ok(Embedded { shared, core })
     }
@@ -316,9 +313,9 @@ impl KeycardLayer {
     {
         let shared = &self.shared;
         let policy = &*self.policy;
-        let n = shared.request_counter.fetch_add(1, Ordering::Relaxed);
-        let request_id = format!("{}-{n:x}", shared.request_prefix);
         let peer = peer_ip(&req);
+        let peer_trusted = crate::http::forwarded::is_trusted(&shared.trusted_proxies, peer);
+        let request_id = shared.request_ids.assign(req.headers(), peer_trusted);
         let (mut parts, body) = req.into_parts();
         // Whatever the client sent as keycard's word never reaches the inner service, nor a
         // forwarded client certificate (the layer reads the host's handshake only).
@@ -327,7 +324,6 @@ impl KeycardLayer {
         parts
             .headers
             .remove(crate::authn::mtls::X_FORWARDED_CLIENT_CERT);
-        let peer_trusted = crate::http::forwarded::is_trusted(&shared.trusted_proxies, peer);
         let ip = crate::http::forwarded::client_ip(&shared.trusted_proxies, peer, &parts.headers);
         let cert = parts.extensions.get::<PeerCertificates>().and_then(|c| {
             let chain: Vec<rustls_pki_types::CertificateDer<'_>> =
@@ -382,7 +378,10 @@ impl KeycardLayer {
             cert: cert.as_ref(),
             ..unread
         };
-        let passed = shared.gate.check(policy, &facts, &request_id).await?;
+        let passed = shared
+            .gate
+            .check(policy, &facts, request_id.as_str())
+            .await?;
         let mut req = Request::from_parts(parts, body);
         if let Some(p) = &passed.principal {
             crate::upstream::identity::set_identity(req.headers_mut(), p);

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Uri};
@@ -37,6 +38,38 @@ impl ConnInfo {
     }
 }
 
+/// `X-Request-Id`.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Where every entry point — the gateway, forward-auth, the admin API, the tower layer —
+/// takes its request ids: a trusted proxy's `X-Request-Id` when it is a plain token, else
+/// `{prefix}-{n in hex}`, the prefix random per start and `n` counting up.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        Self {
+            prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// The id of a request with `headers` from a peer that is (or is not) a trusted proxy.
+    pub(crate) fn assign(&self, headers: &HeaderMap, peer_trusted: bool) -> RequestId {
+        if peer_trusted
+            && let Some(v) = headers.get(X_REQUEST_ID)
+            && let Some(id) = RequestId::from_proxy(v.as_bytes())
+        {
+            return id;
+        }
+        RequestId::generated(&self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
 /// A request id, held inline: assigning one costs no allocation.
 #[derive(Clone, Copy)]
 pub(crate) struct RequestId {
@@ -47,50 +80,53 @@ pub(crate) struct RequestId {
 impl RequestId {
     /// The longest id accepted from a trusted proxy.
     const MAX: usize = 128;
+    /// The longest prefix of a generated id: room is left for `-` and 16 hex digits.
+    const MAX_PREFIX: usize = Self::MAX - 17;
 
     /// A proxy's id when it is 1–128 of `[A-Za-z0-9._:-]`.
     pub(crate) fn from_proxy(v: &[u8]) -> Option<Self> {
-        if !(1..=Self::MAX).contains(&v.len())
-            || !v
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        {
+        let plain = v
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        if !(1..=Self::MAX).contains(&v.len()) || !plain {
             return None;
         }
-        let mut id = Self {
-            buf: [0; Self::MAX],
-            len: v.len(),
-        };
-        id.buf.get_mut(..v.len())?.copy_from_slice(v);
+        let mut id = Self::empty();
+        id.push(v);
         Some(id)
     }
 
-    /// `{prefix}-{n in hex}`.
+    /// `{prefix}-{n in hex}` (the prefix cut to [`Self::MAX_PREFIX`] bytes).
     pub(crate) fn generated(prefix: &str, n: u64) -> Self {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = Self {
+        let mut id = Self::empty();
+        let prefix = prefix.as_bytes();
+        id.push(prefix.get(..Self::MAX_PREFIX).unwrap_or(prefix));
+        id.push(b"-");
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            let nibble = ((n >> (4 * i)) & 0xf) as usize;
+            id.push(HEX.get(nibble..=nibble).unwrap_or_default());
+        }
+        id
+    }
+
+    fn empty() -> Self {
+        Self {
             buf: [0; Self::MAX],
             len: 0,
-        };
-        let p = prefix.as_bytes();
-        let p = p.get(..p.len().min(Self::MAX - 17)).unwrap_or_default();
-        if let Some(dst) = id.buf.get_mut(..p.len()) {
-            dst.copy_from_slice(p);
         }
-        id.len = p.len();
-        if let Some(b) = id.buf.get_mut(id.len) {
-            *b = b'-';
-        }
-        id.len += 1;
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for i in 0..digits {
-            let nibble = (n >> (4 * (digits - 1 - i))) & 0xf;
-            if let (Some(b), Some(h)) = (id.buf.get_mut(id.len + i), HEX.get(nibble as usize)) {
-                *b = *h;
-            }
-        }
-        id.len += digits;
-        id
+    }
+
+    /// Appends `bytes`; the callers keep the total within [`Self::MAX`].
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "a proxy's id is at most MAX bytes, a generated one MAX_PREFIX + 17: an \
+                  overrun is a bug here, better a panic than an id cut short unnoticed"
+    )]
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 
     /// The id.
@@ -368,6 +404,31 @@ mod tests {
         ] {
             assert!(!super::valid_host(bad.as_bytes()), "{bad}");
         }
+    }
+
+    /// Every entry point takes its id here: a trusted proxy's plain one is kept, anyone
+    /// else's is not, and generated ones count up under one prefix.
+    #[test]
+    fn ids_come_from_a_trusted_proxy_or_the_counter() {
+        use super::{RequestIds, X_REQUEST_ID};
+        let ids = RequestIds::new();
+        let mut h = http::HeaderMap::new();
+        h.insert(X_REQUEST_ID, http::HeaderValue::from_static("edge-42"));
+        assert_eq!(ids.assign(&h, true).as_str(), "edge-42");
+        let first = ids.assign(&h, false);
+        assert_ne!(
+            first.as_str(),
+            "edge-42",
+            "an untrusted peer's id is not taken"
+        );
+        let (prefix, n) = first.as_str().rsplit_once('-').unwrap();
+        assert_eq!(n, "0");
+        assert_eq!(
+            ids.assign(&http::HeaderMap::new(), true).as_str(),
+            format!("{prefix}-1")
+        );
+        h.insert(X_REQUEST_ID, http::HeaderValue::from_static("two words"));
+        assert_eq!(ids.assign(&h, true).as_str(), format!("{prefix}-2"));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -16,7 +15,7 @@ use crate::authn::Authenticator;
 use crate::config::{RouteSettings, Settings, Upstream};
 use crate::http::answer::{self, Challenger};
 use crate::http::forwarded::{client_ip, is_trusted};
-use crate::http::request::{ConnInfo, RequestId, origin_of, request_host, well_formed};
+use crate::http::request::{ConnInfo, RequestId, RequestIds, origin_of, request_host, well_formed};
 use crate::metrics::Endpoint;
 use crate::server::gate::Gate;
 use crate::upstream::body::Body;
@@ -49,8 +48,7 @@ pub(crate) struct App {
     pub(super) trusted_proxies: Vec<ipnet::IpNet>,
     pub(super) authn: Authenticator,
     pub(super) audit: AuditSink,
-    pub(super) request_prefix: String,
-    pub(super) request_counter: AtomicU64,
+    pub(super) request_ids: RequestIds,
     /// Permits to read signed bodies, shared with every other entry point.
     pub(super) body_reads: Arc<crate::http::signed_body::BodyReads>,
     pub(super) oauth: crate::oauth::OAuth,
@@ -146,8 +144,7 @@ impl App {
             trusted_proxies: settings.trusted_proxies.clone(),
             authn: authn.clone(),
             audit: audit.clone(),
-            request_prefix: keycard_core::random_base62(10).unwrap_or_else(|_| "kc".into()),
-            request_counter: AtomicU64::new(0),
+            request_ids: RequestIds::new(),
             body_reads,
             oauth: crate::oauth::OAuth::new(settings, master, authn.clone(), audit.clone()),
             forwarded: settings.mtls.forwarded.as_ref().map(|f| ForwardedCerts {
@@ -370,14 +367,8 @@ impl App {
     /// The request's id: a trusted proxy's `X-Request-Id` (nginx `$request_id`, Envoy) when
     /// it is a plain token, else a new one. Sent upstream and written to the audit event.
     pub(super) fn request_id(&self, headers: &HeaderMap, peer: IpAddr) -> RequestId {
-        if is_trusted(&self.trusted_proxies, peer)
-            && let Some(v) = headers.get(crate::server::proxy::X_REQUEST_ID)
-            && let Some(id) = RequestId::from_proxy(v.as_bytes())
-        {
-            return id;
-        }
-        let n = self.request_counter.fetch_add(1, Ordering::Relaxed);
-        RequestId::generated(&self.request_prefix, n)
+        self.request_ids
+            .assign(headers, is_trusted(&self.trusted_proxies, peer))
     }
 
     /// The client certificate of a request: from a peer in `mtls.forwarded_cert_from`, the

@@ -12,9 +12,6 @@ use crate::http::forwarded::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROT
 use crate::upstream::body::Body;
 use crate::upstream::identity;
 
-/// `X-Request-Id`.
-pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// What the gateway knows of the request beyond its headers.
 #[derive(Debug)]
 pub(crate) struct ForwardContext<'a> {
@@ -152,7 +149,7 @@ pub(crate) fn upstream_request(
         };
     }
     if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-        h.insert(X_REQUEST_ID, v);
+        h.insert(crate::http::request::X_REQUEST_ID, v);
     }
     Ok(req)
 }
