@@ -20,7 +20,7 @@ use hyper::body::Incoming;
 use keycard_core::{HashDomain, Outcome, Reason, Scopes, constant_time_eq, new_id};
 use keycard_store::{CodeRow, SessionRow};
 
-use super::form::{FormError, Params, read_form};
+use super::form::{ErrorCode, FormError, Params, read_form};
 use super::request::{AuthError, AuthRequest, LOGIN_ROUTE, redirect, without_prompt};
 use super::{Caller, OAuth, html};
 use crate::clock::now_secs;
@@ -86,52 +86,52 @@ impl OAuth {
             },
         };
         let state = p.get("state").map(str::to_owned);
-        let fail = |error: &'static str| AuthError::Redirect {
+        let fail = |error: ErrorCode| AuthError::Redirect {
             redirect_uri: redirect_uri.clone(),
             error,
             state: state.clone(),
         };
         match p.get("response_type") {
-            None => return Err(fail("invalid_request")),
+            None => return Err(fail(ErrorCode::InvalidRequest)),
             Some("code") => {}
             // No implicit or hybrid flows (RFC 9700 §2.1.2).
-            Some(_) => return Err(fail("unsupported_response_type")),
+            Some(_) => return Err(fail(ErrorCode::UnsupportedResponseType)),
         }
         // The code comes back in the query, the one mode keycard answers in: another one
         // asked for is refused rather than silently ignored (the client would look for
         // the code where it is not).
         match p.get("response_mode") {
             None | Some("query") => {}
-            Some(_) => return Err(fail("invalid_request")),
+            Some(_) => return Err(fail(ErrorCode::InvalidRequest)),
         }
         if p.get("request").is_some() || p.get("request_uri").is_some() {
-            return Err(fail("request_not_supported"));
+            return Err(fail(ErrorCode::RequestNotSupported));
         }
         if !client.allows_grant("authorization_code") {
-            return Err(fail("unauthorized_client"));
+            return Err(fail(ErrorCode::UnauthorizedClient));
         }
         // PKCE S256 for every client; `plain` and a missing method are refused.
         if p.get("code_challenge_method") != Some("S256") {
-            return Err(fail("invalid_request"));
+            return Err(fail(ErrorCode::InvalidRequest));
         }
         let challenge = match p.get("code_challenge") {
             Some(c) if keycard_core::pkce::challenge_is_valid(c) => c.to_owned(),
-            _ => return Err(fail("invalid_request")),
+            _ => return Err(fail(ErrorCode::InvalidRequest)),
         };
         let scopes = match super::form::scope_param(p.get("scope")) {
-            Err(()) => return Err(fail("invalid_scope")),
+            Err(()) => return Err(fail(ErrorCode::InvalidScope)),
             Ok(None) => client.scopes.clone(),
             Ok(Some(s)) if super::form::subset(&s, &client.scopes) => s,
-            Ok(Some(_)) => return Err(fail("invalid_scope")),
+            Ok(Some(_)) => return Err(fail(ErrorCode::InvalidScope)),
         };
         let Ok(audience) = self.audience(p.get("resource")) else {
-            return Err(fail("invalid_target"));
+            return Err(fail(ErrorCode::InvalidTarget));
         };
         let nonce = p.get("nonce").map(str::to_owned);
         if nonce.as_ref().is_some_and(|n| n.len() > 512)
             || state.as_ref().is_some_and(|s| s.len() > 2048)
         {
-            return Err(fail("invalid_request"));
+            return Err(fail(ErrorCode::InvalidRequest));
         }
         let prompt: Vec<String> = p
             .get("prompt")
@@ -143,13 +143,13 @@ impl OAuth {
             })
             .unwrap_or_default();
         if prompt.iter().any(|x| x == "none") && prompt.len() > 1 {
-            return Err(fail("invalid_request"));
+            return Err(fail(ErrorCode::InvalidRequest));
         }
         let max_age = match p.get("max_age") {
             None => None,
             Some(m) => match m.parse::<u32>() {
                 Ok(secs) => Some(i64::from(secs)),
-                Err(_) => return Err(fail("invalid_request")),
+                Err(_) => return Err(fail(ErrorCode::InvalidRequest)),
             },
         };
         Ok(AuthRequest {
@@ -202,7 +202,7 @@ impl OAuth {
                 state,
             } => self.redirect_to_client(
                 &redirect_uri,
-                &[("error", error)],
+                &[("error", error.as_str())],
                 state.as_deref(),
                 status,
             ),
@@ -321,7 +321,7 @@ impl OAuth {
                 Some(p) => Ok((parts, p)),
                 None => Err(super::form::oauth_error(
                     StatusCode::BAD_REQUEST,
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     Some("repeated parameter"),
                 )),
             };
@@ -331,7 +331,7 @@ impl OAuth {
             Err(FormError::Method) => Err(super::form::method_not_allowed("GET, POST")),
             Err(FormError::Invalid) => Err(super::form::oauth_error(
                 StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 None,
             )),
         }
@@ -368,7 +368,7 @@ impl OAuth {
         let Some((session, user)) = session else {
             if prompt("none") {
                 return self.auth_error(
-                    self.redirect_error(&auth, "login_required"),
+                    self.redirect_error(&auth, ErrorCode::LoginRequired),
                     StatusCode::FOUND,
                 );
             }
@@ -387,7 +387,7 @@ impl OAuth {
         if !consented {
             if prompt("none") {
                 return self.auth_error(
-                    self.redirect_error(&auth, "consent_required"),
+                    self.redirect_error(&auth, ErrorCode::ConsentRequired),
                     StatusCode::FOUND,
                 );
             }
@@ -400,7 +400,7 @@ impl OAuth {
             .await
     }
 
-    pub(super) fn redirect_error(&self, auth: &AuthRequest, error: &'static str) -> AuthError {
+    pub(super) fn redirect_error(&self, auth: &AuthRequest, error: ErrorCode) -> AuthError {
         AuthError::Redirect {
             redirect_uri: auth.redirect_uri.clone(),
             error,
@@ -520,7 +520,7 @@ impl OAuth {
                     .await
             }
             Some("deny") => self.auth_error(
-                self.redirect_error(&auth, "access_denied"),
+                self.redirect_error(&auth, ErrorCode::AccessDenied),
                 StatusCode::SEE_OTHER,
             ),
             _ => self.page(

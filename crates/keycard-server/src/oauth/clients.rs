@@ -9,15 +9,20 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
+use http::Response;
 use http::header::AUTHORIZATION;
+use hyper::body::Incoming;
 use keycard_core::{HashDomain, Reason, constant_time_eq};
 
 use super::form::Params;
+use super::form::{FormError, invalid_request, method_not_allowed, read_form};
+use super::{Caller, OAuth};
 use crate::authn::Authenticator;
 use crate::authn::throttle::Verdict;
 use crate::clock::{now_millis, now_secs};
 pub(crate) use crate::state::client::{ClientAuth, ClientRecord};
 use crate::tls::PeerCert;
+use crate::upstream::body::Body;
 
 /// Why client authentication failed (each an `invalid_client` or `invalid_request`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +200,46 @@ fn certificate_matches(client: &ClientRecord, cert: &PeerCert, now: i64) -> bool
         }
         ClientAuth::SelfSignedTls => client.cert_fingerprint.is_some() && pinned,
         _ => false,
+    }
+}
+
+impl OAuth {
+    /// The form of a request to an endpoint where the client authenticates (`token`,
+    /// `introspect`, `revoke`): read once, bounded, each parameter at most once; any other
+    /// method than POST is 405.
+    pub(super) async fn client_form(
+        &self,
+        req: http::Request<Incoming>,
+    ) -> Result<(http::request::Parts, Params), Response<Body>> {
+        match read_form(req).await {
+            Ok(f) => Ok(f),
+            Err(FormError::Method) => Err(method_not_allowed("POST")),
+            Err(FormError::Invalid) => Err(invalid_request(
+                "the body must be a form without repeated parameters",
+            )),
+        }
+    }
+
+    /// The client that sent `form` (RFC 6749 §2.3: HTTP Basic, the form, or RFC 8705 a
+    /// certificate), or the answer refusing it. `allow_public`: a client without a secret
+    /// may call here.
+    pub(super) async fn client_of(
+        &self,
+        parts: &http::request::Parts,
+        form: &Params,
+        caller: &Caller,
+        allow_public: bool,
+    ) -> Result<Arc<ClientRecord>, Response<Body>> {
+        self.authn
+            .authenticate_client(
+                &parts.headers,
+                form,
+                caller.ip,
+                allow_public,
+                caller.cert.as_deref(),
+            )
+            .await
+            .map_err(|e| self.client_error(e, caller.clone()))
     }
 }
 

@@ -123,13 +123,71 @@ pub(crate) fn json_answer(status: StatusCode, body: &serde_json::Value) -> Respo
     r
 }
 
+/// The OAuth 2.0 error codes keycard answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCode {
+    /// `invalid_request` (RFC 6749 §5.2).
+    InvalidRequest,
+    /// `invalid_client` (RFC 6749 §5.2).
+    InvalidClient,
+    /// `invalid_grant` (RFC 6749 §5.2).
+    InvalidGrant,
+    /// `unauthorized_client` (RFC 6749 §5.2).
+    UnauthorizedClient,
+    /// `unsupported_grant_type` (RFC 6749 §5.2).
+    UnsupportedGrantType,
+    /// `unsupported_response_type` (RFC 6749 §4.1.2.1).
+    UnsupportedResponseType,
+    /// `invalid_scope` (RFC 6749 §5.2).
+    InvalidScope,
+    /// `invalid_target` (RFC 8707 §2).
+    InvalidTarget,
+    /// `access_denied` (RFC 6749 §4.1.2.1).
+    AccessDenied,
+    /// `login_required` (OpenID Connect Core §3.1.2.6).
+    LoginRequired,
+    /// `consent_required` (OpenID Connect Core §3.1.2.6).
+    ConsentRequired,
+    /// `request_not_supported` (OpenID Connect Core §3.1.2.6).
+    RequestNotSupported,
+    /// `temporarily_unavailable` (RFC 6749 §4.1.2.1).
+    TemporarilyUnavailable,
+    /// `invalid_token` (RFC 6750 §3.1).
+    InvalidToken,
+    /// `insufficient_scope` (RFC 6750 §3.1).
+    InsufficientScope,
+}
+
+impl ErrorCode {
+    /// The code as the RFCs spell it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::LoginRequired => "login_required",
+            ErrorCode::ConsentRequired => "consent_required",
+            ErrorCode::RequestNotSupported => "request_not_supported",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
 /// An RFC 6749 §5.2 error.
 pub(crate) fn oauth_error(
     status: StatusCode,
-    error: &str,
+    error: ErrorCode,
     description: Option<&str>,
 ) -> Response<Body> {
-    let mut body = serde_json::json!({ "error": error });
+    let mut body = serde_json::json!({ "error": error.as_str() });
     if let Some(d) = description {
         put(
             &mut body,
@@ -144,7 +202,7 @@ pub(crate) fn oauth_error(
 pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let mut r = oauth_error(
         StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Some("method not allowed"),
     );
     r.headers_mut()
@@ -175,7 +233,7 @@ pub(crate) fn put(body: &mut serde_json::Value, key: &str, value: serde_json::Va
 pub(super) fn invalid_request(description: &str) -> Response<Body> {
     oauth_error(
         StatusCode::BAD_REQUEST,
-        "invalid_request",
+        ErrorCode::InvalidRequest,
         Some(description),
     )
 }
@@ -183,7 +241,7 @@ pub(super) fn invalid_request(description: &str) -> Response<Body> {
 pub(super) fn unavailable() -> Response<Body> {
     let mut r = oauth_error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "temporarily_unavailable",
+        ErrorCode::TemporarilyUnavailable,
         None,
     );
     r.headers_mut()

@@ -9,8 +9,8 @@ use keycard_core::jwt::{self};
 use keycard_core::{HashDomain, Method, Outcome};
 use serde_json::json;
 
-use super::form::{FormError, json_answer, put, read_form};
-use super::form::{invalid_request, unavailable};
+use super::form::{ErrorCode, invalid_request, unavailable};
+use super::form::{json_answer, put};
 use super::{Caller, OAuth};
 use crate::clock::now_secs;
 use crate::upstream::body::Body;
@@ -49,25 +49,14 @@ impl OAuth {
         req: http::Request<Incoming>,
         caller: Caller,
     ) -> Response<Body> {
-        let (parts, form) = match read_form(req).await {
+        let (parts, form) = match self.client_form(req).await {
             Ok(f) => f,
-            Err(FormError::Method) => return super::form::method_not_allowed("POST"),
-            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
+            Err(refused) => return refused,
         };
         // RFC 7662 §2.1: the caller must authenticate (a confidential client).
-        let asker = match self
-            .authn
-            .authenticate_client(
-                &parts.headers,
-                &form,
-                caller.ip,
-                false,
-                caller.cert.as_deref(),
-            )
-            .await
-        {
+        let asker = match self.client_of(&parts, &form, &caller, false).await {
             Ok(c) => c,
-            Err(e) => return self.client_error(e, caller),
+            Err(refused) => return refused,
         };
         let Some(token) = form.get("token") else {
             return invalid_request("token is required");
@@ -134,24 +123,13 @@ impl OAuth {
         req: http::Request<Incoming>,
         caller: Caller,
     ) -> Response<Body> {
-        let (parts, form) = match read_form(req).await {
+        let (parts, form) = match self.client_form(req).await {
             Ok(f) => f,
-            Err(FormError::Method) => return super::form::method_not_allowed("POST"),
-            Err(FormError::Invalid) => return invalid_request("the body must be a form"),
+            Err(refused) => return refused,
         };
-        let client = match self
-            .authn
-            .authenticate_client(
-                &parts.headers,
-                &form,
-                caller.ip,
-                true,
-                caller.cert.as_deref(),
-            )
-            .await
-        {
+        let client = match self.client_of(&parts, &form, &caller, true).await {
             Ok(c) => c,
-            Err(e) => return self.client_error(e, caller),
+            Err(refused) => return refused,
         };
         let Some(token) = form.get("token") else {
             return invalid_request("token is required");
@@ -254,7 +232,8 @@ impl OAuth {
                 .filter(|t| crate::authn::check_binding(t, caller.cert.as_deref()).is_ok()),
             None => None,
         };
-        let challenge = |status, value: &str| {
+        let challenge = |status, code: ErrorCode| {
+            let value = code.as_str();
             let mut r = json_answer(status, &json!({ "error": value }));
             if let Ok(v) = HeaderValue::from_str(&format!(
                 "Bearer realm=\"{}\", error=\"{value}\"",
@@ -265,7 +244,7 @@ impl OAuth {
             r
         };
         match verified {
-            None => challenge(StatusCode::UNAUTHORIZED, "invalid_token"),
+            None => challenge(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
             // A client's token for itself names no end-user to describe (OIDC Core §5.3):
             // never the user who happens to share a name with the client.
             Some(t)
@@ -273,10 +252,10 @@ impl OAuth {
                     || t.client_credentials
                     || t.subject == t.client_id =>
             {
-                challenge(StatusCode::FORBIDDEN, "insufficient_scope")
+                challenge(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope)
             }
             Some(t) if !self.user_is_active(&t.subject).await => {
-                challenge(StatusCode::UNAUTHORIZED, "invalid_token")
+                challenge(StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken)
             }
             Some(t) => {
                 let mut body = json!({ "sub": t.subject });

@@ -7,7 +7,7 @@ use http::header::{CACHE_CONTROL, LOCATION};
 use http::{HeaderValue, Response, StatusCode};
 use keycard_core::Scopes;
 
-use super::form::Params;
+use super::form::{ErrorCode, Params};
 use crate::state::client::ClientRecord;
 use crate::upstream::body::Body;
 
@@ -39,7 +39,7 @@ pub(super) enum AuthError {
     /// Sent back to the client's redirect URI.
     Redirect {
         redirect_uri: String,
-        error: &'static str,
+        error: ErrorCode,
         state: Option<String>,
     },
 }

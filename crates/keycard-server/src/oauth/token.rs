@@ -12,7 +12,7 @@ use keycard_store::{GrantRow, Issued, Redeemed, Rotated};
 use serde_json::json;
 
 use super::clients::ClientError;
-use super::form::{FormError, Params, json_answer, oauth_error, put, read_form};
+use super::form::{ErrorCode, Params, json_answer, oauth_error, put};
 use super::form::{invalid_request, unavailable};
 use super::{Caller, OAuth};
 use crate::clock::now_secs;
@@ -27,37 +27,28 @@ impl OAuth {
         req: http::Request<Incoming>,
         caller: Caller,
     ) -> Response<Body> {
-        let (parts, form) = match read_form(req).await {
+        let (parts, form) = match self.client_form(req).await {
             Ok(f) => f,
-            Err(FormError::Method) => return super::form::method_not_allowed("POST"),
-            Err(FormError::Invalid) => {
-                return invalid_request("the body must be a form without repeated parameters");
-            }
+            Err(refused) => return refused,
         };
         let grant = match form.get("grant_type") {
             None => return invalid_request("grant_type is required"),
             Some(g @ ("authorization_code" | "client_credentials" | "refresh_token")) => g,
             // No password grant, no implicit, no device or token exchange (RFC 9700 §2.4).
             Some(_) => {
-                return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", None);
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::UnsupportedGrantType,
+                    None,
+                );
             }
         };
-        let client = match self
-            .authn
-            .authenticate_client(
-                &parts.headers,
-                &form,
-                caller.ip,
-                true,
-                caller.cert.as_deref(),
-            )
-            .await
-        {
+        let client = match self.client_of(&parts, &form, &caller, true).await {
             Ok(c) => c,
-            Err(e) => return self.client_error(e, caller),
+            Err(refused) => return refused,
         };
         if !client.allows_grant(grant) {
-            return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
+            return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::UnauthorizedClient, None);
         }
         // A disabled name gets no new tokens, whatever the grant (the client's own, for
         // client_credentials; the grant's user below, in issue_for_grant).
@@ -101,7 +92,7 @@ impl OAuth {
                     client_id,
                     &caller,
                 );
-                let mut r = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+                let mut r = oauth_error(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, None);
                 if let Ok(v) = HeaderValue::from_str(&format!("Basic realm=\"{}\"", self.realm)) {
                     r.headers_mut().insert(WWW_AUTHENTICATE, v);
                 }
@@ -117,16 +108,18 @@ impl OAuth {
         caller: Caller,
     ) -> Response<Body> {
         if client.is_public() {
-            return oauth_error(StatusCode::BAD_REQUEST, "unauthorized_client", None);
+            return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::UnauthorizedClient, None);
         }
         let scopes = match super::form::scope_param(form.get("scope")) {
-            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, None),
             Ok(None) => client.scopes.clone(),
             Ok(Some(s)) if super::form::subset(&s, &client.scopes) => s,
-            Ok(Some(_)) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+            Ok(Some(_)) => {
+                return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, None);
+            }
         };
         let Ok(audience) = self.audience(form.get("resource")) else {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_target", None);
+            return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidTarget, None);
         };
         let now = now_secs();
         let Some(key) = self.authn.keyring().current().signer.clone() else {
@@ -264,7 +257,7 @@ impl OAuth {
         };
         let requested = match super::form::scope_param(form.get("scope")) {
             Ok(s) => s,
-            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+            Err(()) => return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, None),
         };
         let old = self
             .authn
@@ -292,7 +285,7 @@ impl OAuth {
                     .as_ref()
                     .is_some_and(|s| !super::form::subset(s, &granted))
                 {
-                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None);
+                    return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, None);
                 }
                 if self.authn.cache().is_disabled(&g.subject)
                     || !self.user_is_active(&g.subject).await
@@ -411,7 +404,9 @@ impl OAuth {
             let scopes = match requested {
                 None => granted,
                 Some(s) if super::form::subset(&s, &granted) => s,
-                Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", None),
+                Some(_) => {
+                    return oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidScope, None);
+                }
             };
             if !self.user_is_active(&g.subject).await {
                 return self.invalid_grant(Reason::Disabled, client, caller);
@@ -483,7 +478,7 @@ impl OAuth {
             Some(&client.client_id),
             &caller,
         );
-        oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", None)
+        oauth_error(StatusCode::BAD_REQUEST, ErrorCode::InvalidGrant, None)
     }
 
     /// Signs an access token.
