@@ -455,7 +455,7 @@ pub fn spawn_writer(
     out: Box<dyn Write + Send>,
     store_url: &str,
     shutdown: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, crate::own_runtime::SpawnError> {
     crate::own_runtime::spawn_with_store(
         "keycard-audit",
         store_url,
@@ -776,7 +776,7 @@ mod tests {
         let (_stop, stopped) = watch::channel(false);
         let err =
             spawn_writer(writer, Box::new(std::io::sink()), "mysql://h/db", stopped).unwrap_err();
-        assert!(err.contains("mysql"), "{err}");
+        assert!(err.to_string().contains("mysql"), "{err}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,11 +90,11 @@ pub enum StartError {
     #[error(transparent)]
     SigningKey(state::keyring::OwnKeyError),
     /// The change-feed follower could not start.
-    #[error("{0}")]
-    Feed(String),
+    #[error("cannot start the change-feed follower: {0}")]
+    Feed(#[source] own_runtime::SpawnError),
     /// The audit writer could not start.
-    #[error("{0}")]
-    AuditWriter(String),
+    #[error("cannot start the audit writer: {0}")]
+    AuditWriter(#[source] own_runtime::SpawnError),
     /// A `jwt.issuers` JWKS file cannot be used.
     #[error(transparent)]
     Jwks(authn::JwksFileError),

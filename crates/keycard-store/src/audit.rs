@@ -846,7 +846,7 @@ impl AuditAppender {
                     }
                     // The blocking task panicked or was cancelled at shutdown: its batch
                     // is gone with it (the audit file has it).
-                    Err(e) => (AuditBatch::new(), Err(StoreError::Task(e.to_string()))),
+                    Err(e) => (AuditBatch::new(), Err(StoreError::Task(e))),
                 }
             }
         }

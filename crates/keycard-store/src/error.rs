@@ -26,7 +26,7 @@ pub enum StoreError {
     Timeout,
     /// A blocking task doing store work ended abnormally.
     #[error("store: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
     /// A stored audit segment could not be read back (edited or damaged in the database).
     #[error("store: audit segment {id} cannot be read: {why}")]
     BadAuditSegment {

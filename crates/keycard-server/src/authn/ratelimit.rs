@@ -73,9 +73,15 @@ const THROTTLE_CHANNEL: &str = "throttle";
 /// Why a decision could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LimitError {
-    /// Redis did not answer in time, or answered with an error.
+    /// Redis answered with an error, or the connection failed.
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[source] redis::RedisError),
+    /// Redis did not answer in time.
+    #[error("redis: timed out")]
+    Timeout,
+    /// Redis was unreachable a moment ago: not asked again until the pause is over.
+    #[error("redis: unreachable (retrying shortly)")]
+    Down,
     /// The in-process map is full.
     #[error("too many rate-limit keys")]
     Full,
@@ -118,7 +124,7 @@ impl Redis {
     /// A client of `url` (`redis://…`); connections are opened when first needed.
     pub(crate) fn new(url: &str, prefix: &str) -> Result<Self, LimitError> {
         Ok(Self {
-            client: redis::Client::open(url).map_err(|e| LimitError::Redis(e.to_string()))?,
+            client: redis::Client::open(url).map_err(LimitError::Redis)?,
             prefix: prefix.to_owned(),
             nonce_count: redis::Script::new(NONCE_COUNT_LUA),
             failure: redis::Script::new(FAILURE_LUA),
@@ -142,7 +148,7 @@ impl Redis {
             return Ok(c);
         }
         if crate::now_millis() < self.down_until_ms.load(Ordering::Relaxed) {
-            return Err(self.failed("unreachable (retrying shortly)".into()));
+            return Err(self.failed(LimitError::Down));
         }
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -155,22 +161,22 @@ impl Redis {
         .await;
         let conn = match made {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(self.unreachable(e.to_string())),
-            Err(_) => return Err(self.unreachable("connect timed out".into())),
+            Ok(Err(e)) => return Err(self.unreachable(LimitError::Redis(e))),
+            Err(_) => return Err(self.unreachable(LimitError::Timeout)),
         };
         CONNECTIONS.with(|c| c.borrow_mut().push((self.id, conn.clone())));
         Ok(conn)
     }
 
-    fn unreachable(&self, why: String) -> LimitError {
+    fn unreachable(&self, why: LimitError) -> LimitError {
         self.down_until_ms
             .store(crate::now_millis() + RECONNECT_PAUSE_MS, Ordering::Relaxed);
         self.failed(why)
     }
 
-    fn failed(&self, why: String) -> LimitError {
+    fn failed(&self, why: LimitError) -> LimitError {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        LimitError::Redis(why)
+        why
     }
 
     /// Runs `f` on the connection with a deadline; a failure drops the connection so the
@@ -187,11 +193,11 @@ impl Redis {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.forget();
                 }
-                Err(self.failed(e.to_string()))
+                Err(self.failed(LimitError::Redis(e)))
             }
             Err(_) => {
                 self.forget();
-                Err(self.failed("timed out".into()))
+                Err(self.failed(LimitError::Timeout))
             }
         }
     }

@@ -72,7 +72,7 @@ pub(crate) fn spawn_follower(
     cache: Arc<CredentialCache>,
     state: Arc<FeedState>,
     shutdown: watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, crate::own_runtime::SpawnError> {
     crate::own_runtime::spawn_with_store(
         "keycard-feed",
         store_url,

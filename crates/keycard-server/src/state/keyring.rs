@@ -28,9 +28,28 @@ pub enum OwnKeyError {
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Generating, sealing or opening.
+    /// No randomness for a new key's id.
     #[error("signing key: {0}")]
-    Key(String),
+    Random(#[source] keycard_core::MasterKeyError),
+    /// The key could not be made, encoded or decoded.
+    #[error("signing key: {0}")]
+    Key(#[source] keycard_core::signing::SigningError),
+    /// The sealed key could not be sealed or opened (another master key?).
+    #[error("signing key {kid}: {source}")]
+    Sealed {
+        /// The key's id.
+        kid: String,
+        /// Why.
+        source: keycard_core::SealError,
+    },
+    /// The stored algorithm is not one keycard signs with.
+    #[error("signing key {kid}: unknown alg {alg}")]
+    UnknownAlg {
+        /// The key's id.
+        kid: String,
+        /// What the store holds.
+        alg: String,
+    },
 }
 
 /// A fresh sealed key for `alg`, ready to store.
@@ -39,15 +58,15 @@ pub(crate) fn new_key_row(
     sealer: &Sealer,
     now: i64,
 ) -> Result<SigningKeyRow, OwnKeyError> {
-    let kid = new_id("sk").map_err(|e| OwnKeyError::Key(e.to_string()))?;
-    let key =
-        SigningKey::generate(alg, kid.clone()).map_err(|e| OwnKeyError::Key(e.to_string()))?;
-    let der = key
-        .to_pkcs8()
-        .map_err(|e| OwnKeyError::Key(e.to_string()))?;
+    let kid = new_id("sk").map_err(OwnKeyError::Random)?;
+    let key = SigningKey::generate(alg, kid.clone()).map_err(OwnKeyError::Key)?;
+    let der = key.to_pkcs8().map_err(OwnKeyError::Key)?;
     let sealed = sealer
         .seal(&context(&kid), der.expose_secret())
-        .map_err(|e| OwnKeyError::Key(e.to_string()))?;
+        .map_err(|source| OwnKeyError::Sealed {
+            kid: kid.clone(),
+            source,
+        })?;
     Ok(SigningKeyRow {
         kid,
         alg: alg.as_str().to_owned(),
@@ -60,13 +79,17 @@ pub(crate) fn new_key_row(
 
 /// Opens a stored key.
 pub fn open_key(row: &SigningKeyRow, sealer: &Sealer) -> Result<SigningKey, OwnKeyError> {
-    let alg =
-        Alg::parse(&row.alg).ok_or_else(|| OwnKeyError::Key(format!("unknown alg {}", row.alg)))?;
+    let alg = Alg::parse(&row.alg).ok_or_else(|| OwnKeyError::UnknownAlg {
+        kid: row.kid.clone(),
+        alg: row.alg.clone(),
+    })?;
     let der = sealer
         .open(&context(&row.kid), &row.sealed)
-        .map_err(|e| OwnKeyError::Key(format!("{}: {e}", row.kid)))?;
-    SigningKey::from_pkcs8(alg, row.kid.clone(), der.expose_secret())
-        .map_err(|e| OwnKeyError::Key(e.to_string()))
+        .map_err(|source| OwnKeyError::Sealed {
+            kid: row.kid.clone(),
+            source,
+        })?;
+    SigningKey::from_pkcs8(alg, row.kid.clone(), der.expose_secret()).map_err(OwnKeyError::Key)
 }
 
 /// Makes the first key when the store has none (several instances starting at once make

@@ -16,10 +16,10 @@ pub enum ManageError {
     Conflict(String),
     /// The store cannot be reached.
     #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] StoreError),
     /// Anything else (the random generator, sealing).
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<StoreError> for ManageError {
@@ -28,14 +28,14 @@ impl From<StoreError> for ManageError {
             StoreError::NotFound { .. } => ManageError::NotFound(e.to_string()),
             StoreError::Conflict(m) => ManageError::Conflict(m),
             e if e.is_unique_violation() => ManageError::Conflict("it exists already".into()),
-            e if e.is_unavailable() => ManageError::Unavailable(e.to_string()),
-            e => ManageError::Internal(e.to_string()),
+            e if e.is_unavailable() => ManageError::Unavailable(e),
+            e => ManageError::Internal(e.into()),
         }
     }
 }
 
-pub(super) fn internal(e: impl std::fmt::Display) -> ManageError {
-    ManageError::Internal(e.to_string())
+pub(super) fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ManageError {
+    ManageError::Internal(e.into())
 }
 
 impl ManageError {

@@ -148,7 +148,7 @@ impl Manager {
             .await;
         match refused {
             Err(e) => e,
-            Ok(()) => ManageError::Internal("a refusal went through".into()),
+            Ok(()) => internal("a refusal went through"),
         }
     }
 
