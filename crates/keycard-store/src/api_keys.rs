@@ -159,29 +159,6 @@ impl Store {
         })
     }
 
-    /// Revokes a key now. Errors if unknown or already revoked.
-    pub async fn revoke_api_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        with_pool!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let lookup: Option<Vec<u8>> = sqlx::query_scalar(
-                "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND kind = 'api_key' AND revoked_at IS NULL RETURNING lookup",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(lookup) = lookup else {
-                drop(tx);
-                // Tell "unknown" from "already revoked" for the operator.
-                self.get_api_key(id).await?;
-                return Err(StoreError::Conflict(format!("API key `{id}` is already revoked")));
-            };
-            record_changes!(tx, now, [(ChangeKind::Credential, hex(&lookup))]);
-            tx.commit().await?;
-            Ok(())
-        })
-    }
-
     /// Replaces key `old_id` with `new`: the new key gets the old one's subject, name and
     /// scopes (the caller copies them); the old one stays valid until `grace_until`
     /// (revoked at once when that is not after `now`).

@@ -161,32 +161,4 @@ impl Store {
             Ok(out)
         })
     }
-
-    /// Revokes a binding now. Errors if unknown or already revoked.
-    pub async fn revoke_cert_binding(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        with_pool!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let lookup: Option<Vec<u8>> = sqlx::query_scalar(
-                "UPDATE credentials SET revoked_at = $2 WHERE id = $1 AND kind = 'cert' AND revoked_at IS NULL RETURNING lookup",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(lookup) = lookup else {
-                drop(tx);
-                let known: Option<String> = sqlx::query_scalar("SELECT id FROM credentials WHERE id = $1 AND kind = 'cert'")
-                    .bind(id)
-                    .fetch_optional(p)
-                    .await?;
-                return Err(match known {
-                    Some(_) => StoreError::Conflict(format!("certificate binding `{id}` is already revoked")),
-                    None => StoreError::NotFound { kind: "certificate binding", id: id.to_owned() },
-                });
-            };
-            record_changes!(tx, now, [(ChangeKind::Credential, hex(&lookup))]);
-            tx.commit().await?;
-            Ok(())
-        })
-    }
 }

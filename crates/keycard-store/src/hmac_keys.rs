@@ -179,34 +179,4 @@ impl Store {
             Ok(out)
         })
     }
-
-    /// Revokes an HMAC key now (by its id or its `key_id`). Errors if unknown or revoked.
-    pub async fn revoke_hmac_key(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        with_pool!(self, p => {
-            let mut tx = p.begin_write().await?;
-            let lookup: Option<Vec<u8>> = sqlx::query_scalar(
-                "UPDATE credentials SET revoked_at = $2 WHERE (id = $1 OR key_id = $1) AND kind = 'hmac' AND revoked_at IS NULL RETURNING lookup",
-            )
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(lookup) = lookup else {
-                drop(tx);
-                let known: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM credentials WHERE (id = $1 OR key_id = $1) AND kind = 'hmac'",
-                )
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-                return Err(match known {
-                    None => StoreError::NotFound { kind: "HMAC key", id: id.to_owned() },
-                    Some(_) => StoreError::Conflict(format!("HMAC key `{id}` is already revoked")),
-                });
-            };
-            record_changes!(tx, now, [(ChangeKind::Credential, hex(&lookup))]);
-            tx.commit().await?;
-            Ok(())
-        })
-    }
 }

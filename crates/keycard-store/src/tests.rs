@@ -3,7 +3,7 @@
 use keycard_core::{AuditEvent, Method, Outcome};
 
 use crate::testing::{TempStore, engines};
-use crate::{AuditQuery, ChangeKind, NewApiKey, NewUser, StoreError};
+use crate::{AuditQuery, ChangeKind, CredentialKind, NewApiKey, NewUser, StoreError};
 
 fn key(id: &str, subject: &str, lookup: u8, now: i64) -> NewApiKey {
     NewApiKey {
@@ -50,16 +50,27 @@ async fn api_key_lifecycle() {
                 .is_err()
         );
 
-        s.revoke_api_key("key_1", 200).await.unwrap();
+        s.revoke_credential(CredentialKind::ApiKey, "key_1", 200)
+            .await
+            .unwrap();
         assert_eq!(s.get_api_key("key_1").await.unwrap().revoked_at, Some(200));
         assert!(matches!(
-            s.revoke_api_key("key_1", 201).await,
+            s.revoke_credential(CredentialKind::ApiKey, "key_1", 201)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            s.revoke_api_key("nope", 201).await,
+            s.revoke_credential(CredentialKind::ApiKey, "nope", 201)
+                .await,
             Err(StoreError::NotFound { .. })
         ));
+        // The kind is part of the name: an API key is no HMAC key or certificate binding.
+        for other in [CredentialKind::Hmac, CredentialKind::Cert] {
+            assert!(matches!(
+                s.revoke_credential(other, "key_1", 201).await,
+                Err(StoreError::NotFound { .. })
+            ));
+        }
         t
     })
     .await;
@@ -276,7 +287,9 @@ async fn change_feed_is_monotonic_and_names_what_changed() {
         s.create_api_key(&key("key_1", "svc", 0xab, 100))
             .await
             .unwrap();
-        s.revoke_api_key("key_1", 101).await.unwrap();
+        s.revoke_credential(CredentialKind::ApiKey, "key_1", 101)
+            .await
+            .unwrap();
         let changes = s.changes_since(start, 100).await.unwrap();
         assert_eq!(changes.len(), 2);
         assert!(changes.windows(2).all(|w| w[0].revision < w[1].revision));
@@ -1485,17 +1498,20 @@ async fn hmac_keys_lifecycle() {
         assert!(s.find_api_key(&[5; 32]).await.unwrap().is_none());
         assert_eq!(s.list_hmac_keys(Some("signer")).await.unwrap().len(), 1);
         assert!(s.list_hmac_keys(Some("other")).await.unwrap().is_empty());
-        s.revoke_hmac_key("hk_1", 200).await.unwrap();
+        s.revoke_credential(CredentialKind::Hmac, "hk_1", 200)
+            .await
+            .unwrap();
         assert_eq!(
             s.find_hmac_key(&[5; 32]).await.unwrap().unwrap().revoked_at,
             Some(200)
         );
         assert!(matches!(
-            s.revoke_hmac_key("hmac_1", 201).await,
+            s.revoke_credential(CredentialKind::Hmac, "hmac_1", 201)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            s.revoke_hmac_key("nope", 201).await,
+            s.revoke_credential(CredentialKind::Hmac, "nope", 201).await,
             Err(StoreError::NotFound { .. })
         ));
         let kinds: Vec<ChangeKind> = s
@@ -1539,13 +1555,16 @@ async fn cert_bindings_one_active_per_certificate() {
             s.create_cert_binding(&binding("cert_2", 110)).await,
             Err(StoreError::Conflict(_))
         ));
-        s.revoke_cert_binding("cert_1", 200).await.unwrap();
+        s.revoke_credential(CredentialKind::Cert, "cert_1", 200)
+            .await
+            .unwrap();
         assert!(matches!(
-            s.revoke_cert_binding("cert_1", 201).await,
+            s.revoke_credential(CredentialKind::Cert, "cert_1", 201)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            s.revoke_cert_binding("nope", 201).await,
+            s.revoke_credential(CredentialKind::Cert, "nope", 201).await,
             Err(StoreError::NotFound { .. })
         ));
         assert_eq!(

@@ -1,7 +1,7 @@
 //! The machine credentials: API keys, RFC 9421 signing keys, certificate bindings.
 
 use keycard_core::{HashDomain, SecretBytes, SecretString, api_key, new_id};
-use keycard_store::{NewApiKey, NewCertBinding, NewHmacKey};
+use keycard_store::{CredentialKind, NewApiKey, NewCertBinding, NewHmacKey};
 
 use super::{
     CertView, HMAC_SECRET_LEN, HmacCreated, HmacView, KeyCreated, KeyView, Lifecycle, ManageError,
@@ -52,7 +52,10 @@ impl Manager {
     /// Revokes an API key (every instance refuses it within a second).
     pub async fn revoke_api_key(&self, id: &str) -> Result<(), ManageError> {
         self.audited("key.revoke", Some(id), async {
-            Ok(self.store.revoke_api_key(id, now_secs()).await?)
+            Ok(self
+                .store
+                .revoke_credential(CredentialKind::ApiKey, id, now_secs())
+                .await?)
         })
         .await
     }
@@ -178,7 +181,10 @@ impl Manager {
     /// Revokes an RFC 9421 key.
     pub async fn revoke_hmac_key(&self, id: &str) -> Result<(), ManageError> {
         self.audited("hmac.revoke", Some(id), async {
-            Ok(self.store.revoke_hmac_key(id, now_secs()).await?)
+            Ok(self
+                .store
+                .revoke_credential(CredentialKind::Hmac, id, now_secs())
+                .await?)
         })
         .await
     }
@@ -237,7 +243,10 @@ impl Manager {
     /// Revokes a certificate binding.
     pub async fn revoke_cert(&self, id: &str) -> Result<(), ManageError> {
         self.audited("cert.revoke", Some(id), async {
-            Ok(self.store.revoke_cert_binding(id, now_secs()).await?)
+            Ok(self
+                .store
+                .revoke_credential(CredentialKind::Cert, id, now_secs())
+                .await?)
         })
         .await
     }
