@@ -108,7 +108,7 @@ pub(crate) struct Redis {
     /// After a failed connect, calls fail at once until then (ms): no connection storm,
     /// and no request waits on a Redis that is known to be away.
     down_until_ms: std::sync::atomic::AtomicI64,
-    /// Decisions that could not be made (for logs and, later, metrics).
+    /// Operations that failed (`keycard_redis_errors_total` in the metrics).
     pub errors: AtomicU64,
 }
 

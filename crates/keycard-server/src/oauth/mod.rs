@@ -4,7 +4,8 @@
 //! password grant.
 //!
 //! - `clients.rs`: client authentication at the token endpoint.
-//! - `token.rs`: `/oauth2/token`, `introspect`, `revoke`, `userinfo`.
+//! - `token.rs`: `/oauth2/token`; `introspect.rs`: `introspect`, `revoke`, `userinfo`;
+//!   `request.rs`: the authorization request as validated.
 //! - `authorize.rs`: `/oauth2/authorize` and the consent page.
 //! - `login.rs`: the login page (password, TOTP, the failed-attempt throttle).
 //! - `session.rs`, `cookies.rs`: the login session and the pages' cookies (CSRF included).

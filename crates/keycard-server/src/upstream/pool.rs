@@ -13,7 +13,7 @@
 //! - HTTP/1.1 connections are used one request at a time, most recently used first; one
 //!   whose response body is still streaming goes back when it is done.
 //! - `https://` upstreams negotiate HTTP/2 or HTTP/1.1 by ALPN (through the same
-//!   rustls connector as before, system roots); an HTTP/2 connection is shared.
+//!   rustls connector as every upstream connection, system roots); an HTTP/2 connection is shared.
 //! - A request that was never written (the upstream closed the idle connection as it was
 //!   taken) is retried on another connection, the last time on a new one.
 //! - Idle connections are closed after [`IDLE_TIMEOUT`] (checked when connections are taken
