@@ -19,7 +19,8 @@ need_nginx
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
-KC=target/release/keycard
+# KEYCARD_BIN: another build to measure (an earlier commit's, to compare in one sitting).
+KC=${KEYCARD_BIN:-target/release/keycard}
 LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -15,6 +15,7 @@
 # Each saturated measurement is repeated ROUNDS times, interleaved, and the median kept:
 # on a shared 2-core machine single runs vary by ±20%.
 # Usage: bench/run.sh [DURATION] [CONNECTIONS] [RATE] [ROUNDS]   (defaults: 10s, 64, 2000, 3)
+# KEYCARD_BIN=path measures that keycard binary instead of this checkout's release build.
 # Needs: wrk and nginx (Debian: apt-get install wrk nginx-light). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,8 @@ need_wrk
 need_nginx
 
 cargo build --release -q -p keycard --bin keycard --example loadgen
-KC=target/release/keycard
+# KEYCARD_BIN: another build to measure (an earlier commit's, to compare in one sitting).
+KC=${KEYCARD_BIN:-target/release/keycard}
 LOADGEN=target/release/examples/loadgen
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
