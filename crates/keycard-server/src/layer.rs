@@ -362,11 +362,17 @@ impl KeycardLayer {
             body_unread: false,
             cert: None,
         };
-        let (body, bytes) = if signs_body && shared.gate.authn.may_verify(&unread).await {
-            let _permit = shared
-                .body_reads
-                .permit(ip)
-                .ok_or_else(crate::http::answer::unavailable)?;
+        let reading = if signs_body {
+            crate::http::signed_body::permit_to_read(
+                &shared.body_reads,
+                &shared.gate.authn,
+                &unread,
+            )
+            .await?
+        } else {
+            None
+        };
+        let (body, bytes) = if reading.is_some() {
             let b = crate::http::signed_body::read(body).await?;
             (B::from(b.clone()), Some(b))
         } else {
@@ -378,10 +384,9 @@ impl KeycardLayer {
             cert: cert.as_ref(),
             ..unread
         };
-        let passed = shared
-            .gate
-            .check(policy, &facts, request_id.as_str())
-            .await?;
+        let passed = shared.gate.check(policy, &facts, request_id.as_str()).await;
+        drop(reading);
+        let passed = passed?;
         let mut req = Request::from_parts(parts, body);
         if let Some(p) = &passed.principal {
             crate::upstream::identity::set_identity(req.headers_mut(), p);

@@ -17,6 +17,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
+use crate::authn::{Authenticator, RequestFacts};
 use crate::http::answer;
 use crate::upstream::body::Body;
 
@@ -80,6 +81,26 @@ impl BodyReads {
             client,
         })
     }
+}
+
+/// The permit to read the body a credential signs, for every entry point (the gateway,
+/// forward-auth, the tower layer): given only when the credential could verify, judged
+/// without the body ([`Authenticator::may_verify`]), so only a credential's holder makes
+/// keycard read a body. `Ok(None)`: the body stays unread, and a credential that needed it
+/// is refused. `Err`: 503, all permits are taken. Hold the permit until the verification is
+/// done: it bounds the bodies in memory, not just the reads.
+pub(crate) async fn permit_to_read<'a>(
+    reads: &'a BodyReads,
+    authn: &Authenticator,
+    unread: &RequestFacts<'_>,
+) -> Result<Option<BodyPermit<'a>>, Response<Body>> {
+    if !authn.may_verify(unread).await {
+        return Ok(None);
+    }
+    reads
+        .permit(unread.ip)
+        .map(Some)
+        .ok_or_else(crate::http::answer::unavailable)
 }
 
 impl Drop for BodyPermit<'_> {

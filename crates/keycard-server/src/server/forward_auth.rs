@@ -12,6 +12,7 @@ use crate::config::{METHOD_HEADERS, URI_HEADERS};
 use crate::http::answer::{self};
 use crate::http::forwarded::{client_ip, is_trusted};
 use crate::http::request::{ConnInfo, client_origin, wants_body};
+use crate::http::signed_body::permit_to_read;
 use crate::upstream::body::Body;
 use crate::upstream::identity;
 
@@ -153,15 +154,14 @@ impl App {
             body_unread: false,
             cert: None,
         };
-        let reading =
-            if signs_body && !incoming.is_end_stream() && self.authn.may_verify(&unread).await {
-                match self.body_reads.permit(ip) {
-                    Some(p) => Some(p),
-                    None => return answer::unavailable(),
-                }
-            } else {
-                None
-            };
+        let reading = if signs_body && !incoming.is_end_stream() {
+            match permit_to_read(&self.body_reads, &self.authn, &unread).await {
+                Ok(p) => p,
+                Err(refused) => return refused,
+            }
+        } else {
+            None
+        };
         let body = if reading.is_some() {
             match crate::http::signed_body::read(incoming).await {
                 Ok(b) => Some(b),

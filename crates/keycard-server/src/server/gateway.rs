@@ -9,6 +9,7 @@ use super::app::App;
 use crate::http::answer::{self};
 use crate::http::forwarded::{client_ip, is_trusted};
 use crate::http::request::{ConnInfo, request_facts, wants_body};
+use crate::http::signed_body::permit_to_read;
 use crate::server::proxy::{ForwardContext, upstream_request};
 use crate::upstream::body::Body;
 use crate::upstream::pool::UpstreamPool;
@@ -44,13 +45,11 @@ impl App {
         };
         // Digest auth-int signs the body: read it (bounded) before verifying, then forward it.
         let signs_body = !policy.public && wants_body(req.headers(), !req.body().is_end_stream());
-        let reading = if signs_body && {
-            let facts = request_facts(&req, peer_trusted, conn.tls, ip, None, None);
-            self.authn.may_verify(&facts).await
-        } {
-            match self.body_reads.permit(ip) {
-                Some(p) => Some(p),
-                None => return answer::unavailable(),
+        let reading = if signs_body {
+            let unread = request_facts(&req, peer_trusted, conn.tls, ip, None, None);
+            match permit_to_read(&self.body_reads, &self.authn, &unread).await {
+                Ok(p) => p,
+                Err(refused) => return refused,
             }
         } else {
             None
