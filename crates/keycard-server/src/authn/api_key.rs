@@ -6,7 +6,7 @@ use keycard_core::api_key::{self, CredentialRecord};
 use keycard_core::{Method, Principal, Reason, Refusal};
 use keycard_store::ApiKeyRow;
 
-use super::base::{Base, stored_scopes};
+use super::base::{Base, stored_record};
 use crate::state::cache::{Cached, KeyLookup};
 
 /// Verifies the API key `key` at `now_ms`.
@@ -53,15 +53,12 @@ pub(super) async fn verify(base: &Base, key: &str, now_ms: i64) -> Result<Princi
 }
 
 fn record_from_row(r: ApiKeyRow) -> Option<CredentialRecord> {
-    let scopes = stored_scopes(&r.id, &r.scopes)?;
-    Some(CredentialRecord {
-        id: r.id.into(),
-        subject: r.subject.into(),
-        scopes,
-        expires_at: r.expires_at,
-        revoked_at: r.revoked_at,
-        subject_disabled: r.subject_disabled,
-        identity: None,
-        principal: Default::default(),
-    })
+    stored_record(
+        r.id,
+        r.subject,
+        &r.scopes,
+        r.expires_at,
+        r.revoked_at,
+        r.subject_disabled,
+    )
 }

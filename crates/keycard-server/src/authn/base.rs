@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
+use keycard_core::api_key::CredentialRecord;
 use keycard_core::user::{DigestSecrets, UserRecord};
 use keycard_core::{KeyedHasher, Method, Principal, Refusal, Scopes, Sealer};
 use keycard_store::{Store, StoreError, UserRow};
@@ -328,40 +329,61 @@ impl Base {
     /// once the key is spent.
     pub(crate) fn count_failure(&self, ip: IpAddr, subject: Option<&str>, now_ms: i64) {
         let names = self.throttle.record_failure(ip, subject, now_ms);
-        if let Some(redis) = &self.redis {
-            let (redis, window, limit) =
-                (redis.clone(), self.throttle.window(), self.throttle.limit());
-            self.store_runtime.spawn(async move {
-                for name in names {
-                    if let Err(e) = redis.count_failure(&name, window, limit).await {
-                        tracing::warn!(error = %e, "cannot count a failed attempt in Redis; counted here only");
-                    }
-                }
-            });
-        }
+        self.count_in_redis(names, self.throttle.window(), self.throttle.limit());
     }
 
     /// Counts a failed password or one-time code for the name `subject` against its
     /// account (here, and in Redis when configured).
     pub(crate) fn count_account_failure(&self, subject: &str, ip: IpAddr, now_ms: i64) {
-        let Some((name, window, limit)) = self.throttle.record_account_failure(subject, ip, now_ms)
-        else {
+        if let Some((name, window, limit)) =
+            self.throttle.record_account_failure(subject, ip, now_ms)
+        {
+            self.count_in_redis(vec![name], window, limit);
+        }
+    }
+
+    /// Counts the failures of `names` in Redis (when configured), in the background: every
+    /// instance is told once a key is spent.
+    fn count_in_redis(&self, names: Vec<String>, window: i64, limit: u32) {
+        let Some(redis) = &self.redis else {
             return;
         };
-        if let Some(redis) = &self.redis {
-            let redis = redis.clone();
-            self.store_runtime.spawn(async move {
+        let redis = redis.clone();
+        self.store_runtime.spawn(async move {
+            for name in names {
                 if let Err(e) = redis.count_failure(&name, window, limit).await {
                     tracing::warn!(error = %e, "cannot count a failed attempt in Redis; counted here only");
                 }
-            });
-        }
+            }
+        });
     }
+}
+
+/// The record of a stored credential (an API key, an HMAC key, a certificate binding) from
+/// its row's fields; `None` (treated as unknown) when its scopes no longer parse.
+pub(crate) fn stored_record(
+    id: String,
+    subject: String,
+    scopes: &str,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    subject_disabled: bool,
+) -> Option<CredentialRecord> {
+    Some(CredentialRecord {
+        scopes: stored_scopes(&id, scopes)?,
+        id: id.into(),
+        subject: subject.into(),
+        expires_at,
+        revoked_at,
+        subject_disabled,
+        identity: None,
+        principal: Default::default(),
+    })
 }
 
 /// A credential's stored scopes. They were validated when stored; a row that no longer
 /// parses is treated as unknown (`None`), and said so in the log.
-pub(crate) fn stored_scopes(credential: &str, scopes: &str) -> Option<Scopes> {
+fn stored_scopes(credential: &str, scopes: &str) -> Option<Scopes> {
     match Scopes::parse(scopes) {
         Ok(s) => Some(s),
         Err(e) => {

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use keycard_core::api_key::{self, CredentialRecord};
+use keycard_core::api_key::{self};
 use keycard_core::httpsig::{self, Policy, RequestParts, SigError};
 use keycard_core::{HashDomain, Method, Principal, Reason, Refusal};
 
-use super::base::{Base, RequestFacts, stored_scopes};
+use super::base::{Base, RequestFacts, stored_record};
 use crate::config::HmacSettings;
 use crate::state::cache::{HmacKey, KeyMaterial};
 
@@ -273,18 +273,16 @@ impl Hmac {
                     return None;
                 }
             };
-            let scopes = stored_scopes(&r.id, &r.scopes)?;
+            let record = stored_record(
+                r.id,
+                r.subject,
+                &r.scopes,
+                r.expires_at,
+                r.revoked_at,
+                r.subject_disabled,
+            )?;
             Some(HmacKey {
-                record: CredentialRecord {
-                    id: r.id.into(),
-                    subject: r.subject.into(),
-                    scopes,
-                    expires_at: r.expires_at,
-                    revoked_at: r.revoked_at,
-                    subject_disabled: r.subject_disabled,
-                    identity: None,
-                    principal: Default::default(),
-                },
+                record,
                 key: material,
             })
         });

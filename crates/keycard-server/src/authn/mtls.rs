@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use http::header::HeaderName;
-use keycard_core::api_key::{self, CredentialRecord};
+use keycard_core::api_key::{self};
 use keycard_core::{CertSource, HashDomain, Method, Principal, Reason, Refusal};
 use rustls::pki_types::CertificateDer;
 
-use super::base::{Base, stored_scopes};
+use super::base::{Base, stored_record};
 use crate::clock::now_secs;
 use crate::config::ForwardedCertHeader;
 use crate::state::cache::Cached;
@@ -65,16 +65,14 @@ impl Mtls {
                     })
                     .await?;
                 let record = row.and_then(|r| {
-                    Some(CredentialRecord {
-                        scopes: stored_scopes(&r.id, &r.scopes)?,
-                        id: r.id.into(),
-                        subject: r.subject.into(),
-                        expires_at: r.expires_at,
-                        revoked_at: r.revoked_at,
-                        subject_disabled: r.subject_disabled,
-                        identity: None,
-                        principal: Default::default(),
-                    })
+                    stored_record(
+                        r.id,
+                        r.subject,
+                        &r.scopes,
+                        r.expires_at,
+                        r.revoked_at,
+                        r.subject_disabled,
+                    )
                 });
                 base.cache.insert_api_key(handle, record, generation)
             }
