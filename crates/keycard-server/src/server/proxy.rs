@@ -429,14 +429,7 @@ fn remove_present(h: &mut HeaderMap, drops: Drops<'_>) {
         for v in h.get_all(header::CONNECTION) {
             let v = v.as_bytes();
             if heap.is_empty() && len + v.len() < stack.len() {
-                if let Some(dst) = stack.get_mut(len..len + v.len()) {
-                    dst.copy_from_slice(v);
-                }
-                len += v.len();
-                if let Some(b) = stack.get_mut(len) {
-                    *b = b',';
-                }
-                len += 1;
+                len = append_listed(&mut stack, len, v);
             } else {
                 if heap.is_empty() {
                     heap.extend_from_slice(stack.get(..len).unwrap_or_default());
@@ -472,6 +465,19 @@ fn remove_present(h: &mut HeaderMap, drops: Drops<'_>) {
     if spoofed {
         identity::strip_identity(h);
     }
+}
+
+/// Writes `value` and a `,` into `buf` at `at`; the new length.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the caller checked at + value.len() < buf.len(): a wrong offset is a bug, better \
+              a panic in a test than a `Connection` list cut short unnoticed"
+)]
+fn append_listed(buf: &mut [u8], at: usize, value: &[u8]) -> usize {
+    let end = at + value.len();
+    buf[at..end].copy_from_slice(value);
+    buf[end] = b',';
+    end + 1
 }
 
 #[cfg(test)]

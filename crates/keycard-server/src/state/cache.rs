@@ -74,12 +74,14 @@ impl std::hash::Hasher for HandleHasher {
         self.0
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "n is at most 8 and at most bytes.len(): both slices are in bounds"
+    )]
     fn write(&mut self, bytes: &[u8]) {
         let mut word = [0u8; 8];
         let n = bytes.len().min(8);
-        if let (Some(dst), Some(src)) = (word.get_mut(..n), bytes.get(..n)) {
-            dst.copy_from_slice(src);
-        }
+        word[..n].copy_from_slice(&bytes[..n]);
         self.0 ^= u64::from_le_bytes(word);
     }
 }
