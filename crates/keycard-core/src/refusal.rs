@@ -1,7 +1,8 @@
 //! Why a request is refused. One type inside; the server maps it to HTTP in one place, and
 //! the [`Reason`] goes only to the audit log, never to the client.
 
-use crate::{Method, Principal};
+use crate::method::Method;
+use crate::principal::Principal;
 
 /// The audit `reason` code of a refusal (reference §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -8,7 +8,7 @@
 use sqlx::Row;
 
 use crate::changes::record_changes;
-use crate::oauth::revoke_grant_in_tx;
+use crate::grants::revoke_grant_in_tx;
 use crate::{BeginWrite, ChangeKind, GrantRow, Store, StoreError, with_pool};
 
 /// A login session.
@@ -56,7 +56,7 @@ macro_rules! end_user_in_tx {
         .fetch_all(&mut *$tx)
         .await?;
         for g in &grants {
-            $crate::oauth::revoke_grant_in_tx!($tx, g, $now);
+            $crate::grants::revoke_grant_in_tx!($tx, g, $now);
         }
         $crate::sessions::Ended {
             sessions,
@@ -185,7 +185,7 @@ impl Store {
     /// absolute lifetime), oldest first.
     pub async fn list_grants(&self, subject: &str, now: i64) -> Result<Vec<GrantRow>, StoreError> {
         with_pool!(self, p => {
-            let rows = sqlx::query(crate::oauth::select_grant!(
+            let rows = sqlx::query(crate::grants::select_grant!(
                 "WHERE subject = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY created_at, grant_id"
             ))
             .bind(subject)
@@ -194,7 +194,7 @@ impl Store {
             .await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
-                out.push(crate::oauth::row_to_grant!(row));
+                out.push(crate::grants::row_to_grant!(row));
             }
             Ok(out)
         })
