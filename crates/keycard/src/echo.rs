@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
-use crate::commands::CliError;
+use crate::commands::common::CliError;
 
 /// Bodies larger than this are answered 413.
 const MAX_BODY: usize = 1 << 20;
@@ -49,7 +49,7 @@ pub async fn spawn(addr: SocketAddr) -> Result<SocketAddr, CliError> {
 pub async fn run_until_signal(addr: SocketAddr) -> Result<(), CliError> {
     let local = spawn(addr).await?;
     tracing::info!(listen = %local, "echo upstream is serving");
-    crate::commands::wait_for_signal().await;
+    crate::commands::common::wait_for_signal().await;
     Ok(())
 }
 

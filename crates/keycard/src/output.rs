@@ -3,9 +3,9 @@
 use serde::Serialize;
 
 /// Prints `value` as one JSON document.
-pub fn json<T: Serialize>(value: &T) -> Result<(), crate::commands::CliError> {
+pub fn json<T: Serialize>(value: &T) -> Result<(), crate::commands::common::CliError> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::commands::CliError::Other(e.to_string()))?;
+        .map_err(|e| crate::commands::common::CliError::Other(e.to_string()))?;
     println!("{text}");
     Ok(())
 }

@@ -4,7 +4,7 @@ use keycard_core::Outcome;
 use keycard_server::{Settings, now_millis};
 use keycard_store::AuditQuery;
 
-use super::{CliError, duration_flag, open_store};
+use super::common::{CliError, duration_flag, open_store};
 use crate::cli::AuditArgs;
 use crate::output::json;
 

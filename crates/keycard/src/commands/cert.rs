@@ -4,7 +4,7 @@ use keycard_core::cert::CertIdentity;
 use keycard_server::Settings;
 use keycard_server::manage::NewCertRequest;
 
-use super::{CliError, flag_names, manager};
+use super::common::{CliError, flag_names, manager};
 use crate::cli::CertCommand;
 use crate::output::json;
 

@@ -3,7 +3,7 @@
 use keycard_server::Settings;
 use keycard_server::manage::NewClientRequest;
 
-use super::{CliError, flag_names, manager};
+use super::common::{CliError, flag_names, manager};
 use crate::cli::ClientCommand;
 use crate::output::json;
 

@@ -9,7 +9,7 @@ use keycard_core::{Method, MethodSet};
 use keycard_server::{Settings, now_secs};
 use serde::Serialize;
 
-use super::{CliError, open_store};
+use super::common::{CliError, open_store};
 use crate::output::json;
 
 const DAY: i64 = 86_400;

@@ -3,7 +3,7 @@
 use keycard_server::Settings;
 use keycard_server::manage::NewHmacRequest;
 
-use super::{CliError, flag_names, manager};
+use super::common::{CliError, flag_names, manager};
 use crate::cli::HmacCommand;
 use crate::output::json;
 

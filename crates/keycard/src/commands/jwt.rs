@@ -4,7 +4,7 @@ use keycard_core::SecretBytes;
 use keycard_core::signing::SigningKey;
 use serde_json::json;
 
-use super::CliError;
+use super::common::CliError;
 use crate::cli::JwtCommand;
 
 pub fn run(cmd: JwtCommand, as_json: bool) -> Result<(), CliError> {
@@ -27,7 +27,7 @@ pub fn run(cmd: JwtCommand, as_json: bool) -> Result<(), CliError> {
             key.display()
         ))
     })?;
-    let lifetime = super::duration_flag("--expires-in", &expires_in)?;
+    let lifetime = super::common::duration_flag("--expires-in", &expires_in)?;
     let now = keycard_server::now_secs();
     let scopes = keycard_core::Scopes::from_list(&scopes)
         .map_err(|e| CliError::Usage(format!("--scope: {e}")))?;

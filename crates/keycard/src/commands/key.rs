@@ -3,7 +3,7 @@
 use keycard_server::Settings;
 use keycard_server::manage::{KeyCreated, NewKeyRequest};
 
-use super::{CliError, duration_flag, flag_names, manager};
+use super::common::{CliError, duration_flag, flag_names, manager};
 use crate::cli::KeyCommand;
 use crate::output::json;
 

@@ -3,6 +3,7 @@
 mod audit;
 mod cert;
 mod client;
+pub(crate) mod common;
 mod doctor;
 mod hmac;
 mod jwt;
@@ -13,57 +14,15 @@ mod sign;
 mod signing_key;
 mod user;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
-
-use keycard_core::{AuditEvent, MasterKey, parse_duration};
-use keycard_server::manage::{Journal, ManageError, Manager};
-use keycard_server::{ConfigError, Settings, master_key};
-use keycard_store::{Store, StoreError};
+pub use common::CliError;
+use common::load_settings;
 
 use crate::cli::{Cli, Command};
-
-/// An error for the operator: what went wrong and what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// A bad config file (exit code 2).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A bad flag value (exit code 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The store refused or could not be reached.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The master key.
-    #[error(transparent)]
-    MasterKey(#[from] master_key::MasterKeyFileError),
-    /// The server could not start.
-    #[error(transparent)]
-    Start(#[from] keycard_server::StartError),
-    /// `doctor` found critical problems (exit code 1).
-    #[error("{0} critical finding(s)")]
-    Findings(usize),
-    /// Anything else.
-    #[error("{0}")]
-    Other(String),
-}
-
-impl CliError {
-    /// The process exit code: 2 for configuration and usage errors, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Config(_) | CliError::Usage(_) => 2,
-            _ => 1,
-        }
-    }
-}
 
 /// Runs the command, then writes the audit events of the management operations it ran.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let result = dispatch(cli).await;
-    JOURNAL.flush().await;
+    common::flush_journal().await;
     result
 }
 
@@ -93,160 +52,5 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Audit(args) => {
             audit::run(&load_settings(cli.config.as_deref())?, args, json).await
         }
-    }
-}
-
-/// `--config`, else `$KEYCARD_CONFIG` (clap reads it into `--config`), else `./keycard.toml`
-/// if present, else the built-in defaults.
-fn load_settings(config: Option<&Path>) -> Result<Settings, CliError> {
-    if let Some(path) = config {
-        return Ok(Settings::load(path)?);
-    }
-    let local = PathBuf::from("keycard.toml");
-    if local.exists() {
-        return Ok(Settings::load(&local)?);
-    }
-    Ok(Settings::defaults(Path::new("."))?)
-}
-
-/// Opens the store the settings name (creating it on first use).
-async fn open_store(settings: &Settings) -> Result<Store, CliError> {
-    Ok(Store::open(settings.store_url.as_str()).await?)
-}
-
-fn master(settings: &Settings) -> Result<MasterKey, CliError> {
-    Ok(master_key::load_or_create(&settings.master_key_file)?)
-}
-
-/// The operations the admin API runs too, over this config's store and master key.
-async fn manager(settings: &Settings) -> Result<Manager, CliError> {
-    let store = open_store(settings).await?;
-    JOURNAL.writes_to(settings);
-    Ok(Manager::new(store, &master(settings)?, settings)
-        .journalled(JOURNAL.clone(), keycard_server::manage::Actor::cli()))
-}
-
-/// The management events of this run (route `cli`, actor `cli`), written when the command
-/// ends: to the audit file (unless it is standard output, which carries the command's own
-/// output) and to the store, as the server writes its own.
-static JOURNAL: LazyLock<Arc<CliJournal>> = LazyLock::new(Arc::default);
-
-#[derive(Debug, Default)]
-struct CliJournal {
-    events: Mutex<Vec<AuditEvent>>,
-    settings: Mutex<Option<Settings>>,
-}
-
-impl CliJournal {
-    fn writes_to(&self, settings: &Settings) {
-        let mut s = self.settings.lock().unwrap_or_else(PoisonError::into_inner);
-        if s.is_none() {
-            *s = Some(settings.clone());
-        }
-    }
-
-    async fn flush(&self) {
-        let events =
-            std::mem::take(&mut *self.events.lock().unwrap_or_else(PoisonError::into_inner));
-        let settings = self
-            .settings
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let (Some(settings), false) = (settings, events.is_empty()) else {
-            return;
-        };
-        if !matches!(settings.audit, keycard_server::config::AuditTarget::Stdout) {
-            let written =
-                keycard_server::audit::open_target(&settings.audit).and_then(|mut out| {
-                    let mut lines = Vec::new();
-                    events.iter().for_each(|e| e.write_json_line(&mut lines));
-                    out.write_all(&lines)?;
-                    out.flush()
-                });
-            if let Err(e) = written {
-                eprintln!("warning: the audit file did not take this run's management events: {e}");
-            }
-        }
-        let stored = match open_store(&settings).await {
-            Ok(store) => store.insert_audit(&events).await.map_err(CliError::from),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = stored {
-            eprintln!("warning: the store did not take this run's management events: {e}");
-        }
-    }
-}
-
-impl Journal for CliJournal {
-    fn record(&self, e: &keycard_server::audit::Record<'_>) {
-        let event = keycard_server::audit::owned(e);
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event);
-    }
-}
-
-/// A refusal of the operations, which name the fields (`scopes: …`), with the CLI's flag
-/// names instead (`--scope: …`).
-fn flag_names(e: ManageError) -> CliError {
-    const FLAGS: [(&str, &str); 8] = [
-        ("subject: ", "--subject: "),
-        ("scopes: ", "--scope: "),
-        ("expires_in: ", "--expires-in: "),
-        ("name: ", "NAME: "),
-        ("grace: ", "--grace: "),
-        ("certificate: ", "--cert: "),
-        ("public key: ", "--public-key: "),
-        ("client_id: ", "CLIENT_ID: "),
-    ];
-    match e {
-        ManageError::Invalid(m) => CliError::Usage(
-            FLAGS
-                .iter()
-                .find_map(|(field, flag)| m.strip_prefix(field).map(|rest| format!("{flag}{rest}")))
-                .unwrap_or(m),
-        ),
-        e => e.into(),
-    }
-}
-
-impl From<ManageError> for CliError {
-    fn from(e: ManageError) -> Self {
-        match e {
-            ManageError::Invalid(m) => CliError::Usage(m),
-            e => CliError::Other(e.to_string()),
-        }
-    }
-}
-
-/// A `DUR` flag, in seconds.
-fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
-    let d = parse_duration(value).map_err(|e| CliError::Usage(format!("{flag}: {e}")))?;
-    i64::try_from(d.as_secs())
-        .map_err(|_| CliError::Usage(format!("{flag}: `{value}` is too long")))
-}
-
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -11,7 +11,7 @@ use keycard_server::manage::{
 };
 use serde::Serialize;
 
-use super::{CliError, manager};
+use super::common::{CliError, manager};
 
 /// The quickstart's demo user (Basic and Digest).
 const DEMO_USER: &str = "alice";
@@ -260,7 +260,7 @@ pub async fn run(
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    super::wait_for_signal().await;
+    super::common::wait_for_signal().await;
     running.shutdown().await;
     running_tls.shutdown().await;
     Ok(())

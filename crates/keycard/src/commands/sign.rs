@@ -11,7 +11,7 @@ use keycard_core::httpsig;
 use keycard_core::sign::SignError;
 use keycard_core::{SecretBytes, SecretString};
 
-use super::CliError;
+use super::common::CliError;
 use crate::cli::SignArgs;
 use crate::output::json;
 

@@ -2,7 +2,7 @@
 
 use keycard_server::Settings;
 
-use super::{CliError, manager};
+use super::common::{CliError, manager};
 use crate::cli::SigningKeyCommand;
 use crate::output::json;
 

@@ -7,7 +7,7 @@ use keycard_core::SecretString;
 use keycard_server::Settings;
 use keycard_server::manage::{NewUserRequest, UserView};
 
-use super::{CliError, flag_names, manager};
+use super::common::{CliError, flag_names, manager};
 use crate::cli::UserCommand;
 use crate::output::json;
 
