@@ -4,7 +4,7 @@
 Usage: .ci/import-cycles.py SRC_DIR [--depth N] [--graph]
 
 Every file is a module (`a/b.rs` and `a/b/mod.rs` are `a::b`). A module depends on another
-when its code (comments and `#[cfg(test)] mod tests` left out) names a path into it:
+when its code (comments and a trailing `#[cfg(test)] mod` left out) names a path into it:
 `crate::x::y`, `super::x`, or `x::…` for a child module `x` (a `pub use`, a `use`).
 Circles are found among the modules cut to the first N path segments (`--depth 1`: the
 top-level folders; the default, every module). A child that names its parent's items
@@ -35,7 +35,7 @@ def modules(root):
 
 def code_of(path):
     text = open(path, encoding="utf-8").read()
-    tests = text.find("#[cfg(test)]\nmod tests")
+    tests = text.find("#[cfg(test)]\nmod ")
     if tests >= 0:
         text = text[:tests]
     # Line comments (doc comments included); `://` inside URLs is kept.
