@@ -2,7 +2,7 @@
 //! from the proxy's headers and believed only from `server.trusted_proxies`.
 
 use http::header::HeaderName;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
@@ -65,8 +65,55 @@ fn forwarded_body_signed(headers: &HeaderMap, original_method: &str) -> bool {
     }
 }
 
+/// `X-Keycard-Error`: the kind of a refusal, on `/_keycard/verify` answers.
+const X_KEYCARD_ERROR: HeaderName = HeaderName::from_static("x-keycard-error");
+
+/// What a proxy gets back from `/_keycard/verify`: no body on a 200 or on a refusal, so its
+/// connection to keycard can carry the next check (nginx reads only the head of an auth
+/// subrequest's answer, and does not pool a connection with a body left unread). The kind
+/// of a refusal is in `X-Keycard-Error` (the code keycard's own answers carry in their JSON
+/// elsewhere, as coarse: `unauthorized`, never why), its challenges in `WWW-Authenticate`.
+/// A 400 saying what the proxy sends wrong keeps its explanation for the operator.
+fn bodiless(r: Response<Body>) -> Response<Body> {
+    let code = match r.status() {
+        StatusCode::OK => None,
+        StatusCode::BAD_REQUEST => {
+            let mut r = r;
+            r.headers_mut()
+                .insert(X_KEYCARD_ERROR, HeaderValue::from_static("bad_request"));
+            return r;
+        }
+        StatusCode::UNAUTHORIZED => Some("unauthorized"),
+        StatusCode::FORBIDDEN => Some("insufficient_scope"),
+        StatusCode::NOT_FOUND => Some("not_found"),
+        StatusCode::REQUEST_TIMEOUT => Some("request_timeout"),
+        StatusCode::PAYLOAD_TOO_LARGE => Some("payload_too_large"),
+        StatusCode::TOO_MANY_REQUESTS => Some("too_many_requests"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
+        _ => Some("error"),
+    };
+    let (mut parts, _) = r.into_parts();
+    parts.headers.remove(http::header::CONTENT_TYPE);
+    if let Some(code) = code {
+        parts
+            .headers
+            .insert(X_KEYCARD_ERROR, HeaderValue::from_static(code));
+    }
+    Response::from_parts(parts, Body::empty())
+}
+
 impl App {
+    /// `/_keycard/verify`: the verdict on the request the proxy describes, without a body.
     pub(super) async fn forward_auth(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+    ) -> Response<Body> {
+        bodiless(self.verdict(req, conn, request_id).await)
+    }
+
+    async fn verdict(
         &self,
         req: Request<Incoming>,
         conn: ConnInfo,
@@ -178,7 +225,7 @@ impl App {
         };
         match self.gate.check(policy, &facts, request_id).await {
             Ok(passed) => {
-                let mut r = answer::json(StatusCode::OK, r#"{"status":"ok"}"#);
+                let mut r = Response::new(Body::empty());
                 if let Some(p) = &passed.principal {
                     identity::set_identity(r.headers_mut(), p);
                 }

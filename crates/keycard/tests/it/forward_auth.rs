@@ -27,6 +27,11 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         )
         .await;
     assert_eq!(r.status, 200);
+    // No body, allowed or refused: nginx pools an auth connection only once its answer is
+    // read whole, and it reads an auth subrequest's head alone.
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert_eq!(r.header("content-length").as_deref(), Some("0"));
+    assert_eq!(r.header("x-keycard-error"), None);
     assert_eq!(r.header("x-keycard-subject").as_deref(), Some("svc"));
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("api_key"));
     assert_eq!(r.header("x-keycard-scopes").as_deref(), Some("read"));
@@ -68,6 +73,23 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         Some(r#"Bearer realm="keycard""#)
     );
     assert_eq!(r.header("x-keycard-subject"), None);
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert_eq!(r.header("content-length").as_deref(), Some("0"));
+    assert_eq!(r.header("content-type"), None);
+    assert_eq!(r.header("x-keycard-error").as_deref(), Some("unauthorized"));
+    // A wrong key is refused the same way as none: the header says no more than the status.
+    let r = http
+        .get(
+            &verify,
+            &[
+                ("x-forwarded-uri", "/api/orders"),
+                ("x-api-key", "kc_wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert_eq!(r.header("x-keycard-error").as_deref(), Some("unauthorized"));
     let r = http
         .get(
             &verify,
@@ -76,6 +98,11 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-keycard-subject"), None);
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert_eq!(
+        r.header("x-keycard-error").as_deref(),
+        Some("insufficient_scope")
+    );
     let r = http
         .get(
             &verify,
@@ -87,8 +114,12 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-keycard-subject"), None);
-    // Without the original URI there is nothing to decide on; unsafe paths are refused.
-    assert_eq!(http.get(&verify, &[("x-api-key", &key)]).await.status, 400);
+    // Without the original URI there is nothing to decide on; unsafe paths are refused. A
+    // 400 tells the operator what the proxy sends wrong, in its body.
+    let r = http.get(&verify, &[("x-api-key", &key)]).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("x-keycard-error").as_deref(), Some("bad_request"));
+    assert!(String::from_utf8_lossy(&r.body).contains("no_original_uri"));
     assert_eq!(
         http.get(&verify, &[("x-forwarded-uri", "/public/../admin/x")])
             .await
@@ -101,12 +132,12 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
             .status,
         400
     );
-    assert_eq!(
-        http.get(&verify, &[("x-forwarded-uri", "/elsewhere")])
-            .await
-            .status,
-        404
-    );
+    let r = http
+        .get(&verify, &[("x-forwarded-uri", "/elsewhere")])
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.is_empty(), "{:?}", r.body);
+    assert_eq!(r.header("x-keycard-error").as_deref(), Some("not_found"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
