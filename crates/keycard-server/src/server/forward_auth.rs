@@ -226,6 +226,11 @@ impl App {
         match self.gate.check(policy, &facts, request_id).await {
             Ok(passed) => {
                 let mut r = Response::new(Body::empty());
+                // An allow is for this request alone: no cache in between may keep it.
+                r.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                );
                 if let Some(p) = &passed.principal {
                     identity::set_identity(r.headers_mut(), p);
                 }

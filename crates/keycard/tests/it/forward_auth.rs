@@ -32,6 +32,7 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     assert!(r.body.is_empty(), "{:?}", r.body);
     assert_eq!(r.header("content-length").as_deref(), Some("0"));
     assert_eq!(r.header("x-keycard-error"), None);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert_eq!(r.header("x-keycard-subject").as_deref(), Some("svc"));
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("api_key"));
     assert_eq!(r.header("x-keycard-scopes").as_deref(), Some("read"));
@@ -76,6 +77,7 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     assert!(r.body.is_empty(), "{:?}", r.body);
     assert_eq!(r.header("content-length").as_deref(), Some("0"));
     assert_eq!(r.header("content-type"), None);
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     assert_eq!(r.header("x-keycard-error").as_deref(), Some("unauthorized"));
     // A wrong key is refused the same way as none: the header says no more than the status.
     let r = http
