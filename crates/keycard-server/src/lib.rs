@@ -77,6 +77,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ext_authz gRPC address is taken or not ours.
+    #[error("cannot listen on {addr} (forward_auth.grpc_listen): {source}")]
+    BindGrpc {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The audit file could not be opened.
     #[error("cannot open the audit file (audit.file): {0}")]
     Audit(std::io::Error),
@@ -110,9 +118,12 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// The address of `server.metrics_listen`, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The address of `forward_auth.grpc_listen`, when configured.
+    pub grpc_addr: Option<SocketAddr>,
     conn_shutdown: watch::Sender<bool>,
     accept: JoinHandle<()>,
     metrics: Option<JoinHandle<()>>,
+    grpc: Option<JoinHandle<()>>,
     core: Core,
 }
 
@@ -123,6 +134,9 @@ impl Running {
         let _ = self.accept.await;
         if let Some(m) = self.metrics {
             let _ = m.await;
+        }
+        if let Some(g) = self.grpc {
+            let _ = g.await;
         }
         self.core.shutdown().await;
     }
@@ -288,6 +302,15 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
         })?),
         None => None,
     };
+    let (grpc_listener, grpc_addr) = match settings.forward_auth.grpc_listen {
+        Some(addr) => {
+            let bind_err = |source| StartError::BindGrpc { addr, source };
+            let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+            let local = l.local_addr().map_err(bind_err)?;
+            (Some(l), Some(local))
+        }
+        None => (None, None),
+    };
     let (conn_shutdown, conn_rx) = watch::channel(false);
     let mut core = Core::start(settings, master, store).await?;
     let tls = match &settings.tls {
@@ -350,14 +373,18 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
             conn_rx.clone(),
         ))
     });
+    let grpc = grpc_listener
+        .map(|l| tokio::spawn(server::ext_authz::serve(l, app.clone(), conn_rx.clone())));
     let accept = tokio::spawn(server::listener::serve(listener, app, tls, conn_rx));
-    tracing::info!(listen = %local_addr, metrics_listen = ?metrics_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
+    tracing::info!(listen = %local_addr, metrics_listen = ?metrics_addr, grpc_listen = ?grpc_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,
         metrics_addr,
+        grpc_addr,
         conn_shutdown,
         accept,
         metrics,
+        grpc,
         core,
     })
 }

@@ -221,6 +221,10 @@ mod tests {
                 "forward_auth.uri_header",
             ),
             (
+                "[forward_auth]\ngrpc_listen = \"9191\"",
+                "forward_auth.grpc_listen",
+            ),
+            (
                 "[server]\nmax_connections = 10\nmax_connections_per_client = 11",
                 "server.max_connections_per_client",
             ),

@@ -47,6 +47,7 @@ pub(super) struct RawOAuth {
 pub(super) struct RawForwardAuth {
     pub(super) uri_header: Option<String>,
     pub(super) method_header: Option<String>,
+    pub(super) grpc_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -137,6 +137,18 @@ impl Validator<'_> {
                 raw.method_header.as_deref(),
                 METHOD_HEADERS,
             )?,
+            grpc_listen: raw
+                .grpc_listen
+                .as_deref()
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        self.err(
+                            "forward_auth.grpc_listen",
+                            format!("`{a}` is not an address with a port (127.0.0.1:9191)"),
+                        )
+                    })
+                })
+                .transpose()?,
         })
     }
 

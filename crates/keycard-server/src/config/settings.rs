@@ -265,6 +265,9 @@ pub struct ForwardAuthSettings {
     /// `forward_auth.method_header`: `X-Forwarded-Method` (the default) or
     /// `X-Original-Method`.
     pub method_header: http::HeaderName,
+    /// `forward_auth.grpc_listen`: the address of Envoy's external authorization service
+    /// over gRPC (`envoy.service.auth.v3.Authorization/Check`); `None`: not served.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 /// The two names a proxy may give the original request-target.
@@ -278,6 +281,7 @@ impl Default for ForwardAuthSettings {
         Self {
             uri_header: http::HeaderName::from_static(URI_HEADERS[0]),
             method_header: http::HeaderName::from_static(METHOD_HEADERS[0]),
+            grpc_listen: None,
         }
     }
 }

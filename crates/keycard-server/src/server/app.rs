@@ -431,6 +431,7 @@ pub(super) fn endpoint_of(path: &str) -> Endpoint {
         match rest {
             "health" | "ready" => Endpoint::Health,
             "verify" => Endpoint::Verify,
+            _ if rest.starts_with("verify/") => Endpoint::Verify,
             "metrics" => Endpoint::Metrics,
             _ if rest.starts_with("admin/") => Endpoint::Admin,
             _ => Endpoint::Other,

@@ -20,12 +20,13 @@ use crate::upstream::identity;
 const NOT_A_TRUSTED_PROXY: &str = r#"{"error":"untrusted_proxy","error_description":"/_keycard/verify reads the original request from its proxy's headers, and believes them only from an address in server.trusted_proxies: add the proxy's address there"}"#;
 
 /// `/_keycard/verify` without the configured original-URI header.
-const NO_ORIGINAL_URI: &str = r#"{"error":"no_original_uri","error_description":"the proxy did not send the original request's URI in the header forward_auth.uri_header names (X-Forwarded-Uri by default; X-Original-URI for nginx auth_request)"}"#;
+const NO_ORIGINAL_URI: &str = r#"{"error":"no_original_uri","error_description":"the proxy did not send the original request's URI, after /_keycard/verify in the path (Envoy's path_prefix) or in the header forward_auth.uri_header names (X-Forwarded-Uri by default; X-Original-URI for nginx auth_request)"}"#;
 
 /// `/_keycard/verify` for a method-bound credential without the original method.
 const NO_ORIGINAL_METHOD: &str = r#"{"error":"no_original_method","error_description":"a signature or Digest credential is bound to the original request's method, which the proxy did not send in the header forward_auth.method_header names (X-Forwarded-Method by default; X-Original-Method for nginx auth_request)"}"#;
 
-/// `/_keycard/verify` with a forwarded value twice, or under both names.
+/// `/_keycard/verify` with a forwarded value twice, under both names, or both after the
+/// path prefix and in a header.
 const TWO_VALUES: &str = r#"{"error":"ambiguous_forwarded_header","error_description":"a forwarded header was sent twice, under both of its names, or with a value that is not one (forward_auth.uri_header and forward_auth.method_header name the one header each that is read)"}"#;
 
 /// The one value of the forward-auth header `name` (one of `names`): `Err` when it is sent
@@ -65,6 +66,9 @@ fn forwarded_body_signed(headers: &HeaderMap, original_method: &str) -> bool {
     }
 }
 
+/// The forward-auth endpoint; in prefix mode the original target follows it.
+const VERIFY: &str = "/_keycard/verify";
+
 /// `X-Keycard-Error`: the kind of a refusal, on `/_keycard/verify` answers.
 const X_KEYCARD_ERROR: HeaderName = HeaderName::from_static("x-keycard-error");
 
@@ -74,7 +78,7 @@ const X_KEYCARD_ERROR: HeaderName = HeaderName::from_static("x-keycard-error");
 /// of a refusal is in `X-Keycard-Error` (the code keycard's own answers carry in their JSON
 /// elsewhere, as coarse: `unauthorized`, never why), its challenges in `WWW-Authenticate`.
 /// A 400 saying what the proxy sends wrong keeps its explanation for the operator.
-fn bodiless(r: Response<Body>) -> Response<Body> {
+pub(super) fn bodiless(r: Response<Body>) -> Response<Body> {
     let code = match r.status() {
         StatusCode::OK => None,
         StatusCode::BAD_REQUEST => {
@@ -94,12 +98,88 @@ fn bodiless(r: Response<Body>) -> Response<Body> {
     };
     let (mut parts, _) = r.into_parts();
     parts.headers.remove(http::header::CONTENT_TYPE);
+    one_challenge_field(&mut parts.headers);
     if let Some(code) = code {
         parts
             .headers
             .insert(X_KEYCARD_ERROR, HeaderValue::from_static(code));
     }
     Response::from_parts(parts, Body::empty())
+}
+
+/// The challenges of a refusal as one `WWW-Authenticate` field (a list, RFC 9110 §11.6.1):
+/// nginx's `auth_request` passes on only the first field of its subrequest's answer, which
+/// would leave a Digest or Basic client with nothing but `Bearer`. A browser reads only the
+/// first scheme of a field, so the schemes it knows go first, the strongest ahead: Digest,
+/// then Basic, then the rest (clients of `Bearer` find it by name in the list).
+fn one_challenge_field(headers: &mut HeaderMap) {
+    let mut values: Vec<HeaderValue> = match headers.entry(http::header::WWW_AUTHENTICATE) {
+        http::header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
+        http::header::Entry::Vacant(_) => return,
+    };
+    let rank = |v: &HeaderValue| {
+        let scheme = v
+            .as_bytes()
+            .split(|b| *b == b' ')
+            .next()
+            .unwrap_or_default();
+        if scheme.eq_ignore_ascii_case(b"digest") {
+            0
+        } else if scheme.eq_ignore_ascii_case(b"basic") {
+            1
+        } else {
+            2
+        }
+    };
+    values.sort_by_key(rank);
+    let mut joined = Vec::with_capacity(values.iter().map(|v| v.len() + 2).sum());
+    for v in &values {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::WWW_AUTHENTICATE, v);
+    }
+}
+
+/// The original request's method, as the proxy describes it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum OriginalMethod<'a> {
+    /// Named by the proxy (a header, or the method of a request that keeps it).
+    Named(&'a str),
+    /// Not named: the method of the proxy's own request, which need not be the original's.
+    /// A credential bound to the method is refused rather than judged against it.
+    Assumed(&'a str),
+}
+
+/// The body of the original request, as the proxy passes it.
+#[derive(Debug)]
+pub(super) enum OriginalBody {
+    /// The proxy's request streams it (Envoy's HTTP service with `with_request_body`), or
+    /// sends none.
+    Stream(Incoming),
+    /// Whole, in the description (Envoy's gRPC service with `with_request_body`).
+    Given(bytes::Bytes),
+    /// Not passed (or passed in part): a credential that signs it is refused.
+    Withheld,
+}
+
+/// The original request a trusted proxy described.
+#[derive(Debug)]
+pub(super) struct Original<'a> {
+    /// The connection the description came on.
+    pub(super) conn: &'a ConnInfo,
+    /// The client's address.
+    pub(super) ip: std::net::IpAddr,
+    /// The request-target, exactly as the client sent it.
+    pub(super) target: &'a str,
+    pub(super) method: OriginalMethod<'a>,
+    pub(super) scheme: &'a str,
+    pub(super) authority: &'a str,
+    /// The client's headers (the credential is read from them).
+    pub(super) headers: &'a HeaderMap,
 }
 
 impl App {
@@ -135,11 +215,23 @@ impl App {
             return untrusted(NOT_A_TRUSTED_PROXY);
         }
         let fa = &self.forward_auth;
-        let target = match one_forwarded(req.headers(), &fa.uri_header, URI_HEADERS) {
-            Ok(Some(t)) => t,
-            Ok(None) => return untrusted(NO_ORIGINAL_URI),
+        // Prefix mode (Envoy's HTTP `ext_authz` with `path_prefix: /_keycard/verify`): the
+        // original target follows the prefix, and the original method is the request's own.
+        let prefixed = req
+            .uri()
+            .path_and_query()
+            .and_then(|pq| pq.as_str().strip_prefix(VERIFY))
+            .filter(|rest| !rest.is_empty() && !rest.starts_with('?'));
+        let named = match one_forwarded(req.headers(), &fa.uri_header, URI_HEADERS) {
+            Ok(t) => t,
             Err(()) => return untrusted(TWO_VALUES),
         };
+        let target = match (prefixed, named) {
+            (Some(t), None) | (None, Some(t)) => t,
+            (None, None) => return untrusted(NO_ORIGINAL_URI),
+            (Some(_), Some(_)) => return untrusted(TWO_VALUES),
+        };
+        let prefix_mode = prefixed.is_some();
         let method = match one_forwarded(req.headers(), &fa.method_header, METHOD_HEADERS) {
             Ok(Some(m)) if http::Method::from_bytes(m.as_bytes()).is_ok() => Some(m.to_owned()),
             Ok(Some(_)) | Err(()) => return untrusted(TWO_VALUES),
@@ -153,6 +245,47 @@ impl App {
                 return untrusted(TWO_VALUES);
             }
         }
+        let target = target.to_owned();
+        let (parts, incoming) = req.into_parts();
+        // The original method as the proxy names it. nginx's `auth_request` always sends GET
+        // and names the original in a header; Envoy's prefix mode keeps the original.
+        let method = match (method.as_deref(), prefix_mode) {
+            (Some(m), _) => OriginalMethod::Named(m),
+            (None, true) => OriginalMethod::Named(parts.method.as_str()),
+            (None, false) => OriginalMethod::Assumed(parts.method.as_str()),
+        };
+        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (reference §1).
+        let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
+        let original = Original {
+            conn: &conn,
+            ip,
+            target: &target,
+            method,
+            scheme,
+            authority,
+            headers: &parts.headers,
+        };
+        self.decide(original, OriginalBody::Stream(incoming), request_id)
+            .await
+    }
+
+    /// The verdict on the original request a trusted proxy described: 200 with the identity
+    /// headers, or the refusal (with a body, which [`bodiless`] drops for HTTP proxies).
+    pub(super) async fn decide(
+        &self,
+        original: Original<'_>,
+        body: OriginalBody,
+        request_id: &str,
+    ) -> Response<Body> {
+        let Original {
+            conn,
+            ip,
+            target,
+            method,
+            scheme,
+            authority,
+            headers,
+        } = original;
         // Read exactly as sent: a fragment (`#…`), which parsing would drop but the proxy
         // forwards, is refused with the rest of what the path rules refuse.
         let path = match http::uri::PathAndQuery::try_from(target) {
@@ -165,57 +298,69 @@ impl App {
             Ok((policy, _)) => policy,
             Err(no) => return no.answer(),
         };
-        let target = target.to_owned();
-        let cert = match self.client_cert(&conn, req.headers(), request_id, &policy.prefix, ip) {
+        let cert = match self.client_cert(conn, headers, request_id, &policy.prefix, ip) {
             Ok(c) => c,
             Err(_) => return answer::bad_request(),
         };
-        let (parts, incoming) = req.into_parts();
         // A credential that binds the method (a signature, Digest) is judged against the
         // original request's, which only the proxy can name: the subrequest's own (nginx
         // `auth_request` always sends GET) would let a GET signature authorise a DELETE.
         let binds_method = matches!(
-            keycard_core::credential::presented(&parts.headers),
+            keycard_core::credential::presented(headers),
             keycard_core::credential::Presented::Signature { .. }
                 | keycard_core::credential::Presented::Digest(_)
         );
-        if method.is_none() && binds_method && !policy.public {
-            return untrusted(NO_ORIGINAL_METHOD);
-        }
-        let original_method = method.as_deref().unwrap_or(parts.method.as_str());
+        let method = match method {
+            OriginalMethod::Named(m) => m,
+            OriginalMethod::Assumed(_) if binds_method && !policy.public => {
+                return self.refuse(
+                    request_id,
+                    None,
+                    ip,
+                    keycard_core::Reason::UntrustedForwardedHeader,
+                    answer::json(StatusCode::BAD_REQUEST, NO_ORIGINAL_METHOD),
+                );
+            }
+            OriginalMethod::Assumed(m) => m,
+        };
         // The proxy may pass the body (Envoy can); nginx's `auth_request` does not. A
         // credential that signs a body the proxy did not pass cannot vouch for it: it is
         // refused ([`RequestFacts::body_unread`]) rather than checked against nothing.
-        let signs_body = !policy.public && forwarded_body_signed(&parts.headers, original_method);
-        let method = method.unwrap_or_else(|| parts.method.as_str().to_owned());
-        // Forward-auth: X-Forwarded-Host/-Proto describe the original request (reference §1).
-        let (scheme, authority) = client_origin(&parts.headers, &parts.uri, true, conn.tls);
+        let signs_body = !policy.public && forwarded_body_signed(headers, method);
         let unread = RequestFacts {
-            method: &method,
-            target: &target,
+            method,
+            target,
             scheme,
             authority,
-            headers: &parts.headers,
+            headers,
             ip,
             body: None,
             body_unread: false,
             cert: None,
         };
-        let reading = if signs_body && !incoming.is_end_stream() {
-            match permit_to_read(&self.body_reads, &self.authn, &unread).await {
-                Ok(p) => p,
-                Err(refused) => return refused,
+        let (_permit, body) = match body {
+            OriginalBody::Stream(incoming) if signs_body && !incoming.is_end_stream() => {
+                match permit_to_read(&self.body_reads, &self.authn, &unread).await {
+                    Ok(Some(p)) => match crate::http::signed_body::read(incoming).await {
+                        Ok(b) => (Some(p), Some(b)),
+                        Err(r) => return r,
+                    },
+                    Ok(None) => (None, None),
+                    Err(refused) => return refused,
+                }
             }
-        } else {
-            None
-        };
-        let body = if reading.is_some() {
-            match crate::http::signed_body::read(incoming).await {
-                Ok(b) => Some(b),
-                Err(r) => return r,
+            OriginalBody::Given(b) if signs_body => {
+                if b.len() > crate::http::signed_body::MAX_SIGNED_BODY {
+                    return answer::json(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        r#"{"error":"payload_too_large"}"#,
+                    );
+                }
+                (None, Some(b))
             }
-        } else {
-            None
+            OriginalBody::Stream(_) | OriginalBody::Given(_) | OriginalBody::Withheld => {
+                (None, None)
+            }
         };
         let facts = RequestFacts {
             body: body.as_deref(),

@@ -2,7 +2,7 @@
 //! using the configuration shipped in `examples/nginx/`.
 
 use crate::common::nginx::{self, Nginx, free_port};
-use crate::common::{Keycard, http::Http, upstream};
+use crate::common::{Keycard, http::Http, tools, upstream};
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/api/\"\n\n[[routes]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\n[[routes]]\nprefix = \"/public/\"\npublic = true\n";
 
@@ -69,9 +69,15 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         .get(&verify, &[("x-forwarded-uri", "/api/orders")])
         .await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.header("www-authenticate").as_deref(),
-        Some(r#"Bearer realm="keycard""#)
+    // Every challenge in one field, the schemes a browser knows first (it reads only the
+    // first of a field).
+    let challenges = r.header_all("www-authenticate");
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(challenges[0].starts_with("Digest realm="), "{challenges:?}");
+    assert!(
+        challenges[0]
+            .ends_with(r#", Basic realm="keycard", charset="UTF-8", Bearer realm="keycard""#),
+        "{challenges:?}"
     );
     assert_eq!(r.header("x-keycard-subject"), None);
     assert!(r.body.is_empty(), "{:?}", r.body);
@@ -140,6 +146,104 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     assert_eq!(r.status, 404);
     assert!(r.body.is_empty(), "{:?}", r.body);
     assert_eq!(r.header("x-keycard-error").as_deref(), Some("not_found"));
+
+    // Prefix mode (Envoy's HTTP service with `path_prefix`): the original target follows
+    // /_keycard/verify, under the same path rules, and only there.
+    let r = http
+        .get(&format!("{verify}/api/orders?id=1"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-keycard-subject").as_deref(), Some("svc"));
+    let r = http
+        .get(&format!("{verify}/admin/x"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.status, 403);
+    let r = http
+        .get(&format!("{verify}/elsewhere"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.status, 404);
+    for path in [
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/%2E%2E/admin/x",
+        "//admin/x",
+    ] {
+        let r = http
+            .get(&format!("{verify}{path}"), &[("x-api-key", &key)])
+            .await;
+        assert_eq!(r.status, 400, "{path}");
+    }
+    // The target named twice, in the path and a header: refused, whichever is the lie.
+    for named in ["/public/x", "/api/orders"] {
+        let r = http
+            .get(
+                &format!("{verify}/api/orders"),
+                &[("x-api-key", &key), ("x-forwarded-uri", named)],
+            )
+            .await;
+        assert_eq!(r.status, 400, "{named}");
+    }
+    assert_eq!(
+        http.get(
+            &kc.url("/_keycard/verifyx/api/orders"),
+            &[("x-api-key", &key)]
+        )
+        .await
+        .status,
+        404
+    );
+    // The original method is the request's own: a signature over a GET does not pass a
+    // DELETE.
+    let created: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
+            .unwrap();
+    std::fs::write(kc.path("hk.b64"), created["secret"].as_str().unwrap()).unwrap();
+    let out = std::process::Command::new(crate::common::bin())
+        .args(["sign", "--json", "--key-id"])
+        .arg(created["key_id"].as_str().unwrap())
+        .arg("--secret-file")
+        .arg(kc.path("hk.b64"))
+        .args(["--method", "GET"])
+        .arg(kc.url("/api/orders"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let signed: Vec<(String, String)> = v["headers"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect();
+    let h: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let prefixed = format!("{verify}/api/orders");
+    let r = http.get(&prefixed, &h).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-keycard-method").as_deref(), Some("hmac"));
+    let r = http
+        .send(http::Method::DELETE, &prefixed, &h, Vec::new())
+        .await;
+    assert_eq!(r.status, 401);
+}
+
+/// nginx with the shipped example (`examples/nginx/keycard-forward-auth.conf`), on this
+/// test's ports: keycard at `kc_addr`, the application at `app`. Returns nginx and its URL.
+fn example_nginx(kc: &Keycard, kc_addr: std::net::SocketAddr, app: &str) -> (Nginx, String) {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nginx/keycard-forward-auth.conf"
+    ))
+    .unwrap();
+    let port = free_port();
+    let server = example
+        .replace("127.0.0.1:8080", &kc_addr.to_string())
+        .replace("127.0.0.1:9000", app.trim_start_matches("http://"))
+        .replace("127.0.0.1:8081", &format!("127.0.0.1:{port}"));
+    let nginx = Nginx::start(&kc.dir.path().join("nginx"), &server, port);
+    (nginx, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,20 +257,8 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     let kc_addr = kc.start();
     let (_, key) = kc.create_key("svc", &["read"], &[]);
 
-    // The shipped example, with this test's ports.
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/nginx/keycard-forward-auth.conf"
-    ))
-    .unwrap();
-    let port = free_port();
-    let server = example
-        .replace("127.0.0.1:8080", &kc_addr.to_string())
-        .replace("127.0.0.1:9000", app.trim_start_matches("http://"))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{port}"));
-    let _nginx = Nginx::start(&kc.dir.path().join("nginx"), &server, port);
+    let (_nginx, base) = example_nginx(&kc, kc_addr, &app);
     let http = Http::new();
-    let base = format!("http://127.0.0.1:{port}");
     let r = http
         .get(
             &format!("{base}/api/orders?id=7"),
@@ -195,9 +287,11 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
 
     let r = http.get(&format!("{base}/api/orders"), &[]).await;
     assert_eq!(r.status, 401);
-    assert_eq!(
-        r.header("www-authenticate").as_deref(),
-        Some(r#"Bearer realm="keycard""#)
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.ends_with(r#"Bearer realm="keycard""#)),
+        "{:?}",
+        r.header_all("www-authenticate")
     );
     let r = http
         .get(&format!("{base}/api/orders"), &[("x-api-key", "kc_wrong")])
@@ -263,4 +357,296 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
         audit.contains(r#""route":"/api/","method":"api_key","outcome":"success""#),
         "{audit}"
     );
+}
+
+/// Runs `curl -sS` with `args`; returns (status line's code, stdout).
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every method keycard has, through the shipped nginx example: each client is a real one
+/// (curl, Python `requests`, Chromium, PyJWT's tokens, keycard's own token endpoint and
+/// signer), and the refusals nginx cannot pass on by itself reach the client with their
+/// own status.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_method_through_nginx_auth_request() {
+    if !nginx::available() || !tools::curl() || !tools::python_requests() || !tools::python_pyjwt()
+    {
+        return;
+    }
+    const ISS: &str = "https://idp.test/";
+    let tokens: serde_json::Value = {
+        let now = keycard_server::now_secs().to_string();
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/it/py/jwt_tokens.py"
+            ))
+            .args([ISS, "orders-api", &now])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let app = upstream::start().await;
+    let kc_port = free_port();
+    let kc_base = format!("http://127.0.0.1:{kc_port}");
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, tokens["jwks"].to_string()).unwrap();
+    let mut kc = Keycard::new(
+        None,
+        &format!(
+            "[[jwt.issuers]]\nissuer = \"{ISS}\"\njwks_file = \"{}\"\naudiences = [\"orders-api\"]\n\n\
+             [[routes]]\nprefix = \"/api/\"\n\n\
+             [[routes]]\nprefix = \"/web/\"\nmethods = [\"basic\", \"api_key\"]\n\n\
+             [[routes]]\nprefix = \"/limited/\"\nrate_limit = \"1/min\"\n",
+            jwks.display()
+        ),
+    );
+    let cfg = std::fs::read_to_string(&kc.config).unwrap().replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{kc_port}\"\npublic_url = \"{kc_base}\""),
+        1,
+    );
+    std::fs::write(&kc.config, cfg).unwrap();
+    kc.trust_proxies("127.0.0.1/32");
+    kc.add_user("alice", "plum-orbit-kettle", &["--digest"]);
+    let (_, key) = kc.create_key("svc", &[], &[]);
+    let worker: serde_json::Value = serde_json::from_str(&kc.cli_ok(&[
+        "client",
+        "create",
+        "worker",
+        "--json",
+        "--grant",
+        "client_credentials",
+    ]))
+    .unwrap();
+    let hmac: serde_json::Value =
+        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
+            .unwrap();
+    let kc_addr = kc.start();
+    let (_nginx, base) = example_nginx(&kc, kc_addr, &app);
+    let http = Http::new();
+    let api = format!("{base}/api/orders?id=7");
+
+    // One 401 offers every scheme in the one field nginx passes on, Digest first.
+    let r = http.get(&api, &[]).await;
+    assert_eq!(r.status, 401);
+    let challenges = r.header_all("www-authenticate");
+    assert_eq!(challenges.len(), 1, "{challenges:?}");
+    assert!(
+        challenges[0].starts_with(
+            r#"Digest realm="keycard", qop="auth, auth-int", algorithm=SHA-256, nonce=""#
+        ),
+        "{challenges:?}"
+    );
+    assert!(
+        challenges[0]
+            .ends_with(r#", Basic realm="keycard", charset="UTF-8", Bearer realm="keycard""#),
+        "{challenges:?}"
+    );
+
+    // Digest and Basic with curl, which reads the list for the scheme it is told to use.
+    let method_seen = |out: &str| -> (String, String) {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        (
+            v["headers"]["x-keycard-method"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            v["headers"]["x-keycard-subject"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+    let digest = curl(&["--digest", "-u", "alice:plum-orbit-kettle", &api]);
+    assert_eq!(method_seen(&digest), ("digest".into(), "alice".into()));
+    let basic = curl(&["--basic", "-u", "alice:plum-orbit-kettle", &api]);
+    assert_eq!(method_seen(&basic), ("basic".into(), "alice".into()));
+    let wrong = curl(&[
+        "--digest",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-u",
+        "alice:not-the-password",
+        &api,
+    ]);
+    assert_eq!(wrong, "401");
+
+    // Digest with Python requests, which merges the list into one set of parameters.
+    let script = r#"
+import json, sys, requests
+from requests.auth import HTTPDigestAuth
+r = requests.get(sys.argv[1], auth=HTTPDigestAuth("alice", "plum-orbit-kettle"))
+bad = requests.get(sys.argv[1], auth=HTTPDigestAuth("alice", "wrong-password-123"))
+print(json.dumps([r.status_code, r.json()["headers"].get("x-keycard-method"), bad.status_code]))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &api])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([200, "digest", 401]));
+
+    // A browser answering its sign-in prompt: Digest where offered first, Basic where the
+    // route takes Basic and keys.
+    let browser =
+        std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/browser"));
+    if tools::chromium_playwright(&browser) {
+        for (path, method) in [("/api/page", "digest"), ("/web/page", "basic")] {
+            let out = tokio::process::Command::new("node")
+                .arg(browser.join("http-auth.mjs"))
+                .args([&format!("{base}{path}"), "alice", "plum-orbit-kettle"])
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(std::time::Duration::from_secs(90), out)
+                .await
+                .expect("the browser run took over 90 s")
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["status"], 200, "{path}: {v}");
+            let page = v["body"].as_str().unwrap();
+            assert_eq!(method_seen(page), (method.into(), "alice".into()), "{path}");
+        }
+    }
+
+    // An API key, a JWT from another issuer, keycard's own access token.
+    let r = http.get(&api, &[("x-api-key", &key)]).await;
+    assert_eq!(
+        r.upstream_header("x-keycard-method").as_deref(),
+        Some("api_key")
+    );
+    let jwt = tokens["good"]["ES256"].as_str().unwrap();
+    let r = http
+        .get(&api, &[("authorization", &format!("Bearer {jwt}"))])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.upstream_header("x-keycard-method").as_deref(),
+        Some("jwt")
+    );
+    assert_eq!(
+        r.upstream_header("x-keycard-subject").as_deref(),
+        Some("partner-svc")
+    );
+    let bad_jwt = tokens["bad"]["expired"].as_str().unwrap();
+    let r = http
+        .get(&api, &[("authorization", &format!("Bearer {bad_jwt}"))])
+        .await;
+    assert_eq!(r.status, 401);
+    let token = curl(&[
+        "-u",
+        &format!("worker:{}", worker["client_secret"].as_str().unwrap()),
+        "-d",
+        "grant_type=client_credentials",
+        &format!("{kc_base}/oauth2/token"),
+    ]);
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    let r = http
+        .get(&api, &[("authorization", &format!("Bearer {access}"))])
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.upstream_header("x-keycard-method").as_deref(),
+        Some("oauth2")
+    );
+    assert_eq!(
+        r.upstream_header("x-keycard-subject").as_deref(),
+        Some("worker")
+    );
+
+    // An RFC 9421 signature over a GET (no body for nginx to withhold), checked against the
+    // method and authority nginx names; the same signature on another path is refused.
+    std::fs::write(kc.path("hk.b64"), hmac["secret"].as_str().unwrap()).unwrap();
+    let sign = |url: &str| -> Vec<(String, String)> {
+        let out = std::process::Command::new(crate::common::bin())
+            .args(["sign", "--json", "--key-id"])
+            .arg(hmac["key_id"].as_str().unwrap())
+            .arg("--secret-file")
+            .arg(kc.path("hk.b64"))
+            .args(["--method", "GET", url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let signed = sign(&api);
+    let h: Vec<(&str, &str)> = signed
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let r = http.get(&api, &h).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(
+        r.upstream_header("x-keycard-method").as_deref(),
+        Some("hmac")
+    );
+    let r = http.get(&format!("{base}/api/other"), &h).await;
+    assert_eq!(r.status, 401);
+
+    // Refusals nginx turns into its own 500 come out with keycard's status.
+    let r = http
+        .get(&format!("{base}/elsewhere"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.status, 404);
+    let r = http
+        .get(&format!("{base}/public/../api/x"), &[("x-api-key", &key)])
+        .await;
+    assert_eq!(r.status, 400);
+    let limited = format!("{base}/limited/x");
+    assert_eq!(http.get(&limited, &[("x-api-key", &key)]).await.status, 200);
+    let r = http.get(&limited, &[("x-api-key", &key)]).await;
+    assert_eq!(r.status, 429);
+    assert!(
+        r.header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n > 0)),
+        "{:?}",
+        r.header("retry-after")
+    );
+
+    kc.stop();
+    let audit = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
+    for method in ["api_key", "basic", "digest", "jwt", "oauth2", "hmac"] {
+        assert!(
+            audit.contains(&format!(
+                r#""route":"/api/","method":"{method}","outcome":"success""#
+            )),
+            "{method}: {audit}"
+        );
+    }
 }

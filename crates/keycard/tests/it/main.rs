@@ -26,6 +26,7 @@ mod mtls;
 mod oauth;
 mod outage;
 mod passwords;
+mod proxies;
 mod quickstart;
 mod revocation;
 mod seams;

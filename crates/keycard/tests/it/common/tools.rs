@@ -80,3 +80,16 @@ pub fn schemathesis() -> bool {
         Command::new("schemathesis").arg("--version"),
     )
 }
+
+/// Whether `python3` with `grpcio`, `grpcio-tools` and `requests` runs.
+pub fn python_grpc() -> bool {
+    available(
+        "python3 with grpcio, grpcio-tools and requests",
+        Command::new("python3").args(["-c", "import grpc, grpc_tools.protoc, requests"]),
+    )
+}
+
+/// Whether Caddy (`/usr/bin/caddy`, Debian's package) runs.
+pub fn caddy() -> bool {
+    available("caddy", Command::new("caddy").arg("version"))
+}
