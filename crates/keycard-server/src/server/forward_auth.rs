@@ -29,18 +29,25 @@ const NO_ORIGINAL_METHOD: &str = r#"{"error":"no_original_method","error_descrip
 /// path prefix and in a header.
 const TWO_VALUES: &str = r#"{"error":"ambiguous_forwarded_header","error_description":"a forwarded header was sent twice, under both of its names, or with a value that is not one (forward_auth.uri_header and forward_auth.method_header name the one header each that is read)"}"#;
 
+/// The two names of each part of the original request a proxy names in a header.
+const URI_NAMES: [HeaderName; 2] = [
+    HeaderName::from_static(URI_HEADERS[0]),
+    HeaderName::from_static(URI_HEADERS[1]),
+];
+const METHOD_NAMES: [HeaderName; 2] = [
+    HeaderName::from_static(METHOD_HEADERS[0]),
+    HeaderName::from_static(METHOD_HEADERS[1]),
+];
+
 /// The one value of the forward-auth header `name` (one of `names`): `Err` when it is sent
 /// twice, is not text, or the other of `names` is present too (a client adding the header
 /// the proxy does not set must not be read instead of, or beside, the proxy's).
 fn one_forwarded<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
-    names: [&str; 2],
+    names: &[HeaderName; 2],
 ) -> Result<Option<&'a str>, ()> {
-    if names
-        .iter()
-        .any(|n| *n != name.as_str() && headers.contains_key(*n))
-    {
+    if names.iter().any(|n| n != name && headers.contains_key(n)) {
         return Err(());
     }
     let mut values = headers.get_all(name).iter();
@@ -55,8 +62,12 @@ fn one_forwarded<'a>(
 /// `qop=auth-int`; an RFC 9421 signature with `Content-Digest`, or on a request whose method
 /// may carry a body (the proxy does not say whether the original had one, so only `GET`,
 /// `HEAD`, `OPTIONS` and `TRACE` are taken to have none).
-fn forwarded_body_signed(headers: &HeaderMap, original_method: &str) -> bool {
-    match keycard_core::credential::presented(headers) {
+fn forwarded_body_signed(
+    presented: &keycard_core::credential::Presented<'_>,
+    headers: &HeaderMap,
+    original_method: &str,
+) -> bool {
+    match presented {
         keycard_core::credential::Presented::Signature { .. } => {
             headers.contains_key("content-digest")
                 || !matches!(original_method, "GET" | "HEAD" | "OPTIONS" | "TRACE")
@@ -80,30 +91,29 @@ const X_KEYCARD_ERROR: HeaderName = HeaderName::from_static("x-keycard-error");
 /// A 400 saying what the proxy sends wrong keeps its explanation for the operator.
 pub(super) fn bodiless(r: Response<Body>) -> Response<Body> {
     let code = match r.status() {
-        StatusCode::OK => None,
+        // The allow is made without a body.
+        StatusCode::OK => return r,
         StatusCode::BAD_REQUEST => {
             let mut r = r;
             r.headers_mut()
                 .insert(X_KEYCARD_ERROR, HeaderValue::from_static("bad_request"));
             return r;
         }
-        StatusCode::UNAUTHORIZED => Some("unauthorized"),
-        StatusCode::FORBIDDEN => Some("insufficient_scope"),
-        StatusCode::NOT_FOUND => Some("not_found"),
-        StatusCode::REQUEST_TIMEOUT => Some("request_timeout"),
-        StatusCode::PAYLOAD_TOO_LARGE => Some("payload_too_large"),
-        StatusCode::TOO_MANY_REQUESTS => Some("too_many_requests"),
-        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
-        _ => Some("error"),
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "insufficient_scope",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "error",
     };
     let (mut parts, _) = r.into_parts();
     parts.headers.remove(http::header::CONTENT_TYPE);
     one_challenge_field(&mut parts.headers);
-    if let Some(code) = code {
-        parts
-            .headers
-            .insert(X_KEYCARD_ERROR, HeaderValue::from_static(code));
-    }
+    parts
+        .headers
+        .insert(X_KEYCARD_ERROR, HeaderValue::from_static(code));
     Response::from_parts(parts, Body::empty())
 }
 
@@ -222,7 +232,7 @@ impl App {
             .path_and_query()
             .and_then(|pq| pq.as_str().strip_prefix(VERIFY))
             .filter(|rest| !rest.is_empty() && !rest.starts_with('?'));
-        let named = match one_forwarded(req.headers(), &fa.uri_header, URI_HEADERS) {
+        let named = match one_forwarded(req.headers(), &fa.uri_header, &URI_NAMES) {
             Ok(t) => t,
             Err(()) => return untrusted(TWO_VALUES),
         };
@@ -232,7 +242,7 @@ impl App {
             (Some(_), Some(_)) => return untrusted(TWO_VALUES),
         };
         let prefix_mode = prefixed.is_some();
-        let method = match one_forwarded(req.headers(), &fa.method_header, METHOD_HEADERS) {
+        let method = match one_forwarded(req.headers(), &fa.method_header, &METHOD_NAMES) {
             Ok(Some(m)) if http::Method::from_bytes(m.as_bytes()).is_ok() => Some(m.to_owned()),
             Ok(Some(_)) | Err(()) => return untrusted(TWO_VALUES),
             Ok(None) => None,
@@ -305,8 +315,9 @@ impl App {
         // A credential that binds the method (a signature, Digest) is judged against the
         // original request's, which only the proxy can name: the subrequest's own (nginx
         // `auth_request` always sends GET) would let a GET signature authorise a DELETE.
+        let presented = keycard_core::credential::presented(headers);
         let binds_method = matches!(
-            keycard_core::credential::presented(headers),
+            presented,
             keycard_core::credential::Presented::Signature { .. }
                 | keycard_core::credential::Presented::Digest(_)
         );
@@ -326,7 +337,7 @@ impl App {
         // The proxy may pass the body (Envoy can); nginx's `auth_request` does not. A
         // credential that signs a body the proxy did not pass cannot vouch for it: it is
         // refused ([`RequestFacts::body_unread`]) rather than checked against nothing.
-        let signs_body = !policy.public && forwarded_body_signed(headers, method);
+        let signs_body = !policy.public && forwarded_body_signed(&presented, headers, method);
         let unread = RequestFacts {
             method,
             target,
@@ -371,6 +382,8 @@ impl App {
         match self.gate.check(policy, &facts, request_id).await {
             Ok(passed) => {
                 let mut r = Response::new(Body::empty());
+                // No-store, the identity and rate-limit headers: one allocation for all.
+                r.headers_mut().reserve(12);
                 // An allow is for this request alone: no cache in between may keep it.
                 r.headers_mut().insert(
                     http::header::CACHE_CONTROL,
