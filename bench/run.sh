@@ -9,7 +9,11 @@
 #   6. keycard, a route that needs HTTP Digest (SHA-256, replay-checked), one that needs an
 #      RFC 9421 signature (hmac-sha256, a fresh signature per request, replay-checked), and the
 #      API-key route again, all driven by the bench loadgen in closed loop (wrk can neither
-#      answer challenges nor sign each request).
+#      answer challenges nor sign each request),
+#   7. forward-auth: nginx `auth_request` asking keycard's `/_keycard/verify` (API key)
+#      beside the same nginx asking a trivial nginx verifier (an empty 200: the bar to meet),
+#      and Caddy `forward_auth` asking keycard (when Caddy is installed).
+# At the end, keycard's peak resident memory over the whole run (VmHWM).
 # Then latency at a constant rate below saturation (RATE req/s over the same connections,
 # measured from each request's intended send time: no coordinated omission).
 # Each saturated measurement is repeated ROUNDS times, interleaved, and the median kept:
@@ -36,14 +40,55 @@ WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 UP=$(free_port); PX=$(free_port); KP=$(free_port)
+FA=$(free_port); NV=$(free_port); VF=$(free_port); CF=$(free_port)
 
 nginx_upstream "$UP"
 nginx_conf proxy auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$PX; location / { proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://app; } }"
 
+# nginx `auth_request`, as examples/nginx has it: to keycard, and to a trivial verifier.
+auth_location() { # NAME UPSTREAM-URL
+  echo "location = /$1 { internal; proxy_pass $2; proxy_pass_request_body off;
+    proxy_set_header Content-Length \"\"; proxy_set_header X-Forwarded-Uri \$request_uri;
+    proxy_set_header X-Forwarded-Method \$request_method; proxy_http_version 1.1;
+    proxy_set_header Connection \"\"; }"
+}
+nginx_conf verifier 1 "server { listen 127.0.0.1:$VF; location / { add_header X-Keycard-Subject bench; return 200; } }"
+nginx_conf forward auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
+  upstream keycard { server 127.0.0.1:$KP; keepalive 64; }
+  upstream verifier { server 127.0.0.1:$VF; keepalive 64; }
+  server { listen 127.0.0.1:$FA;
+    location / { auth_request /_kc; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://app; }
+    $(auth_location _kc http://keycard/_keycard/verify) }
+  server { listen 127.0.0.1:$NV;
+    location / { auth_request /_v; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass http://app; }
+    $(auth_location _v http://verifier/) }"
+CADDY=$(command -v caddy || true)
+if [ -n "$CADDY" ]; then
+  mkdir -p "$WORK/caddy"
+  cat > "$WORK/caddy/Caddyfile" <<CONF
+{
+	admin off
+	auto_https off
+}
+http://127.0.0.1:$CF {
+	forward_auth 127.0.0.1:$KP {
+		uri /_keycard/verify
+		copy_headers X-Keycard-Subject X-Keycard-Method
+	}
+	reverse_proxy 127.0.0.1:$UP
+}
+CONF
+  HOME="$WORK/caddy" XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" \
+    setsid "$CADDY" run --adapter caddyfile --config "$WORK/caddy/Caddyfile" >"$WORK/caddy/log" 2>&1 &
+  echo $! > "$WORK/caddy.pid"
+fi
+
 cat > "$WORK/keycard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$KP"
+# The forward-auth rows' nginx and Caddy, on this machine.
+trusted_proxies = ["127.0.0.1/32"]
 [[routes]]
 prefix = "/public/"
 upstream = "http://127.0.0.1:$UP"
@@ -87,6 +132,12 @@ curl -sf --digest -u "benchuser:$PASSWORD" "http://127.0.0.1:$KP/digest/x" >/dev
 TOKEN=$(curl -sf -u "bench-client:$CLIENT_SECRET" -d grant_type=client_credentials "http://127.0.0.1:$KP/oauth2/token" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 BEARER="Authorization: Bearer $TOKEN"
 curl -sf -H "$BEARER" "http://127.0.0.1:$KP/oauth/x" >/dev/null || { echo "oauth2 failed"; exit 1; }
+curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$FA/api/x" >/dev/null || { echo "nginx auth_request to keycard failed"; exit 1; }
+curl -sf "http://127.0.0.1:$NV/api/x" >/dev/null || { echo "nginx auth_request to nginx failed"; exit 1; }
+if [ -n "$CADDY" ]; then
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$CF/" && break; sleep 0.1; done
+  curl -sf -H "X-API-Key: $KEY" "http://127.0.0.1:$CF/api/x" >/dev/null || { echo "Caddy forward_auth to keycard failed"; cat "$WORK/caddy/log"; exit 1; }
+fi
 
 run() { # label url [header]
   local out
@@ -117,6 +168,11 @@ RESULTS=$(
     closed "keycard, API key (loadgen)"  "http://127.0.0.1:$KP/api/x" "X-API-Key: $KEY"
     closed "keycard, Digest (loadgen)"   "http://127.0.0.1:$KP/digest/x" "digest:benchuser:$PASSWORD"
     closed "keycard, hmac (loadgen)"     "http://127.0.0.1:$KP/hmac/x" "$HMAC_ARG"
+    run "nginx auth_request -> keycard"  "http://127.0.0.1:$FA/api/x" "X-API-Key: $KEY"
+    run "nginx auth_request -> nginx"    "http://127.0.0.1:$NV/api/x" "X-API-Key: $KEY"
+    if [ -n "$CADDY" ]; then
+      run "Caddy forward_auth -> keycard" "http://127.0.0.1:$CF/api/x" "X-API-Key: $KEY"
+    fi
   done
 )
 LATENCY=$(
@@ -124,7 +180,9 @@ LATENCY=$(
   printf 'keycard, public route|'; $LOADGEN "http://127.0.0.1:$KP/public/x" "$RATE" "$CONNS" "$SECS"
   printf 'keycard, API key|'; $LOADGEN "http://127.0.0.1:$KP/api/x" "$RATE" "$CONNS" "$SECS" "X-API-Key: $KEY"
 )
-python3 - "$RESULTS" "$CONNS" "$DURATION" "$LATENCY" "$RATE" <<'PY'
+HWM=$(awk '/VmHWM/ {print $2}' "/proc/$KC_PID/status")
+RSS=$(awk '/VmRSS/ {print $2}' "/proc/$KC_PID/status")
+python3 - "$RESULTS" "$CONNS" "$DURATION" "$LATENCY" "$RATE" "$HWM" "$RSS" <<'PY'
 import sys
 rows=[l.split('|') for l in sys.argv[1].strip().splitlines()]
 conns, dur = sys.argv[2], sys.argv[3]
@@ -165,6 +223,10 @@ kd, kl = r["keycard, Digest (loadgen)"], r["keycard, API key (loadgen)"]
 print(f"Digest (replay-checked) / API key, loadgen: {kd[0]/kl[0]:.2f}x")
 kh = r["keycard, hmac (loadgen)"]
 print(f"hmac (RFC 9421) / API key, loadgen:         {kh[0]/kl[0]:.2f}x (target >= 0.85x)")
+fk, fn = r["nginx auth_request -> keycard"], r["nginx auth_request -> nginx"]
+print(f"forward-auth: nginx->keycard / nginx->nginx: {fk[0]/fn[0]:.2f}x (target >= 0.9x)")
+if "Caddy forward_auth -> keycard" in r:
+    print(f"forward-auth: Caddy->keycard / nginx->keycard: {r['Caddy forward_auth -> keycard'][0]/fk[0]:.2f}x")
 import json
 lat={}
 for line in sys.argv[4].strip().splitlines():
@@ -178,4 +240,5 @@ for label,d in lat.items():
 print()
 print(f"p50 added by keycard with an API key: {lat['keycard, API key']['p50_ms']-lat['upstream directly']['p50_ms']:.2f} ms")
 print(f"p99 added by keycard with an API key: {lat['keycard, API key']['p99_ms']-lat['upstream directly']['p99_ms']:.2f} ms (target < 1 ms)")
+print(f"\nkeycard's peak resident memory over the run (VmHWM): {int(sys.argv[6])/1024:.0f} MB; now (VmRSS): {int(sys.argv[7])/1024:.0f} MB (target: peak <= 150 MB)")
 PY
