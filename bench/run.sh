@@ -12,7 +12,8 @@
 #      answer challenges nor sign each request),
 #   7. forward-auth: nginx `auth_request` asking keycard's `/_keycard/verify` (API key)
 #      beside the same nginx asking a trivial nginx verifier (an empty 200: the bar to meet),
-#      and Caddy `forward_auth` asking keycard (when Caddy is installed).
+#      and Caddy `forward_auth` asking keycard beside the same Caddy asking the trivial
+#      verifier (when Caddy is installed).
 # At the end, keycard's peak resident memory over the whole run (VmHWM).
 # Then latency at a constant rate below saturation (RATE req/s over the same connections,
 # measured from each request's intended send time: no coordinated omission).
@@ -40,7 +41,7 @@ WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK"/*.pid 2>/dev/null) 2>/dev/null || true; kill "${KC_PID:-}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 UP=$(free_port); PX=$(free_port); KP=$(free_port)
-FA=$(free_port); NV=$(free_port); VF=$(free_port); CF=$(free_port)
+FA=$(free_port); NV=$(free_port); VF=$(free_port); CF=$(free_port); CV=$(free_port)
 
 nginx_upstream "$UP"
 nginx_conf proxy auto "upstream app { server 127.0.0.1:$UP; keepalive 64; }
@@ -75,6 +76,13 @@ http://127.0.0.1:$CF {
 	forward_auth 127.0.0.1:$KP {
 		uri /_keycard/verify
 		copy_headers X-Keycard-Subject X-Keycard-Method
+	}
+	reverse_proxy 127.0.0.1:$UP
+}
+http://127.0.0.1:$CV {
+	forward_auth 127.0.0.1:$VF {
+		uri /
+		copy_headers X-Keycard-Subject
 	}
 	reverse_proxy 127.0.0.1:$UP
 }
@@ -172,6 +180,7 @@ RESULTS=$(
     run "nginx auth_request -> nginx"    "http://127.0.0.1:$NV/api/x" "X-API-Key: $KEY"
     if [ -n "$CADDY" ]; then
       run "Caddy forward_auth -> keycard" "http://127.0.0.1:$CF/api/x" "X-API-Key: $KEY"
+      run "Caddy forward_auth -> nginx"   "http://127.0.0.1:$CV/api/x" "X-API-Key: $KEY"
     fi
   done
 )
@@ -226,7 +235,7 @@ print(f"hmac (RFC 9421) / API key, loadgen:         {kh[0]/kl[0]:.2f}x (target >
 fk, fn = r["nginx auth_request -> keycard"], r["nginx auth_request -> nginx"]
 print(f"forward-auth: nginx->keycard / nginx->nginx: {fk[0]/fn[0]:.2f}x (target >= 0.9x)")
 if "Caddy forward_auth -> keycard" in r:
-    print(f"forward-auth: Caddy->keycard / nginx->keycard: {r['Caddy forward_auth -> keycard'][0]/fk[0]:.2f}x")
+    print(f"forward-auth: Caddy->keycard / Caddy->nginx: {r['Caddy forward_auth -> keycard'][0]/r['Caddy forward_auth -> nginx'][0]:.2f}x")
 import json
 lat={}
 for line in sys.argv[4].strip().splitlines():

@@ -1087,6 +1087,73 @@ async fn behind_real_nginx_only_the_handshake_certificate_counts() {
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before + 2);
 }
 
+/// Forward-auth with client certificates: real nginx terminating TLS with the shipped
+/// `examples/nginx/keycard-forward-auth-mtls.conf` passes each handshake's certificate to
+/// `/_keycard/verify`; a registered one is the identity, the header a client sends is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_behind_nginx_with_client_certificates() {
+    if !tools::curl() || !crate::common::nginx::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test-ca");
+    let server = pki.server("server");
+    let (up, hits) = upstream::start_counting().await;
+    let config = format!(
+        "[[routes]]\nprefix = \"/api/\"\nmethods = [\"mtls\", \"api_key\"]\n\n[mtls]\nclient_ca = \"{}\"\nforwarded_cert_header = \"x-ssl-client-cert\"\nforwarded_cert_from = [\"127.0.0.1/32\"]\n",
+        pki.ca.display()
+    );
+    let mut kc = Keycard::new(None, &config);
+    kc.trust_proxies("127.0.0.1/32");
+    let kc_addr = kc.start();
+    let alice_cert = pki.client("alice", &alice());
+    // From the same CA, but bound to no one.
+    let bob_cert = pki.client(
+        "bob",
+        &Names {
+            cn: "bob",
+            ..Names::default()
+        },
+    );
+    let c = alice_cert.cert.to_str().unwrap();
+    kc.cli_ok(&["cert", "add", "--subject", "alice-svc", "--cert", c]);
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/nginx/keycard-forward-auth-mtls.conf"
+    ))
+    .unwrap();
+    let port = crate::common::nginx::free_port();
+    let conf = example
+        .replace("127.0.0.1:8080", &kc_addr.to_string())
+        .replace("127.0.0.1:9000", up.trim_start_matches("http://"))
+        .replace("127.0.0.1:8444", &format!("127.0.0.1:{port}"))
+        .replace("server-key.pem", &server.key.display().to_string())
+        .replace(" server.pem", &format!(" {}", server.cert.display()))
+        .replace("client-ca.pem", &pki.ca.display().to_string());
+    let _nginx = crate::common::nginx::Nginx::start(&dir.path().join("nginx"), &conf, port);
+    let url = format!("https://127.0.0.1:{port}/api/x");
+
+    let a = curl_to(&pki.ca, Some(&alice_cert), &url, &[]);
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(a.json()["headers"]["x-keycard-method"], "mtls");
+    assert_eq!(a.json()["headers"]["x-keycard-subject"], "alice-svc");
+    // The application never sees a certificate header.
+    assert!(
+        a.json()["headers"].get("x-ssl-client-cert").is_none(),
+        "{a:?}"
+    );
+    audit_has(&kc, r#""cert_source":"forwarded""#).await;
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    for forged in [ssl_client_cert(&alice_cert), xfcc(&alice_cert)] {
+        // No certificate, or an unbound one of its own, plus alice's in a header: refused.
+        let a = curl_to(&pki.ca, None, &url, &["-H", &forged]);
+        assert_eq!(a.status, 401, "{forged:.40}: {a:?}");
+        let a = curl_to(&pki.ca, Some(&bob_cert), &url, &["-H", &forged]);
+        assert_eq!(a.status, 401, "{forged:.40}: {a:?}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_tls_config_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
