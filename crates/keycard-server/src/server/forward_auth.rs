@@ -25,6 +25,12 @@ const NO_ORIGINAL_URI: &str = r#"{"error":"no_original_uri","error_description":
 /// `/_keycard/verify` for a method-bound credential without the original method.
 const NO_ORIGINAL_METHOD: &str = r#"{"error":"no_original_method","error_description":"a signature or Digest credential is bound to the original request's method, which the proxy did not send in the header forward_auth.method_header names (X-Forwarded-Method by default; X-Original-Method for nginx auth_request)"}"#;
 
+/// `/_keycard/verify/<path>` (prefix mode) with a header naming the method or host.
+const PREFIX_AND_HEADER: &str = r#"{"error":"ambiguous_forwarded_header","error_description":"in prefix mode (/_keycard/verify/<path>) the request's own method and Host are the original's: a method header or X-Forwarded-Host beside them is refused (do not pass the client's x-forwarded-method or x-forwarded-host to keycard)"}"#;
+
+/// The header Envoy adds when it passed only part of the body (`allow_partial_message`).
+pub(super) const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+
 /// `/_keycard/verify` with a forwarded value twice, under both names, or both after the
 /// path prefix and in a header.
 const TWO_VALUES: &str = r#"{"error":"ambiguous_forwarded_header","error_description":"a forwarded header was sent twice, under both of its names, or with a value that is not one (forward_auth.uri_header and forward_auth.method_header name the one header each that is read)"}"#;
@@ -255,6 +261,22 @@ impl App {
                 return untrusted(TWO_VALUES);
             }
         }
+        // In prefix mode the request's own method and Host are the original's (Envoy keeps
+        // both and sets neither header): a header naming them is a client's, passed on by
+        // the proxy, and would let a signature for GET on one host pass a DELETE on another.
+        if prefix_mode
+            && (method.is_some()
+                || req
+                    .headers()
+                    .contains_key(crate::http::forwarded::X_FORWARDED_HOST))
+        {
+            return untrusted(PREFIX_AND_HEADER);
+        }
+        // Envoy marks a body it passed only in part: none was passed that could be checked.
+        let partial = req
+            .headers()
+            .get(PARTIAL_BODY)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
         let target = target.to_owned();
         let (parts, incoming) = req.into_parts();
         // The original method as the proxy names it. nginx's `auth_request` always sends GET
@@ -275,8 +297,12 @@ impl App {
             authority,
             headers: &parts.headers,
         };
-        self.decide(original, OriginalBody::Stream(incoming), request_id)
-            .await
+        let body = if partial {
+            OriginalBody::Withheld
+        } else {
+            OriginalBody::Stream(incoming)
+        };
+        self.decide(original, body, request_id).await
     }
 
     /// The verdict on the original request a trusted proxy described: 200 with the identity
@@ -326,7 +352,7 @@ impl App {
             OriginalMethod::Assumed(_) if binds_method && !policy.public => {
                 return self.refuse(
                     request_id,
-                    None,
+                    Some(&policy.prefix),
                     ip,
                     keycard_core::Reason::UntrustedForwardedHeader,
                     answer::json(StatusCode::BAD_REQUEST, NO_ORIGINAL_METHOD),

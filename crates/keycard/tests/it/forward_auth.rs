@@ -220,13 +220,73 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let prefixed = format!("{verify}/api/orders");
-    let r = http.get(&prefixed, &h).await;
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-keycard-method").as_deref(), Some("hmac"));
+    // Refused as a DELETE, then the same signature, still unused, passes as the GET it is.
     let r = http
         .send(http::Method::DELETE, &prefixed, &h, Vec::new())
         .await;
     assert_eq!(r.status, 401);
+    let r = http.get(&prefixed, &h).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-keycard-method").as_deref(), Some("hmac"));
+    // A header naming the method or the host beside the prefix is a client's, passed on by
+    // the proxy: refused, rather than let it turn a GET's signature into a DELETE's or move
+    // it to another host.
+    for (name, value) in [
+        ("x-forwarded-method", "GET"),
+        ("x-original-method", "GET"),
+        ("x-forwarded-host", "elsewhere.example"),
+    ] {
+        let mut with = h.clone();
+        with.push((name, value));
+        let r = http
+            .send(http::Method::DELETE, &prefixed, &with, Vec::new())
+            .await;
+        assert_eq!(r.status, 400, "{name}");
+        let r = http.get(&prefixed, &with).await;
+        assert_eq!(r.status, 400, "{name}");
+    }
+    // The body, when the proxy passes it (Envoy's `with_request_body`), is checked against a
+    // signature over it; a body Envoy marks as cut short counts as none.
+    std::fs::write(kc.path("body.txt"), "hello").unwrap();
+    let sign_post = || -> Vec<(String, String)> {
+        let out = std::process::Command::new(crate::common::bin())
+            .args(["sign", "--json", "--key-id"])
+            .arg(created["key_id"].as_str().unwrap())
+            .arg("--secret-file")
+            .arg(kc.path("hk.b64"))
+            .args(["--method", "POST", "--body-file"])
+            .arg(kc.path("body.txt"))
+            .arg(kc.url("/api/orders"))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    };
+    // Each with a signature of its own: a refused one must not be refused as a replay.
+    for (partial, body, status) in [
+        (true, "hello", 401),
+        (false, "EVIL!", 401),
+        (false, "hello", 200),
+    ] {
+        let signed = sign_post();
+        let mut h: Vec<(&str, &str)> = signed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if partial {
+            h.push(("x-envoy-auth-partial-body", "true"));
+        }
+        let r = http
+            .send(http::Method::POST, &prefixed, &h, body.as_bytes().to_vec())
+            .await;
+        assert_eq!(r.status, status, "{body} partial={partial}");
+    }
 }
 
 /// nginx with the shipped example (`examples/nginx/keycard-forward-auth.conf`), on this
@@ -616,6 +676,12 @@ print(json.dumps([r.status_code, r.json()["headers"].get("x-keycard-method"), ba
         r.upstream_header("x-keycard-method").as_deref(),
         Some("hmac")
     );
+    // An unused signature on another path than signed: refused (not as a replay).
+    let fresh = sign(&api);
+    let h: Vec<(&str, &str)> = fresh
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let r = http.get(&format!("{base}/api/other"), &h).await;
     assert_eq!(r.status, 401);
 

@@ -121,12 +121,17 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
                 ("x-api-key", &key),
                 ("x-keycard-subject", "root"),
                 ("x-keycard-scopes", "admin"),
+                ("x_keycard_subject", "root"),
+                ("x_forwarded_for", "10.9.9.9"),
                 ("x-ssl-client-cert", "forged"),
             ],
         )
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.json()["path"], "/api/orders");
+    // Nor their underscore spellings, which CGI-style applications read as the same.
+    assert_eq!(r.upstream_header("x_keycard_subject"), None);
+    assert_eq!(r.upstream_header("x_forwarded_for"), None);
     assert_eq!(
         r.upstream_header("x-keycard-subject").as_deref(),
         Some("svc")
@@ -144,11 +149,12 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
     let r = http
         .get(
             &format!("{base}/public/x"),
-            &[("x-keycard-subject", "root")],
+            &[("x-keycard-subject", "root"), ("x_keycard_subject", "root")],
         )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-keycard-subject"), None);
+    assert_eq!(r.upstream_header("x_keycard_subject"), None);
 
     // Refusals come back as keycard gave them, challenges included.
     let r = http.get(&api, &[]).await;
@@ -222,8 +228,9 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
         r.upstream_header("x-keycard-method").as_deref(),
         Some("hmac")
     );
-    let h = signed(&kc, &hmac, "POST", &url, Some("hello"));
     for body in ["EVIL!", "hello"] {
+        // A signature of its own each time: the second must not be refused as a replay.
+        let h = signed(&kc, &hmac, "POST", &url, Some("hello"));
         let r = http
             .send(
                 http::Method::POST,
@@ -259,7 +266,7 @@ async fn traefik_forward_auth_headers() {
     .unwrap();
     assert!(example.contains(r#"address: "http://127.0.0.1:8080/_keycard/verify""#));
     assert!(example.contains("trustForwardHeader: false"));
-    assert!(example.contains(r#"authResponseHeadersRegex: "^X-Keycard-""#));
+    assert!(example.contains(r#"authResponseHeadersRegex: "(?i)^X[-_]Keycard[-_]""#));
     assert!(
         example.contains("middlewares: [not-the-clients-to-send, keycard, credentials-stay-here]")
     );
@@ -317,9 +324,18 @@ async fn traefik_forward_auth_headers() {
     let r = http.get(&verify, &h).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("hmac"));
+    // Another signature for HEAD, unused: judged against GET, it fails (not as a replay).
+    let sig = signed(&kc, &hmac, "HEAD", "https://api.example/api/orders/3", None);
     let mut h = traefik("GET", "/api/orders/3");
     h.extend(pairs(&sig));
     assert_eq!(http.get(&verify, &h).await.status, 401);
+    let mut h = traefik("HEAD", "/api/orders/3");
+    h.extend(pairs(&sig));
+    assert_eq!(
+        http.get(&verify, &h).await.status,
+        200,
+        "the same, as signed"
+    );
 
     let r = http.get(&verify, &traefik("GET", "/api/orders")).await;
     assert_eq!(r.status, 401);
@@ -400,7 +416,28 @@ async fn envoy_ext_authz_over_grpc() {
             .collect::<serde_json::Map<_, _>>()
             .into()
     };
-    let mut partial = obj(&sig_post);
+    let many: Vec<[String; 2]> = (0..33_000)
+        .map(|i| [format!("h{i}"), String::new()])
+        .collect();
+    // One signature per case: a refused one must not pass for a replay of another.
+    let sig_get_delete = obj(&signed(
+        &kc,
+        &hmac,
+        "GET",
+        "https://api.example/api/orders?id=1",
+        None,
+    ));
+    let post = || {
+        obj(&signed(
+            &kc,
+            &hmac,
+            "POST",
+            "https://api.example/api/orders",
+            Some("hello"),
+        ))
+    };
+    let (sig_post_evil, sig_post_none) = (post(), post());
+    let mut partial = post();
     partial["x-envoy-auth-partial-body"] = "true".into();
     kc.start();
     let addr = format!("127.0.0.1:{grpc_port}");
@@ -422,18 +459,25 @@ async fn envoy_ext_authz_over_grpc() {
         {"path": "/public/x", "headers": {"x-keycard-subject": "root"}},
         // 8: a signature over a GET; 9: the same for another method.
         {"path": "/api/orders?id=1", "headers": obj(&sig_get)},
-        {"method": "DELETE", "path": "/api/orders?id=1", "headers": obj(&sig_get)},
+        {"method": "DELETE", "path": "/api/orders?id=1", "headers": sig_get_delete},
         // 10: a signature over the body Envoy passes; 11: another body; 12: no body;
         // 13: a body Envoy cut short.
         {"method": "POST", "path": "/api/orders", "headers": obj(&sig_post), "body": "hello"},
-        {"method": "POST", "path": "/api/orders", "headers": obj(&sig_post), "body": "EVIL!"},
-        {"method": "POST", "path": "/api/orders", "headers": obj(&sig_post)},
+        {"method": "POST", "path": "/api/orders", "headers": sig_post_evil, "body": "EVIL!"},
+        {"method": "POST", "path": "/api/orders", "headers": sig_post_none},
         {"method": "POST", "path": "/api/orders", "headers": partial, "body": "hello"},
         // 14, 15: a rate-limited route, twice.
         {"path": "/limited/x", "headers": {"x-api-key": key}},
         {"path": "/limited/x", "headers": {"x-api-key": key}},
         // 16: a wrong key.
         {"path": "/api/orders", "headers": {"x-api-key": "kc_wrong"}},
+        // 17: the underscore spellings of keycard's names, which CGI-style applications
+        // read as the dashed ones: removed too.
+        {"path": "/public/x", "headers": {"x_keycard_subject": "root", "x_forwarded_for": "10.9.9.9"}},
+        // 18: more header names than a header map holds: refused, not a crash.
+        {"path": "/api/orders", "raw": many},
+        // 19: still serving.
+        {"path": "/api/orders?id=1", "headers": {"x-api-key": key}},
     ]);
     let r = check(&addr, &cases);
     let status = |i: usize| {
@@ -507,6 +551,16 @@ async fn envoy_ext_authz_over_grpc() {
     assert_eq!(status(15), (8, 429), "{}", r[15]);
     assert!(r[15]["headers"]["retry-after"].is_string());
     assert_eq!(status(16), (16, 401), "{}", r[16]);
+    assert_eq!(status(17), (0, 200), "{}", r[17]);
+    for name in ["x-keycard-subject", "x_keycard_subject", "x_forwarded_for"] {
+        assert!(
+            r[17]["remove"].as_array().unwrap().contains(&name.into()),
+            "{name}: {}",
+            r[17]
+        );
+    }
+    assert_eq!(status(18), (3, 400), "{}", r[18]);
+    assert_eq!(status(19), (0, 200), "{}", r[19]);
     kc.stop();
     let audit = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
     assert!(
@@ -532,6 +586,12 @@ async fn envoy_ext_authz_over_grpc() {
         &format!("127.0.0.1:{other_port}"),
         &serde_json::json!([{"path": "/public/x"}]),
     );
-    assert_eq!(r[0]["error"], "PERMISSION_DENIED");
+    // Closed before anything on the connection is read; audited.
+    assert_eq!(r[0]["error"], "UNAVAILABLE", "{}", r[0]);
     other.stop();
+    let audit = std::fs::read_to_string(other.path("data/audit.jsonl")).unwrap();
+    assert!(
+        audit.contains(r#""reason":"untrusted_forwarded_header""#),
+        "{audit}"
+    );
 }
