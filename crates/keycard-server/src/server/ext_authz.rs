@@ -33,6 +33,7 @@ use tonic::codegen::Service as _;
 
 use super::app::{ACCESS_LOG, App};
 use super::forward_auth::{Original, OriginalBody, OriginalMethod, PARTIAL_BODY, bodiless};
+use super::listener::next_connection;
 use crate::http::forwarded::is_trusted;
 use crate::http::request::ConnInfo;
 use crate::metrics::Endpoint;
@@ -333,18 +334,7 @@ pub(crate) async fn serve(
         .keep_alive_timeout(KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
     let open = Arc::new(Semaphore::new(app.connections.max));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ext_authz listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown, "ext_authz").await {
         if !is_trusted(&app.trusted_proxies, peer.ip()) {
             drop(stream);
             refuse_untrusted(&app, peer);

@@ -329,19 +329,7 @@ pub(crate) async fn serve(
         return;
     }
     let mut next = 0usize;
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+    while let Some((stream, peer)) = next_connection(&listener, &mut shutdown, "main").await {
         let accepted = Instant::now();
         let Some(slot) = conns.admit(peer.ip()) else {
             // Beyond `server.max_connections` or `_per_client`: closed unanswered.
@@ -489,6 +477,28 @@ async fn worker(
     }
 }
 
+/// The next connection on `listener`, or `None` once `shutdown` is signalled. A failed
+/// accept (out of file descriptors and the like) is logged, naming the listener (`which`),
+/// and retried after a pause: the listener keeps serving.
+pub(crate) async fn next_connection(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    which: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => return Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, listener = which, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}
+
 /// `server.metrics_listen`: a plain-HTTP listener of the operator's, on the main runtime,
 /// answering `GET /_keycard/metrics` with every reason code and `/_keycard/health`; 404 for
 /// anything else (no route, no credential, no admin API here). Until `shutdown`.
@@ -503,18 +513,7 @@ pub(crate) async fn serve_metrics(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
+    while let Some((stream, _)) = next_connection(&listener, &mut shutdown, "metrics").await {
         let app = app.clone();
         let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let app = app.clone();

@@ -2,7 +2,7 @@
 //! using the configuration shipped in `examples/nginx/`.
 
 use crate::common::nginx::{self, Nginx, free_port};
-use crate::common::{Keycard, http::Http, tools, upstream};
+use crate::common::{Keycard, http::Http, pairs, tools, upstream};
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/api/\"\n\n[[routes]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\n[[routes]]\nprefix = \"/public/\"\npublic = true\n";
 
@@ -194,31 +194,9 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     );
     // The original method is the request's own: a signature over a GET does not pass a
     // DELETE.
-    let created: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
-    std::fs::write(kc.path("hk.b64"), created["secret"].as_str().unwrap()).unwrap();
-    let out = std::process::Command::new(crate::common::bin())
-        .args(["sign", "--json", "--key-id"])
-        .arg(created["key_id"].as_str().unwrap())
-        .arg("--secret-file")
-        .arg(kc.path("hk.b64"))
-        .args(["--method", "GET"])
-        .arg(kc.url("/api/orders"))
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let signed: Vec<(String, String)> = v["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    let h: Vec<(&str, &str)> = signed
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let created = kc.create_hmac("signer");
+    let signed = kc.sign(&created, "GET", &kc.url("/api/orders"), None);
+    let h = pairs(&signed);
     let prefixed = format!("{verify}/api/orders");
     // Refused as a DELETE, then the same signature, still unused, passes as the GET it is.
     let r = http
@@ -247,27 +225,7 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
     }
     // The body, when the proxy passes it (Envoy's `with_request_body`), is checked against a
     // signature over it; a body Envoy marks as cut short counts as none.
-    std::fs::write(kc.path("body.txt"), "hello").unwrap();
-    let sign_post = || -> Vec<(String, String)> {
-        let out = std::process::Command::new(crate::common::bin())
-            .args(["sign", "--json", "--key-id"])
-            .arg(created["key_id"].as_str().unwrap())
-            .arg("--secret-file")
-            .arg(kc.path("hk.b64"))
-            .args(["--method", "POST", "--body-file"])
-            .arg(kc.path("body.txt"))
-            .arg(kc.url("/api/orders"))
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-            .collect()
-    };
+    let sign_post = || kc.sign(&created, "POST", &kc.url("/api/orders"), Some("hello"));
     // Each with a signature of its own: a refused one must not be refused as a replay.
     for (partial, body, status) in [
         (true, "hello", 401),
@@ -275,10 +233,7 @@ async fn verify_answers_with_identity_headers_or_the_refusal() {
         (false, "hello", 200),
     ] {
         let signed = sign_post();
-        let mut h: Vec<(&str, &str)> = signed
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
+        let mut h = pairs(&signed);
         if partial {
             h.push(("x-envoy-auth-partial-body", "true"));
         }
@@ -376,35 +331,12 @@ async fn nginx_auth_request_in_front_of_an_upstream() {
     assert_eq!(r.status, 403);
     // nginx's subrequest carries no body: a signature over one cannot be checked, so it is
     // refused, whatever body the client sends on to the application.
-    let created: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
-    std::fs::write(kc.path("hk.b64"), created["secret"].as_str().unwrap()).unwrap();
-    std::fs::write(kc.path("body.txt"), "hello").unwrap();
+    let created = kc.create_hmac("signer");
     let url = format!("{base}/api/orders");
-    let signed = std::process::Command::new(crate::common::bin())
-        .args(["sign", "--json", "--key-id"])
-        .arg(created["key_id"].as_str().unwrap())
-        .arg("--secret-file")
-        .arg(kc.path("hk.b64"))
-        .args(["--method", "POST", "--body-file"])
-        .arg(kc.path("body.txt"))
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(signed.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&signed.stdout).unwrap();
-    let headers: Vec<(String, String)> = v["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect();
-    let h: Vec<(&str, &str)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
     for body in ["EVIL!", "hello"] {
+        // A signature of its own each time: the second must not be refused as a replay.
+        let headers = kc.sign(&created, "POST", &url, Some("hello"));
+        let h = pairs(&headers);
         let r = http
             .send(http::Method::POST, &url, &h, body.as_bytes().to_vec())
             .await;
@@ -445,19 +377,7 @@ async fn every_method_through_nginx_auth_request() {
         return;
     }
     const ISS: &str = "https://idp.test/";
-    let tokens: serde_json::Value = {
-        let now = keycard_server::now_secs().to_string();
-        let out = std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/it/py/jwt_tokens.py"
-            ))
-            .args([ISS, "orders-api", &now])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let tokens = crate::jwt::tokens(ISS);
     let app = upstream::start().await;
     let kc_port = free_port();
     let kc_base = format!("http://127.0.0.1:{kc_port}");
@@ -467,11 +387,12 @@ async fn every_method_through_nginx_auth_request() {
     let mut kc = Keycard::new(
         None,
         &format!(
-            "[[jwt.issuers]]\nissuer = \"{ISS}\"\njwks_file = \"{}\"\naudiences = [\"orders-api\"]\n\n\
+            "[[jwt.issuers]]\nissuer = \"{ISS}\"\njwks_file = \"{}\"\naudiences = [\"{}\"]\n\n\
              [[routes]]\nprefix = \"/api/\"\n\n\
              [[routes]]\nprefix = \"/web/\"\nmethods = [\"basic\", \"api_key\"]\n\n\
              [[routes]]\nprefix = \"/limited/\"\nrate_limit = \"1/min\"\n",
-            jwks.display()
+            jwks.display(),
+            crate::jwt::AUD
         ),
     );
     let cfg = std::fs::read_to_string(&kc.config).unwrap().replacen(
@@ -492,9 +413,7 @@ async fn every_method_through_nginx_auth_request() {
         "client_credentials",
     ]))
     .unwrap();
-    let hmac: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
+    let hmac = kc.create_hmac("signer");
     let kc_addr = kc.start();
     let (_nginx, base) = example_nginx(&kc, kc_addr, &app);
     let http = Http::new();
@@ -642,34 +561,9 @@ print(json.dumps([r.status_code, r.json()["headers"].get("x-keycard-method"), ba
 
     // An RFC 9421 signature over a GET (no body for nginx to withhold), checked against the
     // method and authority nginx names; the same signature on another path is refused.
-    std::fs::write(kc.path("hk.b64"), hmac["secret"].as_str().unwrap()).unwrap();
-    let sign = |url: &str| -> Vec<(String, String)> {
-        let out = std::process::Command::new(crate::common::bin())
-            .args(["sign", "--json", "--key-id"])
-            .arg(hmac["key_id"].as_str().unwrap())
-            .arg("--secret-file")
-            .arg(kc.path("hk.b64"))
-            .args(["--method", "GET", url])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-            .collect()
-    };
+    let sign = |url: &str| kc.sign(&hmac, "GET", url, None);
     let signed = sign(&api);
-    let h: Vec<(&str, &str)> = signed
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let h = pairs(&signed);
     let r = http.get(&api, &h).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
@@ -678,10 +572,7 @@ print(json.dumps([r.status_code, r.json()["headers"].get("x-keycard-method"), ba
     );
     // An unused signature on another path than signed: refused (not as a replay).
     let fresh = sign(&api);
-    let h: Vec<(&str, &str)> = fresh
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let h = pairs(&fresh);
     let r = http.get(&format!("{base}/api/other"), &h).await;
     assert_eq!(r.status, 401);
 

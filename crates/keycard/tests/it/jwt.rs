@@ -12,9 +12,10 @@ use crate::common::{Keycard, eventually, route, tools, upstream};
 
 const FILE_ISS: &str = "https://idp-file.test/";
 const URL_ISS: &str = "https://idp-url.test/";
-const AUD: &str = "orders-api";
+pub(crate) const AUD: &str = "orders-api";
 
-fn tokens(iss: &str) -> serde_json::Value {
+/// Keys and tokens for `iss` (audience [`AUD`]) from `py/jwt_tokens.py` (PyJWT).
+pub(crate) fn tokens(iss: &str) -> serde_json::Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

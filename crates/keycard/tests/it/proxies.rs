@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::http::Http;
 use crate::common::nginx::free_port;
-use crate::common::{Keycard, tools, upstream};
+use crate::common::{Keycard, pairs, tools, upstream};
 
 /// A Caddy process, stopped when dropped.
 struct Caddy(Child);
@@ -18,44 +18,6 @@ impl Drop for Caddy {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The credential headers `keycard sign` makes for `method url` (with `body`, if any).
-fn signed(
-    kc: &Keycard,
-    hmac: &serde_json::Value,
-    method: &str,
-    url: &str,
-    body: Option<&str>,
-) -> Vec<(String, String)> {
-    std::fs::write(kc.path("hk.b64"), hmac["secret"].as_str().unwrap()).unwrap();
-    let mut cmd = Command::new(crate::common::bin());
-    cmd.args(["sign", "--json", "--key-id"])
-        .arg(hmac["key_id"].as_str().unwrap())
-        .arg("--secret-file")
-        .arg(kc.path("hk.b64"))
-        .args(["--method", method]);
-    if let Some(b) = body {
-        std::fs::write(kc.path("body.txt"), b).unwrap();
-        cmd.arg("--body-file").arg(kc.path("body.txt"));
-    }
-    let out = cmd.arg(url).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
-        .collect()
-}
-
-fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
-    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 const ROUTES: &str = "[[routes]]\nprefix = \"/api/\"\n\n[[routes]]\nprefix = \"/admin/\"\nscopes = [\"admin\"]\n\n[[routes]]\nprefix = \"/public/\"\npublic = true\n\n[[routes]]\nprefix = \"/limited/\"\nrate_limit = \"1/min\"\n";
@@ -70,9 +32,7 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
     kc.trust_proxies("127.0.0.1/32");
     kc.add_user("alice", "plum-orbit-kettle", &["--digest"]);
     let (_, key) = kc.create_key("svc", &["read"], &[]);
-    let hmac: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
+    let hmac = kc.create_hmac("signer");
     let kc_addr = kc.start();
 
     let example = std::fs::read_to_string(concat!(
@@ -221,7 +181,7 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
     // An RFC 9421 signature over a GET; one over a body Caddy does not pass is refused,
     // whatever body goes on to the application.
     let url = format!("{base}/api/orders");
-    let h = signed(&kc, &hmac, "GET", &url, None);
+    let h = kc.sign(&hmac, "GET", &url, None);
     let r = http.get(&url, &pairs(&h)).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
@@ -230,7 +190,7 @@ async fn caddy_forward_auth_with_the_shipped_caddyfile() {
     );
     for body in ["EVIL!", "hello"] {
         // A signature of its own each time: the second must not be refused as a replay.
-        let h = signed(&kc, &hmac, "POST", &url, Some("hello"));
+        let h = kc.sign(&hmac, "POST", &url, Some("hello"));
         let r = http
             .send(
                 http::Method::POST,
@@ -275,9 +235,7 @@ async fn traefik_forward_auth_headers() {
     kc.trust_proxies("127.0.0.1/32");
     kc.add_user("alice", "plum-orbit-kettle", &["--digest"]);
     let (_, key) = kc.create_key("svc", &["read"], &[]);
-    let hmac: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
+    let hmac = kc.create_hmac("signer");
     kc.start();
     let http = Http::new();
     let verify = kc.url("/_keycard/verify");
@@ -318,14 +276,14 @@ async fn traefik_forward_auth_headers() {
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("basic"));
     // A signature for the original request: its method, authority and scheme are the
     // forwarded ones, not those of Traefik's GET to keycard.
-    let sig = signed(&kc, &hmac, "HEAD", "https://api.example/api/orders/3", None);
+    let sig = kc.sign(&hmac, "HEAD", "https://api.example/api/orders/3", None);
     let mut h = traefik("HEAD", "/api/orders/3");
     h.extend(pairs(&sig));
     let r = http.get(&verify, &h).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.header("x-keycard-method").as_deref(), Some("hmac"));
     // Another signature for HEAD, unused: judged against GET, it fails (not as a replay).
-    let sig = signed(&kc, &hmac, "HEAD", "https://api.example/api/orders/3", None);
+    let sig = kc.sign(&hmac, "HEAD", "https://api.example/api/orders/3", None);
     let mut h = traefik("GET", "/api/orders/3");
     h.extend(pairs(&sig));
     assert_eq!(http.get(&verify, &h).await.status, 401);
@@ -393,18 +351,9 @@ async fn envoy_ext_authz_over_grpc() {
     kc.trust_proxies("127.0.0.1/32");
     kc.add_user("alice", "plum-orbit-kettle", &["--digest"]);
     let (key_id, key) = kc.create_key("svc", &["read"], &[]);
-    let hmac: serde_json::Value =
-        serde_json::from_str(&kc.cli_ok(&["hmac", "create", "--subject", "signer", "--json"]))
-            .unwrap();
-    let sig_get = signed(
-        &kc,
-        &hmac,
-        "GET",
-        "https://api.example/api/orders?id=1",
-        None,
-    );
-    let sig_post = signed(
-        &kc,
+    let hmac = kc.create_hmac("signer");
+    let sig_get = kc.sign(&hmac, "GET", "https://api.example/api/orders?id=1", None);
+    let sig_post = kc.sign(
         &hmac,
         "POST",
         "https://api.example/api/orders",
@@ -420,16 +369,9 @@ async fn envoy_ext_authz_over_grpc() {
         .map(|i| [format!("h{i}"), String::new()])
         .collect();
     // One signature per case: a refused one must not pass for a replay of another.
-    let sig_get_delete = obj(&signed(
-        &kc,
-        &hmac,
-        "GET",
-        "https://api.example/api/orders?id=1",
-        None,
-    ));
+    let sig_get_delete = obj(&kc.sign(&hmac, "GET", "https://api.example/api/orders?id=1", None));
     let post = || {
-        obj(&signed(
-            &kc,
+        obj(&kc.sign(
             &hmac,
             "POST",
             "https://api.example/api/orders",

@@ -145,6 +145,47 @@ impl Keycard {
         text
     }
 
+    /// The headers `keycard sign` makes for `method url` (over `body`, if any) with the RFC
+    /// 9421 key `hmac` (the JSON of `hmac create --json`): each call a fresh signature.
+    pub fn sign(
+        &self,
+        hmac: &serde_json::Value,
+        method: &str,
+        url: &str,
+        body: Option<&str>,
+    ) -> Vec<(String, String)> {
+        std::fs::write(self.path("hk.b64"), hmac["secret"].as_str().unwrap()).unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.args(["sign", "--json", "--key-id"])
+            .arg(hmac["key_id"].as_str().unwrap())
+            .arg("--secret-file")
+            .arg(self.path("hk.b64"))
+            .args(["--method", method]);
+        if let Some(b) = body {
+            std::fs::write(self.path("body.txt"), b).unwrap();
+            cmd.arg("--body-file").arg(self.path("body.txt"));
+        }
+        let out = cmd.arg(url).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+            .collect()
+    }
+
+    /// `hmac create --subject SUBJECT --json`: the key id and secret.
+    pub fn create_hmac(&self, subject: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["hmac", "create", "--subject", subject, "--json"]))
+            .unwrap()
+    }
+
     /// `key create --json`; returns (id, key).
     pub fn create_key(&self, subject: &str, scopes: &[&str], extra: &[&str]) -> (String, String) {
         let mut args = vec!["key", "create", "--subject", subject, "--json"];
@@ -351,6 +392,11 @@ pub fn all_bytes_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// Whether `needle` occurs in `hay`.
+/// Header pairs as the `(&str, &str)` the HTTP client takes.
+pub fn pairs(v: &[(String, String)]) -> Vec<(&str, &str)> {
+    v.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
