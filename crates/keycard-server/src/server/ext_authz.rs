@@ -113,20 +113,18 @@ impl Authorization for ExtAuthz {
                 "the ext_authz service answers only an address in server.trusted_proxies",
             ));
         }
-        let Some(http) = http else {
-            return Err(tonic::Status::invalid_argument(
-                "the CheckRequest describes no HTTP request (attributes.request.http)",
-            ));
-        };
-        let Ok(headers) = headers else {
-            return Ok(tonic::Response::new(
+        // A description keycard cannot judge is a refusal, never a failed call: Envoy set
+        // with `failure_mode_allow: true` would let the request through on an error.
+        let refused = || async {
+            Ok(tonic::Response::new(
                 denied(bodiless(crate::http::answer::bad_request())).await,
-            ));
+            ))
+        };
+        let (Some(http), Ok(headers)) = (http, headers) else {
+            return refused().await;
         };
         if http::Method::from_bytes(http.method.as_bytes()).is_err() {
-            return Err(tonic::Status::invalid_argument(
-                "the CheckRequest's method is not an HTTP method",
-            ));
+            return refused().await;
         }
         let body = if headers
             .get(PARTIAL_BODY)

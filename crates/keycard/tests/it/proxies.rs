@@ -420,6 +420,9 @@ async fn envoy_ext_authz_over_grpc() {
         {"path": "/api/orders", "raw": many},
         // 19: still serving.
         {"path": "/api/orders?id=1", "headers": {"x-api-key": key}},
+        // 20: a method that is not one: a refusal, never a failed call (which Envoy with
+        // failure_mode_allow would let through).
+        {"method": "GET /x", "path": "/api/orders", "headers": {"x-api-key": key}},
     ]);
     let r = check(&addr, &cases);
     let status = |i: usize| {
@@ -503,6 +506,7 @@ async fn envoy_ext_authz_over_grpc() {
     }
     assert_eq!(status(18), (3, 400), "{}", r[18]);
     assert_eq!(status(19), (0, 200), "{}", r[19]);
+    assert_eq!(status(20), (3, 400), "{}", r[20]);
     kc.stop();
     let audit = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
     assert!(
