@@ -34,6 +34,7 @@ use tonic::codegen::Service as _;
 use super::app::{ACCESS_LOG, App};
 use super::forward_auth::{Original, OriginalBody, OriginalMethod, PARTIAL_BODY, bodiless};
 use super::listener::next_connection;
+use super::proxy::{credential_headers, join_cookies, remove_own_cookies};
 use crate::http::forwarded::is_trusted;
 use crate::http::request::ConnInfo;
 use crate::metrics::Endpoint;
@@ -76,7 +77,15 @@ impl Authorization for ExtAuthz {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let began = std::time::Instant::now();
-        let check = request.into_inner();
+        let mut check = request.into_inner();
+        // The body, taken out of the description rather than copied.
+        let (raw_body, text_body) = check
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .map(|h| (std::mem::take(&mut h.raw_body), std::mem::take(&mut h.body)))
+            .unwrap_or_default();
         let http = check
             .attributes
             .as_ref()
@@ -131,10 +140,10 @@ impl Authorization for ExtAuthz {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"))
         {
             OriginalBody::Withheld
-        } else if !http.raw_body.is_empty() {
-            OriginalBody::Given(bytes::Bytes::copy_from_slice(&http.raw_body))
-        } else if !http.body.is_empty() {
-            OriginalBody::Given(bytes::Bytes::copy_from_slice(http.body.as_bytes()))
+        } else if !raw_body.is_empty() {
+            OriginalBody::Given(bytes::Bytes::from(raw_body))
+        } else if !text_body.is_empty() {
+            OriginalBody::Given(bytes::Bytes::from(text_body))
         } else {
             OriginalBody::Withheld
         };
@@ -224,9 +233,13 @@ fn header_option(name: &HeaderName, value: &HeaderValue) -> HeaderValueOption {
     }
 }
 
-/// An allow: the identity headers keycard names set on the request; the others, and every
-/// other spelling of them the client sent (`X_Keycard_Subject`, which CGI-style
-/// applications read as `X-Keycard-Subject`), removed.
+/// An allow: what the application is sent, as the gateway would send it.
+/// - The identity headers keycard names, set; the others, and every other spelling of them
+///   the client sent (`X_Keycard_Subject`, which CGI-style applications read as
+///   `X-Keycard-Subject`), removed.
+/// - The credential, removed once keycard has verified one: the application gets the result.
+/// - keycard's own cookies (its login session, the CSRF token) cut out of `Cookie`: they are
+///   keycard's credentials, sent by a browser to every application on keycard's host.
 fn allowed(verdict: &HeaderMap, client: &HeaderMap) -> CheckResponse {
     let mut ok = OkHttpResponse::default();
     for name in &IDENTITY {
@@ -238,6 +251,26 @@ fn allowed(verdict: &HeaderMap, client: &HeaderMap) -> CheckResponse {
     for name in client.keys() {
         if identity::is_reserved(name.as_str()) && !IDENTITY.contains(name) {
             ok.headers_to_remove.push(name.as_str().to_owned());
+        }
+    }
+    if verdict.contains_key(identity::METHOD) {
+        for name in credential_headers() {
+            if client.contains_key(name) {
+                ok.headers_to_remove.push(name.as_str().to_owned());
+            }
+        }
+    }
+    if client.contains_key(http::header::COOKIE) {
+        let mut cookies = HeaderMap::new();
+        for v in client.get_all(http::header::COOKIE) {
+            cookies.append(http::header::COOKIE, v.clone());
+        }
+        join_cookies(&mut cookies);
+        if remove_own_cookies(&mut cookies) {
+            match cookies.get(http::header::COOKIE) {
+                Some(v) => ok.headers.push(header_option(&http::header::COOKIE, v)),
+                None => ok.headers_to_remove.push("cookie".to_owned()),
+            }
         }
     }
     CheckResponse {

@@ -172,6 +172,14 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 /// only when keycard verified one: a public route forwards them untouched).
 const CREDENTIAL_HEADERS: usize = 4;
 
+/// The headers that carry a client's credential: an application behind keycard is sent the
+/// result of checking it, never the credential.
+pub(super) fn credential_headers() -> &'static [HeaderName] {
+    REQUEST_DROPS
+        .get(REQUEST_DROPS.len() - CREDENTIAL_HEADERS..)
+        .unwrap_or_default()
+}
+
 /// Beyond the hop-by-hop headers, what never reaches an upstream: `Expect` (keycard answers
 /// it), a forwarded client certificate, then the credential headers.
 static REQUEST_DROPS: [HeaderName; 7] = [
@@ -252,14 +260,15 @@ fn sets_own_cookie(set_cookie: &[u8]) -> bool {
 /// Removes keycard's own cookies (the login session, its CSRF token) from the `Cookie`
 /// headers an upstream is sent: they are keycard's credentials, not the application's, and
 /// every application behind the same host would otherwise receive them.
-fn remove_own_cookies(h: &mut HeaderMap) {
+/// Whether any was removed.
+pub(super) fn remove_own_cookies(h: &mut HeaderMap) -> bool {
     // The common case (no cookie of keycard's) costs a scan, no allocation.
     if !h
         .get_all(header::COOKIE)
         .iter()
         .any(|v| v.as_bytes().split(|b| *b == b';').any(is_own_cookie))
     {
-        return;
+        return false;
     }
     let kept: Vec<HeaderValue> = h
         .get_all(header::COOKIE)
@@ -280,6 +289,7 @@ fn remove_own_cookies(h: &mut HeaderMap) {
     for v in kept {
         h.append(header::COOKIE, v);
     }
+    true
 }
 
 /// Removes an upstream's `Set-Cookie` for any of keycard's own cookie names: an application
@@ -306,7 +316,7 @@ pub(crate) fn remove_own_set_cookies(h: &mut HeaderMap) {
 }
 
 /// Joins HTTP/2 `cookie` crumbs into the one header HTTP/1.1 allows (RFC 9113 §8.2.3).
-fn join_cookies(h: &mut HeaderMap) {
+pub(super) fn join_cookies(h: &mut HeaderMap) {
     let mut crumbs = h.get_all(header::COOKIE).iter();
     if crumbs.next().is_none() || crumbs.next().is_none() {
         return;

@@ -423,6 +423,12 @@ async fn envoy_ext_authz_over_grpc() {
         // 20: a method that is not one: a refusal, never a failed call (which Envoy with
         // failure_mode_allow would let through).
         {"method": "GET /x", "path": "/api/orders", "headers": {"x-api-key": key}},
+        // 21, 22: keycard's own cookies (its login session, its CSRF token) cut out of what
+        // the application is sent; the rest kept.
+        {"path": "/public/x", "headers": {"cookie": "a=1; kc_session=S; b=2; __Host-kc_csrf=C"}},
+        {"path": "/api/orders", "headers": {"x-api-key": key, "cookie": "kc_session=S"}},
+        // 23: a public route: no credential was verified, none is removed.
+        {"path": "/public/x", "headers": {"authorization": "Bearer not-checked"}},
     ]);
     let r = check(&addr, &cases);
     let status = |i: usize| {
@@ -507,6 +513,30 @@ async fn envoy_ext_authz_over_grpc() {
     assert_eq!(status(18), (3, 400), "{}", r[18]);
     assert_eq!(status(19), (0, 200), "{}", r[19]);
     assert_eq!(status(20), (3, 400), "{}", r[20]);
+    // The credential keycard verified does not reach the application; the result does.
+    assert!(
+        r[0]["remove"]
+            .as_array()
+            .unwrap()
+            .contains(&"x-api-key".into()),
+        "{}",
+        r[0]
+    );
+    assert_eq!(status(21), (0, 200), "{}", r[21]);
+    assert_eq!(r[21]["headers"]["cookie"], "a=1; b=2", "{}", r[21]);
+    assert_eq!(status(22), (0, 200), "{}", r[22]);
+    let removed = r[22]["remove"].as_array().unwrap();
+    assert!(removed.contains(&"cookie".into()), "{}", r[22]);
+    assert!(r[22]["headers"].get("cookie").is_none(), "{}", r[22]);
+    assert_eq!(status(23), (0, 200), "{}", r[23]);
+    assert!(
+        !r[23]["remove"]
+            .as_array()
+            .unwrap()
+            .contains(&"authorization".into()),
+        "{}",
+        r[23]
+    );
     kc.stop();
     let audit = std::fs::read_to_string(kc.path("data/audit.jsonl")).unwrap();
     assert!(
