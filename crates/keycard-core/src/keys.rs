@@ -90,6 +90,15 @@ impl MasterKey {
         self.derive_hmac_key(b"keycard/v1/session")
     }
 
+    /// The store's key check value: an HMAC of a fixed label under a key derived for this
+    /// purpose alone (base64url, no padding). A store records it when first opened and
+    /// refuses any other master key afterwards; it reveals nothing of the key.
+    pub fn check_value(&self) -> String {
+        let key = self.derive_hmac_key(b"keycard/v1/key-check");
+        let tag = hmac::sign(&key, b"keycard master key check");
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
     /// The sealer for secrets the server must read back (Digest hashes, later HMAC keys, TOTP
     /// seeds and signing keys).
     pub fn sealer(&self) -> Sealer {
@@ -324,6 +333,19 @@ mod tests {
             Err(MasterKeyError::NotBase64)
         ));
         assert!(!format!("{k:?}").contains(&k.to_base64()));
+    }
+
+    /// The check value is the key's alone: stable for one key, different for another, and
+    /// not the key's own bytes.
+    #[test]
+    fn check_value_tells_keys_apart() {
+        let k = MasterKey::generate().unwrap();
+        let again = MasterKey::from_base64(&k.to_base64()).unwrap();
+        let other = MasterKey::generate().unwrap();
+        assert_eq!(k.check_value(), again.check_value());
+        assert_ne!(k.check_value(), other.check_value());
+        assert_eq!(k.check_value().len(), 43);
+        assert!(!k.check_value().contains(&k.to_base64()));
     }
 
     /// A handle of parts is the handle of the joined bytes, however they are cut (across

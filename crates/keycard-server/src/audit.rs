@@ -418,7 +418,7 @@ pub fn channel(metrics: Arc<crate::metrics::Metrics>) -> (AuditSink, AuditWriter
     )
 }
 
-/// Opens the audit file for appending (0600 when created).
+/// Opens the audit file for appending (0600 when created, its folder 0700).
 ///
 /// Plain blocking writes: one append of a batch every `GATHER`, on the writer's own thread
 /// ([`spawn_writer`]), is a page-cache copy of a megabyte at most.
@@ -427,7 +427,7 @@ pub fn open_target(target: &AuditTarget) -> std::io::Result<Box<dyn Write + Send
         AuditTarget::Stdout => Ok(Box::new(std::io::stdout())),
         AuditTarget::File(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
+                crate::master_key::create_private_dir(dir)?;
             }
             let mut o = std::fs::OpenOptions::new();
             o.create(true).append(true);

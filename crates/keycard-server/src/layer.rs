@@ -153,8 +153,8 @@ impl Embedded {
     /// Opens the store (creating and migrating it), loads the master key, follows the change
     /// feed and starts the audit writer — what `keycard serve` does, less the listener.
     pub async fn start(settings: &Settings) -> Result<Embedded, StartError> {
-        let master = crate::master_key::load_or_create(&settings.master_key_file)?;
         let store = keycard_store::Store::open(settings.store_url.as_str()).await?;
+        let master = crate::master_key::unlock(&store, &settings.master_key_file).await?;
         let core = Core::start(settings, master, store).await?;
         let shared = Arc::new(Shared {
             gate: Gate {

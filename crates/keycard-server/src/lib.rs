@@ -86,8 +86,13 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The audit file could not be opened.
-    #[error("cannot open the audit file (audit.file): {0}")]
-    Audit(std::io::Error),
+    #[error("cannot open the audit file {path} (audit.file): {source}")]
+    Audit {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The upstream client could not be built.
     #[error("cannot build the upstream client: {0}")]
     Client(std::io::Error),
@@ -226,7 +231,13 @@ impl Core {
         )
         .map_err(StartError::Authn)?;
         let (sink, writer) = audit::channel(authn.metrics().clone());
-        let out = audit::open_target(&settings.audit).map_err(StartError::Audit)?;
+        let out = audit::open_target(&settings.audit).map_err(|source| StartError::Audit {
+            path: match &settings.audit {
+                config::AuditTarget::File(p) => p.clone(),
+                config::AuditTarget::Stdout => "-".into(),
+            },
+            source,
+        })?;
         background.push(
             audit::spawn_writer(writer, out, settings.store_url.as_str(), bg_rx.clone())
                 .map_err(StartError::AuditWriter)?,
@@ -275,8 +286,8 @@ impl Core {
 /// Opens the store (creating and migrating it), loads the master key, binds the listener
 /// and starts serving.
 pub async fn start(settings: &Settings) -> Result<Running, StartError> {
-    let master = master_key::load_or_create(&settings.master_key_file)?;
     let store = Store::open(settings.store_url.as_str()).await?;
+    let master = master_key::unlock(&store, &settings.master_key_file).await?;
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartError::Bind {
@@ -376,6 +387,12 @@ pub async fn start(settings: &Settings) -> Result<Running, StartError> {
     let grpc = grpc_listener
         .map(|l| tokio::spawn(server::ext_authz::serve(l, app.clone(), conn_rx.clone())));
     let accept = tokio::spawn(server::listener::serve(listener, app, tls, conn_rx));
+    for r in settings.routes.iter().filter(|r| r.upstream.is_none()) {
+        tracing::warn!(
+            route = %r.policy.prefix,
+            "this route has no upstream: it serves forward-auth (/_keycard/verify) only, and requests sent to keycard under it are answered 404"
+        );
+    }
     tracing::info!(listen = %local_addr, metrics_listen = ?metrics_addr, grpc_listen = ?grpc_addr, store = core.store.engine(), routes = settings.routes.len(), "keycard is serving");
     Ok(Running {
         local_addr,

@@ -15,6 +15,23 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
+    /// A new SQLite file could not be made private.
+    #[error("cannot make the SQLite store {path} private (mode 0600): {source}")]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The SQLite file exists but holds nothing: a store that was there has lost its content
+    /// (truncated, or replaced by an empty file). Refused rather than started afresh.
+    #[error(
+        "the SQLite store {path} is an empty file: restore it from a backup, or delete the file to start a new store"
+    )]
+    EmptyFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// The database answered with an error or could not be reached.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),

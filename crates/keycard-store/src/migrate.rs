@@ -22,6 +22,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0009_compact_audit_segments.sql"),
     ),
     (10, include_str!("../migrations/sqlite/0010_sessions.sql")),
+    (11, include_str!("../migrations/sqlite/0011_meta.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -43,6 +44,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0009_compact_audit_segments.sql"),
     ),
     (10, include_str!("../migrations/postgres/0010_sessions.sql")),
+    (11, include_str!("../migrations/postgres/0011_meta.sql")),
 ];
 
 impl Store {

@@ -16,10 +16,26 @@ impl Store {
     /// Opens (creating and migrating on first use) the store at `url`:
     /// `sqlite://PATH` (relative paths as given; the caller resolves them) or
     /// `postgres://…` / `postgresql://…`.
+    ///
+    /// A SQLite file that exists with no bytes in it is refused ([`StoreError::EmptyFile`]):
+    /// keycard creates its file itself, so an empty one is a store that lost its content.
+    /// A new SQLite store is made 0600 in a folder made 0700.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let file = sqlite_file(url);
+        if let Some(path) = file
+            && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+        {
+            return Err(StoreError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let new_file = file.filter(|p| !p.exists());
         let store = Self::connect(url)?;
         store.ping().await?;
         store.migrate().await?;
+        if let Some(path) = new_file {
+            make_private(path)?;
+        }
         Ok(store)
     }
 
@@ -32,11 +48,7 @@ impl Store {
     /// PostgreSQL). A small separate pool keeps a reader that must stay prompt (the change
     /// feed) out of the queue behind bulk writes (the audit trail).
     pub fn connect_sized(url: &str, max: Option<u32>) -> Result<Store, StoreError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-        {
-            let path = path.split('?').next().unwrap_or(path);
+        if let Some(path) = sqlite_path(url) {
             if path.is_empty() {
                 return Err(StoreError::UnsupportedUrl(url.to_owned()));
             }
@@ -44,7 +56,7 @@ impl Store {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
             {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                private_dir(dir).map_err(|source| StoreError::CreateDir {
                     path: dir.to_path_buf(),
                     source,
                 })?;
@@ -76,6 +88,59 @@ impl Store {
         }
         Err(StoreError::UnsupportedUrl(redact_url(url)))
     }
+}
+
+/// Makes a SQLite store that was just created private: the file and its `-wal` and `-shm`
+/// companions 0600 (SQLite creates them 0644 under the usual umask, and the companions take
+/// the file's mode when made again).
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                // `:memory:`, or no companion (yet).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::CreateFile {
+                        path: file.into(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, 0700 on Unix.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir)
+}
+
+/// The file of a `sqlite://PATH` store URL; `None` for another engine.
+pub fn sqlite_file(url: &str) -> Option<&Path> {
+    sqlite_path(url).filter(|p| !p.is_empty()).map(Path::new)
+}
+
+/// The path of a `sqlite://PATH` URL (its query cut off).
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(path.split('?').next().unwrap_or(path))
 }
 
 /// A URL with any password replaced, for error messages.

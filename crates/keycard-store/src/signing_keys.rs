@@ -68,6 +68,22 @@ impl Store {
         })
     }
 
+    /// The oldest signing key, published or not: a sealed secret to try a master key on.
+    pub async fn oldest_signing_key(&self) -> Result<Option<SigningKeyRow>, StoreError> {
+        with_pool!(self, p => {
+            let row = sqlx::query(
+                "SELECT kid, alg, sealed, created_at, retired_at, publish_until FROM signing_keys \
+                 ORDER BY created_at, kid LIMIT 1",
+            )
+            .fetch_optional(p)
+            .await?;
+            Ok(match row {
+                Some(row) => Some(row_to_key!(row)),
+                None => None,
+            })
+        })
+    }
+
     /// Makes `new` the current key: the current one (if any) is retired now and stays
     /// published until `publish_until`. With `only_if_none`, does nothing when a current key
     /// exists (first start of several instances at once); returns whether `new` was stored.

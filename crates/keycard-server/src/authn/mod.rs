@@ -434,15 +434,15 @@ impl Authenticator {
         self.0.jwt.refresh_due().await;
     }
 
-    /// Whether the store answers within `within`. Runs on the main runtime, like every store
-    /// call: a pooled connection must never belong to a worker's runtime, which ends first
-    /// at shutdown.
+    /// Whether the store reads its own tables within `within` (a damaged SQLite file does
+    /// not). Runs on the main runtime, like every store call: a pooled connection must never
+    /// belong to a worker's runtime, which ends first at shutdown.
     pub(crate) async fn store_answers(&self, within: Duration) -> bool {
         let store = self.base().store.clone();
         let ping = self
             .base()
             .store_runtime
-            .spawn(async move { store.ping().await });
+            .spawn(async move { store.readable().await });
         matches!(tokio::time::timeout(within, ping).await, Ok(Ok(Ok(()))))
     }
 

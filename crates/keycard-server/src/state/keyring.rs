@@ -22,6 +22,12 @@ fn context(kid: &str) -> Vec<u8> {
     c
 }
 
+/// Whether `sealer` opens the signing key `row` (that is, holds the master key it was sealed
+/// under).
+pub(crate) fn opens(sealer: &Sealer, row: &SigningKeyRow) -> bool {
+    sealer.open(&context(&row.kid), &row.sealed).is_ok()
+}
+
 /// Why a signing key could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnKeyError {
