@@ -14,6 +14,10 @@ pub struct Cli {
     /// defaults).
     #[arg(long, global = true, env = "KEYCARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// With no config file: the built-in defaults, with the store, master key and audit
+    /// file in DIR (`keycard serve` without a config keeps them in ./keycard-data).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Machine-readable output: one JSON object or array on stdout.
     #[arg(long, global = true)]
     pub json: bool,

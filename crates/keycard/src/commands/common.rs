@@ -46,33 +46,80 @@ impl CliError {
     }
 }
 
-/// `--config`, else `$KEYCARD_CONFIG` (clap reads it into `--config`), else `./keycard.toml`
-/// if present, else the built-in defaults.
-pub(crate) fn load_settings(config: Option<&Path>) -> Result<Settings, CliError> {
+/// The settings the command line names: `--config` (or `$KEYCARD_CONFIG`, which clap reads
+/// into it), else `--data-dir` (the built-in defaults, data in DIR), else `./keycard.toml`
+/// if present; `None` when there is none of these.
+pub(crate) fn find_settings(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Option<Settings>, CliError> {
+    if let (Some(_), Some(_)) = (config, data_dir) {
+        return Err(CliError::Usage(
+            "--data-dir and --config (or KEYCARD_CONFIG) both given: the config file says where the data is".into(),
+        ));
+    }
     if let Some(path) = config {
-        return Ok(Settings::load(path)?);
+        return Ok(Some(Settings::load(path)?));
+    }
+    if let Some(dir) = data_dir {
+        return Ok(Some(Settings::from_toml(DATA_DIR, dir, "--data-dir")?));
     }
     let local = PathBuf::from("keycard.toml");
     if local.exists() {
-        return Ok(Settings::load(&local)?);
+        return Ok(Some(Settings::load(&local)?));
     }
-    Ok(Settings::defaults(Path::new("."))?)
+    Ok(None)
 }
+
+/// `serve`'s settings: as [`find_settings`], else the built-in defaults (data in
+/// ./keycard-data), said in the log.
+pub(crate) fn serve_settings(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Settings, CliError> {
+    if let Some(settings) = find_settings(config, data_dir)? {
+        return Ok(settings);
+    }
+    let settings = Settings::defaults(Path::new("."))?;
+    tracing::info!(
+        store = ?settings.store_url,
+        master_key_file = %settings.master_key_file.display(),
+        "no config file (--config, KEYCARD_CONFIG or ./keycard.toml): built-in defaults"
+    );
+    Ok(settings)
+}
+
+/// The settings of a command that manages or reads a store: refused without a config or
+/// `--data-dir`, so that the CLI never makes a second store that the server does not read.
+pub(crate) fn store_settings(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+) -> Result<Settings, CliError> {
+    find_settings(config, data_dir)?.ok_or_else(|| CliError::Usage(NO_CONFIG.into()))
+}
+
+/// What a management command without a config says.
+pub(crate) const NO_CONFIG: &str = "no config file: pass --config FILE (or set KEYCARD_CONFIG) to name the config `keycard serve` runs with, or --data-dir DIR for a store under the built-in defaults (./keycard-data is serve's)";
+
+/// `--data-dir DIR`: the built-in defaults with the data files directly in DIR.
+const DATA_DIR: &str = "[store]\nurl = \"sqlite://keycard.db\"\n[secrets]\nmaster_key_file = \"master.key\"\n[audit]\nfile = \"audit.jsonl\"\n";
 
 /// Opens the store the settings name (creating it on first use).
 pub(crate) async fn open_store(settings: &Settings) -> Result<Store, CliError> {
     Ok(Store::open(settings.store_url.as_str()).await?)
 }
 
-pub(crate) fn master(settings: &Settings) -> Result<MasterKey, CliError> {
-    Ok(master_key::load_or_create(&settings.master_key_file)?)
+/// The master key, held against the check value `store` recorded.
+pub(crate) async fn master(settings: &Settings, store: &Store) -> Result<MasterKey, CliError> {
+    Ok(master_key::unlock(store, &settings.master_key_file).await?)
 }
 
 /// The operations the admin API runs too, over this config's store and master key.
 pub(crate) async fn manager(settings: &Settings) -> Result<Manager, CliError> {
     let store = open_store(settings).await?;
+    let master = master(settings, &store).await?;
     JOURNAL.writes_to(settings);
-    Ok(Manager::new(store, &master(settings)?, settings)
+    Ok(Manager::new(store, &master, settings)
         .journalled(JOURNAL.clone(), keycard_server::manage::Actor::cli()))
 }
 
@@ -173,20 +220,26 @@ pub(crate) fn duration_flag(flag: &str, value: &str) -> Result<i64, CliError> {
         .map_err(|_| CliError::Usage(format!("{flag}: `{value}` is too long")))
 }
 
-/// Waits for Ctrl-C or SIGTERM.
+/// Waits for Ctrl-C or SIGTERM. SIGHUP does not end the process (its default): the TLS
+/// certificate files are read again on it (`tls.rs`), and it is logged.
 pub(crate) async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => tracing::info!(
+                    "SIGHUP: the TLS certificate files are read again ([server.tls]); other settings take effect on restart"
+                ),
             }
         }
     }

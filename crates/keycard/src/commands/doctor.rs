@@ -224,8 +224,27 @@ fn host_is_loopback(host: &str) -> bool {
 }
 
 async fn store_findings(s: &Settings, out: &mut Vec<Finding>) -> Result<(), CliError> {
-    use Severity::Warning;
+    use Severity::{Critical, Warning};
+    if let Some(file) = keycard_store::sqlite_file(s.store_url.as_str())
+        && !file.exists()
+    {
+        out.push(finding(
+            Warning,
+            "store_missing",
+            format!("the store {} does not exist yet", file.display()),
+            "start keycard serve with this config (it creates the store), or point store.url at the store it uses",
+        ));
+        return Ok(());
+    }
     let store = open_store(s).await?;
+    if let Err(e) = keycard_server::master_key::verify(&store, &s.master_key_file).await {
+        out.push(finding(
+            Critical,
+            "master_key_mismatch",
+            e.to_string(),
+            "run with the master key the store was created with; keycard refuses to serve this store under another",
+        ));
+    }
     let now = now_secs();
     let stale_before = now - STALE_DAYS * DAY;
     let active = |revoked: Option<i64>, expires: Option<i64>| {
@@ -309,15 +328,28 @@ fn sample(items: &[String]) -> String {
     s
 }
 
-pub async fn run(settings: &Settings, as_json: bool) -> Result<(), CliError> {
-    let mut findings = config_findings(settings);
-    if let Err(e) = store_findings(settings, &mut findings).await {
-        findings.push(finding(
+/// `keycard doctor` over `settings`; `None`: no config was found, which it reports (and
+/// checks no store).
+pub async fn run(settings: Option<&Settings>, as_json: bool) -> Result<(), CliError> {
+    let mut findings = Vec::new();
+    match settings {
+        Some(settings) => {
+            findings = config_findings(settings);
+            if let Err(e) = store_findings(settings, &mut findings).await {
+                findings.push(finding(
+                    Severity::Critical,
+                    "store_unreachable",
+                    format!("the store cannot be read: {e}"),
+                    "check store.url and that the database answers; keycard refuses every request without it",
+                ));
+            }
+        }
+        None => findings.push(finding(
             Severity::Critical,
-            "store_unreachable",
-            format!("the store cannot be read: {e}"),
-            "check store.url and that the database answers; keycard refuses every request without it",
-        ));
+            "no_config",
+            "no config file to check (--config, KEYCARD_CONFIG or ./keycard.toml)".into(),
+            "run keycard doctor --config FILE with the config keycard serve runs with",
+        )),
     }
     findings.sort_by_key(|f| f.severity);
     let critical = findings

@@ -15,7 +15,7 @@ mod signing_key;
 mod user;
 
 pub use common::CliError;
-use common::load_settings;
+use common::{find_settings, serve_settings, store_settings};
 
 use crate::cli::{Cli, Command};
 
@@ -28,6 +28,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
+    let (config, data_dir) = (cli.config.as_deref(), cli.data_dir.as_deref());
+    let store = || store_settings(config, data_dir);
     match cli.command {
         Command::EchoUpstream { listen } => crate::echo::run_until_signal(listen).await,
         Command::Quickstart {
@@ -35,22 +37,16 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
             tls_listen,
             dir,
         } => quickstart::run(listen, tls_listen, &dir, json).await,
-        Command::Serve => serve::serve(&load_settings(cli.config.as_deref())?).await,
-        Command::Key(cmd) => key::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
-        Command::SigningKey(cmd) => {
-            signing_key::run(&load_settings(cli.config.as_deref())?, cmd, json).await
-        }
+        Command::Serve => serve::serve(&serve_settings(config, data_dir)?).await,
+        Command::Key(cmd) => key::run(&store()?, cmd, json).await,
+        Command::SigningKey(cmd) => signing_key::run(&store()?, cmd, json).await,
         Command::Sign(args) => sign::run(args, json),
         Command::Jwt(cmd) => jwt::run(cmd, json),
-        Command::Hmac(cmd) => hmac::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
-        Command::Doctor => doctor::run(&load_settings(cli.config.as_deref())?, json).await,
-        Command::Cert(cmd) => cert::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
-        Command::Client(cmd) => {
-            client::run(&load_settings(cli.config.as_deref())?, cmd, json).await
-        }
-        Command::User(cmd) => user::run(&load_settings(cli.config.as_deref())?, cmd, json).await,
-        Command::Audit(args) => {
-            audit::run(&load_settings(cli.config.as_deref())?, args, json).await
-        }
+        Command::Hmac(cmd) => hmac::run(&store()?, cmd, json).await,
+        Command::Doctor => doctor::run(find_settings(config, data_dir)?.as_ref(), json).await,
+        Command::Cert(cmd) => cert::run(&store()?, cmd, json).await,
+        Command::Client(cmd) => client::run(&store()?, cmd, json).await,
+        Command::User(cmd) => user::run(&store()?, cmd, json).await,
+        Command::Audit(args) => audit::run(&store()?, args, json).await,
     }
 }

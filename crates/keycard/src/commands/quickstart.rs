@@ -254,7 +254,9 @@ pub async fn run(
             println!();
         }
         println!("Try the same request without the key, or with a changed key: 401.");
-        println!("See who called: keycard --config {} audit", info.config);
+        // The same form as the commands above: the binary that runs, so the line works
+        // whether or not `keycard` is on PATH (`cargo run` puts it in target/).
+        println!("See who called: '{exe}' --config '{}' audit", info.config);
         println!("Metrics: curl -s http://{}/_keycard/metrics", info.metrics);
         println!("Press Ctrl-C to stop.");
     }

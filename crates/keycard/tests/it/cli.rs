@@ -266,3 +266,262 @@ async fn audit_records_every_attempt_and_filters() {
     // The plain form is readable.
     assert!(kc.cli_ok(&["audit"]).contains("missing_scope"));
 }
+
+/// `keycard` run in `dir` with no config anywhere (no flag, no KEYCARD_CONFIG, no
+/// ./keycard.toml).
+fn bare(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("KEYCARD_CONFIG")
+        .env_remove("KEYCARD_MASTER_KEY")
+        .output()
+        .unwrap()
+}
+
+/// A management command that finds no config refuses (exit 2, naming the ways to say
+/// which store) and creates nothing; `doctor` says there is nothing to check; `--data-dir`
+/// names a store under the built-in defaults.
+#[test]
+fn no_config_makes_no_second_store() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["key", "create", "--subject", "svc"][..],
+        &["key", "list"],
+        &["user", "list"],
+        &["hmac", "list"],
+        &["client", "list"],
+        &["cert", "list"],
+        &["signing-key", "rotate"],
+        &["audit"],
+    ] {
+        let out = bare(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--config")
+                && err.contains("KEYCARD_CONFIG")
+                && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = bare(dir.path(), &["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(findings[0]["code"], "no_config", "{findings}");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing is created without a config"
+    );
+
+    let out = bare(
+        dir.path(),
+        &[
+            "--data-dir",
+            "d",
+            "key",
+            "create",
+            "--subject",
+            "svc",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["d/keycard.db", "d/master.key"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    let listed = bare(dir.path(), &["--data-dir", "d", "key", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    std::fs::write(dir.path().join("k.toml"), "").unwrap();
+    let out = bare(
+        dir.path(),
+        &["--data-dir", "d", "--config", "k.toml", "key", "list"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir"));
+}
+
+/// A config whose SQLite store does not exist: `doctor` says so and does not create it.
+#[test]
+fn doctor_never_creates_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("k.toml");
+    std::fs::write(
+        &config,
+        "[store]\nurl = \"sqlite://data/keycard.db\"\n[secrets]\nmaster_key_file = \"data/master.key\"\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["doctor", "--json", "--config"])
+        .arg(&config)
+        .env_remove("KEYCARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        findings
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "store_missing"),
+        "{findings}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
+
+/// A store is sealed with the master key it was made with: every command, `serve` and
+/// `doctor` refuse another key, and none makes up a key when the file is gone.
+#[test]
+fn a_store_refuses_another_master_key() {
+    let kc = Keycard::new(None, "");
+    kc.create_key("svc", &[], &[]);
+    let key_file = kc.path("data/master.key");
+    let right = std::fs::read(&key_file).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let other_key = other.path().join("other.key");
+    let made = Command::new(bin())
+        .args(["--data-dir"])
+        .arg(other.path())
+        .args(["key", "list"])
+        .env_remove("KEYCARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    std::fs::rename(other.path().join("master.key"), &other_key).unwrap();
+    std::fs::copy(&other_key, &key_file).unwrap();
+
+    let sealed = "this store was sealed with another master key";
+    for args in [&["key", "list"][..], &["serve"]] {
+        let out = kc.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(sealed), "{args:?}: {err}");
+    }
+    let doctor: serde_json::Value =
+        serde_json::from_slice(&kc.cli(&["doctor", "--json"]).stdout).unwrap();
+    assert!(
+        doctor
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "master_key_mismatch" && f["severity"] == "critical"),
+        "{doctor}"
+    );
+    // The key in the environment is held to the same check.
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(kc.path("keycard.toml"))
+        .args(["key", "list"])
+        .env(
+            "KEYCARD_MASTER_KEY",
+            String::from_utf8_lossy(&std::fs::read(&other_key).unwrap()).trim(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    std::fs::remove_file(&key_file).unwrap();
+    let out = kc.cli(&["key", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!key_file.exists(), "no key is made up for a sealed store");
+
+    std::fs::write(&key_file, &right).unwrap();
+    kc.cli_ok(&["key", "list"]);
+}
+
+/// A SQLite store file emptied (truncated, or replaced by an empty file) is refused, not
+/// started afresh as a new store.
+#[test]
+fn an_emptied_store_file_is_refused() {
+    let kc = Keycard::new(None, "");
+    kc.create_key("svc", &[], &[]);
+    std::fs::write(kc.path("data/keycard.db"), b"").unwrap();
+    for args in [&["key", "list"][..], &["serve"]] {
+        let out = kc.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("is an empty file"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::metadata(kc.path("data/keycard.db")).unwrap().len(),
+        0
+    );
+}
+
+/// A SQLite store overwritten under a running keycard: `/_keycard/ready` stops saying it is
+/// ready (a bare `SELECT 1`, or a pooled connection's cached pages, would not notice).
+#[tokio::test(flavor = "multi_thread")]
+async fn ready_reads_the_store_itself() {
+    let mut kc = Keycard::new(None, "");
+    kc.start();
+    let http = Http::new();
+    assert_eq!(http.get(&kc.url("/_keycard/ready"), &[]).await.status, 200);
+    // The same files (the open connections keep reading them), every byte garbage: the
+    // database and its write-ahead log, where the newest pages are.
+    for f in ["data/keycard.db", "data/keycard.db-wal"] {
+        let path = kc.path(f);
+        let len = usize::try_from(std::fs::metadata(&path).unwrap().len()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &vec![0x5a; len]))
+            .unwrap();
+    }
+    let refused = crate::common::eventually(std::time::Duration::from_secs(10), || async {
+        http.get(&kc.url("/_keycard/ready"), &[]).await.status == 503
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "ready still says 200 over a destroyed store"
+    );
+    kc.stop();
+}
+
+/// SIGHUP does not end a plain-HTTP `keycard serve` (its default would, losing the audit
+/// events still queued): it keeps answering, and SIGTERM afterwards writes every event.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_does_not_end_serve() {
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(None, &route("/api/", &up, ""));
+    let (_, key) = kc.create_key("svc", &[], &[]);
+    kc.start();
+    let http = Http::new();
+    assert_eq!(
+        http.get(&kc.url("/api/x"), &[("x-api-key", &key)])
+            .await
+            .status,
+        200
+    );
+    kc.hangup(0);
+    let logged = crate::common::eventually(std::time::Duration::from_secs(5), || async {
+        kc.log(0).iter().any(|l| l.contains("SIGHUP"))
+    })
+    .await;
+    assert!(logged.is_some(), "{:?}", kc.log(0));
+    assert_eq!(
+        http.get(&kc.url("/api/x"), &[("x-api-key", &key)])
+            .await
+            .status,
+        200
+    );
+    kc.stop();
+    let events: Vec<serde_json::Value> =
+        serde_json::from_str(&kc.cli_ok(&["audit", "--json", "--subject", "svc"])).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["outcome"] == "success" && e["route"] == "/api/")
+            .count(),
+        2,
+        "{events:?}"
+    );
+}

@@ -71,6 +71,23 @@ fn defaults_are_flagged_and_the_hardened_example_passes() {
     std::fs::create_dir_all(&tls).unwrap();
     let pki = crate::common::pki::Pki::new(&tls, "client-ca");
     pki.server("server");
+    // Before anything made its store, doctor says so, and makes none.
+    let (code, found) = doctor(&config);
+    assert_eq!(code, Some(0), "{found:?}");
+    assert_eq!(found, ["warning:store_missing"]);
+    assert!(!dir.path().join("keycard-data/keycard.db").exists());
+    let made = Command::new(bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["key", "list"])
+        .env_remove("KEYCARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let (code, found) = doctor(&config);
     assert_eq!(code, Some(0), "{found:?}");
     assert!(found.is_empty(), "{found:?}");
