@@ -100,7 +100,7 @@ pub async fn verify(store: &Store, path: &Path) -> Result<bool, MasterKeyFileErr
 }
 
 /// Reads the master key from the environment or `path`; never creates one.
-fn load(path: &Path) -> Result<MasterKey, MasterKeyFileError> {
+pub fn load(path: &Path) -> Result<MasterKey, MasterKeyFileError> {
     if let Ok(text) = std::env::var(MASTER_KEY_ENV) {
         return MasterKey::from_base64(&text).map_err(MasterKeyFileError::Env);
     }

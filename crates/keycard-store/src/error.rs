@@ -15,9 +15,9 @@ pub enum StoreError {
         /// Why.
         source: std::io::Error,
     },
-    /// A new SQLite file could not be made private.
-    #[error("cannot make the SQLite store {path} private (mode 0600): {source}")]
-    CreateFile {
+    /// A file could not be created or made private (0600).
+    #[error("{path}: {source}")]
+    File {
         /// The file.
         path: PathBuf,
         /// Why.
@@ -32,6 +32,20 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
     },
+    /// The operation is for the other engine.
+    #[error("{0}")]
+    NotOnThisEngine(&'static str),
+    /// A path that is not UTF-8, which SQLite is given as text.
+    #[error("{0}: the path is not UTF-8")]
+    BadPath(PathBuf),
+    /// A file that is not a keycard store.
+    #[error("{0} is not a keycard store")]
+    NotAStore(PathBuf),
+    /// The SQLite store is open in another process (its write-ahead log exists).
+    #[error(
+        "the store {0} is in use (its -wal file exists): stop every keycard using it first; after a crash, run any keycard command on it once to recover it"
+    )]
+    InUse(PathBuf),
     /// The database answered with an error or could not be reached.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),

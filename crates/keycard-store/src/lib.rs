@@ -15,6 +15,7 @@
 
 mod api_keys;
 mod audit;
+mod backup;
 mod cert_bindings;
 mod changes;
 mod credentials;
@@ -35,6 +36,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use api_keys::{ApiKeyRow, NewApiKey};
 pub use audit::{AuditAppender, AuditBatch, AuditQuery, SEGMENT_EVENTS};
+pub use backup::{BackupInfo, inspect_backup, restore};
 pub use cert_bindings::{CertBindingRow, NewCertBinding};
 pub use changes::{Change, ChangeKind};
 pub use credentials::CredentialKind;

@@ -47,6 +47,11 @@ const POSTGRES: &[(i64, &str)] = &[
     (11, include_str!("../migrations/postgres/0011_meta.sql")),
 ];
 
+/// The schema version this build migrates to.
+pub(crate) fn latest_version() -> i64 {
+    SQLITE.last().map_or(0, |(v, _)| *v)
+}
+
 impl Store {
     /// Applies every migration not yet applied. Safe to run from several processes at once:
     /// PostgreSQL serialises them with an advisory lock, SQLite with `BEGIN IMMEDIATE`.

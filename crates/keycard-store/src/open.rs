@@ -105,7 +105,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
                 // `:memory:`, or no companion (yet).
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(StoreError::CreateFile {
+                    return Err(StoreError::File {
                         path: file.into(),
                         source,
                     });
@@ -118,8 +118,23 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Creates `file`, empty and 0600 (Unix); an existing file is an error.
+pub(crate) fn new_private_file(file: &Path) -> Result<(), StoreError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(file).map(drop).map_err(|source| StoreError::File {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
 /// Creates `dir` and its missing parents, 0700 on Unix.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]

@@ -86,6 +86,26 @@ pub enum Command {
     /// finding with its severity and a fix. Exit code 1 when anything is critical.
     #[command(after_help = "Examples:\n  keycard doctor\n  keycard doctor --json")]
     Doctor,
+    /// Write a consistent snapshot of the SQLite store to FILE (a new file, 0600) while
+    /// keycard serves. The master key is not in it: keep the key file apart, and with it.
+    /// PostgreSQL: use pg_dump.
+    #[command(
+        after_help = "Example:\n  keycard --config /etc/keycard/keycard.toml backup /var/backups/keycard-$(date +%F).db"
+    )]
+    Backup {
+        /// The backup file to write (must not exist).
+        file: PathBuf,
+    },
+    /// Put a backup in place of the SQLite store of a stopped deployment. The backup must be
+    /// sealed with this deployment's master key; the store it replaces is kept beside it
+    /// (`….before-restore-TIME`).
+    #[command(
+        after_help = "Example:\n  keycard --config /etc/keycard/keycard.toml restore /var/backups/keycard-2026-12-01.db"
+    )]
+    Restore {
+        /// The backup file (made by keycard backup).
+        file: PathBuf,
+    },
     /// Read the audit trail (newest last).
     #[command(
         after_help = "Examples:\n  keycard audit --since 1h --outcome failure\n  keycard audit --subject billing --json"

@@ -1,6 +1,7 @@
 //! Acting on a parsed command line.
 
 mod audit;
+mod backup;
 mod cert;
 mod client;
 pub(crate) mod common;
@@ -47,6 +48,8 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Cert(cmd) => cert::run(&store()?, cmd, json).await,
         Command::Client(cmd) => client::run(&store()?, cmd, json).await,
         Command::User(cmd) => user::run(&store()?, cmd, json).await,
+        Command::Backup { file } => backup::backup(&store()?, &file, json).await,
+        Command::Restore { file } => backup::restore(&store()?, &file, json),
         Command::Audit(args) => audit::run(&store()?, args, json).await,
     }
 }

@@ -13,6 +13,7 @@ mod common;
 
 mod admin;
 mod api_keys;
+mod backup;
 mod chromium;
 mod cli;
 mod doctor;
