@@ -9,6 +9,10 @@
 //! (RFC 8705 `self_signed_tls_client_auth`), never be an `mtls` identity, which needs the
 //! chain. Any other certificate fails the handshake.
 //!
+//! With `client_crl`, a client certificate revoked by its issuer's list fails the handshake
+//! (the end entity is checked; a certificate whose issuer published no list in the file is
+//! not refused for that, and a list past its next update still applies).
+//!
 //! The files are read again on SIGHUP, and when their modification time changes (checked
 //! every 2 s): new connections get the new certificate, open ones keep theirs. A file that
 //! cannot be read keeps the previous configuration and is logged.
@@ -22,7 +26,7 @@ use keycard_core::CertSource;
 use keycard_core::cert::CertIdentity;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
@@ -40,6 +44,9 @@ pub struct TlsSettings {
     /// CA certificates that client certificates must chain to; absent: no client
     /// certificate is asked for.
     pub client_ca: Option<PathBuf>,
+    /// Certificate revocation lists (PEM `X509 CRL` blocks, or one DER list) of the client
+    /// CAs: a client certificate they revoke fails the handshake.
+    pub client_crl: Option<PathBuf>,
     /// Whether a client certificate is required to complete the handshake.
     pub client_auth: ClientAuth,
 }
@@ -84,6 +91,11 @@ pub struct ClientCa {
 impl ClientCa {
     /// Reads the PEM CA certificates at `path`.
     pub(crate) fn load(path: &Path) -> Result<Self, TlsError> {
+        Self::load_with_crls(path, None)
+    }
+
+    /// Reads the PEM CA certificates at `path`, and the revocation lists at `crl`.
+    pub(crate) fn load_with_crls(path: &Path, crl: Option<&Path>) -> Result<Self, TlsError> {
         let key = "client_ca";
         let pem = std::fs::read(path).map_err(|e| err(key, path, e))?;
         let mut roots = RootCertStore::empty();
@@ -98,10 +110,23 @@ impl ClientCa {
         if n == 0 {
             return Err(err(key, path, "holds no PEM CERTIFICATE block"));
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| err(key, path, e))?;
+        let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated();
+        if let Some(crl) = crl {
+            builder = builder
+                .with_crls(read_crls(crl)?)
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+        }
+        // The lists are parsed here: a broken one stops start-up (or a reload) naming its file.
+        let verifier = builder.build().map_err(|e| match (e, crl) {
+            (rustls::server::VerifierBuilderError::InvalidCrl(e), Some(crl)) => err(
+                "client_crl",
+                crl,
+                format!("not a usable revocation list ({e:?})"),
+            ),
+            (e, _) => err(key, path, e),
+        })?;
         Ok(Self { verifier })
     }
 
@@ -114,6 +139,23 @@ impl ClientCa {
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .is_ok()
     }
+}
+
+/// The revocation lists in `path`: PEM `X509 CRL` blocks, or one DER list.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let key = "client_crl";
+    let bytes = std::fs::read(path).map_err(|e| err(key, path, e))?;
+    let crls = if bytes.starts_with(b"-----") || bytes.iter().take(64).all(u8::is_ascii) {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| err(key, path, format!("not PEM revocation lists ({e:?})")))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if crls.is_empty() {
+        return Err(err(key, path, "holds no X509 CRL block"));
+    }
+    Ok(crls)
 }
 
 /// The client certificate of a connection (or a trusted proxy's forwarded one).
@@ -326,7 +368,10 @@ pub(crate) fn server_config(
         .map_err(|e| err("cert", &settings.cert, e))?;
     let (builder, ca) = match &settings.client_ca {
         Some(path) => {
-            let ca = Arc::new(ClientCa::load(path)?);
+            let ca = Arc::new(ClientCa::load_with_crls(
+                path,
+                settings.client_crl.as_deref(),
+            )?);
             let verifier = CaOrSelfSigned {
                 inner: ca.verifier.clone(),
                 mandatory: settings.client_auth == ClientAuth::Required,
@@ -446,7 +491,12 @@ impl TlsState {
 }
 
 fn stamps(s: &TlsSettings) -> Vec<Option<SystemTime>> {
-    let files: [Option<&PathBuf>; 3] = [Some(&s.cert), Some(&s.key), s.client_ca.as_ref()];
+    let files: [Option<&PathBuf>; 4] = [
+        Some(&s.cert),
+        Some(&s.key),
+        s.client_ca.as_ref(),
+        s.client_crl.as_ref(),
+    ];
     files
         .iter()
         .map(|f| f.and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()))

@@ -56,6 +56,7 @@ pub(super) struct RawTls {
     pub(super) cert: String,
     pub(super) key: String,
     pub(super) client_ca: Option<String>,
+    pub(super) client_crl: Option<String>,
     pub(super) client_auth: Option<String>,
 }
 

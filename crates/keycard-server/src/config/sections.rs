@@ -169,10 +169,17 @@ impl Validator<'_> {
                 "needs server.tls.client_ca: the CA that client certificates are verified against",
             ));
         }
+        if raw.client_crl.is_some() && raw.client_ca.is_none() {
+            return Err(self.err(
+                "server.tls.client_crl",
+                "needs server.tls.client_ca: a revocation list applies to the client certificates of a CA",
+            ));
+        }
         let settings = TlsSettings {
             cert: self.path(&raw.cert),
             key: self.path(&raw.key),
             client_ca: raw.client_ca.as_deref().map(|p| self.path(p)),
+            client_crl: raw.client_crl.as_deref().map(|p| self.path(p)),
             client_auth,
         };
         // Read now, so a broken file stops start-up with the key that names it.

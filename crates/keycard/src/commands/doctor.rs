@@ -214,6 +214,131 @@ fn config_findings(s: &Settings) -> Vec<Finding> {
     out
 }
 
+/// Certificates that expire within this many days are flagged.
+const EXPIRY_DAYS: i64 = 30;
+
+/// The certificate files of the config: the server certificate expiring, a client CA
+/// expiring or weak (RSA under 2048 bits, a SHA-1 signature), a revocation list past its
+/// next update. A file that cannot be read is start-up's to refuse, not flagged here.
+fn certificate_findings(s: &Settings, now: i64, out: &mut Vec<Finding>) {
+    use Severity::{Critical, Warning};
+    let mut files: Vec<(&str, &std::path::Path, bool)> = Vec::new();
+    if let Some(t) = &s.tls {
+        files.push(("server.tls.cert", &t.cert, false));
+        if let Some(ca) = &t.client_ca {
+            files.push(("server.tls.client_ca", ca, true));
+        }
+    }
+    if let Some(ca) = &s.mtls.client_ca
+        && !files.iter().any(|(_, p, _)| *p == ca.as_path())
+    {
+        files.push(("mtls.client_ca", ca, true));
+    }
+    for (key, path, is_ca) in files {
+        let Ok(pem) = std::fs::read(path) else {
+            continue;
+        };
+        let Ok(ders) = keycard_core::cert::certs_from_pem(&pem) else {
+            continue;
+        };
+        // The server's leaf; every certificate of a CA bundle.
+        let take = if is_ca { ders.len() } else { 1 };
+        for der in ders.iter().take(take) {
+            let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+                continue;
+            };
+            let name = cert.subject().to_string();
+            let not_after = cert.validity().not_after.timestamp();
+            if not_after < now {
+                out.push(finding(
+                    Critical,
+                    "certificate_expired",
+                    format!(
+                        "{key} {}: `{name}` expired {} days ago",
+                        path.display(),
+                        (now - not_after) / DAY
+                    ),
+                    "replace the file, then send keycard SIGHUP (it reads the certificates again)",
+                ));
+            } else if not_after < now + EXPIRY_DAYS * DAY {
+                out.push(finding(
+                    Warning,
+                    "certificate_expiring",
+                    format!("{key} {}: `{name}` expires in {} days", path.display(), (not_after - now) / DAY),
+                    "renew it and replace the file; keycard reads it again on SIGHUP or when the file changes",
+                ));
+            }
+            if is_ca && let Some(weak) = weakness(&cert) {
+                out.push(finding(
+                    Warning,
+                    "weak_client_ca",
+                    format!("{key} {}: `{name}` {weak}", path.display()),
+                    "issue client certificates from a CA with an RSA key of 2048 bits or more (or ECDSA) and a SHA-256 signature",
+                ));
+            }
+        }
+    }
+    if let Some(t) = &s.tls
+        && let Some(path) = &t.client_crl
+        && let Ok(bytes) = std::fs::read(path)
+    {
+        for crl in crl_ders(&bytes) {
+            let Ok((_, list)) = x509_parser::parse_x509_crl(&crl) else {
+                continue;
+            };
+            if let Some(next) = list.next_update()
+                && next.timestamp() < now
+            {
+                out.push(finding(
+                    Warning,
+                    "crl_stale",
+                    format!(
+                        "server.tls.client_crl {}: the list of `{}` was due for renewal {} days ago",
+                        path.display(),
+                        list.issuer(),
+                        (now - next.timestamp()) / DAY
+                    ),
+                    "publish a fresh list (openssl ca -gencrl) into the file; keycard reads it again when it changes",
+                ));
+            }
+        }
+    }
+}
+
+/// Why a CA certificate is weak, if it is.
+fn weakness(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<String> {
+    use x509_parser::public_key::PublicKey;
+    if let Ok(PublicKey::RSA(rsa)) = cert.public_key().parsed()
+        && rsa.key_size() < 2048
+    {
+        return Some(format!("has an RSA key of {} bits", rsa.key_size()));
+    }
+    // sha1WithRSAEncryption, ecdsa-with-SHA1, dsa-with-sha1.
+    const SHA1: [&str; 3] = [
+        "1.2.840.113549.1.1.5",
+        "1.2.840.10045.4.1",
+        "1.2.840.10040.4.3",
+    ];
+    let oid = cert.signature_algorithm.algorithm.to_id_string();
+    SHA1.contains(&oid.as_str())
+        .then(|| "is signed with SHA-1".to_owned())
+}
+
+/// The DER lists of a CRL file: PEM `X509 CRL` blocks, or the file itself (DER).
+fn crl_ders(bytes: &[u8]) -> Vec<Vec<u8>> {
+    use rustls_pki_types::CertificateRevocationListDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem: Vec<Vec<u8>> = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .filter_map(Result::ok)
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    if pem.is_empty() {
+        vec![bytes.to_vec()]
+    } else {
+        pem
+    }
+}
+
 /// Whether a URL's host is this machine: `localhost`, or a loopback address.
 fn host_is_loopback(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -335,6 +460,7 @@ pub async fn run(settings: Option<&Settings>, as_json: bool) -> Result<(), CliEr
     match settings {
         Some(settings) => {
             findings = config_findings(settings);
+            certificate_findings(settings, now_secs(), &mut findings);
             if let Err(e) = store_findings(settings, &mut findings).await {
                 findings.push(finding(
                     Severity::Critical,

@@ -1462,3 +1462,332 @@ async fn a_certificate_with_the_admin_scope_uses_the_admin_api() {
     );
     assert_eq!(a.status, 201, "{a:?}");
 }
+
+/// A CA run with the openssl command line, as an operator runs one: it signs client
+/// certificates, revokes them and publishes its list with `openssl ca -gencrl`.
+struct OpensslCa {
+    dir: std::path::PathBuf,
+}
+
+impl OpensslCa {
+    fn new(dir: &std::path::Path) -> OpensslCa {
+        let dir = dir.join("openssl-ca");
+        std::fs::create_dir_all(dir.join("newcerts")).unwrap();
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("serial"), "1000\n").unwrap();
+        std::fs::write(dir.join("crlnumber"), "1000\n").unwrap();
+        std::fs::write(
+            dir.join("ca.cnf"),
+            format!(
+                "[ca]\ndefault_ca = kc\n[kc]\ndir = {}\ndatabase = $dir/index.txt\nnew_certs_dir = $dir/newcerts\nserial = $dir/serial\ncrlnumber = $dir/crlnumber\ncertificate = $dir/ca.pem\nprivate_key = $dir/ca-key.pem\ndefault_md = sha256\ndefault_days = 30\ndefault_crl_days = 7\npolicy = any\nx509_extensions = client\n[any]\ncommonName = supplied\n[client]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = clientAuth\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let ca = OpensslCa { dir };
+        ca.run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=crl-test-ca",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        ca
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .current_dir(&self.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn client(&self, cn: &str) -> Issued {
+        let (key, csr, cert) = (
+            format!("{cn}-key.pem"),
+            format!("{cn}.csr"),
+            format!("{cn}.pem"),
+        );
+        self.run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ]);
+        self.run(&[
+            "ca", "-config", "ca.cnf", "-batch", "-notext", "-in", &csr, "-out", &cert,
+        ]);
+        let pem = std::fs::read(self.dir.join(&cert)).unwrap();
+        Issued {
+            cert: self.dir.join(cert),
+            key: self.dir.join(key),
+            der: keycard_core::cert::certs_from_pem(&pem).unwrap().remove(0),
+        }
+    }
+
+    fn revoke(&self, cert: &Issued) {
+        self.run(&[
+            "ca",
+            "-config",
+            "ca.cnf",
+            "-revoke",
+            cert.cert.to_str().unwrap(),
+        ]);
+    }
+
+    /// Publishes the list into `out` (written beside it, then renamed, as a deploy would).
+    fn publish_crl(&self, out: &std::path::Path) {
+        self.run(&["ca", "-config", "ca.cnf", "-gencrl", "-out", "crl.next.pem"]);
+        std::fs::rename(self.dir.join("crl.next.pem"), out).unwrap();
+    }
+}
+
+/// `server.tls.client_crl`: a client certificate its CA revoked (`openssl ca -revoke`, then
+/// `-gencrl`) fails the handshake once the list is read again (SIGHUP); the others still
+/// pass. A list that is no list stops start-up naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_client_certificate_is_refused_once_the_list_is_reloaded() {
+    if !tools::curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "server-ca");
+    let server = pki.server("server");
+    let ca = OpensslCa::new(dir.path());
+    let (alice, bob) = (ca.client("alice"), ca.client("bob"));
+    let crl = dir.path().join("client-crl.pem");
+    ca.publish_crl(&crl);
+    let (up, hits) = upstream::start_counting().await;
+    let tls = |crl: &std::path::Path| {
+        format!(
+            "{}\n[server.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_crl = \"{}\"\n",
+            route("/api/", &up, "methods = [\"mtls\"]"),
+            server.cert.display(),
+            server.key.display(),
+            ca.ca().display(),
+            crl.display()
+        )
+    };
+    let mut kc = Keycard::new(None, &tls(&crl));
+    let t = Tls {
+        base: format!("https://{}", kc.start()),
+        kc,
+        pki,
+        other: Pki::new(dir.path(), "unused-ca"),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    t.bind(&alice, "alice", &[]);
+    t.bind(&bob, "bob", &[]);
+    for c in [&alice, &bob] {
+        assert_eq!(t.curl(Some(c), "/api/x", &[]).status, 200);
+    }
+    let reached = hits.load(std::sync::atomic::Ordering::SeqCst);
+    ca.revoke(&bob);
+    ca.publish_crl(&crl);
+    t.kc.hangup(0);
+    let refused = eventually(Duration::from_secs(5), || async {
+        t.curl(Some(&bob), "/api/x", &[]).status == 0
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "a revoked certificate still completes the handshake"
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        reached,
+        "the revoked certificate reached the upstream"
+    );
+    assert_eq!(t.curl(Some(&alice), "/api/x", &[]).status, 200);
+
+    // A file that holds no usable list.
+    let broken = dir.path().join("broken-crl.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    let kc = Keycard::new(None, &tls(&broken));
+    let out = kc.cli(&["serve"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("server.tls.client_crl"), "{err}");
+}
+
+/// `doctor` on certificates: a server certificate about to expire, a weak client CA (an
+/// RSA-1024 key, signed with SHA-1) and a revocation list past its next update are flagged;
+/// a fresh P-256 setup is not.
+#[test]
+fn doctor_flags_expiring_and_weak_certificates_and_a_stale_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "soon-key.pem",
+        "-out",
+        "soon.pem",
+        "-days",
+        "10",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-sha1",
+        "-nodes",
+        "-keyout",
+        "weak-key.pem",
+        "-out",
+        "weak.pem",
+        "-days",
+        "365",
+        "-subj",
+        "/CN=weak-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+    ]);
+    // A list whose next update has passed: made with rcgen, which takes any dates.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "stale-ca");
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    std::fs::write(
+        dir.path().join("stale-ca.pem"),
+        params.self_signed(&key).unwrap().pem(),
+    )
+    .unwrap();
+    let issuer = rcgen::Issuer::new(params, key);
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2021, 1, 1),
+        next_update: rcgen::date_time_ymd(2021, 2, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .unwrap();
+    std::fs::write(dir.path().join("stale-crl.pem"), crl.pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("both-cas.pem"),
+        [
+            std::fs::read(dir.path().join("weak.pem")).unwrap(),
+            std::fs::read(dir.path().join("stale-ca.pem")).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+
+    let doctor = |tls: &str| -> Vec<String> {
+        let config = dir.path().join("k.toml");
+        std::fs::write(
+            &config,
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\n{tls}"),
+        )
+        .unwrap();
+        let out = Command::new(crate::common::bin())
+            .arg("--config")
+            .arg(&config)
+            .args(["doctor", "--json"])
+            .env_remove("KEYCARD_MASTER_KEY")
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}",
+                    f["severity"].as_str().unwrap(),
+                    f["code"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let found = doctor(
+        "cert = \"soon.pem\"\nkey = \"soon-key.pem\"\nclient_ca = \"both-cas.pem\"\nclient_crl = \"stale-crl.pem\"\n",
+    );
+    for want in [
+        "warning:certificate_expiring",
+        "warning:weak_client_ca",
+        "warning:crl_stale",
+    ] {
+        assert!(found.contains(&want.to_owned()), "{want} not in {found:?}");
+    }
+    // The same checks on a sound setup: nothing about certificates.
+    let sound = Pki::new(dir.path(), "sound-ca");
+    let server = sound.server("sound-server");
+    let found = doctor(&format!(
+        "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        server.cert.display(),
+        server.key.display(),
+        sound.ca.display()
+    ));
+    assert!(
+        !found
+            .iter()
+            .any(|f| f.contains("certificate") || f.contains("client_ca") || f.contains("crl")),
+        "{found:?}"
+    );
+}
