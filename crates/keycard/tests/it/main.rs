@@ -16,6 +16,7 @@ mod api_keys;
 mod backup;
 mod chromium;
 mod cli;
+mod clients;
 mod doctor;
 mod forward_auth;
 mod gateway;

@@ -29,6 +29,14 @@ fn available(what: &str, cmd: &mut Command) -> bool {
     ok
 }
 
+/// Whether Node 18 or later (built-in `fetch`) runs.
+pub fn node() -> bool {
+    available(
+        "node 18 or later",
+        Command::new("node").args(["-e", "if (typeof fetch !== 'function') process.exit(1)"]),
+    )
+}
+
 /// Whether `python3` with PyJWT and cryptography runs.
 pub fn python_pyjwt() -> bool {
     available(
