@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 /// keycard: authenticates every request to your API — by API key, OAuth 2.0 token, JWT,
 /// Basic, Digest, HMAC signature or client certificate — and issues the tokens.
 #[derive(Debug, Parser)]
-#[command(name = "keycard", version, propagate_version = true)]
+#[command(name = "keycard", version = env!("KEYCARD_VERSION"), propagate_version = true)]
 pub struct Cli {
     /// The config file (else $KEYCARD_CONFIG, else ./keycard.toml if present, else built-in
     /// defaults).
@@ -122,6 +122,16 @@ pub enum Command {
     /// demo issuer, or a test key of your own).
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Examples:\n  keycard completions bash > /etc/bash_completion.d/keycard\n  keycard completions zsh > \"${fpath[1]}/_keycard\"\n  keycard completions fish > ~/.config/fish/completions/keycard.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `keycard man > /usr/share/man/man1/keycard.1`.
+    Man,
     /// A plain HTTP server that answers every request with the request it received, as JSON
     /// (the quickstart's upstream; handy in tests and benchmarks).
     #[command(hide = true)]

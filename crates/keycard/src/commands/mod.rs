@@ -32,6 +32,20 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let (config, data_dir) = (cli.config.as_deref(), cli.data_dir.as_deref());
     let store = || store_settings(config, data_dir);
     match cli.command {
+        Command::Completions { shell } => {
+            // Written to memory first: clap_complete panics when its writer fails (a closed
+            // pipe), and a failed write is an error here, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "keycard", &mut script);
+            write_stdout(&script, "the completion script")
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command())
+                .render(&mut page)
+                .map_err(|e| CliError::Other(format!("cannot make the manual page: {e}")))?;
+            write_stdout(&page, "the manual page")
+        }
         Command::EchoUpstream { listen } => crate::echo::run_until_signal(listen).await,
         Command::Quickstart {
             listen,
@@ -52,4 +66,18 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Restore { file } => backup::restore(&store()?, &file, json),
         Command::Audit(args) => audit::run(&store()?, args, json).await,
     }
+}
+
+/// The command line's definition (for completions and the manual page).
+fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Writes `bytes` to standard output; a closed pipe or full disk is an error naming `what`.
+fn write_stdout(bytes: &[u8], what: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::Other(format!("cannot write {what}: {e}")))
 }

@@ -525,3 +525,66 @@ async fn sighup_does_not_end_serve() {
         "{events:?}"
     );
 }
+
+/// `--version` names the commit it was built from; `completions` prints scripts the shells
+/// take (bash is run with it), `man` a manual page; neither needs a config.
+#[test]
+fn version_completions_and_manual_page() {
+    let version = Command::new(bin()).arg("--version").output().unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert!(
+        version.starts_with(&format!("keycard {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let head = Command::new("git")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if let Some(commit) = head {
+        assert!(
+            version.contains(&format!("({commit})")),
+            "{version} is not commit {commit}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = bare(dir.path(), &["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("keycard") && script.contains("signing-key"),
+            "{shell}"
+        );
+    }
+    let script = dir.path().join("keycard.bash");
+    std::fs::write(&script, bare(dir.path(), &["completions", "bash"]).stdout).unwrap();
+    // Completing `keycard ke` offers `key`.
+    let completed = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(keycard ke); COMP_CWORD=1; COMP_LINE='keycard ke'; COMP_POINT=10; _keycard keycard ke keycard; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let offered = String::from_utf8_lossy(&completed.stdout);
+    assert!(offered.lines().any(|l| l == "key"), "{offered}");
+    assert!(
+        !std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name() != "keycard.bash")
+    );
+
+    let man = bare(dir.path(), &["man"]);
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        page.contains(".TH keycard 1") && page.contains("serve"),
+        "{page}"
+    );
+    assert!(bare(dir.path(), &["completions", "tcsh"]).status.code() == Some(2));
+}
