@@ -55,8 +55,18 @@ struct VerifiedPair {
     until_ms: i64,
 }
 
-/// userhash (per hash function) → user name, for Digest clients that send `userhash=true`.
-type UserhashIndex = HashMap<(HashAlg, String), Arc<str>>;
+/// userhash (per hash function) → user name, for Digest clients that send `userhash=true`,
+/// as the store had them at `revision`.
+#[derive(Debug, Default)]
+pub(crate) struct UserhashIndex {
+    pub(crate) names: HashMap<(HashAlg, String), Arc<str>>,
+    /// The store's revision read before the names were.
+    pub(crate) revision: i64,
+}
+
+/// How often, at most, a userhash the index does not know makes keycard ask the store
+/// whether the index is behind.
+const USERHASH_RECHECK_MS: i64 = 10;
 
 /// A map keyed by handles: the keyed hashes ([`keycard_core::KeyedHasher`]) secrets are
 /// looked up by. A handle is uniformly distributed and cannot be chosen by whoever picks the
@@ -94,6 +104,8 @@ pub(crate) struct CredentialCache {
     users: RwLock<HashMap<u128, (CachedUser, i64)>>,
     verified: RwLock<HandleMap<VerifiedPair>>,
     userhashes: RwLock<Option<Arc<UserhashIndex>>>,
+    /// When a userhash missing from the index last made keycard ask the store (ms).
+    userhash_checked_ms: AtomicI64,
     generation: AtomicU64,
     pending_last_used: Mutex<Vec<(String, i64)>>,
     /// OAuth clients by keyed hash of the `client_id` (`None`: the store has no such
@@ -488,6 +500,17 @@ impl CredentialCache {
     /// The userhash index, if built since the last change.
     pub(crate) fn userhashes(&self) -> Option<Arc<UserhashIndex>> {
         self.userhashes.read().ok()?.clone()
+    }
+
+    /// Whether a userhash the index does not know may ask the store now: once per
+    /// [`USERHASH_RECHECK_MS`] at most, whoever sends them.
+    pub(crate) fn userhash_recheck_due(&self, now_ms: i64) -> bool {
+        let last = self.userhash_checked_ms.load(Ordering::Acquire);
+        now_ms.saturating_sub(last) >= USERHASH_RECHECK_MS
+            && self
+                .userhash_checked_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Keeps a freshly built userhash index, unless an invalidation happened since `generation`.

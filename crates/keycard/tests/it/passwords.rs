@@ -1135,3 +1135,59 @@ async fn auth_int_body_reads_are_bounded() {
         .await;
     assert_eq!(r.status, 401);
 }
+
+/// A Digest user added by the CLI while keycard serves answers with `userhash=true` at
+/// once, though keycard built its userhash index before the user existed and the change
+/// feed has not been read since (it is read every 200 ms); a userhash of nobody is still
+/// refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_digest_user_is_known_by_userhash_at_once() {
+    let up = upstream::start().await;
+    let mut kc = Keycard::new(None, &route("/api/", &up, "methods = [\"digest\"]"));
+    kc.add_user("alice", ALICE_PW, &["--digest"]);
+    kc.start();
+    let http = Http::new();
+    let send = |user: &'static str, pw: &'static str, nonce: String, opaque: String| {
+        let (http, url) = (http.clone(), kc.url("/api/x"));
+        async move {
+            let header = DigestReq {
+                user,
+                pw,
+                method: "GET",
+                uri: "/api/x",
+                nonce: &nonce,
+                opaque: &opaque,
+                nc: 1,
+                cnonce: "c-userhash",
+                qop: "auth",
+                body: b"",
+                alg: HashAlg::Sha256,
+                userhash: true,
+            }
+            .header();
+            http.get(&url, &[("authorization", &header)]).await.status
+        }
+    };
+    // The index is built now, with alice alone.
+    let (nonce, opaque) = challenge(&http, &kc).await;
+    assert_eq!(send("alice", ALICE_PW, nonce, opaque).await, 200);
+    for (user, pw) in [
+        ("dora", "amber-falcon-ridge"),
+        ("emil", "quiet-harbor-lamp"),
+        ("fay", "silver-meadow-kite"),
+    ] {
+        let (nonce, opaque) = challenge(&http, &kc).await;
+        kc.add_user(user, pw, &["--digest"]);
+        let started = Instant::now();
+        let status = send(user, pw, nonce, opaque).await;
+        assert_eq!(
+            status,
+            200,
+            "{user}, {:?} after it was added",
+            started.elapsed()
+        );
+    }
+    let (nonce, opaque) = challenge(&http, &kc).await;
+    assert_eq!(send("nobody", "no-such-password", nonce, opaque).await, 401);
+    kc.stop();
+}

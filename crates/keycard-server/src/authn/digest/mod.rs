@@ -11,6 +11,7 @@ use keycard_core::{Method, Reason, Refusal};
 
 use super::base::{Base, Checked, RequestFacts, Verified};
 use crate::config::DigestSettings;
+use crate::state::cache::UserhashIndex;
 
 mod replay;
 
@@ -249,7 +250,12 @@ impl Digest {
         })
     }
 
-    /// The user a `userhash` names (an index built from the store on first use after a change).
+    /// The user a `userhash` names, from an index of every Digest user's userhashes (built
+    /// from the store on first use after a change). A userhash the index lacks may be a user
+    /// added since the change feed was last read (by the CLI, or another instance): then
+    /// keycard asks the store whether anything changed since the index was built, at most
+    /// once per few milliseconds whoever asks (so a flood of unknown userhashes costs the
+    /// store little), and builds the index again if so.
     async fn userhash_name(
         &self,
         base: &Base,
@@ -257,29 +263,59 @@ impl Digest {
         userhash: &str,
         method: Option<Method>,
     ) -> Result<Option<Arc<str>>, Refusal> {
+        let key = (hash, userhash.to_ascii_lowercase());
         let index = match base.cache.userhashes() {
             Some(i) => i,
-            None => {
-                let generation = base.cache.generation();
-                let names = base
-                    .read_store(
-                        method,
-                        |store| async move { store.digest_user_names().await },
-                    )
-                    .await?;
-                let mut index = HashMap::with_capacity(names.len() * HashAlg::ALL.len());
-                for name in names {
-                    let name: Arc<str> = name.into();
-                    for h in HashAlg::ALL {
-                        index.insert(
-                            (h, digest::userhash(h, &name, &self.settings.realm)),
-                            name.clone(),
-                        );
-                    }
-                }
-                base.cache.set_userhashes(index, generation)
-            }
+            None => self.userhash_index(base, method).await?,
         };
-        Ok(index.get(&(hash, userhash.to_ascii_lowercase())).cloned())
+        if let Some(name) = index.names.get(&key) {
+            return Ok(Some(name.clone()));
+        }
+        if !base.cache.userhash_recheck_due(crate::clock::now_millis()) {
+            return Ok(None);
+        }
+        let revision = base
+            .read_store(method, |store| async move { store.latest_revision().await })
+            .await?;
+        if revision <= index.revision {
+            return Ok(None);
+        }
+        let index = self.userhash_index(base, method).await?;
+        Ok(index.names.get(&key).cloned())
+    }
+
+    /// Builds the userhash index from the store (and keeps it, unless the cache was
+    /// invalidated meanwhile).
+    async fn userhash_index(
+        &self,
+        base: &Base,
+        method: Option<Method>,
+    ) -> Result<Arc<UserhashIndex>, Refusal> {
+        let generation = base.cache.generation();
+        let (revision, names) = base
+            .read_store(method, |store| async move {
+                // The revision first: a change that lands between the two reads is seen
+                // again later, never missed.
+                let revision = store.latest_revision().await?;
+                Ok((revision, store.digest_user_names().await?))
+            })
+            .await?;
+        let mut index = HashMap::with_capacity(names.len() * HashAlg::ALL.len());
+        for name in names {
+            let name: Arc<str> = name.into();
+            for h in HashAlg::ALL {
+                index.insert(
+                    (h, digest::userhash(h, &name, &self.settings.realm)),
+                    name.clone(),
+                );
+            }
+        }
+        Ok(base.cache.set_userhashes(
+            UserhashIndex {
+                names: index,
+                revision,
+            },
+            generation,
+        ))
     }
 }
