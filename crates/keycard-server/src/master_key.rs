@@ -58,23 +58,31 @@ pub enum MasterKeyFileError {
 
 /// The master key for `store`, checked against the check value the store recorded: a key
 /// that does not match is refused ([`MasterKeyFileError::OtherKey`]), and none is created
-/// for a store that has one recorded. A store without a check value yet (new, or made by a
-/// keycard that did not record one) records this key's, after the key has opened the
-/// store's oldest sealed signing key, if there is one.
+/// for a store that has one recorded, or that holds credentials. A store without a check
+/// value yet (new, or made by a keycard that did not record one) records this key's, after
+/// the key has opened the store's oldest sealed signing key, if there is one.
 pub async fn unlock(store: &Store, path: &Path) -> Result<MasterKey, MasterKeyFileError> {
     let recorded = store.master_key_check().await?;
-    let key = match recorded {
-        Some(_) => load(path)?,
-        None => load_or_create(path)?,
+    let key = match (&recorded, load(path)) {
+        // A store that holds credentials was made with a key: none is made up for it.
+        (None, Err(MasterKeyFileError::Missing { .. })) if !store.holds_credentials().await? => {
+            create(path)?
+        }
+        (_, loaded) => loaded?,
     };
     let check = key.check_value();
     let recorded = match recorded {
         Some(r) => r,
         None => {
-            if let Some(row) = store.oldest_signing_key().await?
-                && !crate::state::keyring::opens(&key.sealer(), &row)
-            {
-                return Err(MasterKeyFileError::OtherKey);
+            match store.oldest_signing_key().await? {
+                Some(row) if !crate::state::keyring::opens(&key.sealer(), &row) => {
+                    return Err(MasterKeyFileError::OtherKey);
+                }
+                Some(_) => {}
+                None if store.holds_credentials().await? => tracing::warn!(
+                    "this store records no master key check value and holds no sealed key to test the master key on: it is taken as the store's key from now on"
+                ),
+                None => {}
             }
             store.record_master_key_check(&check).await?
         }
@@ -90,7 +98,18 @@ pub async fn unlock(store: &Store, path: &Path) -> Result<MasterKey, MasterKeyFi
 /// value recorded yet, [`MasterKeyFileError::OtherKey`] when the key is another.
 pub async fn verify(store: &Store, path: &Path) -> Result<bool, MasterKeyFileError> {
     let Some(recorded) = store.master_key_check().await? else {
-        return Ok(false);
+        return match load(path) {
+            Err(MasterKeyFileError::Missing { .. }) if !store.holds_credentials().await? => {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+            Ok(key) => match store.oldest_signing_key().await? {
+                Some(row) if !crate::state::keyring::opens(&key.sealer(), &row) => {
+                    Err(MasterKeyFileError::OtherKey)
+                }
+                _ => Ok(false),
+            },
+        };
     };
     let check = load(path)?.check_value();
     if !keycard_core::constant_time_eq(recorded.as_bytes(), check.as_bytes()) {
@@ -237,6 +256,21 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(store.master_key_check().await.unwrap(), None);
+            // Its key file gone: the store holds a sealed key, so no key is made up for it.
+            let lost = dir.path().join("lost.key");
+            assert!(matches!(
+                unlock(store, &lost).await,
+                Err(MasterKeyFileError::Missing { .. })
+            ));
+            assert!(!lost.exists());
+            assert!(matches!(
+                verify(store, &lost).await,
+                Err(MasterKeyFileError::Missing { .. })
+            ));
+            assert!(matches!(
+                verify(store, &b).await,
+                Err(MasterKeyFileError::OtherKey)
+            ));
             assert!(matches!(
                 unlock(store, &b).await,
                 Err(MasterKeyFileError::OtherKey)

@@ -41,10 +41,8 @@ pub enum StoreError {
     /// A file that is not a keycard store.
     #[error("{0} is not a keycard store")]
     NotAStore(PathBuf),
-    /// The SQLite store is open in another process (its write-ahead log exists).
-    #[error(
-        "the store {0} is in use (its -wal file exists): stop every keycard using it first; after a crash, run any keycard command on it once to recover it"
-    )]
+    /// The SQLite store is open in another process.
+    #[error("the store {0} is open in another process: stop every keycard using it first")]
     InUse(PathBuf),
     /// The database answered with an error or could not be reached.
     #[error("store: {0}")]

@@ -34,6 +34,21 @@ impl Store {
         })
     }
 
+    /// Whether the store holds any credential, client or signing key: a store in use, whose
+    /// master key exists somewhere.
+    pub async fn holds_credentials(&self) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM credentials LIMIT 1) c) \
+                 + (SELECT COUNT(*) FROM (SELECT 1 FROM oauth_clients LIMIT 1) o) \
+                 + (SELECT COUNT(*) FROM (SELECT 1 FROM signing_keys LIMIT 1) s)",
+            )
+            .fetch_one(p)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     /// Reads the store's own tables (for `/_keycard/ready`). Unlike a bare `SELECT 1`, this
     /// touches the data: on SQLite through a new read-only connection too, since a pooled
     /// one trusts the pages it has cached, so a file truncated or overwritten while keycard

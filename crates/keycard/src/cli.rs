@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "keycard", version = env!("KEYCARD_VERSION"), propagate_version = true)]
 pub struct Cli {
-    /// The config file (else $KEYCARD_CONFIG, else ./keycard.toml if present, else built-in
-    /// defaults).
+    /// The config file (else $KEYCARD_CONFIG, else ./keycard.toml if present). Without one,
+    /// `serve` runs on built-in defaults and commands that manage a store refuse.
     #[arg(long, global = true, env = "KEYCARD_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// With no config file: the built-in defaults, with the store, master key and audit

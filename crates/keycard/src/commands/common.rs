@@ -238,7 +238,7 @@ pub(crate) async fn wait_for_signal() {
                 _ = tokio::signal::ctrl_c() => return,
                 _ = term.recv() => return,
                 _ = hup.recv() => tracing::info!(
-                    "SIGHUP: the TLS certificate files are read again ([server.tls]); other settings take effect on restart"
+                    "SIGHUP: certificate files of [server.tls], if set, are read again; other settings take effect on restart"
                 ),
             }
         }

@@ -73,7 +73,7 @@ async fn backup_while_serving_then_restore_elsewhere() {
     let busy = a.cli(&["restore", file_arg]);
     let err = String::from_utf8_lossy(&busy.stderr);
     assert_eq!(busy.status.code(), Some(1), "{err}");
-    assert!(err.contains("in use"), "{err}");
+    assert!(err.contains("open in another process"), "{err}");
 
     // Another deployment, stopped, with the same master key: restored, it knows them all.
     let mut b = Keycard::new(None, &routes);
@@ -121,6 +121,58 @@ async fn backup_while_serving_then_restore_elsewhere() {
     assert!(std::path::Path::new(kept).exists(), "{again}");
     a.stop();
 
+    // Twice in the same second: each replaced store is kept under a name of its own.
+    let first = b.cli_ok(&["restore", file_arg, "--json"]);
+    let second = b.cli_ok(&["restore", file_arg, "--json"]);
+    let kept_at = |out: &str| {
+        serde_json::from_str::<serde_json::Value>(out).unwrap()["replaced_kept_at"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (k1, k2) = (kept_at(&first), kept_at(&second));
+    assert_ne!(k1, k2);
+    assert!(std::path::Path::new(&k1).exists() && std::path::Path::new(&k2).exists());
+    // The store itself is no backup of itself.
+    let store = b.path("data/keycard.db");
+    let own = b.cli(&["restore", store.to_str().unwrap()]);
+    assert_eq!(own.status.code(), Some(1));
+    assert!(std::fs::metadata(&store).unwrap().len() > 0);
+    // A backup readable by all gives a store readable by its owner alone.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let open = b.path("open.db");
+        std::fs::copy(&file, &open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+        b.cli_ok(&["restore", open.to_str().unwrap()]);
+        let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A command that leaves the write-ahead log behind does not make the store "in use".
+    b.create_key("after", &[], &[]);
+    b.cli_ok(&["restore", file_arg]);
+    // A path SQLite could read as a URI is written as the file it names.
+    let uri_like = a.path("file:snapshot.db");
+    std::fs::create_dir_all(a.path("data")).unwrap();
+    let written = std::process::Command::new(crate::common::bin())
+        .current_dir(a.path(""))
+        .args([
+            "--config",
+            a.path("keycard.toml").to_str().unwrap(),
+            "backup",
+            "file:snapshot.db",
+        ])
+        .env_remove("KEYCARD_MASTER_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    assert!(std::fs::metadata(&uri_like).unwrap().len() > 0);
+
     // A deployment with a master key of its own: refused, its store untouched.
     let c = Keycard::new(None, &routes);
     c.create_key("own", &[], &[]);
@@ -130,6 +182,34 @@ async fn backup_while_serving_then_restore_elsewhere() {
     assert_eq!(other.status.code(), Some(1), "{err}");
     assert!(err.contains("sealed with another master key"), "{err}");
     assert_eq!(std::fs::read(c.path("data/keycard.db")).unwrap(), own);
+    // Files that are no store keycard wrote: a schema version below 1, a check value that
+    // is not text.
+    for edit in [
+        "DELETE FROM keycard_migrations; INSERT INTO keycard_migrations VALUES (-5, 0)",
+        "UPDATE keycard_meta SET value = x'07' WHERE name = 'master_key_check'",
+    ] {
+        let forged = c.path("forged.db");
+        std::fs::copy(&file, &forged).unwrap();
+        let edited = std::process::Command::new("python3")
+            .args(["-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()"])
+            .arg(&forged)
+            .arg(edit)
+            .output()
+            .unwrap();
+        assert!(
+            edited.status.success(),
+            "{}",
+            String::from_utf8_lossy(&edited.stderr)
+        );
+        let out = c.cli(&["restore", forged.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{edit}");
+        assert_eq!(
+            std::fs::read(c.path("data/keycard.db")).unwrap(),
+            own,
+            "{edit}"
+        );
+        std::fs::remove_file(&forged).unwrap();
+    }
     // A file that is no store.
     std::fs::write(c.path("junk.db"), b"not a database at all, just text").unwrap();
     let junk = c.cli(&["restore", c.path("junk.db").to_str().unwrap()]);
@@ -158,4 +238,32 @@ async fn postgres_stores_are_backed_up_with_pg_dump() {
     }
     assert!(!std::path::Path::new("/tmp/never-written.db").exists());
     temp.cleanup().await;
+}
+
+/// A store reached through a symlink is judged by the file it points to: restoring while a
+/// keycard serves it is refused, and the symlink is left as it was.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_symlinked_store_in_use_is_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    let link = dir.path().join("keycard.db");
+    std::os::unix::fs::symlink(real.join("keycard.db"), &link).unwrap();
+    let mut kc = Keycard::new(Some(&format!("sqlite://{}", link.display())), "");
+    kc.create_key("svc", &[], &[]);
+    kc.start();
+    let file = dir.path().join("b.db");
+    kc.cli_ok(&["backup", file.to_str().unwrap()]);
+    let out = kc.cli(&["restore", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("open in another process"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    kc.stop();
 }

@@ -437,6 +437,46 @@ fn a_store_refuses_another_master_key() {
     kc.cli_ok(&["key", "list"]);
 }
 
+/// A store from a keycard that recorded no check value, holding credentials but no sealed
+/// key to test a master key on: with its key file gone, no new key is made up for it (and
+/// the store is not sealed to one); its own key still opens it.
+#[test]
+fn a_store_without_a_check_value_gets_no_made_up_key() {
+    let kc = Keycard::new(None, "");
+    kc.create_key("svc", &[], &[]);
+    let forget = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('DROP TABLE keycard_meta'); c.execute('DELETE FROM keycard_migrations WHERE version >= 11'); c.commit()",
+        ])
+        .arg(kc.path("data/keycard.db"))
+        .status()
+        .unwrap();
+    assert!(forget.success());
+    let key_file = kc.path("data/master.key");
+    let right = std::fs::read(&key_file).unwrap();
+    std::fs::remove_file(&key_file).unwrap();
+    for args in [&["key", "list"][..], &["serve"]] {
+        let out = kc.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+        assert!(!key_file.exists(), "{args:?} made up a master key");
+    }
+    let doctor: serde_json::Value =
+        serde_json::from_slice(&kc.cli(&["doctor", "--json"]).stdout).unwrap();
+    assert!(
+        doctor
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "master_key_mismatch"),
+        "{doctor}"
+    );
+    std::fs::write(&key_file, &right).unwrap();
+    kc.cli_ok(&["key", "list"]);
+}
+
 /// A SQLite store file emptied (truncated, or replaced by an empty file) is refused, not
 /// started afresh as a new store.
 #[test]
