@@ -19,16 +19,7 @@ async fn backup_while_serving_then_restore_elsewhere() {
     let mut a = Keycard::new(None, &routes);
     let (_, key) = a.create_key("svc", &[], &[]);
     a.add_user("alice", PASSWORD, &[]);
-    let client: serde_json::Value = serde_json::from_str(&a.cli_ok(&[
-        "client",
-        "create",
-        "worker",
-        "--grant",
-        "client_credentials",
-        "--json",
-    ]))
-    .unwrap();
-    let client_secret = client["client_secret"].as_str().unwrap().to_owned();
+    let client_secret = a.create_worker_client("worker");
     a.start();
 
     // Requests run all through the backup: every one answered.

@@ -267,6 +267,16 @@ async fn audit_records_every_attempt_and_filters() {
     assert!(kc.cli_ok(&["audit"]).contains("missing_scope"));
 }
 
+/// Runs each of `commands` on `kc`'s config: each must fail with exit 1, saying `why`.
+fn refused(kc: &Keycard, commands: &[&[&str]], why: &str) {
+    for args in commands {
+        let out = kc.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+}
+
 /// `keycard` run in `dir` with no config anywhere (no flag, no KEYCARD_CONFIG, no
 /// ./keycard.toml).
 fn bare(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -396,13 +406,11 @@ fn a_store_refuses_another_master_key() {
     std::fs::rename(other.path().join("master.key"), &other_key).unwrap();
     std::fs::copy(&other_key, &key_file).unwrap();
 
-    let sealed = "this store was sealed with another master key";
-    for args in [&["key", "list"][..], &["serve"]] {
-        let out = kc.cli(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains(sealed), "{args:?}: {err}");
-    }
+    refused(
+        &kc,
+        &[&["key", "list"], &["serve"]],
+        "this store was sealed with another master key",
+    );
     let doctor: serde_json::Value =
         serde_json::from_slice(&kc.cli(&["doctor", "--json"]).stdout).unwrap();
     assert!(
@@ -427,10 +435,7 @@ fn a_store_refuses_another_master_key() {
     assert_eq!(out.status.code(), Some(1));
 
     std::fs::remove_file(&key_file).unwrap();
-    let out = kc.cli(&["key", "list"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("does not exist"), "{err}");
+    refused(&kc, &[&["key", "list"]], "does not exist");
     assert!(!key_file.exists(), "no key is made up for a sealed store");
 
     std::fs::write(&key_file, &right).unwrap();
@@ -456,13 +461,8 @@ fn a_store_without_a_check_value_gets_no_made_up_key() {
     let key_file = kc.path("data/master.key");
     let right = std::fs::read(&key_file).unwrap();
     std::fs::remove_file(&key_file).unwrap();
-    for args in [&["key", "list"][..], &["serve"]] {
-        let out = kc.cli(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("does not exist"), "{args:?}: {err}");
-        assert!(!key_file.exists(), "{args:?} made up a master key");
-    }
+    refused(&kc, &[&["key", "list"], &["serve"]], "does not exist");
+    assert!(!key_file.exists(), "a master key was made up");
     let doctor: serde_json::Value =
         serde_json::from_slice(&kc.cli(&["doctor", "--json"]).stdout).unwrap();
     assert!(
@@ -484,12 +484,7 @@ fn an_emptied_store_file_is_refused() {
     let kc = Keycard::new(None, "");
     kc.create_key("svc", &[], &[]);
     std::fs::write(kc.path("data/keycard.db"), b"").unwrap();
-    for args in [&["key", "list"][..], &["serve"]] {
-        let out = kc.cli(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.contains("is an empty file"), "{args:?}: {err}");
-    }
+    refused(&kc, &[&["key", "list"], &["serve"]], "is an empty file");
     assert_eq!(
         std::fs::metadata(kc.path("data/keycard.db")).unwrap().len(),
         0

@@ -115,15 +115,7 @@ async fn every_snippet_of_the_client_recipes_works() {
     let (_, key) = kc.create_key("svc", &[], &[]);
     let password = "copper-lantern-meadow";
     kc.add_user("alice", password, &["--digest"]);
-    let worker: serde_json::Value = serde_json::from_str(&kc.cli_ok(&[
-        "client",
-        "create",
-        "worker",
-        "--grant",
-        "client_credentials",
-        "--json",
-    ]))
-    .unwrap();
+    let client_secret = kc.create_worker_client("worker");
     let hmac = kc.create_hmac("signer");
     kc.cli_ok(&[
         "cert",
@@ -163,8 +155,8 @@ async fn every_snippet_of_the_client_recipes_works() {
         },
     );
     let (other_cert, other_key) = (other.cert.to_str().unwrap(), other.key.to_str().unwrap());
-    let client_id = worker["client_id"].as_str().unwrap();
-    let client_secret = worker["client_secret"].as_str().unwrap();
+    let client_id = "worker";
+    let client_secret = client_secret.as_str();
     let (key_id, secret) = (
         hmac["key_id"].as_str().unwrap(),
         hmac["secret"].as_str().unwrap(),

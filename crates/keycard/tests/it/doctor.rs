@@ -6,7 +6,8 @@ use std::process::Command;
 
 use crate::common::{Keycard, bin};
 
-fn doctor(config: &Path) -> (Option<i32>, Vec<String>) {
+/// `keycard doctor --json` on `config`: its exit code and `severity:code` of each finding.
+pub(crate) fn doctor(config: &Path) -> (Option<i32>, Vec<String>) {
     let out = Command::new(bin())
         .arg("--config")
         .arg(config)

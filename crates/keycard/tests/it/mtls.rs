@@ -1744,26 +1744,7 @@ fn doctor_flags_expiring_and_weak_certificates_and_a_stale_list() {
             format!("[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\n{tls}"),
         )
         .unwrap();
-        let out = Command::new(crate::common::bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["doctor", "--json"])
-            .env_remove("KEYCARD_MASTER_KEY")
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}:{}",
-                    f["severity"].as_str().unwrap(),
-                    f["code"].as_str().unwrap()
-                )
-            })
-            .collect()
+        crate::doctor::doctor(&config).1
     };
     let found = doctor(
         "cert = \"soon.pem\"\nkey = \"soon-key.pem\"\nclient_ca = \"both-cas.pem\"\nclient_crl = \"stale-crl.pem\"\n",

@@ -186,6 +186,20 @@ impl Keycard {
             .unwrap()
     }
 
+    /// `client create ID --grant client_credentials --json`; returns its client secret.
+    pub fn create_worker_client(&self, id: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.cli_ok(&[
+            "client",
+            "create",
+            id,
+            "--grant",
+            "client_credentials",
+            "--json",
+        ]))
+        .unwrap();
+        v["client_secret"].as_str().unwrap().to_owned()
+    }
+
     /// `key create --json`; returns (id, key).
     pub fn create_key(&self, subject: &str, scopes: &[&str], extra: &[&str]) -> (String, String) {
         let mut args = vec!["key", "create", "--subject", subject, "--json"];
