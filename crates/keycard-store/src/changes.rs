@@ -92,6 +92,21 @@ impl Store {
         })
     }
 
+    /// Whether a subject (a user, its password, its Digest secrets…) changed after
+    /// `revision`.
+    pub async fn subject_changed_since(&self, revision: i64) -> Result<bool, StoreError> {
+        with_pool!(self, p => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM changes WHERE revision > $1 AND kind = $2 LIMIT 1) c",
+            )
+            .bind(revision)
+            .bind(ChangeKind::Subject.as_str())
+            .fetch_one(p)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
     /// Changes after `revision`, oldest first, at most `limit`.
     pub async fn changes_since(
         &self,

@@ -93,7 +93,18 @@ async fn user_lifecycle_and_feed() {
             !format!("{new:?}").contains("argon2id"),
             "Debug hides the hash"
         );
+        assert!(!s.subject_changed_since(before).await.unwrap());
+        s.create_api_key(&key("key_u", "other-svc", 77, 100))
+            .await
+            .unwrap();
+        assert!(
+            !s.subject_changed_since(before).await.unwrap(),
+            "a key is no subject change"
+        );
         s.create_user(&new).await.unwrap();
+        assert!(s.subject_changed_since(before).await.unwrap());
+        let after = s.latest_revision().await.unwrap();
+        assert!(!s.subject_changed_since(after).await.unwrap());
         let u = s.get_user("jürgen").await.unwrap();
         assert_eq!(u.password_id, "pwd_1");
         assert_eq!(u.digest_sealed.as_deref(), Some(&[1u8, 2, 3][..]));

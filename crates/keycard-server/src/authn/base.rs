@@ -112,6 +112,8 @@ pub(crate) struct Base {
     pub(crate) throttle: Arc<Throttle>,
     /// Bounds concurrent argon2id verifications (each takes 19 MiB).
     pub(crate) hash_permits: Semaphore,
+    /// `/_keycard/ready`'s last store check.
+    pub(crate) store_check: super::StoreCheck,
     /// `/_keycard/metrics`.
     pub(crate) metrics: Arc<Metrics>,
     /// Redis (`limits.redis_url`), shared by the rate limits, the throttle and the replay

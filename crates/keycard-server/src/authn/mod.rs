@@ -10,6 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use keycard_core::credential::{self, Presented};
@@ -79,6 +80,26 @@ struct Methods {
     limits: RateLimits,
 }
 
+/// How long an answer to "can the store be read" is reused (ms).
+const STORE_CHECK_REUSE_MS: i64 = 250;
+
+/// The last answer to "can the store be read", and when it was asked for.
+#[derive(Debug)]
+pub(crate) struct StoreCheck {
+    at_ms: AtomicI64,
+    ok: AtomicBool,
+}
+
+impl StoreCheck {
+    /// Before the first check: the store was just opened.
+    fn new() -> Self {
+        Self {
+            at_ms: AtomicI64::new(i64::MIN),
+            ok: AtomicBool::new(true),
+        }
+    }
+}
+
 /// Why the authenticator could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnSetupError {
@@ -140,6 +161,7 @@ impl Authenticator {
                     .with_account_limit(settings.account_failed_auth),
             ),
             hash_permits: Semaphore::new(cores.max(2)),
+            store_check: StoreCheck::new(),
             metrics,
             redis,
         };
@@ -436,14 +458,29 @@ impl Authenticator {
 
     /// Whether the store reads its own tables within `within` (a damaged SQLite file does
     /// not). Runs on the main runtime, like every store call: a pooled connection must never
-    /// belong to a worker's runtime, which ends first at shutdown.
+    /// belong to a worker's runtime, which ends first at shutdown. `/_keycard/ready` is open
+    /// to anyone and a check opens a connection, so one check runs per
+    /// [`STORE_CHECK_REUSE_MS`] at most: callers meanwhile get the last answer.
     pub(crate) async fn store_answers(&self, within: Duration) -> bool {
+        let check = &self.base().store_check;
+        let now = now_millis();
+        let at = check.at_ms.load(Ordering::Acquire);
+        if now.saturating_sub(at) < STORE_CHECK_REUSE_MS
+            || check
+                .at_ms
+                .compare_exchange(at, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return check.ok.load(Ordering::Acquire);
+        }
         let store = self.base().store.clone();
         let ping = self
             .base()
             .store_runtime
             .spawn(async move { store.readable().await });
-        matches!(tokio::time::timeout(within, ping).await, Ok(Ok(Ok(()))))
+        let ok = matches!(tokio::time::timeout(within, ping).await, Ok(Ok(Ok(()))));
+        check.ok.store(ok, Ordering::Release);
+        ok
     }
 
     /// The cache (for the last-used flusher).

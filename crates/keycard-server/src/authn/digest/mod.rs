@@ -253,9 +253,9 @@ impl Digest {
     /// The user a `userhash` names, from an index of every Digest user's userhashes (built
     /// from the store on first use after a change). A userhash the index lacks may be a user
     /// added since the change feed was last read (by the CLI, or another instance): then
-    /// keycard asks the store whether anything changed since the index was built, at most
+    /// keycard asks the store whether a user changed since the index was built, at most
     /// once per few milliseconds whoever asks (so a flood of unknown userhashes costs the
-    /// store little), and builds the index again if so.
+    /// store one small read per interval), and builds the index again only if one did.
     async fn userhash_name(
         &self,
         base: &Base,
@@ -274,10 +274,13 @@ impl Digest {
         if !base.cache.userhash_recheck_due(crate::clock::now_millis()) {
             return Ok(None);
         }
-        let revision = base
-            .read_store(method, |store| async move { store.latest_revision().await })
+        let since = index.revision;
+        let changed = base
+            .read_store(method, |store| async move {
+                store.subject_changed_since(since).await
+            })
             .await?;
-        if revision <= index.revision {
+        if !changed {
             return Ok(None);
         }
         let index = self.userhash_index(base, method).await?;
