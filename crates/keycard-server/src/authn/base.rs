@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -97,6 +98,23 @@ impl From<Result<Principal, Refusal>> for Checked {
     }
 }
 
+/// The last answer to "can the store be read", and when it was asked for.
+#[derive(Debug)]
+pub(crate) struct StoreCheck {
+    pub(super) at_ms: AtomicI64,
+    pub(super) ok: AtomicBool,
+}
+
+impl StoreCheck {
+    /// Before the first check: the store was just opened.
+    pub(super) fn new() -> Self {
+        Self {
+            at_ms: AtomicI64::new(i64::MIN),
+            ok: AtomicBool::new(true),
+        }
+    }
+}
+
 /// The material and the store every verifier reads through.
 #[derive(Debug)]
 pub(crate) struct Base {
@@ -113,7 +131,7 @@ pub(crate) struct Base {
     /// Bounds concurrent argon2id verifications (each takes 19 MiB).
     pub(crate) hash_permits: Semaphore,
     /// `/_keycard/ready`'s last store check.
-    pub(crate) store_check: super::StoreCheck,
+    pub(crate) store_check: StoreCheck,
     /// `/_keycard/metrics`.
     pub(crate) metrics: Arc<Metrics>,
     /// Redis (`limits.redis_url`), shared by the rate limits, the throttle and the replay

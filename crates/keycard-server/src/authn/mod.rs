@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use keycard_core::credential::{self, Presented};
@@ -83,23 +83,6 @@ struct Methods {
 /// How long an answer to "can the store be read" is reused (ms).
 const STORE_CHECK_REUSE_MS: i64 = 250;
 
-/// The last answer to "can the store be read", and when it was asked for.
-#[derive(Debug)]
-pub(crate) struct StoreCheck {
-    at_ms: AtomicI64,
-    ok: AtomicBool,
-}
-
-impl StoreCheck {
-    /// Before the first check: the store was just opened.
-    fn new() -> Self {
-        Self {
-            at_ms: AtomicI64::new(i64::MIN),
-            ok: AtomicBool::new(true),
-        }
-    }
-}
-
 /// Why the authenticator could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnSetupError {
@@ -161,7 +144,7 @@ impl Authenticator {
                     .with_account_limit(settings.account_failed_auth),
             ),
             hash_permits: Semaphore::new(cores.max(2)),
-            store_check: StoreCheck::new(),
+            store_check: base::StoreCheck::new(),
             metrics,
             redis,
         };
